@@ -1,0 +1,235 @@
+//! The ship configuration: `[workspace.metadata.ship]`, `[package.metadata.ship]`, an
+//! environment's overrides and command-line flags, merged in that order and validated once.
+//!
+//! * `layer.rs`: one serde struct of `Option`s per table (`deny_unknown_fields`) and the merge.
+//! * `source.rs`: reads Cargo.toml text with spans so errors point at file:line:column.
+//! * `validate.rs`: turns the merged layer into the complete [`Config`] below, or the first
+//!   precise error (file, key, what was expected).
+//!
+//! Everything downstream (build, package, deploy...) reads only [`Config`].
+
+mod layer;
+mod source;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use layer::Layer;
+pub use validate::load;
+
+use crate::target::Target;
+
+/// What the command line contributes to the configuration (the last layer).
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--manifest-path`; `None` means cargo's own search from the current directory.
+    pub manifest_path: Option<PathBuf>,
+    /// `-p/--package`; required in a workspace with several packages that have a ship section
+    /// (or several binaries), otherwise inferred.
+    pub package: Option<String>,
+    /// The environment to resolve (`deploy prod` → `Some("prod")`); `None` for `build`.
+    pub environment: Option<String>,
+    /// `--target` override.
+    pub target: Option<String>,
+    /// `--profile` override (default `release`).
+    pub profile: Option<String>,
+    /// `--features` (comma or space separated, as cargo).
+    pub features: Vec<String>,
+    /// `--all-features`.
+    pub all_features: bool,
+    /// `--no-default-features`.
+    pub no_default_features: bool,
+}
+
+/// Which tool compiles the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderKind {
+    /// zigbuild for glibc-pinned targets, cross when a container engine runs and the target is
+    /// foreign, plain cargo otherwise.
+    Auto,
+    /// `cargo build` (adds the rustup target when missing).
+    Cargo,
+    /// `cargo zigbuild`.
+    Zigbuild,
+    /// `cross build` (honours Cross.toml).
+    Cross,
+}
+
+/// The fully resolved configuration for one package (and one environment, when given).
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The package's Cargo.toml.
+    pub manifest_path: PathBuf,
+    /// The package's directory (assets are relative to it).
+    pub package_root: PathBuf,
+    /// cargo's target directory (artifacts go under `<target_dir>/ship`).
+    pub target_dir: PathBuf,
+    /// Package name.
+    pub package: String,
+    /// Package version.
+    pub version: String,
+    /// The binary to ship.
+    pub bin: String,
+    /// Target triple, possibly with a glibc pin.
+    pub target: Target,
+    /// Builder to use.
+    pub builder: BuilderKind,
+    /// Cargo profile (default `release`).
+    pub profile: String,
+    /// Cargo features to enable.
+    pub features: Vec<String>,
+    /// `--all-features`.
+    pub all_features: bool,
+    /// `--no-default-features`.
+    pub no_default_features: bool,
+    /// Strip the binary before packing (default true).
+    pub strip: bool,
+    /// Files and directories packed into the release root, relative to the package root.
+    pub assets: Vec<String>,
+    /// Absolute directory on the hosts (default `/opt/<bin>`).
+    pub deploy_to: String,
+    /// How many finished releases to keep on each host (default 5, at least 1).
+    pub keep_releases: usize,
+    /// Directories under `shared/` linked into every release (relative paths).
+    pub shared_dirs: Vec<String>,
+    /// Files under `shared/` linked into every release (relative paths).
+    pub shared_files: Vec<String>,
+    /// Run systemctl and journalctl through `sudo -n` (non-root deploy user).
+    pub sudo: bool,
+    /// The generated systemd unit.
+    pub systemd: SystemdConfig,
+    /// How a new release is judged healthy.
+    pub health: HealthConfig,
+    /// Commands run on the hosts around the switch.
+    pub hooks: HooksConfig,
+    /// The environment, when one was asked for.
+    pub environment: Option<Environment>,
+}
+
+/// `[package.metadata.ship.systemd]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemdConfig {
+    /// Unit name without `.service` (default: the bin name).
+    pub unit: String,
+    /// Arguments after the binary in ExecStart.
+    pub args: Vec<String>,
+    /// Environment= lines.
+    pub environment: BTreeMap<String, String>,
+    /// User= (default: none, i.e. root; or the ssh user if `sudo`).
+    pub user: Option<String>,
+    /// Group=.
+    pub group: Option<String>,
+    /// RestartSec= (default 1s).
+    pub restart_sec: Duration,
+    /// Apply the hardening options (default true).
+    pub hardening: bool,
+}
+
+/// `[package.metadata.ship.health]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthConfig {
+    /// URL probed on the host (through the SSH connection) until it answers 2xx.
+    pub http: Option<String>,
+    /// A command run on the host in the release dir; exit 0 means healthy.
+    pub command: Option<String>,
+    /// How long the new release has to become healthy (default 30s).
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// How long it must then stay up with the same process (default 3s).
+    #[serde(with = "humantime_serde_compat")]
+    pub settle: Duration,
+}
+
+/// `[package.metadata.ship.hooks]`: shell commands (run by `sh -c` on the host, in the release
+/// directory, with `SHIP_*` variables set).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HooksConfig {
+    /// Run after staging, before any host switches; a failure stops the deploy.
+    pub before_switch: Vec<String>,
+    /// Run after the restart, once the release is healthy.
+    pub after_switch: Vec<String>,
+}
+
+/// A resolved `[package.metadata.ship.environments.<name>]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    /// The environment's name.
+    pub name: String,
+    /// Hosts, in configured order.
+    pub hosts: Vec<HostSpec>,
+    /// ssh config file passed as `-F` (absolute after resolving against the package root).
+    pub ssh_config: Option<PathBuf>,
+    /// Hosts handled at once (default 10).
+    pub parallel: usize,
+    /// Switch batch size.
+    pub batch: Batch,
+}
+
+/// How many hosts switch at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Batch {
+    /// All hosts together (the default).
+    All,
+    /// This many hosts per batch.
+    Count(usize),
+    /// This percentage of the hosts per batch (rounded up, at least one).
+    Percent(u8),
+}
+
+impl Batch {
+    /// Batch size for `hosts` hosts.
+    pub fn size(self, hosts: usize) -> usize {
+        match self {
+            Batch::All => hosts.max(1),
+            Batch::Count(n) => n.max(1),
+            Batch::Percent(p) => (hosts * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+/// `[user@]host[:port]` as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostSpec {
+    /// The user, when given.
+    pub user: Option<String>,
+    /// Host name, address or ssh_config alias.
+    pub host: String,
+    /// The port, when given.
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The environment, or a usage error naming the command that needs one.
+    pub fn env(&self) -> crate::Result<&Environment> {
+        self.environment.as_ref().ok_or_else(|| {
+            crate::Error::usage("this command needs an environment", Some("e.g. `cargo ship deploy prod`".into()))
+        })
+    }
+}
+
+mod humantime_serde_compat {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}

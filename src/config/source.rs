@@ -1,0 +1,1 @@
+//! Cargo.toml text with spans, so errors point at file:line:column.

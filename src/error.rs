@@ -1,0 +1,233 @@
+//! The one error type of the library, its help text and its exit code.
+//!
+//! Every variant says what happened and where (file and key, or host); `help()` says what to do
+//! next. The binary renders an error exactly once, through `Display` + `help()`, and exits with
+//! `exit_code()` (the table is in the README under "Exit codes").
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exit codes, documented in the README. Keep the two in step.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Anything not listed below (I/O on this machine, an unexpected remote failure).
+    pub const FAILURE: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// Invalid configuration in Cargo.toml or a file it names.
+    pub const CONFIG: i32 = 3;
+    /// The build or the packing of the artifact failed.
+    pub const BUILD: i32 = 4;
+    /// A host could not be reached, or its host key could not be verified.
+    pub const CONNECT: i32 = 5;
+    /// A host failed preflight (architecture, glibc, disk, missing tools); nothing was changed.
+    pub const PREFLIGHT: i32 = 6;
+    /// Another deploy holds the lock on a host.
+    pub const LOCKED: i32 = 7;
+    /// The new release was unhealthy and was rolled back; the previous release is running.
+    pub const ROLLED_BACK: i32 = 8;
+    /// A remote step failed (stage, hook, switch, rollback); see the message for the host state.
+    pub const REMOTE: i32 = 9;
+    /// Interrupted by Ctrl-C; hosts were put back as they were.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Everything that can go wrong, with enough structure to render a useful message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key in the ship configuration is wrong.
+    #[error("{location}: `{key}`: {problem}")]
+    Config {
+        /// `path/Cargo.toml:12:5`, or just the path when no position is known.
+        location: String,
+        /// Full key path, e.g. `package.metadata.ship.health.timeout`.
+        key: String,
+        /// What was found and what was expected.
+        problem: String,
+        /// What to do about it, when there is something specific to say.
+        help: Option<String>,
+    },
+    /// Some other problem with the command line or the workspace (no such package, no binary...).
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// What to do about it.
+        help: Option<String>,
+    },
+    /// A local tool (cargo, rustup, zig, cross...) failed or is missing.
+    #[error("failed to {purpose}: {detail}")]
+    Build {
+        /// What was being attempted, e.g. `compile hello for x86_64-unknown-linux-musl`.
+        purpose: String,
+        /// What went wrong (exit status, stderr tail).
+        detail: String,
+        /// What to do about it (install hint...).
+        help: Option<String>,
+    },
+    /// Local I/O failed.
+    #[error("failed to {purpose} `{path}`: {source}")]
+    Io {
+        /// What was being attempted.
+        purpose: String,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Could not connect to a host (DNS, refused, auth, host key).
+    #[error("{host}: cannot connect: {detail}")]
+    Connect {
+        /// The host as configured.
+        host: String,
+        /// What ssh said.
+        detail: String,
+        /// What to do about it.
+        help: Option<String>,
+    },
+    /// A host cannot run this artifact, or lacks what the deploy needs. Nothing was changed.
+    #[error("{host}: preflight failed: {problem}")]
+    Preflight {
+        /// The host as configured.
+        host: String,
+        /// What is wrong.
+        problem: String,
+        /// What to do about it.
+        help: Option<String>,
+    },
+    /// Another deploy holds the lock on a host.
+    #[error("{host}: deploy locked by {holder}")]
+    Locked {
+        /// The host as configured.
+        host: String,
+        /// Who holds the lock: user@machine, pid, time, command.
+        holder: String,
+    },
+    /// A remote step failed.
+    #[error("{host}: failed to {purpose} (exit {status}){tail}", tail = tail(stderr_tail))]
+    Remote {
+        /// The host as configured.
+        host: String,
+        /// What was being attempted.
+        purpose: String,
+        /// Remote exit status (-1 when killed or the connection dropped).
+        status: i32,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// The new release did not become healthy; the host was rolled back.
+    #[error("{host}: release {release} is unhealthy: {reason}; rolled back to {restored}")]
+    Unhealthy {
+        /// The host as configured.
+        host: String,
+        /// The release that failed.
+        release: String,
+        /// Why it is considered unhealthy.
+        reason: String,
+        /// The release running now.
+        restored: String,
+        /// Last lines of the unit's journal.
+        journal: String,
+    },
+    /// Several hosts failed; each error is kept.
+    #[error("{summary}")]
+    Fleet {
+        /// One line saying how many hosts failed and what state the fleet is in.
+        summary: String,
+        /// The per-host errors.
+        errors: Vec<Error>,
+    },
+    /// The user pressed Ctrl-C.
+    #[error("interrupted{detail}")]
+    Interrupted {
+        /// What was done to leave hosts as they were.
+        detail: String,
+    },
+}
+
+fn tail(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{s}")
+    }
+}
+
+impl Error {
+    /// What the user should do next, if there is something specific to say.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            Error::Config { help, .. }
+            | Error::Usage { help, .. }
+            | Error::Build { help, .. }
+            | Error::Connect { help, .. }
+            | Error::Preflight { help, .. } => help.clone(),
+            Error::Io { .. } => None,
+            Error::Locked { .. } => Some(
+                "wait for that deploy to finish, pass `--lock-wait <duration>` to wait for it, \
+                 or if its holder is gone, run `cargo ship unlock <env>`"
+                    .into(),
+            ),
+            Error::Remote { .. } => Some(
+                "`current` was not switched on this host unless the message says so; \
+                 run `cargo ship status <env>` to see each host's state"
+                    .into(),
+            ),
+            Error::Unhealthy { .. } => Some(
+                "the failed release is marked and will not be deployed again without `--force`; \
+                 check the journal lines above, fix, bump the version and deploy again"
+                    .into(),
+            ),
+            Error::Fleet { .. } => Some("see each host's error above".into()),
+            Error::Interrupted { .. } => None,
+        }
+    }
+
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } => exit::CONFIG,
+            Error::Usage { .. } => exit::USAGE,
+            Error::Build { .. } => exit::BUILD,
+            Error::Io { .. } => exit::FAILURE,
+            Error::Connect { .. } => exit::CONNECT,
+            Error::Preflight { .. } => exit::PREFLIGHT,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::Remote { .. } => exit::REMOTE,
+            Error::Unhealthy { .. } => exit::ROLLED_BACK,
+            Error::Interrupted { .. } => exit::INTERRUPTED,
+            // The most serious code among the hosts decides.
+            Error::Fleet { errors, .. } => errors
+                .iter()
+                .map(Error::exit_code)
+                .max_by_key(|c| severity(*c))
+                .unwrap_or(exit::FAILURE),
+        }
+    }
+
+    /// Shorthand for a local I/O error with its purpose and path.
+    pub fn io(purpose: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { purpose: purpose.into(), path: path.into(), source }
+    }
+
+    /// Shorthand for a usage error.
+    pub fn usage(message: impl Into<String>, help: Option<String>) -> Self {
+        Error::Usage { message: message.into(), help }
+    }
+}
+
+fn severity(code: i32) -> u8 {
+    match code {
+        exit::REMOTE => 6,
+        exit::ROLLED_BACK => 5,
+        exit::CONNECT => 4,
+        exit::LOCKED => 3,
+        exit::PREFLIGHT => 2,
+        _ => 1,
+    }
+}

@@ -1,0 +1,34 @@
+//! cargo-ship: ship a Rust service from a cargo workspace to Linux servers running systemd.
+//!
+//! The binary (`src/main.rs`) only parses flags (`cli`), calls one flow of this library and
+//! renders the error. Every flow reports through [`ui::Ui`]; the library itself never prints.
+//!
+//! The pipeline reads from the module names:
+//! `config` → `workspace`/`target` → `build` → `package` → `remote` (one session per host) →
+//! `lock` + `preflight` → `deploy` (stage, hooks, switch via `systemd`, verify via `health`) →
+//! `rollback` / `prune` / `status`, with `fleet` running hosts in parallel and in batches.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod build;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod fleet;
+pub mod health;
+pub mod hooks;
+pub mod init;
+pub mod journal;
+pub mod layout;
+pub mod lock;
+pub mod package;
+pub mod preflight;
+pub mod prune;
+pub mod remote;
+pub mod rollback;
+pub mod status;
+pub mod systemd;
+pub mod target;
+pub mod ui;
+pub mod workspace;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The local artifact store under `<target-dir>/ship/`.

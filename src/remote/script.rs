@@ -1,0 +1,217 @@
+//! THE shell builder: the only producer of shell text that runs on a host.
+//!
+//! A [`Script`] is a list of lines. Each line is a `&'static str` template written in our own
+//! source (so programs, operators and control flow are always literals we wrote), and every
+//! runtime value (paths, names, config values, user commands) enters only through a `{}`
+//! placeholder, replaced by its POSIX-shell-quoted form. `{{` and `}}` stand for literal braces.
+//! A whole phase (preflight + lock, stage, switch...) is one script, sent as one `sh -c`
+//! argument: one round trip per phase.
+//!
+//! Expected outcomes a caller must tell apart (lock held, checksum mismatch...) leave the
+//! script with the reserved exit codes below, which `remote::session` maps to typed errors;
+//! no caller ever matches stderr text.
+
+use crate::{Error, Result};
+
+/// The lock is held by someone else; stdout carries the holder.
+pub const EXIT_LOCKED: i32 = 75;
+/// The uploaded artifact's sha256 does not match.
+pub const EXIT_CHECKSUM: i32 = 76;
+/// A before/after-switch hook failed.
+pub const EXIT_HOOK: i32 = 77;
+/// The unit did not reach `active` with a new process in time.
+pub const EXIT_NOT_ACTIVE: i32 = 78;
+/// The unit restarted or stopped during the settle period.
+pub const EXIT_UNSTABLE: i32 = 79;
+/// Nothing to do / no such release (rollback target missing, not locked...).
+pub const EXIT_MISSING: i32 = 80;
+
+/// A shell script for one phase on one host.
+#[derive(Debug, Clone)]
+pub struct Script {
+    purpose: String,
+    lines: Vec<String>,
+    redact: Vec<String>,
+    error: Option<String>,
+}
+
+impl Script {
+    /// A new script that stops at the first failing command (`set -eu`). `purpose` is what the
+    /// script does, in words that fit "failed to {purpose}".
+    pub fn new(purpose: impl Into<String>) -> Self {
+        Script { purpose: purpose.into(), lines: vec!["set -eu".into()], redact: Vec::new(), error: None }
+    }
+
+    /// Appends one line: `template` with each `{}` replaced by the quoted value of the next arg.
+    ///
+    /// A wrong number of args, or a value that cannot be quoted (a NUL byte), is remembered and
+    /// reported by [`Script::render`], so building never panics on user input.
+    pub fn line(&mut self, template: &'static str, args: &[&str]) -> &mut Self {
+        match fill(template, args) {
+            Ok(l) => self.lines.push(l),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Appends several lines of a template without values (control flow, fixed commands).
+    pub fn lines(&mut self, template: &'static str) -> &mut Self {
+        self.line(template, &[])
+    }
+
+    /// Marks a value as secret: `--dry-run` shows `[redacted]` where it would appear.
+    pub fn redact(&mut self, value: &str) -> &mut Self {
+        if !value.is_empty() {
+            if let Ok(q) = quote(value) {
+                self.redact.push(q);
+            }
+        }
+        self
+    }
+
+    /// What the script does ("take the deploy lock on ...").
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
+    /// The shell text to run.
+    pub fn render(&self) -> Result<String> {
+        if let Some(e) = &self.error {
+            return Err(Error::usage(format!("cannot build the script to {}: {e}", self.purpose), None));
+        }
+        let mut s = self.lines.join("\n");
+        s.push('\n');
+        Ok(s)
+    }
+
+    /// The shell text for `--dry-run` and logs, with secret values replaced by `'[redacted]'`.
+    pub fn render_redacted(&self) -> Result<String> {
+        let mut s = self.render()?;
+        for r in &self.redact {
+            s = s.replace(r.as_str(), "'[redacted]'");
+        }
+        Ok(s)
+    }
+}
+
+/// Quotes one value for POSIX sh. Safe values pass bare; others are single-quoted.
+pub fn quote(value: &str) -> std::result::Result<String, String> {
+    if value.is_empty() {
+        return Ok("''".into());
+    }
+    shlex::try_quote(value)
+        .map(|c| c.into_owned())
+        .map_err(|_| format!("the value {value:?} contains a NUL byte, which no shell argument can hold"))
+}
+
+fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(template.len() + 16 * args.len());
+    let mut it = args.iter();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push('}');
+            }
+            '{' if chars.peek() == Some(&'}') => {
+                chars.next();
+                let v = it.next().ok_or_else(|| format!("template `{template}` has more `{{}}` than values"))?;
+                out.push_str(&quote(v)?);
+            }
+            c => out.push(c),
+        }
+    }
+    if it.next().is_some() {
+        return Err(format!("template `{template}` has fewer `{{}}` than values"));
+    }
+    Ok(out)
+}
+
+/// Parses `key=value` lines printed by a script (the convention every phase script uses to
+/// report facts back). Later keys win; lines without `=` are ignored.
+pub fn parse_kv(stdout: &str) -> std::collections::BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &[&str] = &[
+        "plain",
+        "with space",
+        "it's",
+        "a\"b",
+        "; rm -rf /tmp/x",
+        "$(touch /tmp/pwned)",
+        "`id`",
+        "$HOME",
+        "back\\slash",
+        "new\nline",
+        "*",
+        "-n",
+        "",
+        "tab\there",
+        "ümlaut",
+    ];
+
+    #[test]
+    fn fills_and_quotes() {
+        let mut s = Script::new("test");
+        s.line("mkdir -p -- {} && echo {{ok}}", &["/opt/my app"]);
+        assert_eq!(s.render().unwrap(), "set -eu\nmkdir -p -- '/opt/my app' && echo {ok}\n");
+    }
+
+    #[test]
+    fn arity_and_nul_errors_surface_at_render() {
+        let mut s = Script::new("count");
+        s.line("echo {} {}", &["one"]);
+        assert!(s.render().unwrap_err().to_string().contains("more `{}` than values"));
+        let mut s = Script::new("nul");
+        s.line("echo {}", &["a\0b"]);
+        assert!(s.render().unwrap_err().to_string().contains("NUL"));
+    }
+
+    #[test]
+    fn redacts_secrets() {
+        let mut s = Script::new("secret");
+        s.line("printf %s {}", &["DATABASE_URL=postgres://u:pw@db"]).redact("DATABASE_URL=postgres://u:pw@db");
+        let r = s.render_redacted().unwrap();
+        assert!(!r.contains("pw@db"), "{r}");
+        assert!(r.contains("[redacted]"));
+    }
+
+    /// Every hostile value survives a round trip through the real /bin/sh unchanged, and
+    /// nothing in it executes.
+    #[test]
+    fn hostile_values_round_trip_through_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in HOSTILE {
+            let mut s = Script::new("echo");
+            s.line("cd {}", &[dir.path().to_str().unwrap()]);
+            s.line("printf '%s' {}", &[v]);
+            let out = std::process::Command::new("/bin/sh").arg("-c").arg(s.render().unwrap()).output().unwrap();
+            assert!(out.status.success(), "{v:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), *v);
+        }
+        assert!(!std::path::Path::new("/tmp/pwned").exists());
+    }
+
+    #[test]
+    fn kv() {
+        let m = parse_kv("a=1\nnoise\nb=x=y\n");
+        assert_eq!(m["a"], "1");
+        assert_eq!(m["b"], "x=y");
+    }
+}

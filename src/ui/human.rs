@@ -1,0 +1,156 @@
+//! Human output in cargo's look: bold verb right-aligned to 12 columns, on stderr.
+
+use console::{Style, Term};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{ColorChoice, Event, Tone, Verbosity};
+
+pub(super) struct Human {
+    color: bool,
+    bars: MultiProgress,
+    term: Term,
+}
+
+impl Human {
+    pub(super) fn new(choice: ColorChoice) -> Self {
+        let term = Term::stderr();
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => term.is_term() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        let draw = if term.is_term() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        Human { color, bars: MultiProgress::with_draw_target(draw), term }
+    }
+
+    fn style(&self, tone: Tone) -> Style {
+        let s = Style::new().bold();
+        let s = match tone {
+            Tone::Progress => s.green(),
+            Tone::Warning => s.yellow(),
+            Tone::Error => s.red(),
+            Tone::Detail => s.cyan(),
+        };
+        s.force_styling(self.color)
+    }
+
+    fn line(&self, text: &str) {
+        // Printing through MultiProgress keeps bars intact; it is a plain write when none show.
+        if self.bars.is_hidden() {
+            let _ = self.term.write_line(text);
+        } else {
+            let _ = self.bars.println(text);
+        }
+    }
+
+    pub(super) fn emit(&self, event: &Event, verbosity: Verbosity) {
+        match event {
+            Event::Status { verb, message, tone, host } => {
+                let shown = match tone {
+                    Tone::Error | Tone::Warning => true,
+                    Tone::Progress => verbosity >= Verbosity::Normal,
+                    Tone::Detail => verbosity >= Verbosity::Verbose,
+                };
+                if !shown {
+                    return;
+                }
+                let msg = match host {
+                    Some(h) => format!("{h}: {message}"),
+                    None => message.clone(),
+                };
+                let style = self.style(*tone);
+                if matches!(tone, Tone::Warning | Tone::Error) && (verb == "warning" || verb == "error") {
+                    self.line(&format!("{}: {msg}", style.apply_to(verb)));
+                } else {
+                    self.line(&format!("{:>12} {msg}", style.apply_to(verb)));
+                }
+            }
+            Event::Artifact { path, size, sha256, reused } => {
+                if verbosity >= Verbosity::Normal {
+                    let verb = if *reused { "Fresh" } else { "Packed" };
+                    let v = self.style(Tone::Progress).apply_to(format!("{verb:>12}"));
+                    self.line(&format!("{v} {path} ({}, sha256 {sha256})", human_bytes(*size)));
+                }
+            }
+            Event::Script { host, purpose, script } => {
+                let v = self.style(Tone::Detail).apply_to(format!("{:>12}", "Running"));
+                self.line(&format!("{v} {host}: {purpose}"));
+                for l in script.lines() {
+                    self.line(&format!("{:>12} {l}", "|"));
+                }
+            }
+            Event::Summary { operation, hosts } => {
+                if hosts.is_empty() {
+                    return;
+                }
+                let w = hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+                self.line(&format!("\n{operation} summary:"));
+                self.line(&format!(
+                    "  {:<w$}  {:<12}  {:<15}  {:<10}  {:>6}  {:>10}  {:>7}",
+                    "HOST", "OUTCOME", "RELEASE", "VERSION", "TRIPS", "SENT", "TIME"
+                ));
+                for h in hosts {
+                    let outcome = match h.outcome.as_str() {
+                        "deployed" | "rolled back to" | "unchanged" | "pruned" | "unlocked" => {
+                            self.style(Tone::Progress).apply_to(format!("{:<12}", h.outcome))
+                        }
+                        _ => self.style(Tone::Error).apply_to(format!("{:<12}", h.outcome)),
+                    };
+                    self.line(&format!(
+                        "  {:<w$}  {outcome}  {:<15}  {:<10}  {:>6}  {:>10}  {:>6.1}s",
+                        h.host,
+                        h.release.as_deref().unwrap_or("-"),
+                        h.version.as_deref().unwrap_or("-"),
+                        h.round_trips,
+                        human_bytes(h.bytes_sent),
+                        h.millis as f64 / 1000.0
+                    ));
+                    if let Some(d) = &h.detail {
+                        self.line(&format!("  {:<w$}  {d}", ""));
+                    }
+                }
+            }
+            Event::Output { text, .. } => {
+                // Requested output goes to stdout, like `cargo metadata`.
+                let _ = Term::stdout().write_line(text.trim_end_matches('\n'));
+            }
+            Event::Error { message, help, .. } => {
+                self.line(&format!("{}: {message}", self.style(Tone::Error).apply_to("error")));
+                if let Some(h) = help {
+                    self.line(&format!("  {}: {h}", self.style(Tone::Detail).apply_to("help")));
+                }
+            }
+        }
+    }
+
+    pub(super) fn progress(&self, host: &str, what: &str, total: u64) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new(total));
+        let template = format!(
+            "{{prefix:>12.{}.bold}} {{msg}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}}",
+            if self.color { "cyan" } else { "" }
+        )
+        .replace(".}", "}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(what.to_string());
+        bar.set_message(host.to_string());
+        bar
+    }
+}
+
+/// `1.2 MiB`-style sizes, as cargo prints them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,219 @@
+//! How cargo-ship talks to people and to machines.
+//!
+//! The library never prints: it sends [`Event`]s to a [`Ui`]. In human mode they are rendered
+//! with cargo's look (a bold verb right-aligned to 12 columns, on stderr; see `human.rs`),
+//! honouring `NO_COLOR`, `CARGO_TERM_COLOR` and `--color`. In JSON mode (`--message-format
+//! json`) every event is one JSON object on its own line on stdout (see `json.rs`).
+
+mod human;
+mod json;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// `--message-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Coloured text on stderr.
+    Human,
+    /// One JSON object per line on stdout.
+    Json,
+}
+
+/// `--color` / `CARGO_TERM_COLOR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// Colour when stderr is a terminal and `NO_COLOR` is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `-q`: errors and the final result only.
+    Quiet,
+    /// The default.
+    Normal,
+    /// `-v`: also every remote script and local command.
+    Verbose,
+}
+
+/// How a step's message is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tone {
+    /// Progress (green).
+    Progress,
+    /// Something to notice (yellow).
+    Warning,
+    /// A failure (red).
+    Error,
+    /// Extra detail, shown only with `-v` (cyan).
+    Detail,
+}
+
+/// Per-host result shown in the final summary table.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRow {
+    /// The host as configured.
+    pub host: String,
+    /// `deployed`, `rolled back`, `failed`, `unchanged`, `skipped`...
+    pub outcome: String,
+    /// The release now current on the host.
+    pub release: Option<String>,
+    /// The version now current on the host.
+    pub version: Option<String>,
+    /// Remote commands run on this host.
+    pub round_trips: u32,
+    /// Artifact bytes sent to this host.
+    pub bytes_sent: u64,
+    /// Wall time for this host, in milliseconds.
+    pub millis: u64,
+    /// Short reason when it did not succeed.
+    pub detail: Option<String>,
+}
+
+/// Everything the library reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A step, `   Compiling hello v0.1.0`.
+    Status {
+        /// The verb, e.g. `Compiling`.
+        verb: String,
+        /// The rest of the line.
+        message: String,
+        /// Colour/importance.
+        tone: Tone,
+        /// The host this is about, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// A finished artifact.
+    Artifact {
+        /// Path of the `.tar.zst`.
+        path: String,
+        /// Size in bytes.
+        size: u64,
+        /// Hex sha256.
+        sha256: String,
+        /// True when an identical artifact was already in the store.
+        reused: bool,
+    },
+    /// A remote script, shown with `-v` and by `--dry-run`.
+    Script {
+        /// The host.
+        host: String,
+        /// What the script does.
+        purpose: String,
+        /// Its text (secrets redacted).
+        script: String,
+    },
+    /// The final per-host table of a fleet operation.
+    Summary {
+        /// `deploy`, `rollback`, `prune`...
+        operation: String,
+        /// One row per host.
+        hosts: Vec<HostRow>,
+    },
+    /// A free-form block of output (status tables, config show, journal lines).
+    Output {
+        /// What kind of output (`config`, `status`, `journal`...).
+        kind: String,
+        /// The text, for human mode.
+        text: String,
+        /// The same content as structured data, for JSON mode.
+        data: serde_json::Value,
+    },
+    /// The command failed.
+    Error {
+        /// The message.
+        message: String,
+        /// What to do next.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        help: Option<String>,
+        /// The process exit code.
+        exit_code: i32,
+    },
+}
+
+/// The reporter handed to every flow. Cheap to clone; safe to use from many tasks.
+#[derive(Clone)]
+pub struct Ui {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    format: Format,
+    verbosity: Verbosity,
+    human: human::Human,
+}
+
+impl Ui {
+    /// A reporter with the given format, colour choice and verbosity.
+    pub fn new(format: Format, color: ColorChoice, verbosity: Verbosity) -> Self {
+        Ui { inner: Arc::new(Inner { format, verbosity, human: human::Human::new(color) }) }
+    }
+
+    /// A reporter that prints nothing (for tests and library users).
+    pub fn silent() -> Self {
+        Self::new(Format::Human, ColorChoice::Never, Verbosity::Quiet)
+    }
+
+    /// The output format.
+    pub fn format(&self) -> Format {
+        self.inner.format
+    }
+
+    /// The verbosity.
+    pub fn verbosity(&self) -> Verbosity {
+        self.inner.verbosity
+    }
+
+    /// Reports one event.
+    pub fn emit(&self, event: Event) {
+        match self.inner.format {
+            Format::Json => json::emit(&event),
+            Format::Human => self.inner.human.emit(&event, self.inner.verbosity),
+        }
+    }
+
+    /// `   {verb} {message}` in green.
+    pub fn status(&self, verb: &str, message: impl Into<String>) {
+        self.step(None, verb, message, Tone::Progress);
+    }
+
+    /// A step on one host: `   {verb} {host}: {message}`.
+    pub fn host(&self, host: &str, verb: &str, message: impl Into<String>) {
+        self.step(Some(host), verb, message, Tone::Progress);
+    }
+
+    /// `warning: {message}` in yellow.
+    pub fn warn(&self, message: impl Into<String>) {
+        self.step(None, "warning", message, Tone::Warning);
+    }
+
+    /// A detail shown only with `-v`.
+    pub fn detail(&self, verb: &str, message: impl Into<String>) {
+        self.step(None, verb, message, Tone::Detail);
+    }
+
+    /// A step with an explicit host and tone.
+    pub fn step(&self, host: Option<&str>, verb: &str, message: impl Into<String>, tone: Tone) {
+        self.emit(Event::Status { verb: verb.into(), message: message.into(), tone, host: host.map(Into::into) });
+    }
+
+    /// A progress bar for a long step (upload, build). Hidden in JSON mode, with `-q`, and
+    /// when stderr is not a terminal.
+    pub fn progress(&self, host: &str, what: &str, total: u64) -> indicatif::ProgressBar {
+        if self.inner.format == Format::Json || self.inner.verbosity == Verbosity::Quiet {
+            return indicatif::ProgressBar::hidden();
+        }
+        self.inner.human.progress(host, what, total)
+    }
+}
