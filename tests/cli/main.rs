@@ -1,0 +1,4 @@
+//! Fast tests of the `cargo ship` binary and the library: no hosts needed.
+
+#[path = "../support/mod.rs"]
+mod support;
