@@ -1,0 +1,245 @@
+//! One OpenSSH master connection per host (ControlMaster via the `openssh` crate's native mux),
+//! shared by every command, the SFTP upload and the health probe's port forward.
+//!
+//! Host keys are checked strictly (known_hosts or the environment's ssh_config): an unknown or
+//! changed key is an error, never silently accepted. ~/.ssh/config, `-F <ssh_config>` and
+//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
+use tokio::io::AsyncWriteExt;
+
+use super::script::Script;
+use crate::config::{Environment, HostSpec};
+use crate::ui::{Event, Ui, Verbosity};
+use crate::{Error, Result};
+
+/// Counters for one host, reported in the summary and by the benchmark.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Remote commands run (each is one channel open + exit: the unit of latency).
+    pub commands: AtomicU32,
+    /// SSH connections opened (the goal is exactly one per host).
+    pub connections: AtomicU32,
+    /// Artifact bytes sent.
+    pub bytes_sent: AtomicU64,
+}
+
+impl Stats {
+    /// Remote commands run so far.
+    pub fn commands(&self) -> u32 {
+        self.commands.load(Ordering::Relaxed)
+    }
+    /// Artifact bytes sent so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
+    }
+}
+
+/// What a remote script printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit status (-1 when killed by a signal).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// The last `n` lines of stderr (or stdout when stderr is empty).
+    pub fn tail(&self, n: usize) -> String {
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let lines: Vec<&str> = text.trim_end().lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// An open connection to one host.
+pub struct Connection {
+    host: String,
+    session: Arc<Session>,
+    stats: Arc<Stats>,
+    ui: Ui,
+}
+
+/// How long ssh may take to connect before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Connection {
+    /// Opens the master connection to `spec` with strict host-key checking.
+    pub async fn open(spec: &HostSpec, env: &Environment, ui: &Ui) -> Result<Connection> {
+        let host = spec.to_string();
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .server_alive_interval(Duration::from_secs(15))
+            // The control socket path must stay short (ssh adds ~17 bytes to it).
+            .control_directory(short_control_dir())
+            .clean_history_control_directory(true)
+            .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("nonzero")));
+        if let Some(u) = &spec.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = spec.port {
+            b.port(p);
+        }
+        if let Some(f) = &env.ssh_config {
+            b.config_file(f);
+        }
+        let stats = Arc::new(Stats::default());
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let session = b.connect_mux(&spec.host).await.map_err(|e| connect_error(&host, env, e))?;
+        Ok(Connection { host, session: Arc::new(session), stats, ui: ui.clone() })
+    }
+
+    /// The host as configured (`user@name:port`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// This host's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The shared session (for SFTP).
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Runs a script (one `sh -c` argument: one round trip) and returns whatever it exits with.
+    pub async fn run(&self, script: &Script) -> Result<Output> {
+        self.run_with_stdin(script, None).await
+    }
+
+    /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.
+    pub async fn run_ok(&self, script: &Script) -> Result<String> {
+        let out = self.run(script).await?;
+        if out.status != 0 {
+            return Err(self.remote_error(script, &out));
+        }
+        Ok(out.stdout)
+    }
+
+    /// The typed error for a script that exited non-zero.
+    pub fn remote_error(&self, script: &Script, out: &Output) -> Error {
+        Error::Remote {
+            host: self.host.clone(),
+            purpose: script.purpose().to_string(),
+            status: out.status,
+            stderr_tail: out.tail(10),
+        }
+    }
+
+    /// Runs a script with `input` on its stdin (used to stream an artifact without SFTP).
+    pub async fn run_with_stdin(&self, script: &Script, input: Option<&[u8]>) -> Result<Output> {
+        let text = script.render()?;
+        if self.ui.verbosity() >= Verbosity::Verbose {
+            self.ui.emit(Event::Script {
+                host: self.host.clone(),
+                purpose: script.purpose().to_string(),
+                script: script.render_redacted()?,
+            });
+        }
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = self.session.command("sh");
+        cmd.arg("-c").arg(&text).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+        let lost = |e: openssh::Error| self.lost(script.purpose(), e);
+        let mut child = cmd.spawn().await.map_err(lost)?;
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin().take()) {
+            stdin.write_all(bytes).await.map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
+            stdin.shutdown().await.map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
+            drop(stdin);
+            self.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        let out = child.wait_with_output().await.map_err(|e| self.lost(script.purpose(), e))?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn lost(&self, purpose: &str, e: openssh::Error) -> Error {
+        Error::Remote {
+            host: self.host.clone(),
+            purpose: purpose.to_string(),
+            status: -1,
+            stderr_tail: format!("the ssh connection failed: {e}"),
+        }
+    }
+
+    /// Forwards a free local port to `remote_host:remote_port` as seen from the host, through
+    /// this connection. Returns the local address to connect to.
+    pub async fn forward(&self, remote_host: &str, remote_port: u16) -> Result<PortForward> {
+        let local = {
+            let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(|e| Error::io("reserve a local port for the health probe", "127.0.0.1", e))?;
+            l.local_addr().map_err(|e| Error::io("reserve a local port", "127.0.0.1", e))?
+        };
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        self.session
+            .request_port_forward(ForwardType::Local, local, Socket::new(remote_host, remote_port))
+            .await
+            .map_err(|e| self.lost(&format!("forward a port to {remote_host}:{remote_port}"), e))?;
+        Ok(PortForward { local, remote: (remote_host.to_string(), remote_port) })
+    }
+
+    /// Closes a port forward opened by [`Connection::forward`].
+    pub async fn close_forward(&self, f: PortForward) {
+        let _ = self
+            .session
+            .close_port_forward(ForwardType::Local, f.local, Socket::new(&f.remote.0, f.remote.1))
+            .await;
+    }
+
+    /// Closes the master connection (waits for ssh to exit).
+    pub async fn close(self) {
+        if let Ok(session) = Arc::try_unwrap(self.session) {
+            let _ = session.close().await;
+        }
+    }
+}
+
+/// A local port forwarded to an address on a host.
+#[derive(Debug, Clone)]
+pub struct PortForward {
+    /// The local address to connect to.
+    pub local: SocketAddr,
+    remote: (String, u16),
+}
+
+fn short_control_dir() -> std::path::PathBuf {
+    let tmp = std::env::temp_dir();
+    if tmp.as_os_str().len() <= 24 {
+        tmp
+    } else {
+        "/tmp".into()
+    }
+}
+
+fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
+    let detail = e.to_string();
+    let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+    let all = format!("{detail}{source}");
+    let cfg = env.ssh_config.as_ref().map(|p| format!(" -F {}", p.display())).unwrap_or_default();
+    let help = if all.contains("Host key verification failed") || all.contains("REMOTE HOST IDENTIFICATION") {
+        format!(
+            "the host key of {host} is unknown or has changed; cargo-ship never accepts keys silently. \
+             Verify the key's fingerprint out of band, then add it to known_hosts \
+             (e.g. `ssh{cfg} {host}` once by hand, or `ssh-keyscan` after checking)"
+        )
+    } else if all.contains("Permission denied") {
+        format!("ssh could not log in to {host}: check the user, that your key is loaded (`ssh-add -l`), and try `ssh{cfg} {host} true`")
+    } else {
+        format!("check that `ssh{cfg} {host} true` works from this machine")
+    };
+    Error::Connect { host: host.to_string(), detail: all.trim().to_string(), help: Some(help) }
+}

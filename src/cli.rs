@@ -1,0 +1,340 @@
+//! The command line: clap lives here and only here. Each subcommand turns its flags into the
+//! library's plain option structs and calls one flow.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cargo_ship::config::{self, LoadOptions};
+use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
+use cargo_ship::{deploy, lock, package, prune, rollback, status, Result};
+
+/// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", styles = clap_cargo::style::CLAP_STYLING)]
+pub enum Cargo {
+    /// Build, deploy and roll back a Rust service on Linux servers running systemd.
+    #[command(version, author, long_about = LONG_ABOUT)]
+    Ship(Ship),
+}
+
+const LONG_ABOUT: &str = "\
+Build, deploy and roll back a Rust service on Linux servers running systemd.
+
+cargo ship reads [package.metadata.ship] from Cargo.toml, builds a reproducible release artifact,
+and ships it to every host of an environment over one multiplexed OpenSSH connection per host,
+into Capistrano-style releases/ with an atomically switched `current` symlink. A release that
+is not healthy after the restart is rolled back by itself.
+
+Run `cargo ship init` to add a commented configuration to Cargo.toml.";
+
+/// Top-level flags shared by every subcommand, and the subcommand.
+#[derive(Debug, Args)]
+pub struct Ship {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Use verbose output (show every remote script and local command)
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Do not print progress, only errors and requested output
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Coloring: auto, always, never [env: CARGO_TERM_COLOR]
+    #[arg(long, global = true, value_name = "WHEN")]
+    color: Option<ColorArg>,
+    /// Output format: human (on stderr) or json (one event per line on stdout)
+    #[arg(long, global = true, value_name = "FMT", default_value = "human")]
+    message_format: FormatArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Human,
+    Json,
+}
+
+/// Which package, and how to build it: cargo's standard flags.
+#[derive(Debug, Args, Clone, Default)]
+struct PackageArgs {
+    #[command(flatten)]
+    manifest: clap_cargo::Manifest,
+    /// Package to ship (in a workspace with several)
+    #[arg(short, long, value_name = "SPEC")]
+    package: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct BuildArgs {
+    /// Build for the target triple (overrides `target`; `.2.17` pins glibc)
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
+    /// Build with the given profile (default: release)
+    #[arg(long, value_name = "PROFILE-NAME")]
+    profile: Option<String>,
+    #[command(flatten)]
+    features: clap_cargo::Features,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile the binary and pack the release artifact under target/ship/
+    Build {
+        #[command(flatten)]
+        package: PackageArgs,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Build (if needed) and deploy to every host of an environment
+    Deploy {
+        /// Environment from [package.metadata.ship.environments]
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Deploy this artifact instead of building one
+        #[arg(long, value_name = "PATH")]
+        artifact: Option<PathBuf>,
+        /// Print every remote script and transfer that would run; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Deploy even an artifact that failed its health check before on a host
+        #[arg(long)]
+        force: bool,
+        /// Wait up to this long for another deploy's lock (e.g. 2m)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lock_wait: Option<Duration>,
+        /// When a batch fails, leave the hosts of earlier batches on the new release
+        /// (default: roll them back too, so the fleet runs one version)
+        #[arg(long)]
+        keep_switched: bool,
+        /// Only these hosts of the environment (repeatable)
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Switch back to the previous (or a named) release on every host
+    Rollback {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Release id to return to (default: the one before `current`)
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
+        /// Print what would run; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait up to this long for another deploy's lock
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lock_wait: Option<Duration>,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Remove old releases on the hosts (never `current` or the rollback target) and old local artifacts
+    Prune {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Releases to keep per host (default: keep_releases)
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Print what would be removed; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Show each host's current release, version, unit state and releases on disk
+    Status {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// List the releases on each host (current, rollback target, failed, unfinished)
+    Releases {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Show the last journal lines of the service on each host
+    Logs {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Number of lines per host
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Remove a deploy lock left behind by a deploy whose holder is gone
+    Unlock {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Add a commented [package.metadata.ship] section to Cargo.toml
+    Init {
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Replace an existing ship section
+        #[arg(long)]
+        force: bool,
+    },
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the fully resolved configuration (for an environment, if given)
+    Show {
+        /// Environment
+        env: Option<String>,
+        #[command(flatten)]
+        package: PackageArgs,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("expected a duration like 30s or 2m: {e}"))
+}
+
+impl Ship {
+    /// The reporter these flags ask for.
+    pub fn ui(&self) -> Ui {
+        let g = &self.global;
+        let color = match g.color {
+            Some(ColorArg::Always) => ColorChoice::Always,
+            Some(ColorArg::Never) => ColorChoice::Never,
+            Some(ColorArg::Auto) => ColorChoice::Auto,
+            None => match std::env::var("CARGO_TERM_COLOR").ok().as_deref() {
+                Some("always") => ColorChoice::Always,
+                Some("never") => ColorChoice::Never,
+                _ => ColorChoice::Auto,
+            },
+        };
+        let verbosity = if g.verbose {
+            Verbosity::Verbose
+        } else if g.quiet {
+            Verbosity::Quiet
+        } else {
+            Verbosity::Normal
+        };
+        let format = match g.message_format {
+            FormatArg::Human => Format::Human,
+            FormatArg::Json => Format::Json,
+        };
+        Ui::new(format, color, verbosity)
+    }
+
+    /// Runs the subcommand.
+    pub async fn run(self, ui: &Ui) -> Result<()> {
+        match self.command {
+            Command::Build { package, build } => {
+                let config = config::load(&load_options(&package, Some(&build), None))?;
+                let artifact = tokio::task::block_in_place(|| package::build_artifact(&config, ui))?;
+                let _ = artifact;
+                Ok(())
+            }
+            Command::Deploy { env, package, build, artifact, dry_run, force, lock_wait, keep_switched, hosts } => {
+                let config = config::load(&load_options(&package, Some(&build), Some(env)))?;
+                let opts = deploy::DeployOptions { artifact, dry_run, force, lock_wait, keep_switched, hosts };
+                deploy::deploy(&config, &opts, ui).await
+            }
+            Command::Rollback { env, package, to, dry_run, lock_wait, hosts } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                let opts = rollback::RollbackOptions { to, dry_run, lock_wait, hosts };
+                rollback::rollback(&config, &opts, ui).await
+            }
+            Command::Prune { env, package, keep, dry_run, hosts } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                prune::prune(&config, &prune::PruneOptions { keep, dry_run, hosts }, ui).await
+            }
+            Command::Status { env, package, hosts } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                status::status(&config, &hosts, status::View::Status, ui).await
+            }
+            Command::Releases { env, package, hosts } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                status::status(&config, &hosts, status::View::Releases, ui).await
+            }
+            Command::Logs { env, package, lines, hosts } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                status::logs(&config, &hosts, lines, ui).await
+            }
+            Command::Unlock { env, package, hosts } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                lock::unlock(&config, &hosts, ui).await
+            }
+            Command::Init { package, force } => {
+                let _ = (package, force);
+                Err(cargo_ship::Error::usage("init: wiring pending", None))
+            }
+            Command::Config(ConfigCommand::Show { env, package, build }) => {
+                let _config = config::load(&load_options(&package, Some(&build), env))?;
+                Err(cargo_ship::Error::usage("config show: wiring pending", None))
+            }
+        }
+    }
+}
+
+fn load_options(package: &PackageArgs, build: Option<&BuildArgs>, environment: Option<String>) -> LoadOptions {
+    let mut o = LoadOptions {
+        manifest_path: package.manifest.manifest_path.clone(),
+        package: package.package.clone(),
+        environment,
+        ..LoadOptions::default()
+    };
+    if let Some(b) = build {
+        o.target = b.target.clone();
+        o.profile = b.profile.clone();
+        o.features = b.features.features.clone();
+        o.all_features = b.features.all_features;
+        o.no_default_features = b.features.no_default_features;
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cargo::command().debug_assert();
+    }
+}
