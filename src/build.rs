@@ -1,1 +1,713 @@
-//! TODO
+//! Compiling the binary to ship: plain `cargo build`, `cargo zigbuild` (glibc-pinned targets)
+//! or `cross build` (foreign targets in a container).
+//!
+//! * [`select_builder`] is the pure `auto` decision, unit-tested on its own.
+//! * [`build`] installs a missing rustup target, runs the builder with
+//!   `--message-format=json-render-diagnostics` (cargo's human diagnostics go straight to
+//!   stderr) and takes the binary's path from the `compiler-artifact` message, never by
+//!   guessing. Stripping goes through cargo's own profile override
+//!   (`CARGO_PROFILE_<PROFILE>_STRIP=symbols`), so the output stays deterministic.
+
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{BuilderKind, Config};
+use crate::target::Target;
+use crate::ui::Ui;
+use crate::{Error, Result};
+
+/// Install hint for the zigbuild toolchain.
+pub const ZIGBUILD_HELP: &str = "pip install ziglang cargo-zigbuild";
+
+/// What [`build`] produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The compiled executable, as reported by cargo's `compiler-artifact` message.
+    pub binary: PathBuf,
+    /// The builder actually used (never [`BuilderKind::Auto`]).
+    pub builder: BuilderKind,
+    /// First line of `rustc -vV`, e.g. `rustc 1.95.0 (59807616e 2026-04-14)`.
+    pub rustc: String,
+    /// The features cargo reports as enabled for the binary (sorted; includes `default`
+    /// when default features are on).
+    pub features: Vec<String>,
+}
+
+/// The outcome of the builder choice: which builder, and why (shown to the user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The builder to run (never `Auto`).
+    pub builder: BuilderKind,
+    /// A short reason, e.g. `auto: native target`.
+    pub reason: String,
+}
+
+/// Picks the builder for `target` on a machine whose CPU architecture is `host_arch`
+/// (`std::env::consts::ARCH` spelling). `engine_running` is only called when the answer
+/// depends on it (a foreign target under `auto`, or an explicit `cross`).
+///
+/// `auto`: zigbuild when the target has a glibc pin; cross when the target's architecture
+/// differs from this machine's and a container engine runs; plain cargo otherwise.
+/// An error message (what is wrong and what to do) comes back for impossible combinations.
+pub fn select_builder(
+    requested: BuilderKind,
+    target: &Target,
+    host_arch: &str,
+    engine_running: impl FnOnce() -> bool,
+) -> std::result::Result<Selection, String> {
+    let sel = |builder, reason: &str| {
+        Ok(Selection {
+            builder,
+            reason: reason.to_string(),
+        })
+    };
+    match requested {
+        BuilderKind::Auto => {
+            if target.glibc.is_some() {
+                sel(BuilderKind::Zigbuild, "auto: glibc pin")
+            } else if !same_arch(host_arch, target.arch()) {
+                if engine_running() {
+                    sel(
+                        BuilderKind::Cross,
+                        "auto: foreign target, container engine running",
+                    )
+                } else {
+                    sel(
+                        BuilderKind::Cargo,
+                        "auto: foreign target, no container engine for cross",
+                    )
+                }
+            } else {
+                sel(BuilderKind::Cargo, "auto: native target")
+            }
+        }
+        BuilderKind::Cargo if target.glibc.is_some() => Err(format!(
+            "plain cargo cannot pin glibc (target `{target}`); use builder `zigbuild` or `auto`, \
+             or drop the `.{}` suffix",
+            target.glibc.as_deref().unwrap_or_default()
+        )),
+        BuilderKind::Cross if target.glibc.is_some() => Err(format!(
+            "cross cannot pin glibc (target `{target}`); use builder `zigbuild` or `auto`"
+        )),
+        BuilderKind::Cross if !engine_running() => Err(
+            "builder `cross` needs a running container engine, and neither `docker info` nor \
+             `podman info` succeeds on this machine; start Docker or Podman, or use builder \
+             `zigbuild` (glibc pins, foreign -gnu targets) or `cargo`"
+                .to_string(),
+        ),
+        other => sel(other, "configured"),
+    }
+}
+
+/// True when code for `target_arch` (the triple's first part) runs natively on `host_arch`.
+fn same_arch(host_arch: &str, target_arch: &str) -> bool {
+    let norm = |a: &str| -> String {
+        match a {
+            "i386" | "i486" | "i586" | "i686" | "x86" => "x86".into(),
+            a if a.starts_with("arm") || a.starts_with("thumb") => "arm".into(),
+            a => a.into(),
+        }
+    };
+    norm(host_arch) == norm(target_arch)
+}
+
+/// The name of a container engine that answers (`docker` or `podman`), honouring
+/// `CROSS_CONTAINER_ENGINE` as cross does. Each probe is given 10 seconds.
+pub fn container_engine() -> Option<String> {
+    let candidates: Vec<String> = match std::env::var("CROSS_CONTAINER_ENGINE") {
+        Ok(e) if !e.trim().is_empty() => vec![e.trim().to_string()],
+        _ => vec!["docker".into(), "podman".into()],
+    };
+    candidates.into_iter().find(|engine| {
+        let mut cmd = Command::new(engine);
+        cmd.arg("info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        succeeds_within(cmd, Duration::from_secs(10))
+    })
+}
+
+fn succeeds_within(mut cmd: Command, limit: Duration) -> bool {
+    let Ok(mut child) = cmd.spawn() else {
+        return false;
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+/// The cargo to run: `$CARGO` when set (cargo sets it for subcommands), else `cargo`.
+pub fn cargo_program() -> OsString {
+    std::env::var_os("CARGO")
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "cargo".into())
+}
+
+fn rustc_program() -> OsString {
+    std::env::var_os("RUSTC")
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "rustc".into())
+}
+
+/// First line of `rustc -vV` run in `dir` (so a `rust-toolchain.toml` there applies).
+pub fn rustc_version(dir: &Path) -> Result<String> {
+    let out = run_captured(
+        Command::new(rustc_program()).arg("-vV").current_dir(dir),
+        "query the rustc version",
+    )?;
+    let first = out.lines().next().unwrap_or_default().trim().to_string();
+    if !first.starts_with("rustc ") {
+        return Err(Error::Build {
+            purpose: "query the rustc version".into(),
+            detail: format!("`rustc -vV` printed an unexpected first line: {first:?}"),
+            help: Some("check that `rustc` on PATH (or $RUSTC) is a Rust compiler".into()),
+        });
+    }
+    Ok(first)
+}
+
+fn run_captured(cmd: &mut Command, purpose: &str) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Build {
+            purpose: purpose.into(),
+            detail: format!("cannot run `{}`: {e}", cmd.get_program().to_string_lossy()),
+            help: None,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Build {
+            purpose: purpose.into(),
+            detail: format!(
+                "`{}` failed ({}): {}",
+                describe(cmd),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            help: None,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Adds the rustup target for `triple` when the active toolchain lacks its standard library.
+/// Returns whether it had to install it.
+pub fn ensure_rustup_target(triple: &str, dir: &Path, ui: &Ui) -> Result<bool> {
+    let sysroot = run_captured(
+        Command::new(rustc_program())
+            .args(["--print", "sysroot"])
+            .current_dir(dir),
+        "find the Rust sysroot",
+    )?;
+    let lib = Path::new(sysroot.trim())
+        .join("lib")
+        .join("rustlib")
+        .join(triple)
+        .join("lib");
+    if lib.is_dir() {
+        return Ok(false);
+    }
+    ui.status("Installing", format!("rustup target {triple}"));
+    let purpose = format!("install the rustup target {triple}");
+    let help = Some(format!(
+        "run `rustup target add {triple}` yourself and try again"
+    ));
+    let out = Command::new("rustup")
+        .args(["target", "add", triple])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Build {
+            purpose: purpose.clone(),
+            detail: format!("cannot run `rustup`: {e}"),
+            help: Some(format!(
+                "install the standard library for {triple} (with rustup: `rustup target add {triple}`)"
+            )),
+        })?;
+    if !out.status.success() {
+        return Err(Error::Build {
+            purpose,
+            detail: format!(
+                "`rustup target add {triple}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            help,
+        });
+    }
+    Ok(true)
+}
+
+/// The project's venv for zig tools: `$SHIP_VENV`, else `~/.cache/cargo-ship/venv`
+/// (where `.ci/setup` installs them).
+pub fn venv_dir() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os("SHIP_VENV").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(v));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache/cargo-ship/venv"))
+}
+
+fn find_on_path(name: &str, path: &OsString) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Where cargo-zigbuild lives, and the PATH the child gets (the venv's bin dir in front).
+struct Zigbuild {
+    program: PathBuf,
+    path: OsString,
+}
+
+fn find_zigbuild(purpose: &str) -> Result<Zigbuild> {
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    let venv_bin = venv_dir().map(|v| v.join("bin")).filter(|b| b.is_dir());
+    let mut dirs: Vec<PathBuf> = venv_bin.iter().cloned().collect();
+    dirs.extend(std::env::split_paths(&current));
+    let path = std::env::join_paths(dirs).unwrap_or(current.clone());
+    let missing = |what: &str| Error::Build {
+        purpose: purpose.to_string(),
+        detail: format!("{what} is not installed (looked on PATH and in the venv's bin directory)"),
+        help: Some(format!(
+            "{ZIGBUILD_HELP} (e.g. into a venv at ~/.cache/cargo-ship/venv, as .ci/setup does)"
+        )),
+    };
+    let program = find_on_path("cargo-zigbuild", &current)
+        .or_else(|| {
+            venv_bin
+                .as_ref()
+                .map(|b| b.join("cargo-zigbuild"))
+                .filter(|p| is_executable(p))
+        })
+        .ok_or_else(|| missing("cargo-zigbuild"))?;
+    // cargo-zigbuild looks for zig as `$ZIG_COMMAND`, `zig`, then `python3 -m ziglang`.
+    let has_zig = std::env::var_os("ZIG_COMMAND").is_some_and(|z| !z.is_empty())
+        || find_on_path("zig", &path).is_some()
+        || {
+            let mut cmd = Command::new("python3");
+            cmd.args(["-m", "ziglang", "version"]).env("PATH", &path);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            succeeds_within(cmd, Duration::from_secs(20))
+        };
+    if !has_zig {
+        return Err(missing("zig"));
+    }
+    Ok(Zigbuild { program, path })
+}
+
+/// The cargo arguments shared by every builder (after `build`), for `config`.
+pub fn cargo_args(config: &Config, target_arg: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |a: &str| args.push(a.into());
+    if config.profile == "release" {
+        push("--release");
+    } else {
+        push("--profile");
+        push(&config.profile);
+    }
+    push("--target");
+    push(target_arg);
+    push("--manifest-path");
+    args.push(config.manifest_path.clone().into_os_string());
+    let mut push = |a: &str| args.push(a.into());
+    push("-p");
+    push(&config.package);
+    push("--bin");
+    push(&config.bin);
+    let features = requested_features(config);
+    if !features.is_empty() {
+        push("--features");
+        push(&features.join(","));
+    }
+    if config.all_features {
+        push("--all-features");
+    }
+    if config.no_default_features {
+        push("--no-default-features");
+    }
+    push("--target-dir");
+    args.push(config.target_dir.clone().into_os_string());
+    args.push("--message-format=json-render-diagnostics".into());
+    args
+}
+
+/// The configured features, split on commas and spaces as cargo does, sorted, deduplicated.
+pub fn requested_features(config: &Config) -> Vec<String> {
+    let mut f: Vec<String> = config
+        .features
+        .iter()
+        .flat_map(|s| s.split([',', ' ']))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// `CARGO_PROFILE_<PROFILE>_STRIP` for a profile name.
+pub fn strip_env_var(profile: &str) -> String {
+    format!(
+        "CARGO_PROFILE_{}_STRIP",
+        profile.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// Compiles `config.bin` for `config.target` with the configured builder and returns the
+/// executable's path as cargo reports it.
+pub fn build(config: &Config, ui: &Ui) -> Result<BuildOutput> {
+    let what = format!("{} v{} for {}", config.bin, config.version, config.target);
+    let purpose = format!("compile {what}");
+    let selection = select_builder(
+        config.builder,
+        &config.target,
+        std::env::consts::ARCH,
+        || container_engine().is_some(),
+    )
+    .map_err(|detail| Error::Build {
+        purpose: purpose.clone(),
+        detail,
+        help: None,
+    })?;
+
+    let rustc = rustc_version(&config.package_root)?;
+
+    let (mut cmd, target_arg) = match selection.builder {
+        BuilderKind::Cargo | BuilderKind::Auto => {
+            ensure_rustup_target(&config.target.triple, &config.package_root, ui)?;
+            let mut cmd = Command::new(cargo_program());
+            cmd.arg("build");
+            (cmd, config.target.triple.clone())
+        }
+        BuilderKind::Zigbuild => {
+            let zig = find_zigbuild(&purpose)?;
+            ensure_rustup_target(&config.target.triple, &config.package_root, ui)?;
+            let mut cmd = Command::new(&zig.program);
+            cmd.arg("zigbuild")
+                .env("PATH", &zig.path)
+                .env("CARGO", cargo_program());
+            // cargo-zigbuild takes the pin as part of the target.
+            (cmd, config.target.to_string())
+        }
+        BuilderKind::Cross => {
+            let program = find_on_path("cross", &std::env::var_os("PATH").unwrap_or_default())
+                .ok_or_else(|| Error::Build {
+                    purpose: purpose.clone(),
+                    detail: "`cross` is not installed".into(),
+                    help: Some(
+                        "cargo install cross --git https://github.com/cross-rs/cross".into(),
+                    ),
+                })?;
+            // cross adds the rustup target itself and reads Cross.toml from the package root.
+            let mut cmd = Command::new(program);
+            cmd.arg("build");
+            (cmd, config.target.triple.clone())
+        }
+    };
+    cmd.args(cargo_args(config, &target_arg))
+        .current_dir(&config.package_root);
+    if config.strip {
+        cmd.env(strip_env_var(&config.profile), "symbols");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+
+    let builder_name = builder_name(selection.builder);
+    ui.status(
+        "Building",
+        format!("{what} with {builder_name} ({})", selection.reason),
+    );
+    ui.detail("Running", describe(&cmd));
+
+    let mut child = cmd.spawn().map_err(|e| Error::Build {
+        purpose: purpose.clone(),
+        detail: format!("cannot run `{}`: {e}", cmd.get_program().to_string_lossy()),
+        help: Some("install Rust with rustup (https://rustup.rs)".into()),
+    })?;
+    let mut found: Option<(PathBuf, Vec<String>)> = None;
+    let mut read_error = None;
+    if let Some(stdout) = child.stdout.take() {
+        for message in cargo_metadata::Message::parse_stream(BufReader::new(stdout)) {
+            match message {
+                Ok(cargo_metadata::Message::CompilerArtifact(a))
+                    if a.target.name == config.bin && a.target.is_bin() =>
+                {
+                    if let Some(exe) = a.executable {
+                        found = Some((exe.into_std_path_buf(), a.features));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => read_error = Some(e),
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| Error::Build {
+        purpose: purpose.clone(),
+        detail: format!("waiting for {builder_name} failed: {e}"),
+        help: None,
+    })?;
+    if !status.success() {
+        let help = match (selection.builder, same_arch(std::env::consts::ARCH, config.target.arch())) {
+            (BuilderKind::Cargo, false) => Some(
+                "a foreign target needs a linker for it: use builder `zigbuild` (pip install ziglang \
+                 cargo-zigbuild), `cross` with a running container engine, or configure \
+                 `target.<triple>.linker` in .cargo/config.toml"
+                    .into(),
+            ),
+            _ => Some("fix the errors reported above and run the command again".into()),
+        };
+        return Err(Error::Build {
+            purpose,
+            detail: format!("{builder_name} build exited with {status}"),
+            help,
+        });
+    }
+    if let Some(e) = read_error {
+        return Err(Error::Build {
+            purpose,
+            detail: format!("cannot read cargo's JSON messages: {e}"),
+            help: None,
+        });
+    }
+    let (mut binary, mut features) = found.ok_or_else(|| Error::Build {
+        purpose: purpose.clone(),
+        detail: format!(
+            "cargo reported no executable for the binary `{}`",
+            config.bin
+        ),
+        help: Some(format!(
+            "check that package `{}` has a `[[bin]]` named `{}`",
+            config.package, config.bin
+        )),
+    })?;
+    if selection.builder == BuilderKind::Cross && !binary.exists() {
+        // Older cross versions report paths inside the container (`/target/...`).
+        if let Ok(rest) = binary.strip_prefix("/target") {
+            binary = config.target_dir.join(rest);
+        }
+    }
+    if !binary.is_file() {
+        return Err(Error::Build {
+            purpose,
+            detail: format!(
+                "cargo reported `{}`, which does not exist",
+                binary.display()
+            ),
+            help: None,
+        });
+    }
+    features.sort();
+    features.dedup();
+    Ok(BuildOutput {
+        binary,
+        builder: selection.builder,
+        rustc,
+        features,
+    })
+}
+
+/// The builder's name as written in the manifest and the config (`cargo`, `zigbuild`, `cross`).
+pub fn builder_name(kind: BuilderKind) -> &'static str {
+    match kind {
+        BuilderKind::Auto => "auto",
+        BuilderKind::Cargo => "cargo",
+        BuilderKind::Zigbuild => "zigbuild",
+        BuilderKind::Cross => "cross",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Target {
+        Target::parse(s).unwrap()
+    }
+
+    fn pick(
+        req: BuilderKind,
+        target: &str,
+        host: &str,
+        engine: bool,
+    ) -> std::result::Result<BuilderKind, String> {
+        select_builder(req, &t(target), host, || engine).map(|s| s.builder)
+    }
+
+    #[test]
+    fn auto_picks_zigbuild_for_a_glibc_pin() {
+        let s = select_builder(
+            BuilderKind::Auto,
+            &t("x86_64-unknown-linux-gnu.2.17"),
+            "x86_64",
+            || panic!("the engine does not matter for a pin"),
+        )
+        .unwrap();
+        assert_eq!(s.builder, BuilderKind::Zigbuild);
+        assert_eq!(s.reason, "auto: glibc pin");
+        assert_eq!(
+            pick(
+                BuilderKind::Auto,
+                "aarch64-unknown-linux-gnu.2.28",
+                "x86_64",
+                true
+            ),
+            Ok(BuilderKind::Zigbuild)
+        );
+    }
+
+    #[test]
+    fn auto_picks_cargo_for_native_targets_without_probing_the_engine() {
+        for target in ["x86_64-unknown-linux-gnu", "x86_64-unknown-linux-musl"] {
+            let s = select_builder(BuilderKind::Auto, &t(target), "x86_64", || {
+                panic!("no probe for a native target")
+            })
+            .unwrap();
+            assert_eq!(s.builder, BuilderKind::Cargo);
+            assert_eq!(s.reason, "auto: native target");
+        }
+        assert_eq!(
+            pick(
+                BuilderKind::Auto,
+                "aarch64-unknown-linux-musl",
+                "aarch64",
+                true
+            ),
+            Ok(BuilderKind::Cargo)
+        );
+        assert_eq!(
+            pick(BuilderKind::Auto, "i686-unknown-linux-gnu", "x86", true),
+            Ok(BuilderKind::Cargo)
+        );
+        assert_eq!(
+            pick(
+                BuilderKind::Auto,
+                "armv7-unknown-linux-gnueabihf",
+                "arm",
+                true
+            ),
+            Ok(BuilderKind::Cargo)
+        );
+    }
+
+    #[test]
+    fn auto_picks_cross_for_foreign_targets_only_with_an_engine() {
+        assert_eq!(
+            pick(
+                BuilderKind::Auto,
+                "aarch64-unknown-linux-gnu",
+                "x86_64",
+                true
+            ),
+            Ok(BuilderKind::Cross)
+        );
+        let s = select_builder(
+            BuilderKind::Auto,
+            &t("aarch64-unknown-linux-gnu"),
+            "x86_64",
+            || false,
+        )
+        .unwrap();
+        assert_eq!(s.builder, BuilderKind::Cargo);
+        assert!(s.reason.contains("no container engine"), "{}", s.reason);
+    }
+
+    #[test]
+    fn explicit_builders() {
+        assert_eq!(
+            pick(
+                BuilderKind::Cargo,
+                "aarch64-unknown-linux-gnu",
+                "x86_64",
+                false
+            ),
+            Ok(BuilderKind::Cargo)
+        );
+        assert_eq!(
+            pick(
+                BuilderKind::Zigbuild,
+                "x86_64-unknown-linux-musl",
+                "x86_64",
+                false
+            ),
+            Ok(BuilderKind::Zigbuild)
+        );
+        assert_eq!(
+            pick(
+                BuilderKind::Cross,
+                "aarch64-unknown-linux-gnu",
+                "x86_64",
+                true
+            ),
+            Ok(BuilderKind::Cross)
+        );
+        let no_engine = pick(
+            BuilderKind::Cross,
+            "aarch64-unknown-linux-gnu",
+            "x86_64",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            no_engine.contains("container engine") && no_engine.contains("docker info"),
+            "{no_engine}"
+        );
+        let pinned = pick(
+            BuilderKind::Cargo,
+            "x86_64-unknown-linux-gnu.2.17",
+            "x86_64",
+            false,
+        )
+        .unwrap_err();
+        assert!(pinned.contains("zigbuild"), "{pinned}");
+        assert!(pick(
+            BuilderKind::Cross,
+            "x86_64-unknown-linux-gnu.2.17",
+            "x86_64",
+            true
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn strip_variable_names() {
+        assert_eq!(strip_env_var("release"), "CARGO_PROFILE_RELEASE_STRIP");
+        assert_eq!(
+            strip_env_var("release-lto"),
+            "CARGO_PROFILE_RELEASE_LTO_STRIP"
+        );
+    }
+}
