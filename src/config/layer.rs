@@ -1,5 +1,654 @@
-//! One serde struct of `Option`s per table, and the merge.
+//! One struct of `Option`s per table, read from a `toml_edit` table, and the merge.
+//!
+//! A [`Layer`] is what one place contributes: `[workspace.metadata.ship]`,
+//! `[package.metadata.ship]`, one `environments.<name>` table, or the command line. Every value
+//! keeps its [`Origin`] (file:line:column and full key path), so that validation, which runs once
+//! on the merged result, can point at the line that set it.
+//!
+//! Reading is a small hand-written walk rather than serde with `deny_unknown_fields`: it keeps the
+//! same property (an unknown key is an error that lists the valid keys, with a "did you mean"),
+//! and also knows each key's path and position, which serde's errors do not carry.
+//!
+//! Merging is key by key, later layers winning: a table such as `health` merges per key (an
+//! environment overriding `health.timeout` keeps the package's `health.http`), as does
+//! `systemd.environment`; arrays are replaced as a whole.
 
-/// A layer of configuration (workspace, package, environment or command line).
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::source::{Node, Origin, Source, Val};
+use crate::Result;
+
+/// A list of strings, each element keeping its own position.
+pub(crate) type Strings = Val<Vec<Val<String>>>;
+
+/// A layer of configuration (workspace, package, environment or command line). All keys are
+/// optional; [`crate::config::load`] merges the layers and applies defaults once.
 #[derive(Debug, Clone, Default)]
-pub struct Layer {}
+pub struct Layer {
+    pub(crate) bin: Option<Val<String>>,
+    pub(crate) target: Option<Val<String>>,
+    pub(crate) builder: Option<Val<String>>,
+    pub(crate) profile: Option<Val<String>>,
+    pub(crate) strip: Option<Val<bool>>,
+    pub(crate) assets: Option<Strings>,
+    pub(crate) deploy_to: Option<Val<String>>,
+    pub(crate) keep_releases: Option<Val<i64>>,
+    pub(crate) shared_dirs: Option<Strings>,
+    pub(crate) shared_files: Option<Strings>,
+    pub(crate) sudo: Option<Val<bool>>,
+    pub(crate) systemd: SystemdLayer,
+    pub(crate) health: HealthLayer,
+    pub(crate) hooks: HooksLayer,
+    /// Environment tables only.
+    pub(crate) hosts: Option<Strings>,
+    /// Environment tables only; already resolved against the directory of the declaring file.
+    pub(crate) ssh_config: Option<Val<PathBuf>>,
+    /// Environment tables only.
+    pub(crate) parallel: Option<Val<i64>>,
+    /// Environment tables only.
+    pub(crate) batch: Option<Val<BatchValue>>,
+    /// Top level only: the declared environments by name.
+    pub(crate) environments: BTreeMap<String, EnvLayer>,
+}
+
+/// `[...systemd]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SystemdLayer {
+    pub unit: Option<Val<String>>,
+    pub args: Option<Strings>,
+    /// Variable name → (where the name was written, the value).
+    pub environment: BTreeMap<String, (Origin, Val<String>)>,
+    pub user: Option<Val<String>>,
+    pub group: Option<Val<String>>,
+    pub restart_sec: Option<Val<String>>,
+    pub hardening: Option<Val<bool>>,
+}
+
+/// `[...health]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HealthLayer {
+    pub http: Option<Val<String>>,
+    pub command: Option<Val<String>>,
+    pub timeout: Option<Val<String>>,
+    pub settle: Option<Val<String>>,
+}
+
+/// `[...hooks]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HooksLayer {
+    pub before_switch: Option<Strings>,
+    pub after_switch: Option<Strings>,
+}
+
+/// `batch` as written: `2` or `"25%"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum BatchValue {
+    Count(i64),
+    Text(String),
+}
+
+/// One `environments.<name>` table.
+#[derive(Debug, Clone)]
+pub(crate) struct EnvLayer {
+    /// Where the environment's table is (for "no hosts" errors).
+    pub at: Origin,
+    /// Its overrides.
+    pub layer: Layer,
+}
+
+/// Which table is being read: the ship table itself or an environment's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Top,
+    Environment,
+}
+
+const COMMON_KEYS: &[&str] = &[
+    "bin",
+    "target",
+    "builder",
+    "profile",
+    "strip",
+    "assets",
+    "deploy_to",
+    "keep_releases",
+    "shared_dirs",
+    "shared_files",
+    "sudo",
+    "systemd",
+    "health",
+    "hooks",
+];
+const ENV_ONLY_KEYS: &[&str] = &["hosts", "ssh_config", "parallel", "batch"];
+const SYSTEMD_KEYS: &[&str] = &[
+    "unit",
+    "args",
+    "environment",
+    "user",
+    "group",
+    "restart_sec",
+    "hardening",
+];
+const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle"];
+const HOOKS_KEYS: &[&str] = &["before_switch", "after_switch"];
+
+/// Reads typed values out of one file, naming keys by their full path.
+struct Reader<'s> {
+    src: &'s Source,
+}
+
+impl Layer {
+    /// Reads the ship table at `prefix` (`package.metadata.ship`, or an environment's table).
+    pub(crate) fn read(src: &Source, node: Node<'_>, prefix: &str, scope: Scope) -> Result<Layer> {
+        Reader { src }.layer(node, prefix, scope)
+    }
+
+    /// Reads `[<root>.metadata.ship]` from a Cargo.toml (`root` is `package` or `workspace`);
+    /// an empty layer when there is none.
+    pub(crate) fn from_manifest(src: &Source, root: &str) -> Result<Layer> {
+        let prefix = format!("{root}.metadata.ship");
+        match src.get(&[root, "metadata", "ship"]) {
+            None => Ok(Layer::default()),
+            Some((node, key_span)) => {
+                if node.entries().is_none() {
+                    let at = src.origin(&prefix, node.span().or(key_span));
+                    return Err(at.error(format!("expected a table, found {}", node.found()), None));
+                }
+                Layer::read(src, node, &prefix, Scope::Top)
+            }
+        }
+    }
+
+    /// Applies `over` on top of `self`: every key `over` sets wins; tables merge key by key.
+    pub(crate) fn merge(&mut self, over: &Layer) {
+        set(&mut self.bin, &over.bin);
+        set(&mut self.target, &over.target);
+        set(&mut self.builder, &over.builder);
+        set(&mut self.profile, &over.profile);
+        set(&mut self.strip, &over.strip);
+        set(&mut self.assets, &over.assets);
+        set(&mut self.deploy_to, &over.deploy_to);
+        set(&mut self.keep_releases, &over.keep_releases);
+        set(&mut self.shared_dirs, &over.shared_dirs);
+        set(&mut self.shared_files, &over.shared_files);
+        set(&mut self.sudo, &over.sudo);
+
+        let (s, o) = (&mut self.systemd, &over.systemd);
+        set(&mut s.unit, &o.unit);
+        set(&mut s.args, &o.args);
+        for (k, v) in &o.environment {
+            s.environment.insert(k.clone(), v.clone());
+        }
+        set(&mut s.user, &o.user);
+        set(&mut s.group, &o.group);
+        set(&mut s.restart_sec, &o.restart_sec);
+        set(&mut s.hardening, &o.hardening);
+
+        let (h, o) = (&mut self.health, &over.health);
+        set(&mut h.http, &o.http);
+        set(&mut h.command, &o.command);
+        set(&mut h.timeout, &o.timeout);
+        set(&mut h.settle, &o.settle);
+
+        set(&mut self.hooks.before_switch, &over.hooks.before_switch);
+        set(&mut self.hooks.after_switch, &over.hooks.after_switch);
+
+        set(&mut self.hosts, &over.hosts);
+        set(&mut self.ssh_config, &over.ssh_config);
+        set(&mut self.parallel, &over.parallel);
+        set(&mut self.batch, &over.batch);
+
+        for (name, env) in &over.environments {
+            match self.environments.get_mut(name) {
+                Some(mine) => {
+                    mine.layer.merge(&env.layer);
+                    mine.at = env.at.clone();
+                }
+                None => {
+                    self.environments.insert(name.clone(), env.clone());
+                }
+            }
+        }
+    }
+}
+
+fn set<T: Clone>(dst: &mut Option<T>, src: &Option<T>) {
+    if src.is_some() {
+        dst.clone_from(src);
+    }
+}
+
+impl Reader<'_> {
+    fn layer(&self, node: Node<'_>, prefix: &str, scope: Scope) -> Result<Layer> {
+        let mut l = Layer::default();
+        let entries = self.table(node, prefix)?;
+        for (name, key, value) in entries {
+            let path = format!("{prefix}.{name}");
+            match name {
+                "bin" => l.bin = Some(self.string(value, &path, "a binary name")?),
+                "target" => l.target = Some(self.string(value, &path, "a target triple")?),
+                "builder" => {
+                    l.builder = Some(self.string(
+                        value,
+                        &path,
+                        "one of \"auto\", \"cargo\", \"zigbuild\", \"cross\"",
+                    )?)
+                }
+                "profile" => l.profile = Some(self.string(value, &path, "a cargo profile name")?),
+                "strip" => l.strip = Some(self.boolean(value, &path)?),
+                "assets" => l.assets = Some(self.strings(value, &path, "an array of paths")?),
+                "deploy_to" => l.deploy_to = Some(self.string(value, &path, "an absolute path")?),
+                "keep_releases" => {
+                    l.keep_releases = Some(self.integer(value, &path, "a non-negative integer")?)
+                }
+                "shared_dirs" => {
+                    l.shared_dirs =
+                        Some(self.strings(value, &path, "an array of relative paths")?)
+                }
+                "shared_files" => {
+                    l.shared_files =
+                        Some(self.strings(value, &path, "an array of relative paths")?)
+                }
+                "sudo" => l.sudo = Some(self.boolean(value, &path)?),
+                "systemd" => self.systemd(&mut l.systemd, value, &path)?,
+                "health" => self.health(&mut l.health, value, &path)?,
+                "hooks" => self.hooks(&mut l.hooks, value, &path)?,
+                "hosts" if scope == Scope::Environment => {
+                    l.hosts = Some(self.strings(
+                        value,
+                        &path,
+                        "an array of hosts like \"deploy@web1.example.com\"",
+                    )?)
+                }
+                "ssh_config" if scope == Scope::Environment => {
+                    let s = self.string(value, &path, "a path to an ssh config file")?;
+                    l.ssh_config = Some(Val::new(self.src.dir().join(&s.value), s.at));
+                }
+                "parallel" if scope == Scope::Environment => {
+                    l.parallel = Some(self.integer(value, &path, "a positive integer")?)
+                }
+                "batch" if scope == Scope::Environment => {
+                    let at = self.src.origin(&path, value.span());
+                    let v = if let Some(i) = value.as_integer() {
+                        BatchValue::Count(i)
+                    } else if let Some(s) = value.as_str() {
+                        BatchValue::Text(s.to_string())
+                    } else {
+                        return Err(at.error(
+                            format!(
+                                "expected a number of hosts or a percentage like \"25%\", found {}",
+                                value.found()
+                            ),
+                            None,
+                        ));
+                    };
+                    l.batch = Some(Val::new(v, at));
+                }
+                "environments" if scope == Scope::Top => {
+                    for (env, env_key, env_node) in self.table(value, &path)? {
+                        let env_path = format!("{path}.{env}");
+                        let at = self
+                            .src
+                            .origin(&env_path, env_node.span().or(env_key.span()));
+                        check_env_name(env, &self.src.origin(&env_path, env_key.span()))?;
+                        let layer = self.layer(env_node, &env_path, Scope::Environment)?;
+                        l.environments
+                            .insert(env.to_string(), EnvLayer { at, layer });
+                    }
+                }
+                _ => {
+                    let at = self.src.origin(&path, key.span());
+                    return Err(match (scope, name) {
+                        (Scope::Top, n) if ENV_ONLY_KEYS.contains(&n) => at.error(
+                            "this key belongs to an environment",
+                            Some(format!("move it into an environment's table, e.g. `[{prefix}.environments.prod]`")),
+                        ),
+                        (Scope::Environment, "environments") => {
+                            at.error("environments cannot be nested", Some(format!("move it to `[{}]`", top_of(prefix))))
+                        }
+                        _ => {
+                            let valid: Vec<&str> = match scope {
+                                Scope::Top => COMMON_KEYS.iter().chain(&["environments"]).copied().collect(),
+                                Scope::Environment => ENV_ONLY_KEYS.iter().chain(COMMON_KEYS).copied().collect(),
+                            };
+                            unknown_key(&at, name, prefix, &valid)
+                        }
+                    });
+                }
+            }
+        }
+        Ok(l)
+    }
+
+    fn systemd(&self, s: &mut SystemdLayer, node: Node<'_>, prefix: &str) -> Result<()> {
+        for (name, key, value) in self.table(node, prefix)? {
+            let path = format!("{prefix}.{name}");
+            match name {
+                "unit" => s.unit = Some(self.string(value, &path, "a unit name like \"hello\"")?),
+                "args" => s.args = Some(self.strings(value, &path, "an array of strings")?),
+                "environment" => {
+                    for (var, var_key, var_value) in self.table(value, &path)? {
+                        let var_path = format!("{path}.{var}");
+                        let name_at = self.src.origin(&var_path, var_key.span());
+                        let v = self.string(
+                            var_value,
+                            &var_path,
+                            "a string (quote numbers and booleans)",
+                        )?;
+                        s.environment.insert(var.to_string(), (name_at, v));
+                    }
+                }
+                "user" => s.user = Some(self.string(value, &path, "a user name")?),
+                "group" => s.group = Some(self.string(value, &path, "a group name")?),
+                "restart_sec" => s.restart_sec = Some(self.string(value, &path, DURATION)?),
+                "hardening" => s.hardening = Some(self.boolean(value, &path)?),
+                _ => {
+                    return Err(unknown_key(
+                        &self.src.origin(&path, key.span()),
+                        name,
+                        prefix,
+                        SYSTEMD_KEYS,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn health(&self, h: &mut HealthLayer, node: Node<'_>, prefix: &str) -> Result<()> {
+        for (name, key, value) in self.table(node, prefix)? {
+            let path = format!("{prefix}.{name}");
+            match name {
+                "http" => {
+                    h.http = Some(self.string(
+                        value,
+                        &path,
+                        "a URL like \"http://127.0.0.1:8080/healthz\"",
+                    )?)
+                }
+                "command" => h.command = Some(self.string(value, &path, "a shell command")?),
+                "timeout" => h.timeout = Some(self.string(value, &path, DURATION)?),
+                "settle" => h.settle = Some(self.string(value, &path, DURATION)?),
+                _ => {
+                    return Err(unknown_key(
+                        &self.src.origin(&path, key.span()),
+                        name,
+                        prefix,
+                        HEALTH_KEYS,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hooks(&self, h: &mut HooksLayer, node: Node<'_>, prefix: &str) -> Result<()> {
+        for (name, key, value) in self.table(node, prefix)? {
+            let path = format!("{prefix}.{name}");
+            match name {
+                "before_switch" => {
+                    h.before_switch =
+                        Some(self.strings(value, &path, "an array of shell commands")?)
+                }
+                "after_switch" => {
+                    h.after_switch =
+                        Some(self.strings(value, &path, "an array of shell commands")?)
+                }
+                _ => {
+                    return Err(unknown_key(
+                        &self.src.origin(&path, key.span()),
+                        name,
+                        prefix,
+                        HOOKS_KEYS,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn table<'a>(
+        &self,
+        node: Node<'a>,
+        path: &str,
+    ) -> Result<Vec<(&'a str, &'a toml_edit::Key, Node<'a>)>> {
+        node.entries().ok_or_else(|| {
+            self.src
+                .origin(path, node.span())
+                .error(format!("expected a table, found {}", node.found()), None)
+        })
+    }
+
+    fn string(&self, node: Node<'_>, path: &str, expected: &str) -> Result<Val<String>> {
+        let at = self.src.origin(path, node.span());
+        match node.as_str() {
+            Some(s) => Ok(Val::new(s.to_string(), at)),
+            None => Err(at.error(format!("expected {expected}, found {}", node.found()), None)),
+        }
+    }
+
+    fn boolean(&self, node: Node<'_>, path: &str) -> Result<Val<bool>> {
+        let at = self.src.origin(path, node.span());
+        match node.as_bool() {
+            Some(b) => Ok(Val::new(b, at)),
+            None => Err(at.error(
+                format!("expected a boolean (true or false), found {}", node.found()),
+                None,
+            )),
+        }
+    }
+
+    fn integer(&self, node: Node<'_>, path: &str, expected: &str) -> Result<Val<i64>> {
+        let at = self.src.origin(path, node.span());
+        match node.as_integer() {
+            Some(i) => Ok(Val::new(i, at)),
+            None => Err(at.error(format!("expected {expected}, found {}", node.found()), None)),
+        }
+    }
+
+    fn strings(&self, node: Node<'_>, path: &str, expected: &str) -> Result<Strings> {
+        let at = self.src.origin(path, node.span());
+        let Some(items) = node.as_array() else {
+            return Err(at.error(format!("expected {expected}, found {}", node.found()), None));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let item_at = self.src.origin(format!("{path}[{i}]"), item.span());
+            match item.as_str() {
+                Some(s) => out.push(Val::new(s.to_string(), item_at)),
+                None => {
+                    return Err(
+                        item_at.error(format!("expected a string, found {}", item.found()), None)
+                    )
+                }
+            }
+        }
+        Ok(Val::new(out, at))
+    }
+}
+
+/// What duration values look like, for messages.
+pub(crate) const DURATION: &str = "a duration like \"30s\", \"2m\" or \"1m 30s\"";
+
+fn top_of(prefix: &str) -> &str {
+    prefix.split(".environments.").next().unwrap_or(prefix)
+}
+
+fn check_env_name(name: &str, at: &Origin) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(at.error(
+            format!(
+                "expected an environment name made of letters, digits, `-` and `_`, found `{name}`"
+            ),
+            None,
+        ))
+    }
+}
+
+/// The error for a key that is not allowed at `prefix`, listing the valid ones.
+fn unknown_key(at: &Origin, name: &str, prefix: &str, valid: &[&str]) -> crate::Error {
+    let problem = match closest(name, valid) {
+        Some(s) => format!("unknown key; did you mean `{s}`?"),
+        None => "unknown key".to_string(),
+    };
+    let mut sorted = valid.to_vec();
+    sorted.sort_unstable();
+    at.error(
+        problem,
+        Some(format!(
+            "the keys allowed in `[{prefix}]` are: {}",
+            crate::workspace::list(&sorted)
+        )),
+    )
+}
+
+/// The valid key closest to `name`, when it is close enough to be a typo.
+pub(crate) fn closest<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase().replace('-', "_");
+    valid
+        .iter()
+        .map(|v| (edit_distance(&lower, v), *v))
+        .filter(|(d, v)| *d <= (v.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn read(text: &str) -> Result<Layer> {
+        let src = Source::parse(Path::new("/p/Cargo.toml"), text.to_string())?;
+        Layer::from_manifest(&src, "package")
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("keep_release", "keep_releases"), 1);
+        assert_eq!(closest("keep_release", COMMON_KEYS), Some("keep_releases"));
+        assert_eq!(closest("deploy-to", COMMON_KEYS), Some("deploy_to"));
+        assert_eq!(closest("timout", HEALTH_KEYS), Some("timeout"));
+        assert_eq!(closest("zzz", COMMON_KEYS), None);
+    }
+
+    #[test]
+    fn reads_every_table_with_positions() {
+        let l = read(
+            "[package.metadata.ship]\nkeep_releases = 3\nhealth.timeout = \"1s\"\n\
+             [package.metadata.ship.systemd]\nenvironment = { A = \"1\" }\n\
+             [package.metadata.ship.environments.prod]\nhosts = [\"a\", \"b\"]\nbatch = \"50%\"\n",
+        )
+        .unwrap();
+        assert_eq!(l.keep_releases.as_ref().unwrap().value, 3);
+        assert_eq!(
+            l.keep_releases.as_ref().unwrap().at.location,
+            "/p/Cargo.toml:2:17"
+        );
+        assert_eq!(
+            l.health.timeout.as_ref().unwrap().at.key,
+            "package.metadata.ship.health.timeout"
+        );
+        assert_eq!(l.systemd.environment["A"].0.location, "/p/Cargo.toml:5:17");
+        let prod = &l.environments["prod"];
+        let hosts = prod.layer.hosts.as_ref().unwrap();
+        assert_eq!(
+            hosts.value[1].at.key,
+            "package.metadata.ship.environments.prod.hosts[1]"
+        );
+        assert_eq!(hosts.value[1].at.location, "/p/Cargo.toml:7:15");
+        assert_eq!(
+            prod.layer.batch.as_ref().unwrap().value,
+            BatchValue::Text("50%".into())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_list_valid_ones() {
+        let err = read("[package.metadata.ship]\nkeep_release = 3\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/p/Cargo.toml:2:1: `package.metadata.ship.keep_release`: unknown key; did you mean `keep_releases`?"
+        );
+        let help = err.help().unwrap();
+        assert!(
+            help.starts_with("the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`"),
+            "{help}"
+        );
+        let err = read("[package.metadata.ship.environments.prod.health]\ntimout = \"3s\"\n")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/p/Cargo.toml:2:1: `package.metadata.ship.environments.prod.health.timout`: unknown key; did you mean `timeout`?"
+        );
+        let err = read("[package.metadata.ship]\nhosts = [\"a\"]\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("this key belongs to an environment"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_say_what_was_found() {
+        let err = read("[package.metadata.ship]\nkeep_releases = \"five\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/p/Cargo.toml:2:17: `package.metadata.ship.keep_releases`: expected a non-negative integer, found a string (\"five\")"
+        );
+        let err = read("[package.metadata.ship]\nassets = [\"a\", 1]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/p/Cargo.toml:2:16: `package.metadata.ship.assets[1]`: expected a string, found an integer (1)"
+        );
+        let err = read("[package.metadata]\nship = 1\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("`package.metadata.ship`: expected a table, found an integer (1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn merge_is_key_by_key() {
+        let mut base = read(
+            "[package.metadata.ship.health]\nhttp = \"http://a:1/\"\ntimeout = \"5s\"\n\
+             [package.metadata.ship.systemd]\nenvironment = { A = \"1\", B = \"2\" }\n",
+        )
+        .unwrap();
+        let over = read(
+            "[package.metadata.ship.health]\ntimeout = \"9s\"\n\
+             [package.metadata.ship.systemd]\nenvironment = { B = \"3\" }\n",
+        )
+        .unwrap();
+        base.merge(&over);
+        assert_eq!(base.health.http.unwrap().value, "http://a:1/");
+        assert_eq!(base.health.timeout.unwrap().value, "9s");
+        assert_eq!(base.systemd.environment["A"].1.value, "1");
+        assert_eq!(base.systemd.environment["B"].1.value, "3");
+    }
+}

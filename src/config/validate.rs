@@ -1,10 +1,1073 @@
-//! Turns merged layers into a complete [`Config`], or the first precise error.
+//! Turns merged layers into a complete [`Config`], or the first precise error; and renders a
+//! resolved [`Config`] for `cargo ship config show`.
+//!
+//! Layers, lowest first: `[workspace.metadata.ship]`, `[package.metadata.ship]`, the chosen
+//! environment's table (workspace's, then package's), then command-line flags. Defaults are
+//! applied once, after merging, and every check names the file, the full key path, the
+//! line:column and what was expected.
 
-use super::{Config, LoadOptions};
-use crate::Result;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::layer::{closest, BatchValue, Layer, Strings, DURATION};
+use super::source::{Origin, Source, Val};
+use super::{
+    Batch, BuilderKind, Config, Environment, HealthConfig, HooksConfig, HostSpec, LoadOptions,
+    SystemdConfig,
+};
+use crate::target::Target;
+use crate::workspace::{self, list, Package};
+use crate::{Error, Result};
+
+/// The file cargo-ship writes into every release root.
+const MANIFEST_FILE: &str = "SHIP_MANIFEST.json";
 
 /// Reads Cargo.toml (via cargo_metadata and its text, for positions), merges the workspace,
 /// package and environment layers with the command line, and validates the result.
-pub fn load(_opts: &LoadOptions) -> Result<Config> {
-    Err(crate::Error::usage("config loading is not implemented yet", None))
+pub fn load(opts: &LoadOptions) -> Result<Config> {
+    let package = workspace::find(opts.manifest_path.as_deref(), opts.package.as_deref())?;
+    load_package(&package, opts)
+}
+
+/// [`load`] for a package already found (`opts.manifest_path` and `opts.package` are ignored).
+pub(crate) fn load_package(package: &Package, opts: &LoadOptions) -> Result<Config> {
+    let pkg_src = Source::read(&package.manifest_path)?;
+    let mut layer = if package.workspace_manifest == package.manifest_path {
+        Layer::from_manifest(&pkg_src, "workspace")?
+    } else {
+        match Source::read(&package.workspace_manifest) {
+            Ok(ws_src) => Layer::from_manifest(&ws_src, "workspace")?,
+            // A workspace root cargo could read but we cannot is unexpected; report it.
+            Err(e) => return Err(e),
+        }
+    };
+    layer.merge(&Layer::from_manifest(&pkg_src, "package")?);
+    let environments = std::mem::take(&mut layer.environments);
+
+    let ship_at = {
+        let span = pkg_src
+            .get(&["package", "metadata", "ship"])
+            .and_then(|(n, k)| n.span().or(k));
+        pkg_src.origin("package.metadata.ship", span)
+    };
+
+    let environment = match &opts.environment {
+        None => None,
+        Some(name) => match environments.get(name) {
+            Some(env) => {
+                layer.merge(&env.layer);
+                Some((name.as_str(), env.at.clone()))
+            }
+            None => {
+                return Err(unknown_environment(
+                    name,
+                    package,
+                    &environments.keys().collect::<Vec<_>>(),
+                ))
+            }
+        },
+    };
+    layer.merge(&cli_layer(opts));
+    resolve(package, &layer, environment, &ship_at, opts)
+}
+
+fn cli_layer(opts: &LoadOptions) -> Layer {
+    let mut l = Layer::default();
+    l.target = opts
+        .target
+        .clone()
+        .map(|t| Val::new(t, Origin::flag("--target")));
+    l.profile = opts
+        .profile
+        .clone()
+        .map(|p| Val::new(p, Origin::flag("--profile")));
+    l
+}
+
+fn unknown_environment(name: &str, package: &Package, known: &[&String]) -> Error {
+    if known.is_empty() {
+        return Error::usage(
+            format!("no environment `{name}`: package `{}` has no environments configured", package.name),
+            Some(format!(
+                "add one to {}:\n\n    [package.metadata.ship.environments.{name}]\n    hosts = [\"deploy@web1.example.com\"]",
+                package.manifest_path.display()
+            )),
+        );
+    }
+    let names: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
+    let help = match closest(name, &names) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!(
+            "use one of them, or add `[package.metadata.ship.environments.{name}]` to Cargo.toml"
+        ),
+    };
+    Error::usage(
+        format!(
+            "no environment `{name}` in the ship configuration of package `{}`; configured: {}",
+            package.name,
+            list(&names)
+        ),
+        Some(help),
+    )
+}
+
+fn resolve(
+    package: &Package,
+    l: &Layer,
+    environment: Option<(&str, Origin)>,
+    ship_at: &Origin,
+    opts: &LoadOptions,
+) -> Result<Config> {
+    let bin =
+        match &l.bin {
+            Some(v) => {
+                if !package.bins.contains(&v.value) {
+                    return Err(v.at.error(
+                        format!(
+                            "expected one of the binaries of package `{}` ({}), found \"{}\"",
+                            package.name,
+                            list(&package.bins),
+                            v.value
+                        ),
+                        None,
+                    ));
+                }
+                v.value.clone()
+            }
+            None => match package.default_bin() {
+                Ok(b) => b.to_string(),
+                Err(m) if package.bins.is_empty() => return Err(Error::usage(m, None)),
+                Err(m) => return Err(Error::Config {
+                    location: ship_at.location.clone(),
+                    key: "package.metadata.ship.bin".into(),
+                    problem: format!("missing: {m}"),
+                    help: Some(format!(
+                        "say which one to ship, e.g. `bin = \"{}\"` in `[package.metadata.ship]`",
+                        package.bins[0]
+                    )),
+                }),
+            },
+        };
+
+    let target = match &l.target {
+        Some(v) => {
+            Target::parse(&v.value).map_err(|e| v.at.error(format!("expected {e}"), None))?
+        }
+        None => Target::parse(&host_triple()).map_err(|e| {
+            Error::usage(
+                format!("cannot default the target to this machine's: expected {e}"),
+                Some("set `target` in `[package.metadata.ship]` or pass `--target`".into()),
+            )
+        })?,
+    };
+
+    let builder = match &l.builder {
+        None => BuilderKind::Auto,
+        Some(v) => match v.value.as_str() {
+            "auto" => BuilderKind::Auto,
+            "cargo" => BuilderKind::Cargo,
+            "zigbuild" => BuilderKind::Zigbuild,
+            "cross" => BuilderKind::Cross,
+            other => {
+                let help = closest(other, &["auto", "cargo", "zigbuild", "cross"])
+                    .map(|s| format!("did you mean \"{s}\"?"));
+                return Err(v.at.error(format!("expected one of \"auto\", \"cargo\", \"zigbuild\", \"cross\", found \"{other}\""), help));
+            }
+        },
+    };
+    if let (Some(glibc), Some(v)) = (&target.glibc, &l.builder) {
+        if matches!(builder, BuilderKind::Cargo | BuilderKind::Cross) {
+            return Err(v.at.error(
+                format!("expected \"zigbuild\" or \"auto\" with a glibc-pinned target (`{target}`), found \"{}\"", v.value),
+                Some(format!("only cargo-zigbuild can link against glibc {glibc}; remove the `.{glibc}` suffix to use {}", v.value)),
+            ));
+        }
+    }
+
+    let profile = match &l.profile {
+        None => "release".to_string(),
+        Some(v) => {
+            let ok = !v.value.is_empty()
+                && v.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(v.at.error(
+                    format!(
+                        "expected a cargo profile name like \"release\", found \"{}\"",
+                        v.value
+                    ),
+                    None,
+                ));
+            }
+            v.value.clone()
+        }
+    };
+
+    let assets = match &l.assets {
+        None => Vec::new(),
+        Some(list) => relative_paths(list, "the package")?,
+    };
+    let deploy_to = match &l.deploy_to {
+        None => format!("/opt/{bin}"),
+        Some(v) => check_deploy_to(v)?,
+    };
+    let keep_releases = match &l.keep_releases {
+        None => 5,
+        Some(v) => at_least_one(v)?,
+    };
+    let shared_dirs = match &l.shared_dirs {
+        None => Vec::new(),
+        Some(list) => relative_paths(list, "the release")?,
+    };
+    let shared_files = match &l.shared_files {
+        None => Vec::new(),
+        Some(list) => relative_paths(list, "the release")?,
+    };
+    check_shared(l, &bin, &assets)?;
+
+    let systemd = resolve_systemd(l, &bin)?;
+    let health = resolve_health(l)?;
+    let hooks = HooksConfig {
+        before_switch: commands(l.hooks.before_switch.as_ref())?,
+        after_switch: commands(l.hooks.after_switch.as_ref())?,
+    };
+    let environment = match environment {
+        None => None,
+        Some((name, at)) => Some(resolve_environment(l, name, &at)?),
+    };
+
+    Ok(Config {
+        manifest_path: package.manifest_path.clone(),
+        package_root: package.root.clone(),
+        target_dir: package.target_dir.clone(),
+        package: package.name.clone(),
+        version: package.version.clone(),
+        bin,
+        target,
+        builder,
+        profile,
+        features: opts
+            .features
+            .iter()
+            .flat_map(|f| f.split([',', ' ']))
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect(),
+        all_features: opts.all_features,
+        no_default_features: opts.no_default_features,
+        strip: l.strip.as_ref().is_none_or(|v| v.value),
+        assets,
+        deploy_to,
+        keep_releases,
+        shared_dirs,
+        shared_files,
+        sudo: l.sudo.as_ref().is_some_and(|v| v.value),
+        systemd,
+        health,
+        hooks,
+        environment,
+    })
+}
+
+fn resolve_systemd(l: &Layer, bin: &str) -> Result<SystemdConfig> {
+    let s = &l.systemd;
+    let unit = match &s.unit {
+        None => bin.to_string(),
+        Some(v) => check_unit(v)?,
+    };
+    let mut environment = BTreeMap::new();
+    for (name, (name_at, value)) in &s.environment {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(name_at.error(
+                format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{name}`"),
+                None,
+            ));
+        }
+        if value.value.contains(['\n', '\r', '\0']) {
+            return Err(value.at.error(
+                "expected a single-line value, found a line break or NUL",
+                None,
+            ));
+        }
+        environment.insert(name.clone(), value.value.clone());
+    }
+    Ok(SystemdConfig {
+        unit,
+        args: match &s.args {
+            None => Vec::new(),
+            Some(list) => {
+                for a in &list.value {
+                    if a.value.contains(['\n', '\r', '\0']) {
+                        return Err(a.at.error(
+                            "expected a single-line argument, found a line break or NUL",
+                            None,
+                        ));
+                    }
+                }
+                list.value.iter().map(|v| v.value.clone()).collect()
+            }
+        },
+        environment,
+        user: s
+            .user
+            .as_ref()
+            .map(|v| account_name(v, "user"))
+            .transpose()?,
+        group: s
+            .group
+            .as_ref()
+            .map(|v| account_name(v, "group"))
+            .transpose()?,
+        restart_sec: match &s.restart_sec {
+            None => Duration::from_secs(1),
+            Some(v) => duration(v)?,
+        },
+        hardening: s.hardening.as_ref().is_none_or(|v| v.value),
+    })
+}
+
+fn resolve_health(l: &Layer) -> Result<HealthConfig> {
+    let h = &l.health;
+    let timeout = match &h.timeout {
+        None => Duration::from_secs(30),
+        Some(v) => duration(v)?,
+    };
+    if timeout.is_zero() {
+        if let Some(v) = &h.timeout {
+            return Err(v
+                .at
+                .error("expected a duration longer than zero, found \"0s\"", None));
+        }
+    }
+    Ok(HealthConfig {
+        http: h.http.as_ref().map(check_http).transpose()?,
+        command: match &h.command {
+            None => None,
+            Some(v) if v.value.trim().is_empty() => {
+                return Err(v
+                    .at
+                    .error("expected a shell command, found an empty string", None))
+            }
+            Some(v) => Some(v.value.clone()),
+        },
+        timeout,
+        settle: match &h.settle {
+            None => Duration::from_secs(3),
+            Some(v) => duration(v)?,
+        },
+    })
+}
+
+fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment> {
+    let hosts =
+        match &l.hosts {
+            None => {
+                return Err(Error::Config {
+                    location: at.location.clone(),
+                    key: format!("{}.hosts", at.key),
+                    problem: format!("missing: environment `{name}` has no hosts"),
+                    help: Some(format!(
+                        "add `hosts = [\"deploy@web1.example.com\"]` to `[{}]`",
+                        at.key
+                    )),
+                })
+            }
+            Some(list) if list.value.is_empty() => return Err(list.at.error(
+                "expected at least one host like \"deploy@web1.example.com\", found an empty array",
+                None,
+            )),
+            Some(list) => {
+                let mut seen = BTreeSet::new();
+                let mut hosts = Vec::new();
+                for v in &list.value {
+                    let spec = parse_host(&v.value).map_err(|why| {
+                        v.at.error(
+                            format!(
+                                "expected `[user@]host[:port]`, found \"{}\": {why}",
+                                v.value
+                            ),
+                            None,
+                        )
+                    })?;
+                    if !seen.insert(spec.to_string()) {
+                        return Err(v.at.error(
+                            format!("expected each host once, found \"{}\" twice", v.value),
+                            None,
+                        ));
+                    }
+                    hosts.push(spec);
+                }
+                hosts
+            }
+        };
+    let ssh_config = match &l.ssh_config {
+        None => None,
+        Some(v) => {
+            if !v.value.is_file() {
+                return Err(v.at.error(
+                    format!("the ssh config file `{}` does not exist", v.value.display()),
+                    Some(
+                        "`ssh_config` is relative to the directory of the Cargo.toml that sets it"
+                            .into(),
+                    ),
+                ));
+            }
+            Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
+        }
+    };
+    let parallel = match &l.parallel {
+        None => 10,
+        Some(v) => at_least_one(v)?,
+    };
+    let batch = match &l.batch {
+        None => Batch::All,
+        Some(v) => parse_batch(&v.value).map_err(|found| {
+            v.at.error(
+                format!("expected a number of hosts (at least 1), a percentage from \"1%\" to \"100%\", or \"all\", found {found}"),
+                None,
+            )
+        })?,
+    };
+    Ok(Environment {
+        name: name.to_string(),
+        hosts,
+        ssh_config,
+        parallel,
+        batch,
+    })
+}
+
+fn at_least_one(v: &Val<i64>) -> Result<usize> {
+    if v.value < 1 {
+        return Err(v
+            .at
+            .error(format!("expected at least 1, found {}", v.value), None));
+    }
+    usize::try_from(v.value).map_err(|_| {
+        v.at.error(
+            format!("expected a smaller number, found {}", v.value),
+            None,
+        )
+    })
+}
+
+fn duration(v: &Val<String>) -> Result<Duration> {
+    humantime::parse_duration(v.value.trim()).map_err(|_| {
+        v.at.error(format!("expected {DURATION}, found \"{}\"", v.value), None)
+    })
+}
+
+fn commands(list: Option<&Strings>) -> Result<Vec<String>> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for c in &list.value {
+        if c.value.trim().is_empty() {
+            return Err(c
+                .at
+                .error("expected a shell command, found an empty string", None));
+        }
+        if c.value.contains('\0') {
+            return Err(c
+                .at
+                .error("expected a shell command, found a NUL character", None));
+        }
+        out.push(c.value.clone());
+    }
+    Ok(out)
+}
+
+/// Relative, normalized paths (`./a/` → `a`) with no `..`; `inside` says relative to what.
+fn relative_paths(list: &Strings, inside: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for v in &list.value {
+        let s = &v.value;
+        let parts: Vec<&str> = s
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let problem = if s.starts_with('/') {
+            Some("an absolute path")
+        } else if s.split('/').any(|p| p == "..") {
+            Some("a path with `..`")
+        } else if parts.is_empty() {
+            Some("an empty path")
+        } else if s.contains(['\n', '\r', '\0']) {
+            Some("a line break or NUL")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(v.at.error(
+                format!("expected a relative path inside {inside} (no `..`), found {p}: \"{s}\""),
+                None,
+            ));
+        }
+        out.push(parts.join("/"));
+    }
+    Ok(out)
+}
+
+/// Shared paths must not replace files the release brings itself.
+fn check_shared(l: &Layer, bin: &str, assets: &[String]) -> Result<()> {
+    let mut seen: Vec<(String, &Origin)> = Vec::new();
+    for list in [&l.shared_dirs, &l.shared_files].into_iter().flatten() {
+        for v in &list.value {
+            let path: String = v
+                .value
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect::<Vec<_>>()
+                .join("/");
+            let first = path.split('/').next().unwrap_or("");
+            if first == bin {
+                return Err(v.at.error(
+                    format!("expected a path that is not the release's own binary `{bin}`, found \"{}\"", v.value),
+                    Some("shared paths are linked into each release; pick a directory such as \"data\"".into()),
+                ));
+            }
+            if first == MANIFEST_FILE {
+                return Err(v.at.error(
+                    format!("expected a path that is not the release's own `{MANIFEST_FILE}`, found \"{}\"", v.value),
+                    None,
+                ));
+            }
+            if let Some(asset) = assets.iter().find(|a| overlaps(a, &path)) {
+                return Err(v.at.error(
+                    format!("expected a path that no asset provides, found \"{}\", which overlaps the asset \"{asset}\"", v.value),
+                    Some("a shared path replaces what the release brings; move the asset or the shared path".into()),
+                ));
+            }
+            if let Some((other, other_at)) = seen.iter().find(|(o, _)| overlaps(o, &path)) {
+                return Err(v.at.error(
+                    format!("expected each shared path once, found \"{}\", which overlaps \"{other}\" (`{}`)", v.value, other_at.key),
+                    None,
+                ));
+            }
+            seen.push((path, &v.at));
+        }
+    }
+    Ok(())
+}
+
+/// True when one path is the other or contains it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+fn check_deploy_to(v: &Val<String>) -> Result<String> {
+    const SYSTEM: &[&str] = &[
+        "bin", "boot", "dev", "etc", "home", "lib", "lib64", "opt", "proc", "root", "run", "sbin",
+        "srv", "sys", "tmp", "usr", "var",
+    ];
+    let s = v.value.as_str();
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    let parts: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let bad_char = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._-+@~=,".contains(*c)));
+    let problem = if !s.starts_with('/') {
+        Some("a relative path".to_string())
+    } else if trimmed.is_empty() {
+        Some("the root directory".to_string())
+    } else if let Some(c) = bad_char {
+        Some(format!("the character {c:?}"))
+    } else if parts.iter().any(|p| p.is_empty()) {
+        Some("an empty path component (`//`)".to_string())
+    } else if parts.iter().any(|p| *p == ".." || *p == ".") {
+        Some("a `.` or `..` component".to_string())
+    } else if parts.len() == 1 && SYSTEM.contains(&parts[0]) {
+        Some("a system directory".to_string())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(trimmed.to_string()),
+        Some(p) => Err(v.at.error(
+            format!("expected an absolute path like \"/opt/hello\" (letters, digits, `._-+@~=,`), found {p}: \"{s}\""),
+            None,
+        )),
+    }
+}
+
+fn check_unit(v: &Val<String>) -> Result<String> {
+    let s = v.value.as_str();
+    if let Some(base) = s.strip_suffix(".service") {
+        return Err(v.at.error(
+            format!("expected a unit name without the `.service` suffix, found \"{s}\""),
+            Some(format!("write `unit = \"{base}\"`")),
+        ));
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with(['-', '.'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if !ok {
+        return Err(v.at.error(
+            format!("expected a unit name of letters, digits and `_.:-` (no `/` or spaces), found \"{s}\""),
+            None,
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn account_name(v: &Val<String>, what: &str) -> Result<String> {
+    let s = v.value.as_str();
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(v.at.error(
+            format!("expected a {what} name of letters, digits and `_.-`, found \"{s}\""),
+            None,
+        ))
+    }
+}
+
+fn check_http(v: &Val<String>) -> Result<String> {
+    let s = v.value.as_str();
+    let expected =
+        "expected a URL like \"http://127.0.0.1:8080/healthz\" (http://, a host and a port)";
+    if s.starts_with("https://") {
+        return Err(v.at.error(
+            format!("{expected}, found \"{s}\": https is not supported"),
+            Some("the probe runs on the host itself through the ssh connection; point it at the plain-http port the service listens on".into()),
+        ));
+    }
+    let Some(rest) = s.strip_prefix("http://") else {
+        return Err(v.at.error(format!("{expected}, found \"{s}\""), None));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let why = if authority.contains('@') {
+        Some("credentials in the URL are not supported")
+    } else if s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace")
+    } else {
+        match split_host_port(authority) {
+            Err(e) => Some(e),
+            Ok((_, None)) => Some("the port is missing"),
+            Ok((host, Some(_))) if host.is_empty() => Some("the host is missing"),
+            Ok(_) => None,
+        }
+    };
+    match why {
+        None => Ok(s.to_string()),
+        Some(w) => Err(v.at.error(format!("{expected}, found \"{s}\": {w}"), None)),
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`; the host is checked by [`parse_host`] callers.
+fn split_host_port(s: &str) -> std::result::Result<(&str, Option<u16>), &'static str> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return Err("the `]` after the IPv6 address is missing");
+        };
+        match after {
+            "" => (h, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err("expected `:port` after the IPv6 address"),
+            },
+        }
+    } else if s.matches(':').count() > 1 {
+        return Err("an IPv6 address must be written in brackets, like `[::1]:22`");
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some("") => return Err("the port after `:` is missing"),
+        Some(p) if !p.chars().all(|c| c.is_ascii_digit()) => {
+            return Err("the port is not a number")
+        }
+        Some(p) => match p.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Some(n as u16),
+            _ => return Err("the port is out of range (1-65535)"),
+        },
+    };
+    Ok((host, port))
+}
+
+/// Parses `[user@]host[:port]`; the error says what is wrong.
+pub(crate) fn parse_host(s: &str) -> std::result::Result<HostSpec, &'static str> {
+    if s.is_empty() {
+        return Err("it is empty");
+    }
+    if s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("it contains whitespace");
+    }
+    let (user, rest) = match s.split_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, s),
+    };
+    if let Some(u) = user {
+        if u.is_empty() {
+            return Err("the user before `@` is empty");
+        }
+        if u.starts_with('-')
+            || !u
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err("the user may only contain letters, digits and `_.-`");
+        }
+    }
+    if rest.is_empty() {
+        return Err("the host is missing");
+    }
+    let bracketed = rest.starts_with('[');
+    let (host, port) = split_host_port(rest)?;
+    if host.is_empty() {
+        return Err("the host is missing");
+    }
+    let ok = if bracketed {
+        host.chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        !host.starts_with(['-', '.'])
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    };
+    if !ok {
+        return Err("the host may only contain letters, digits and `_.-`");
+    }
+    Ok(HostSpec {
+        user: user.map(str::to_string),
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// `2`, `"2"`, `"25%"`, `"all"`; the error is the value as shown in messages.
+fn parse_batch(v: &BatchValue) -> std::result::Result<Batch, String> {
+    match v {
+        BatchValue::Count(n) if *n >= 1 => usize::try_from(*n)
+            .map(Batch::Count)
+            .map_err(|_| n.to_string()),
+        BatchValue::Count(n) => Err(n.to_string()),
+        BatchValue::Text(t) => {
+            let s = t.trim();
+            if s == "all" {
+                return Ok(Batch::All);
+            }
+            let parsed = match s.strip_suffix('%') {
+                Some(p) => p
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| (1..=100).contains(p))
+                    .map(Batch::Percent),
+                None => s
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .map(Batch::Count),
+            };
+            parsed.ok_or_else(|| format!("\"{t}\""))
+        }
+    }
+}
+
+/// The host triple of `rustc` (`$RUSTC` if set), or this build's architecture on Linux.
+fn host_triple() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        std::process::Command::new(rustc)
+            .arg("-vV")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|out| {
+                out.lines()
+                    .find_map(|l| l.strip_prefix("host: ").map(|h| h.trim().to_string()))
+            })
+            .unwrap_or_else(|| format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+    })
+    .clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cargo ship config show`
+
+/// The resolved configuration as shown by `cargo ship config show`: TOML-like text (the same
+/// keys as in Cargo.toml, every default filled in) and the same content as JSON.
+pub fn show(config: &Config) -> (String, serde_json::Value) {
+    let view = View::from(config);
+    let mut text = format!(
+        "# resolved ship configuration of `{}` {} ({})",
+        config.package,
+        config.version,
+        config.manifest_path.display()
+    );
+    match &config.environment {
+        Some(env) => text.push_str(&format!(", environment `{}`\n", env.name)),
+        None => text.push_str(", no environment\n"),
+    }
+    match toml::to_string(&view) {
+        Ok(body) => text.push_str(&body),
+        Err(e) => text.push_str(&format!("# cannot render as TOML: {e}\n")),
+    }
+    let json = serde_json::to_value(&view).unwrap_or(serde_json::Value::Null);
+    (text, json)
+}
+
+#[derive(Serialize)]
+struct View<'a> {
+    package: &'a str,
+    version: &'a str,
+    manifest_path: String,
+    target_dir: String,
+    bin: &'a str,
+    target: String,
+    builder: BuilderKind,
+    profile: &'a str,
+    features: &'a [String],
+    all_features: bool,
+    no_default_features: bool,
+    strip: bool,
+    assets: &'a [String],
+    deploy_to: &'a str,
+    keep_releases: usize,
+    shared_dirs: &'a [String],
+    shared_files: &'a [String],
+    sudo: bool,
+    systemd: SystemdView<'a>,
+    health: HealthView<'a>,
+    hooks: &'a HooksConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<EnvView<'a>>,
+}
+
+#[derive(Serialize)]
+struct SystemdView<'a> {
+    unit: &'a str,
+    args: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    restart_sec: String,
+    hardening: bool,
+    environment: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct HealthView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a str>,
+    timeout: String,
+    settle: String,
+}
+
+#[derive(Serialize)]
+struct EnvView<'a> {
+    name: &'a str,
+    hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_config: Option<String>,
+    parallel: usize,
+    batch: BatchView,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchView {
+    Count(usize),
+    Text(String),
+}
+
+impl<'a> From<&'a Config> for View<'a> {
+    fn from(c: &'a Config) -> Self {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        View {
+            package: &c.package,
+            version: &c.version,
+            manifest_path: c.manifest_path.display().to_string(),
+            target_dir: c.target_dir.display().to_string(),
+            bin: &c.bin,
+            target: c.target.to_string(),
+            builder: c.builder,
+            profile: &c.profile,
+            features: &c.features,
+            all_features: c.all_features,
+            no_default_features: c.no_default_features,
+            strip: c.strip,
+            assets: &c.assets,
+            deploy_to: &c.deploy_to,
+            keep_releases: c.keep_releases,
+            shared_dirs: &c.shared_dirs,
+            shared_files: &c.shared_files,
+            sudo: c.sudo,
+            systemd: SystemdView {
+                unit: &c.systemd.unit,
+                args: &c.systemd.args,
+                user: c.systemd.user.as_deref(),
+                group: c.systemd.group.as_deref(),
+                restart_sec: human(c.systemd.restart_sec),
+                hardening: c.systemd.hardening,
+                environment: &c.systemd.environment,
+            },
+            health: HealthView {
+                http: c.health.http.as_deref(),
+                command: c.health.command.as_deref(),
+                timeout: human(c.health.timeout),
+                settle: human(c.health.settle),
+            },
+            hooks: &c.hooks,
+            environment: c.environment.as_ref().map(|e| EnvView {
+                name: &e.name,
+                hosts: e.hosts.iter().map(ToString::to_string).collect(),
+                ssh_config: e.ssh_config.as_ref().map(|p| p.display().to_string()),
+                parallel: e.parallel,
+                batch: match e.batch {
+                    Batch::All => BatchView::Text("all".into()),
+                    Batch::Count(n) => BatchView::Count(n),
+                    Batch::Percent(p) => BatchView::Text(format!("{p}%")),
+                },
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(s: &str) -> Val<String> {
+        Val::new(
+            s.to_string(),
+            Origin {
+                location: "Cargo.toml:1:1".into(),
+                key: "k".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn host_specs() {
+        let h = parse_host("deploy@web1.example.com").unwrap();
+        assert_eq!(
+            (h.user.as_deref(), h.host.as_str(), h.port),
+            (Some("deploy"), "web1.example.com", None)
+        );
+        let h = parse_host("web2.example.com:2222").unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("web2.example.com", Some(2222)));
+        let h = parse_host("root@[::1]:22").unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("::1", Some(22)));
+        assert_eq!(parse_host("user@"), Err("the host is missing"));
+        assert_eq!(
+            parse_host("host:99999"),
+            Err("the port is out of range (1-65535)")
+        );
+        assert_eq!(parse_host("host:abc"), Err("the port is not a number"));
+        assert_eq!(parse_host("a b"), Err("it contains whitespace"));
+        assert_eq!(parse_host(""), Err("it is empty"));
+        assert_eq!(parse_host("@h"), Err("the user before `@` is empty"));
+        assert!(parse_host("-oProxyCommand=x").is_err());
+        assert!(parse_host("::1").is_err());
+    }
+
+    #[test]
+    fn batches() {
+        assert_eq!(parse_batch(&BatchValue::Count(2)), Ok(Batch::Count(2)));
+        assert_eq!(
+            parse_batch(&BatchValue::Text("25%".into())),
+            Ok(Batch::Percent(25))
+        );
+        assert_eq!(
+            parse_batch(&BatchValue::Text("3".into())),
+            Ok(Batch::Count(3))
+        );
+        assert_eq!(parse_batch(&BatchValue::Text("all".into())), Ok(Batch::All));
+        assert_eq!(parse_batch(&BatchValue::Count(0)), Err("0".into()));
+        assert_eq!(
+            parse_batch(&BatchValue::Text("0".into())),
+            Err("\"0\"".into())
+        );
+        assert_eq!(
+            parse_batch(&BatchValue::Text("150%".into())),
+            Err("\"150%\"".into())
+        );
+        assert_eq!(
+            parse_batch(&BatchValue::Text("abc".into())),
+            Err("\"abc\"".into())
+        );
+    }
+
+    #[test]
+    fn deploy_to_paths() {
+        assert_eq!(check_deploy_to(&val("/opt/hello/")).unwrap(), "/opt/hello");
+        for bad in [
+            "opt/hello",
+            "/",
+            "/opt/../etc",
+            "/opt//x",
+            "/opt/hello ",
+            "/opt/hel$lo",
+            "/etc",
+            "/opt/./x",
+        ] {
+            let err = check_deploy_to(&val(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("expected an absolute path like \"/opt/hello\""),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(check_http(&val("http://127.0.0.1:8080/healthz")).is_ok());
+        assert!(check_http(&val("http://[::1]:8080/")).is_ok());
+        let e = check_http(&val("https://x:443/")).unwrap_err().to_string();
+        assert!(e.ends_with("https is not supported"), "{e}");
+        assert!(check_http(&val("http://x/"))
+            .unwrap_err()
+            .to_string()
+            .ends_with("the port is missing"));
+        assert!(check_http(&val("http://:80/"))
+            .unwrap_err()
+            .to_string()
+            .ends_with("the host is missing"));
+        assert!(check_http(&val("ftp://x:1/")).is_err());
+    }
+
+    #[test]
+    fn units_and_overlaps() {
+        assert!(check_unit(&val("hello-api")).is_ok());
+        assert!(check_unit(&val("a/b")).is_err());
+        assert!(check_unit(&val("a b")).is_err());
+        assert!(check_unit(&val("x.service"))
+            .unwrap_err()
+            .help()
+            .unwrap()
+            .contains("unit = \"x\""));
+        assert!(overlaps("config", "config/a.toml"));
+        assert!(overlaps("data", "data"));
+        assert!(!overlaps("config/a.toml", "config/b.toml"));
+        assert!(!overlaps("dat", "data"));
+    }
 }
