@@ -1,1 +1,198 @@
-//! TODO
+//! Running work on many hosts: which hosts (`--host` filters), how many at once (`parallel`),
+//! switch batches (`batch`), and the per-host rows of the final summary.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::stream::{self, StreamExt};
+
+use crate::config::{Config, Environment, HostSpec};
+use crate::remote::session::Connection;
+use crate::ui::{Event, HostRow, Ui};
+use crate::{Error, Result};
+
+/// The environment's hosts, narrowed to `filter` (matched against the configured spec or the
+/// bare host name) when it is not empty.
+pub fn select_hosts(env: &Environment, filter: &[String]) -> Result<Vec<HostSpec>> {
+    if filter.is_empty() {
+        return Ok(env.hosts.clone());
+    }
+    let mut picked = Vec::new();
+    for f in filter {
+        let matches: Vec<&HostSpec> = env.hosts.iter().filter(|h| h.to_string() == *f || h.host == *f).collect();
+        if matches.is_empty() {
+            let known: Vec<String> = env.hosts.iter().map(|h| h.to_string()).collect();
+            return Err(Error::usage(
+                format!("`--host {f}` is not a host of environment `{}`", env.name),
+                Some(format!("its hosts are: {}", known.join(", "))),
+            ));
+        }
+        for m in matches {
+            if !picked.contains(m) {
+                picked.push(m.clone());
+            }
+        }
+    }
+    Ok(picked)
+}
+
+/// Runs `f` on every item, at most `parallel` at once, and returns the results in item order.
+pub async fn bounded<I, T, F, Fut>(items: Vec<I>, parallel: usize, f: F) -> Vec<T>
+where
+    F: FnMut(I) -> Fut,
+    Fut: Future<Output = T>,
+{
+    stream::iter(items).map(f).buffered(parallel.max(1)).collect().await
+}
+
+/// A summary row pre-filled with a connection's host and counters.
+pub fn row(conn: &Connection) -> HostRow {
+    HostRow {
+        host: conn.host().to_string(),
+        outcome: String::new(),
+        release: None,
+        version: None,
+        round_trips: conn.stats().commands(),
+        bytes_sent: conn.stats().bytes(),
+        millis: 0,
+        detail: None,
+    }
+}
+
+/// Connects to each selected host (at most `parallel` at once), runs `f` on the connection,
+/// closes it, and returns one row (or error) per host, in configured order.
+pub async fn on_each_host<F, Fut>(config: &Config, filter: &[String], ui: &Ui, f: F) -> Vec<(String, Result<HostRow>)>
+where
+    F: Fn(Arc<Connection>) -> Fut,
+    Fut: Future<Output = Result<HostRow>>,
+{
+    let env = match config.env() {
+        Ok(e) => e,
+        Err(e) => return vec![(String::new(), Err(e))],
+    };
+    let hosts = match select_hosts(env, filter) {
+        Ok(h) => h,
+        Err(e) => return vec![(String::new(), Err(e))],
+    };
+    let f = &f;
+    bounded(hosts, env.parallel, |spec| async move {
+        let started = Instant::now();
+        let name = spec.to_string();
+        let conn = match Connection::open(&spec, env, ui).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => return (name, Err(e)),
+        };
+        let result = f(conn.clone()).await.map(|mut r| {
+            r.round_trips = conn.stats().commands();
+            r.bytes_sent = conn.stats().bytes();
+            r.millis = started.elapsed().as_millis() as u64;
+            r
+        });
+        if let Ok(c) = Arc::try_unwrap(conn) {
+            c.close().await;
+        }
+        (name, result)
+    })
+    .await
+}
+
+/// Emits the summary table and turns failed hosts into one [`Error::Fleet`].
+pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &Ui) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (host, r) in results {
+        match r {
+            Ok(row) => rows.push(row),
+            Err(e) if host.is_empty() => return Err(e),
+            Err(e) => {
+                rows.push(HostRow {
+                    host: host.clone(),
+                    outcome: "failed".into(),
+                    release: None,
+                    version: None,
+                    round_trips: 0,
+                    bytes_sent: 0,
+                    millis: 0,
+                    detail: Some(first_line(&e.to_string())),
+                });
+                errors.push(e);
+            }
+        }
+    }
+    let total = rows.len();
+    ui.emit(Event::Summary { operation: operation.into(), hosts: rows });
+    fail_if_any(operation, total, errors)
+}
+
+/// `Ok` when `errors` is empty; the single error itself when there is one; else a
+/// [`Error::Fleet`] saying how many of `total` hosts failed.
+pub fn fail_if_any(operation: &str, total: usize, mut errors: Vec<Error>) -> Result<()> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => Err(Error::Fleet { summary: format!("{operation} failed on {n} of {total} hosts"), errors }),
+    }
+}
+
+/// The first line of a message (for table cells).
+pub fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Batch;
+
+    fn env(hosts: &[&str]) -> Environment {
+        Environment {
+            name: "prod".into(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostSpec { user: None, host: h.to_string(), port: None })
+                .collect(),
+            ssh_config: None,
+            parallel: 2,
+            batch: Batch::All,
+        }
+    }
+
+    #[test]
+    fn selects_hosts() {
+        let e = env(&["a", "b", "c"]);
+        assert_eq!(select_hosts(&e, &[]).unwrap().len(), 3);
+        let picked = select_hosts(&e, &["c".into(), "a".into(), "c".into()]).unwrap();
+        assert_eq!(picked.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["c", "a"]);
+        let err = select_hosts(&e, &["x".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "`--host x` is not a host of environment `prod`");
+        assert_eq!(err.help().unwrap(), "its hosts are: a, b, c");
+    }
+
+    #[tokio::test]
+    async fn bounded_keeps_order_and_limit() {
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let out = bounded((0..8).collect(), 3, |i: u64| {
+            let (live, peak) = (live.clone(), peak.clone());
+            async move {
+                let n = live.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(10 * (8 - i))).await;
+                live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                i
+            }
+        })
+        .await;
+        assert_eq!(out, (0..8).collect::<Vec<_>>());
+        assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 3);
+    }
+
+    #[test]
+    fn batch_sizes() {
+        assert_eq!(Batch::All.size(7), 7);
+        assert_eq!(Batch::Count(2).size(7), 2);
+        assert_eq!(Batch::Percent(25).size(7), 2);
+        assert_eq!(Batch::Percent(1).size(7), 1);
+    }
+}

@@ -1,1 +1,178 @@
-//! TODO
+//! Is the new release healthy? Two kinds of evidence, both required when configured:
+//!
+//! * the HTTP check: `health.http` is probed from this machine through a port forward on the
+//!   host's SSH connection (no curl needed on the host) until it answers 2xx, within `timeout`;
+//! * the command check: `health.command` runs on the host in the release dir until it exits 0.
+//!
+//! Proof that the NEW process is the one answering comes from systemd (see `deploy`): the unit's
+//! InvocationID changed at the restart and is still the same, and active, after `settle`.
+
+use std::time::{Duration, Instant};
+
+use crate::remote::script::Script;
+use crate::remote::session::Connection;
+use crate::{Error, Result};
+
+/// `http://host:port/path` split into what the probe needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// Host as seen from the server (usually 127.0.0.1).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl HttpTarget {
+    /// Parses an `http://` URL (validated by config already).
+    pub fn parse(url: &str) -> Option<HttpTarget> {
+        let rest = url.strip_prefix("http://")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some(HttpTarget { host: host.to_string(), port, path: path.to_string() })
+    }
+}
+
+/// The outcome of one probe attempt.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// A 2xx answer.
+    Healthy(u16),
+    /// A non-2xx answer.
+    Status(u16, String),
+    /// No answer (connection refused, reset, timeout).
+    NoAnswer(String),
+}
+
+/// Probes `target` on the host through `conn` until it answers 2xx or `timeout` passes.
+/// Returns the last failed probe's description on timeout.
+pub async fn wait_http(conn: &Connection, target: &HttpTarget, timeout: Duration) -> std::result::Result<u16, String> {
+    let forward = match conn.forward(&target.host, target.port).await {
+        Ok(f) => f,
+        Err(e) => return Err(e.to_string()),
+    };
+    let url = format!("http://{}{}", forward.local, target.path);
+    let host_header = format!("{}:{}", target.host, target.port);
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    let outcome = loop {
+        let (u, h) = (url.clone(), host_header.clone());
+        let probe = tokio::task::spawn_blocking(move || probe_once(&u, &h))
+            .await
+            .unwrap_or_else(|e| Probe::NoAnswer(e.to_string()));
+        match probe {
+            Probe::Healthy(code) => break Ok(code),
+            Probe::Status(code, body) => last = format!("GET {} answered {code}: {}", target.path, body.trim()),
+            Probe::NoAnswer(e) => last = format!("GET {} got no answer: {e}", target.path),
+        }
+        if Instant::now() >= deadline {
+            break Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    conn.close_forward(forward).await;
+    outcome
+}
+
+/// One GET with short timeouts.
+pub fn probe_once(url: &str, host_header: &str) -> Probe {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.get(url).header("Host", host_header).header("User-Agent", "cargo-ship health check").call() {
+        Ok(mut resp) => {
+            let code = resp.status().as_u16();
+            if (200..300).contains(&code) {
+                Probe::Healthy(code)
+            } else {
+                let body = resp.body_mut().read_to_string().unwrap_or_default();
+                Probe::Status(code, body.chars().take(200).collect())
+            }
+        }
+        Err(e) => Probe::NoAnswer(e.to_string()),
+    }
+}
+
+/// Script lines that run `health.command` in the release dir every 500 ms until it exits 0,
+/// for up to `timeout`; exit [`crate::remote::script::EXIT_NOT_ACTIVE`] when it never does.
+pub fn command_check(script: &mut Script, release_dir: &str, command: &str, timeout: Duration) {
+    let tries = (timeout.as_millis() / 500).max(1).to_string();
+    script.lines("_h=0");
+    script.line("until (cd {} && sh -c {}) >/tmp/.ship-health.$$ 2>&1; do", &[release_dir, command]);
+    script.line("  _h=$((_h + 1)); if [ \"$_h\" -ge {} ]; then", &[&tries]);
+    script.line("    echo 'health command failed:' {} >&2; tail -n 5 /tmp/.ship-health.$$ >&2; rm -f /tmp/.ship-health.$$; exit 78", &[command]);
+    script.lines("  fi; sleep 0.5");
+    script.lines("done; rm -f /tmp/.ship-health.$$");
+}
+
+/// Turns a failed check into the reason shown to users.
+pub fn reason(kind: &str, detail: &str) -> String {
+    format!("{kind}: {detail}")
+}
+
+/// Error for a connection problem during the probe.
+pub fn probe_error(host: &str, e: &str) -> Error {
+    Error::Remote { host: host.into(), purpose: "probe the health check".into(), status: -1, stderr_tail: e.into() }
+}
+
+/// Shorthand used by flows: the configured HTTP target, if any.
+pub fn http_target(config: &crate::config::Config) -> Result<Option<HttpTarget>> {
+    match &config.health.http {
+        None => Ok(None),
+        Some(url) => HttpTarget::parse(url).map(Some).ok_or_else(|| Error::Config {
+            location: config.manifest_path.display().to_string(),
+            key: "package.metadata.ship.health.http".into(),
+            problem: format!("expected an http:// URL with a host, found `{url}`"),
+            help: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let t = HttpTarget::parse("http://127.0.0.1:8080/healthz").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 8080, "/healthz"));
+        let t = HttpTarget::parse("http://localhost").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("localhost", 80, "/"));
+        let t = HttpTarget::parse("http://[::1]:9000/x?y=1").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9000, "/x?y=1"));
+        assert!(HttpTarget::parse("https://x").is_none());
+        assert!(HttpTarget::parse("http://:80/").is_none());
+    }
+
+    #[test]
+    fn probes_a_local_server() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for (i, s) in l.incoming().take(2).enumerate() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let status = if i == 0 { "200 OK" } else { "503 Service Unavailable" };
+                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody");
+            }
+        });
+        let url = format!("http://{addr}/healthz");
+        assert!(matches!(probe_once(&url, "x"), Probe::Healthy(200)));
+        assert!(matches!(probe_once(&url, "x"), Probe::Status(503, _)));
+    }
+}

@@ -1,1 +1,40 @@
-//! TODO
+//! `before_switch` / `after_switch` hooks: user commands run by `sh -c` on the host, in the
+//! release directory. Their context arrives as `SHIP_*` environment variables, never pasted
+//! into the command line.
+
+use crate::remote::script::{Script, EXIT_HOOK};
+
+/// Context handed to hooks.
+pub struct HookEnv<'a> {
+    /// `SHIP_RELEASE`.
+    pub release: &'a str,
+    /// `SHIP_RELEASE_DIR`.
+    pub release_dir: &'a str,
+    /// `SHIP_DEPLOY_TO`.
+    pub deploy_to: &'a str,
+    /// `SHIP_PREVIOUS_RELEASE` (empty on a first deploy).
+    pub previous: &'a str,
+    /// `SHIP_VERSION`.
+    pub version: &'a str,
+    /// `SHIP_ENV`.
+    pub environment: &'a str,
+    /// `SHIP_HOST` (as configured).
+    pub host: &'a str,
+}
+
+/// Appends the hooks: each runs in a subshell in the release dir; the first failure exits the
+/// script with [`EXIT_HOOK`] after printing which hook failed.
+pub fn run(script: &mut Script, stage: &'static str, hooks: &[String], env: &HookEnv<'_>) {
+    if hooks.is_empty() {
+        return;
+    }
+    script.line("export SHIP_RELEASE={} SHIP_RELEASE_DIR={} SHIP_DEPLOY_TO={}", &[env.release, env.release_dir, env.deploy_to]);
+    script.line("export SHIP_PREVIOUS_RELEASE={} SHIP_VERSION={} SHIP_ENV={} SHIP_HOST={}", &[env.previous, env.version, env.environment, env.host]);
+    let code = EXIT_HOOK.to_string();
+    for hook in hooks {
+        script.line(
+            "if ! (cd {} && sh -c {}) >&2; then printf '%s hook failed: %s\\n' {} {} >&2; exit {}; fi",
+            &[env.release_dir, hook, stage, hook, &code],
+        );
+    }
+}
