@@ -1,0 +1,471 @@
+//! `cargo ship build` through the library: compile the hello fixture, pack it, and check the
+//! artifact byte for byte (issue #2).
+//!
+//! Every build shares the cargo target dir `target/fixture-builds/hello`, and packing holds the
+//! store's lock, so builds run one at a time anyway; [`BUILDS`] also serialises the tests that
+//! change `SOURCE_DATE_EPOCH`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use cargo_ship::config::{BuilderKind, Config, HealthConfig, HooksConfig, SystemdConfig};
+use cargo_ship::package::{self, Artifact, MANIFEST_FILE};
+use cargo_ship::target::Target;
+use cargo_ship::ui::Ui;
+use sha2::{Digest, Sha256};
+
+use crate::support::{repo_root, Project};
+
+static BUILDS: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    BUILDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The resolved config the loader would give for fixtures/hello, built by hand.
+fn hello_config(project: &Project, target: &str) -> Config {
+    Config {
+        manifest_path: project.path("Cargo.toml"),
+        package_root: project.root.clone(),
+        target_dir: repo_root().join("target/fixture-builds/hello"),
+        package: "hello".into(),
+        version: "0.1.0".into(),
+        bin: "hello".into(),
+        target: Target::parse(target).unwrap(),
+        builder: BuilderKind::Auto,
+        profile: "release".into(),
+        features: vec![],
+        all_features: false,
+        no_default_features: false,
+        strip: true,
+        assets: vec!["config/default.toml".into(), "static".into()],
+        deploy_to: "/opt/hello".into(),
+        keep_releases: 3,
+        shared_dirs: vec!["data".into(), "log".into()],
+        shared_files: vec![],
+        sudo: false,
+        systemd: SystemdConfig {
+            unit: "hello".into(),
+            args: vec!["--port".into(), "8080".into()],
+            environment: BTreeMap::new(),
+            user: None,
+            group: None,
+            restart_sec: Duration::from_secs(1),
+            hardening: true,
+        },
+        health: HealthConfig {
+            http: Some("http://127.0.0.1:8080/healthz".into()),
+            command: None,
+            timeout: Duration::from_secs(20),
+            settle: Duration::from_secs(2),
+        },
+        hooks: HooksConfig::default(),
+        environment: None,
+    }
+}
+
+/// One entry read back from an artifact.
+#[derive(Debug)]
+struct TarEntry {
+    path: String,
+    dir: bool,
+    mode: u32,
+    mtime: u64,
+    data: Vec<u8>,
+}
+
+fn read_tar(path: &Path) -> Vec<TarEntry> {
+    let file = std::fs::File::open(path).unwrap();
+    let mut archive = tar::Archive::new(zstd::stream::Decoder::new(file).unwrap());
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let h = entry.header().clone();
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+        assert_eq!(
+            (h.username().unwrap(), h.groupname().unwrap()),
+            (Some(""), Some(""))
+        );
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        out.push(TarEntry {
+            path: entry.path().unwrap().display().to_string(),
+            dir: h.entry_type().is_dir(),
+            mode: h.mode().unwrap(),
+            mtime: h.mtime().unwrap(),
+            data,
+        });
+    }
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Checks everything that does not depend on the target: layout, modes, mtimes, hashes, name.
+fn check_artifact(a: &Artifact, target: &str) -> Vec<TarEntry> {
+    let bytes = std::fs::read(&a.path).unwrap();
+    assert_eq!(sha256(&bytes), a.sha256);
+    assert_eq!(bytes.len() as u64, a.size);
+    let name = a.path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        name,
+        format!("hello-0.1.0-{target}-{}.tar.zst", a.short_sha())
+    );
+    assert_eq!(
+        a.path.parent().unwrap(),
+        repo_root().join("target/fixture-builds/hello/ship")
+    );
+
+    let m = &a.manifest;
+    assert_eq!(
+        (
+            m.schema,
+            m.package.as_str(),
+            m.version.as_str(),
+            m.bin.as_str()
+        ),
+        (1, "hello", "0.1.0", "hello")
+    );
+    assert_eq!((m.target.as_str(), m.profile.as_str()), (target, "release"));
+    assert!(m.rustc.starts_with("rustc "), "{}", m.rustc);
+    let built_at = chrono::DateTime::parse_from_rfc3339(&m.built_at)
+        .unwrap()
+        .timestamp() as u64;
+
+    let entries = read_tar(&a.path);
+    let layout: Vec<(&str, bool, u32)> = entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.dir, e.mode))
+        .collect();
+    assert_eq!(
+        layout,
+        [
+            (MANIFEST_FILE, false, 0o644),
+            ("config", true, 0o755),
+            ("config/default.toml", false, 0o644),
+            ("hello", false, 0o755),
+            ("static", true, 0o755),
+            ("static/index.html", false, 0o644),
+        ]
+    );
+    assert!(
+        entries.iter().all(|e| e.mtime == built_at),
+        "every mtime is built_at"
+    );
+    let manifest_text = std::str::from_utf8(&entries[0].data).unwrap();
+    assert!(manifest_text.starts_with("{\n  \"schema\": 1,") && manifest_text.ends_with("}\n"));
+    assert_eq!(
+        &serde_json::from_str::<package::Manifest>(manifest_text).unwrap(),
+        m
+    );
+    assert_eq!(&package::read_manifest(&a.path).unwrap(), m);
+
+    let files: Vec<&str> = m.files.keys().map(String::as_str).collect();
+    assert_eq!(files, ["config/default.toml", "hello", "static/index.html"]);
+    for e in entries.iter().filter(|e| !e.dir && e.path != MANIFEST_FILE) {
+        let f = &m.files[&e.path];
+        assert_eq!(
+            (f.sha256.as_str(), f.size, f.mode),
+            (sha256(&e.data).as_str(), e.data.len() as u64, e.mode)
+        );
+    }
+    let html = std::fs::read(repo_root().join("fixtures/hello/static/index.html")).unwrap();
+    assert_eq!(m.files["static/index.html"].sha256, sha256(&html));
+    entries
+}
+
+/// Writes the packed binary to a temp dir and runs `hello --version`.
+fn run_packed_binary(entries: &[TarEntry]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hello");
+    let data = &entries.iter().find(|e| e.path == "hello").unwrap().data;
+    std::fs::write(&bin, data).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn packed_binary(entries: &[TarEntry]) -> &[u8] {
+    &entries.iter().find(|e| e.path == "hello").unwrap().data
+}
+
+/// True when the ELF has a PT_INTERP program header (it needs a dynamic loader).
+fn has_interpreter(elf: &[u8]) -> bool {
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(elf[4], 2, "64-bit ELF");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let o = phoff + i * size;
+        u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 3
+    })
+}
+
+fn glibc(v: &Option<String>) -> Vec<u32> {
+    package::manifest::parse_glibc_version(v.as_deref().expect("a glibc requirement")).unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=ship",
+            "-c",
+            "user.email=ship@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+        .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn build_gnu_artifact_in_git_repo_with_full_manifest() {
+    let _guard = serial();
+    std::env::remove_var("SOURCE_DATE_EPOCH");
+    let project = Project::fixture("hello");
+    git(&project.root, &["init", "-q"]);
+    git(&project.root, &["add", "."]);
+    git(&project.root, &["commit", "-q", "-m", "hello"]);
+    let head = git(&project.root, &["rev-parse", "HEAD"]);
+    let config = hello_config(&project, "x86_64-unknown-linux-gnu");
+
+    let a = package::build_artifact(&config, &Ui::silent()).unwrap();
+    let entries = check_artifact(&a, "x86_64-unknown-linux-gnu");
+    let m = &a.manifest;
+    assert_eq!(m.builder, "cargo");
+    assert_eq!(m.features, Vec::<String>::new());
+    assert_eq!(
+        (m.git_commit.as_deref(), m.git_dirty),
+        (Some(head.as_str()), false)
+    );
+    assert_eq!(m.built_at, "2023-11-14T22:13:20Z", "the HEAD commit's time");
+    // A plain build on this machine links against its recent glibc.
+    assert!(
+        glibc(&m.glibc_required) >= vec![2, 30],
+        "{:?}",
+        m.glibc_required
+    );
+    assert!(has_interpreter(packed_binary(&entries)));
+    assert_eq!(run_packed_binary(&entries), "0.1.0\n");
+
+    // SOURCE_DATE_EPOCH wins over the commit time; an uncommitted change marks the tree dirty.
+    project.write("static/index.html", "<h1>changed</h1>\n");
+    std::env::set_var("SOURCE_DATE_EPOCH", "1234567890");
+    let b = package::build_artifact(&config, &Ui::silent());
+    std::env::remove_var("SOURCE_DATE_EPOCH");
+    let b = b.unwrap();
+    let entries = check_artifact_changed_html(&b);
+    assert_eq!(b.manifest.built_at, "2009-02-13T23:31:30Z");
+    assert!(entries.iter().all(|e| e.mtime == 1_234_567_890));
+    assert_eq!(
+        (b.manifest.git_commit.as_deref(), b.manifest.git_dirty),
+        (Some(head.as_str()), true)
+    );
+    assert_ne!(a.sha256, b.sha256);
+}
+
+/// Like [`check_artifact`] for the edited index.html.
+fn check_artifact_changed_html(a: &Artifact) -> Vec<TarEntry> {
+    let entries = read_tar(&a.path);
+    let html = entries
+        .iter()
+        .find(|e| e.path == "static/index.html")
+        .unwrap();
+    assert_eq!(html.data, b"<h1>changed</h1>\n");
+    assert_eq!(
+        a.manifest.files["static/index.html"].sha256,
+        sha256(&html.data)
+    );
+    entries
+}
+
+#[test]
+fn same_inputs_give_a_byte_identical_artifact() {
+    let _guard = serial();
+    std::env::remove_var("SOURCE_DATE_EPOCH");
+    let project = Project::fixture("hello");
+    let config = hello_config(&project, "x86_64-unknown-linux-gnu");
+    let ui = Ui::silent();
+
+    let first = package::build_artifact(&config, &ui).unwrap();
+    check_artifact(&first, "x86_64-unknown-linux-gnu");
+    // Outside git: no commit, not dirty, and built_at is Cargo.toml's modification time.
+    assert_eq!(
+        (
+            first.manifest.git_commit.as_deref(),
+            first.manifest.git_dirty
+        ),
+        (None, false)
+    );
+    let mtime = std::fs::metadata(project.path("Cargo.toml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let secs = mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(
+        first.manifest.built_at,
+        chrono::DateTime::from_timestamp(secs, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    );
+    assert!(!first.reused || first.path.exists());
+    let bytes = std::fs::read(&first.path).unwrap();
+
+    let again = package::build_artifact(&config, &ui).unwrap();
+    assert!(again.reused, "an identical artifact in the store is reused");
+    assert_eq!(
+        (again.path.as_path(), again.sha256.as_str()),
+        (first.path.as_path(), first.sha256.as_str())
+    );
+
+    std::fs::remove_file(&first.path).unwrap();
+    let rebuilt = package::build_artifact(&config, &ui).unwrap();
+    assert!(!rebuilt.reused);
+    assert_eq!(rebuilt.sha256, first.sha256);
+    assert_eq!(rebuilt.path, first.path);
+    assert!(
+        std::fs::read(&rebuilt.path).unwrap() == bytes,
+        "byte-identical .tar.zst"
+    );
+}
+
+#[test]
+fn glibc_pinned_build_uses_zigbuild() {
+    let _guard = serial();
+    let project = Project::fixture("hello");
+    let config = hello_config(&project, "x86_64-unknown-linux-gnu.2.17");
+    let a = package::build_artifact(&config, &Ui::silent()).unwrap();
+    let entries = check_artifact(&a, "x86_64-unknown-linux-gnu.2.17");
+    assert_eq!(a.manifest.builder, "zigbuild");
+    assert!(
+        glibc(&a.manifest.glibc_required) <= vec![2, 17],
+        "{:?}",
+        a.manifest.glibc_required
+    );
+    assert!(has_interpreter(packed_binary(&entries)));
+    assert_eq!(run_packed_binary(&entries), "0.1.0\n");
+}
+
+#[test]
+fn musl_build_is_static_and_records_features() {
+    let _guard = serial();
+    let project = Project::fixture("hello");
+    let mut config = hello_config(&project, "x86_64-unknown-linux-musl");
+    config.features = vec!["unhealthy".into()];
+    let a = package::build_artifact(&config, &Ui::silent()).unwrap();
+    let entries = check_artifact(&a, "x86_64-unknown-linux-musl");
+    assert_eq!(a.manifest.builder, "cargo");
+    assert_eq!(a.manifest.features, ["unhealthy"]);
+    assert_eq!(a.manifest.glibc_required, None);
+    assert!(
+        !has_interpreter(packed_binary(&entries)),
+        "a static binary needs no loader"
+    );
+    assert_eq!(run_packed_binary(&entries), "0.1.0\n");
+}
+
+fn build_error(config: &Config) -> cargo_ship::Error {
+    package::build_artifact(config, &Ui::silent()).expect_err("the build should fail")
+}
+
+#[test]
+fn missing_asset_is_refused_before_compiling() {
+    let project = Project::fixture("hello");
+    let mut config = hello_config(&project, "x86_64-unknown-linux-gnu");
+    config.assets.push("config/missing.toml".into());
+    let e = build_error(&config);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "failed to pack hello v0.1.0: asset `config/missing.toml` in package.metadata.ship.assets does not \
+             exist: {}",
+            project.path("config/missing.toml").display()
+        )
+    );
+    assert_eq!(
+        e.help().unwrap(),
+        "create it, or remove it from `assets` in the ship configuration"
+    );
+    assert_eq!(e.exit_code(), cargo_ship::error::exit::BUILD);
+}
+
+#[test]
+fn assets_colliding_with_the_binary_or_manifest_are_refused() {
+    let project = Project::fixture("hello");
+    project.write("hello/readme.txt", "x");
+    project.write("SHIP_MANIFEST.json", "{}");
+    let mut config = hello_config(&project, "x86_64-unknown-linux-gnu");
+    config.assets = vec!["hello/readme.txt".into()];
+    assert_eq!(
+        build_error(&config).to_string(),
+        "failed to pack hello v0.1.0: asset `hello/readme.txt` in package.metadata.ship.assets would be \
+         packed as `hello` at the release root, which is reserved for the binary"
+    );
+    config.assets = vec!["./SHIP_MANIFEST.json".into()];
+    assert!(build_error(&config)
+        .to_string()
+        .ends_with("which is reserved for the manifest"));
+    config.assets = vec!["../hello".into()];
+    assert!(build_error(&config)
+        .to_string()
+        .contains("leaves the package root"));
+}
+
+#[test]
+fn symlinks_in_assets_are_refused() {
+    let project = Project::fixture("hello");
+    std::os::unix::fs::symlink("index.html", project.path("static/alias.html")).unwrap();
+    let config = hello_config(&project, "x86_64-unknown-linux-gnu");
+    let e = build_error(&config);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "failed to pack hello v0.1.0: asset `static` contains a symlink, which is not packed: {} -> index.html",
+            project.path("static/alias.html").display()
+        )
+    );
+    assert!(e.help().unwrap().contains("replace symlinks"));
+}
+
+#[test]
+fn cross_without_a_container_engine_says_so() {
+    if cargo_ship::build::container_engine().is_some() {
+        eprintln!("note: a container engine runs here; the no-engine error is not checked");
+        return;
+    }
+    let project = Project::fixture("hello");
+    let mut config = hello_config(&project, "aarch64-unknown-linux-gnu");
+    config.builder = BuilderKind::Cross;
+    let e = build_error(&config);
+    assert_eq!(
+        e.to_string(),
+        "failed to compile hello v0.1.0 for aarch64-unknown-linux-gnu: builder `cross` needs a running \
+         container engine, and neither `docker info` nor `podman info` succeeds on this machine; start \
+         Docker or Podman, or use builder `zigbuild` (glibc pins, foreign -gnu targets) or `cargo`"
+    );
+    assert_eq!(e.exit_code(), cargo_ship::error::exit::BUILD);
+}
