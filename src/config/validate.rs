@@ -74,16 +74,17 @@ pub(crate) fn load_package(package: &Package, opts: &LoadOptions) -> Result<Conf
 }
 
 fn cli_layer(opts: &LoadOptions) -> Layer {
-    let mut l = Layer::default();
-    l.target = opts
-        .target
-        .clone()
-        .map(|t| Val::new(t, Origin::flag("--target")));
-    l.profile = opts
-        .profile
-        .clone()
-        .map(|p| Val::new(p, Origin::flag("--profile")));
-    l
+    Layer {
+        target: opts
+            .target
+            .clone()
+            .map(|t| Val::new(t, Origin::flag("--target"))),
+        profile: opts
+            .profile
+            .clone()
+            .map(|p| Val::new(p, Origin::flag("--profile"))),
+        ..Layer::default()
+    }
 }
 
 fn unknown_environment(name: &str, package: &Package, known: &[&String]) -> Error {
@@ -120,26 +121,26 @@ fn resolve(
     ship_at: &Origin,
     opts: &LoadOptions,
 ) -> Result<Config> {
-    let bin =
-        match &l.bin {
-            Some(v) => {
-                if !package.bins.contains(&v.value) {
-                    return Err(v.at.error(
-                        format!(
-                            "expected one of the binaries of package `{}` ({}), found \"{}\"",
-                            package.name,
-                            list(&package.bins),
-                            v.value
-                        ),
-                        None,
-                    ));
-                }
-                v.value.clone()
+    let bin = match &l.bin {
+        Some(v) => {
+            if !package.bins.contains(&v.value) {
+                return Err(v.at.error(
+                    format!(
+                        "expected one of the binaries of package `{}` ({}), found \"{}\"",
+                        package.name,
+                        list(&package.bins),
+                        v.value
+                    ),
+                    None,
+                ));
             }
-            None => match package.default_bin() {
-                Ok(b) => b.to_string(),
-                Err(m) if package.bins.is_empty() => return Err(Error::usage(m, None)),
-                Err(m) => return Err(Error::Config {
+            v.value.clone()
+        }
+        None => match package.default_bin() {
+            Ok(b) => b.to_string(),
+            Err(m) if package.bins.is_empty() => return Err(Error::usage(m, None)),
+            Err(m) => {
+                return Err(Error::Config {
                     location: ship_at.location.clone(),
                     key: "package.metadata.ship.bin".into(),
                     problem: format!("missing: {m}"),
@@ -147,9 +148,10 @@ fn resolve(
                         "say which one to ship, e.g. `bin = \"{}\"` in `[package.metadata.ship]`",
                         package.bins[0]
                     )),
-                }),
-            },
-        };
+                })
+            }
+        },
+    };
 
     let target = match &l.target {
         Some(v) => {
@@ -662,7 +664,7 @@ fn check_http(v: &Val<String>) -> Result<String> {
         match split_host_port(authority) {
             Err(e) => Some(e),
             Ok((_, None)) => Some("the port is missing"),
-            Ok((host, Some(_))) if host.is_empty() => Some("the host is missing"),
+            Ok(("", Some(_))) => Some("the host is missing"),
             Ok(_) => None,
         }
     };

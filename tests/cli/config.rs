@@ -1,0 +1,688 @@
+//! The ship configuration: layering, defaults and the exact text of every validation error.
+//! Most tests call `cargo_ship::config::load` directly; two go through the binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cargo_ship::config::{self, Batch, BuilderKind, Config, LoadOptions};
+
+use crate::support::{repo_root, Project};
+
+/// The hello fixture's `[package]` part; the ship section written by each test starts on line 8.
+const HEADER: &str = "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n[workspace]\n\n";
+
+/// The hello fixture with `ship` (starting on line 8) as its whole ship configuration.
+fn hello(ship: &str) -> Project {
+    let p = Project::fixture("hello");
+    p.set_manifest(&format!("{HEADER}{ship}"));
+    p
+}
+
+fn opts(p: &Project, env: Option<&str>) -> LoadOptions {
+    LoadOptions {
+        manifest_path: Some(p.path("Cargo.toml")),
+        environment: env.map(str::to_string),
+        ..LoadOptions::default()
+    }
+}
+
+fn load(p: &Project, env: Option<&str>) -> Config {
+    match config::load(&opts(p, env)) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}\nhelp: {:?}", e.help()),
+    }
+}
+
+/// The error of loading `ship` (with environment `env`), with the project's directory replaced
+/// by `<p>`, and its help.
+fn error_with(ship: &str, env: Option<&str>) -> (String, Option<String>) {
+    let p = hello(ship);
+    let err = config::load(&opts(&p, env)).expect_err("the config should be rejected");
+    let root = p.root.display().to_string();
+    let canonical = std::fs::canonicalize(&p.root)
+        .unwrap()
+        .display()
+        .to_string();
+    let clean = |s: String| s.replace(&canonical, "<p>").replace(&root, "<p>");
+    (clean(err.to_string()), err.help().map(clean))
+}
+
+fn error(ship: &str) -> String {
+    error_with(ship, None).0
+}
+
+#[test]
+fn defaults_fill_every_key() {
+    for ship in ["", "[package.metadata.ship]\n"] {
+        let c = load(&hello(ship), None);
+        assert_eq!(c.package, "hello");
+        assert_eq!(c.version, "0.1.0");
+        assert_eq!(c.bin, "hello");
+        assert_eq!(c.target.to_string(), "x86_64-unknown-linux-gnu");
+        assert_eq!(c.builder, BuilderKind::Auto);
+        assert_eq!(c.profile, "release");
+        assert!(c.strip && !c.sudo);
+        assert!(c.assets.is_empty() && c.shared_dirs.is_empty() && c.shared_files.is_empty());
+        assert_eq!(c.deploy_to, "/opt/hello");
+        assert_eq!(c.keep_releases, 5);
+        assert_eq!(c.systemd.unit, "hello");
+        assert_eq!(c.systemd.restart_sec, Duration::from_secs(1));
+        assert!(c.systemd.hardening && c.systemd.user.is_none());
+        assert_eq!(
+            (c.health.timeout, c.health.settle),
+            (Duration::from_secs(30), Duration::from_secs(3))
+        );
+        assert!(c.health.http.is_none() && c.hooks.before_switch.is_empty());
+        assert!(c.environment.is_none());
+        assert!(c.manifest_path.ends_with("hello/Cargo.toml"));
+        assert!(c.package_root.ends_with("hello"));
+    }
+}
+
+/// The example from issue #2, every key set.
+const FULL: &str = r#"[package.metadata.ship]
+bin = "hello"
+target = "x86_64-unknown-linux-gnu.2.17"
+builder = "auto"
+profile = "release"
+strip = true
+assets = ["config/default.toml", "static"]
+deploy_to = "/opt/hello"
+keep_releases = 5
+shared_dirs = ["data", "log"]
+shared_files = ["config/production.toml"]
+sudo = false
+
+[package.metadata.ship.systemd]
+unit = "hello"
+args = ["--port", "8080"]
+environment = { RUST_LOG = "info" }
+user = "hello"
+group = "hello"
+restart_sec = "1s"
+hardening = true
+
+[package.metadata.ship.health]
+http = "http://127.0.0.1:8080/healthz"
+command = "./hello --check"
+timeout = "30s"
+settle = "3s"
+
+[package.metadata.ship.hooks]
+before_switch = ["./hello migrate"]
+after_switch = []
+
+[package.metadata.ship.environments.prod]
+hosts = ["deploy@web1.example.com", "web2.example.com:2222"]
+ssh_config = "deploy/ssh_config"
+parallel = 10
+batch = "25%"
+deploy_to = "/srv/hello"
+[package.metadata.ship.environments.prod.health]
+timeout = "60s"
+"#;
+
+#[test]
+fn issue_2_example_loads_with_environment_overrides() {
+    let p = hello(FULL);
+    p.write("deploy/ssh_config", "Host *\n");
+    let base = load(&p, None);
+    assert_eq!(base.deploy_to, "/opt/hello");
+    assert_eq!(base.target.glibc.as_deref(), Some("2.17"));
+    assert_eq!(base.health.timeout, Duration::from_secs(30));
+
+    let c = load(&p, Some("prod"));
+    assert_eq!(c.deploy_to, "/srv/hello");
+    // The environment overrides health.timeout and keeps the package's health.http.
+    assert_eq!(c.health.timeout, Duration::from_secs(60));
+    assert_eq!(
+        c.health.http.as_deref(),
+        Some("http://127.0.0.1:8080/healthz")
+    );
+    assert_eq!(c.health.command.as_deref(), Some("./hello --check"));
+    assert_eq!(c.shared_files, ["config/production.toml"]);
+    assert_eq!(c.systemd.user.as_deref(), Some("hello"));
+    assert_eq!(
+        c.systemd.environment.get("RUST_LOG").map(String::as_str),
+        Some("info")
+    );
+    assert_eq!(c.hooks.before_switch, ["./hello migrate"]);
+    let env = c.env().unwrap();
+    assert_eq!(env.name, "prod");
+    let hosts: Vec<String> = env.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["deploy@web1.example.com", "web2.example.com:2222"]);
+    assert_eq!(env.hosts[1].port, Some(2222));
+    assert_eq!(env.parallel, 10);
+    assert_eq!(env.batch, Batch::Percent(25));
+    assert_eq!(
+        env.ssh_config.as_deref(),
+        Some(
+            std::fs::canonicalize(p.path("deploy/ssh_config"))
+                .unwrap()
+                .as_path()
+        )
+    );
+}
+
+#[test]
+fn command_line_is_the_last_layer() {
+    let p = hello(
+        "[package.metadata.ship]\ntarget = \"x86_64-unknown-linux-gnu\"\nprofile = \"dist\"\n",
+    );
+    let mut o = opts(&p, None);
+    o.target = Some("x86_64-unknown-linux-musl".into());
+    o.profile = Some("release".into());
+    o.features = vec!["a,b".into(), "c d".into()];
+    o.no_default_features = true;
+    let c = config::load(&o).unwrap();
+    assert_eq!(c.target.to_string(), "x86_64-unknown-linux-musl");
+    assert_eq!(c.profile, "release");
+    assert_eq!(c.features, ["a", "b", "c", "d"]);
+    assert!(c.no_default_features && !c.all_features);
+
+    o.target = Some("x86_64-apple-darwin".into());
+    let err = config::load(&o).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "command line: `--target`: expected a Linux target (the hosts run systemd), found `x86_64-apple-darwin`"
+    );
+}
+
+#[test]
+fn environment_overrides_any_table_key_by_key() {
+    let p = hello(
+        "[package.metadata.ship]\nkeep_releases = 3\n\
+         [package.metadata.ship.systemd]\nargs = [\"--port\", \"1\"]\nenvironment = { A = \"1\", B = \"2\" }\n\
+         [package.metadata.ship.hooks]\nbefore_switch = [\"./a\"]\n\
+         [package.metadata.ship.environments.staging]\nhosts = [\"s1\"]\nkeep_releases = 1\n\
+         systemd.environment = { B = \"staging\" }\nhooks.after_switch = [\"./b\"]\n",
+    );
+    let c = load(&p, Some("staging"));
+    assert_eq!(c.keep_releases, 1);
+    assert_eq!(c.systemd.args, ["--port", "1"]);
+    assert_eq!(c.systemd.environment["A"], "1");
+    assert_eq!(c.systemd.environment["B"], "staging");
+    assert_eq!(c.hooks.before_switch, ["./a"]);
+    assert_eq!(c.hooks.after_switch, ["./b"]);
+    assert_eq!(load(&p, None).keep_releases, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workspaces
+
+fn workspace_opts(package: Option<&str>, env: Option<&str>) -> (Project, LoadOptions) {
+    let p = Project::fixture("workspace-two");
+    let o = LoadOptions {
+        manifest_path: Some(p.path("Cargo.toml")),
+        package: package.map(str::to_string),
+        environment: env.map(str::to_string),
+        ..LoadOptions::default()
+    };
+    (p, o)
+}
+
+#[test]
+fn workspace_defaults_apply_to_each_package() {
+    let (_p, o) = workspace_opts(Some("api"), None);
+    let api = config::load(&o).unwrap();
+    assert_eq!(
+        (api.package.as_str(), api.bin.as_str(), api.version.as_str()),
+        ("api", "api", "0.2.0")
+    );
+    assert_eq!(api.target.to_string(), "x86_64-unknown-linux-musl"); // workspace
+    assert_eq!(api.keep_releases, 4); // workspace
+    assert_eq!(api.deploy_to, "/srv/api"); // package
+    assert_eq!(api.health.timeout, Duration::from_secs(45)); // workspace
+    assert_eq!(
+        api.health.http.as_deref(),
+        Some("http://127.0.0.1:9000/healthz")
+    ); // package
+    assert_eq!(api.systemd.environment["APP_ENV"], "default");
+    assert!(api.target_dir.ends_with("workspace-two/target"));
+
+    let (_p, o) = workspace_opts(Some("worker"), None);
+    let worker = config::load(&o).unwrap();
+    assert_eq!(worker.keep_releases, 8);
+    assert_eq!(worker.shared_dirs, ["queue"]);
+    assert_eq!(worker.deploy_to, "/opt/worker");
+    assert_eq!(worker.health.command.as_deref(), Some("./worker --check"));
+}
+
+#[test]
+fn workspace_environment_merges_with_the_package_one() {
+    // Order: workspace, package, workspace's `staging`, package's `staging`, command line.
+    let (_p, o) = workspace_opts(Some("api"), Some("staging"));
+    let api = config::load(&o).unwrap();
+    let env = api.env().unwrap();
+    assert_eq!(env.hosts.len(), 2);
+    assert_eq!(env.hosts[0].user.as_deref(), Some("deploy"));
+    assert_eq!(env.parallel, 2); // api's staging
+    assert_eq!(env.batch, Batch::Count(1)); // workspace's staging
+    assert_eq!(api.keep_releases, 2); // workspace's staging beats the workspace default
+    assert_eq!(api.health.timeout, Duration::from_secs(90)); // api's staging
+    assert_eq!(api.health.settle, Duration::from_secs(5)); // workspace
+    assert_eq!(api.systemd.environment["APP_ENV"], "staging");
+    assert_eq!(api.systemd.environment["RUST_LOG"], "info");
+
+    let (_p, o) = workspace_opts(Some("worker"), Some("staging"));
+    assert_eq!(config::load(&o).unwrap().keep_releases, 2); // the environment beats the package
+}
+
+#[test]
+fn workspace_root_without_package_lists_the_candidates() {
+    let (p, o) = workspace_opts(None, None);
+    let err = config::load(&o).unwrap_err();
+    let root = std::fs::canonicalize(&p.root).unwrap();
+    let text = err
+        .to_string()
+        .replace(&root.display().to_string(), "<root>")
+        .replace(&p.root.display().to_string(), "<root>");
+    assert_eq!(text, "the workspace at <root> has several packages: `api`, `worker`; which one should be shipped?");
+    assert_eq!(
+        err.help().unwrap(),
+        "pass `-p <package>`, e.g. `-p api`, or run from the package's directory"
+    );
+
+    let (_p, mut o) = workspace_opts(None, None);
+    o.manifest_path = Some(_p.path("worker/Cargo.toml"));
+    assert_eq!(config::load(&o).unwrap().package, "worker");
+}
+
+#[test]
+fn workspace_errors_point_at_the_workspace_manifest() {
+    let (p, o) = workspace_opts(Some("api"), None);
+    p.edit("Cargo.toml", "keep_releases = 4", "keep_releases = -4");
+    let err = config::load(&o).unwrap_err().to_string();
+    assert!(err.ends_with("Cargo.toml:14:17: `workspace.metadata.ship.keep_releases`: expected at least 1, found -4"), "{err}");
+    assert!(!err.contains("api/Cargo.toml"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors, word for word
+
+#[test]
+fn unknown_keys_suggest_and_list() {
+    let (e, help) = error_with("[package.metadata.ship]\nkeep_release = 3\n", None);
+    assert_eq!(e, "<p>/Cargo.toml:9:1: `package.metadata.ship.keep_release`: unknown key; did you mean `keep_releases`?");
+    assert_eq!(
+        help.unwrap(),
+        "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `deploy_to`, `environments`, \
+         `health`, `hooks`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`"
+    );
+    assert_eq!(
+        error("[package.metadata.ship.health]\nurl = \"http://x:1/\"\n"),
+        "<p>/Cargo.toml:9:1: `package.metadata.ship.health.url`: unknown key"
+    );
+    assert_eq!(
+        error("[package.metadata.ship.environments.prod]\nhosts = [\"a\"]\nparalel = 2\n"),
+        "<p>/Cargo.toml:10:1: `package.metadata.ship.environments.prod.paralel`: unknown key; did you mean `parallel`?"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nhosts = [\"a\"]\n"),
+        "<p>/Cargo.toml:9:1: `package.metadata.ship.hosts`: this key belongs to an environment"
+    );
+}
+
+#[test]
+fn wrong_types_and_ranges() {
+    assert_eq!(
+        error("[package.metadata.ship]\nkeep_releases = \"five\"\n"),
+        "<p>/Cargo.toml:9:17: `package.metadata.ship.keep_releases`: expected a non-negative integer, found a string (\"five\")"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nkeep_releases = 0\n"),
+        "<p>/Cargo.toml:9:17: `package.metadata.ship.keep_releases`: expected at least 1, found 0"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nstrip = \"yes\"\n"),
+        "<p>/Cargo.toml:9:9: `package.metadata.ship.strip`: expected a boolean (true or false), found a string (\"yes\")"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nsystemd = \"hello\"\n"),
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.systemd`: expected a table, found a string (\"hello\")"
+    );
+    assert_eq!(
+        error("[package.metadata.ship.systemd]\nenvironment = { PORT = 8080 }\n"),
+        "<p>/Cargo.toml:9:24: `package.metadata.ship.systemd.environment.PORT`: \
+         expected a string (quote numbers and booleans), found an integer (8080)"
+    );
+}
+
+#[test]
+fn bad_durations() {
+    assert_eq!(
+        error("[package.metadata.ship.health]\ntimeout = \"soon\"\n"),
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.health.timeout`: expected a duration like \"30s\", \"2m\" or \"1m 30s\", found \"soon\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship.systemd]\nrestart_sec = 5\n"),
+        "<p>/Cargo.toml:9:15: `package.metadata.ship.systemd.restart_sec`: expected a duration like \"30s\", \"2m\" or \"1m 30s\", found an integer (5)"
+    );
+}
+
+#[test]
+fn bad_host_specs() {
+    let cases = [
+        ("user@", "the host is missing"),
+        ("host:99999", "the port is out of range (1-65535)"),
+        ("host:abc", "the port is not a number"),
+        ("a b", "it contains whitespace"),
+        ("", "it is empty"),
+        (
+            "-oProxyCommand=sh",
+            "the host may only contain letters, digits and `_.-`",
+        ),
+    ];
+    for (host, why) in cases {
+        let (e, _) = error_with(
+            &format!("[package.metadata.ship.environments.prod]\nhosts = [\"ok\", \"{host}\"]\n"),
+            Some("prod"),
+        );
+        assert_eq!(
+            e,
+            format!(
+                "<p>/Cargo.toml:9:16: `package.metadata.ship.environments.prod.hosts[1]`: \
+                 expected `[user@]host[:port]`, found \"{host}\": {why}"
+            )
+        );
+    }
+    let (e, _) = error_with(
+        "[package.metadata.ship.environments.prod]\nhosts = [\"a\", \"a\"]\n",
+        Some("prod"),
+    );
+    assert!(e.ends_with("`package.metadata.ship.environments.prod.hosts[1]`: expected each host once, found \"a\" twice"), "{e}");
+}
+
+#[test]
+fn unsafe_paths() {
+    let deploy = |v: &str, found: &str| {
+        assert_eq!(
+            error(&format!("[package.metadata.ship]\ndeploy_to = \"{v}\"\n")),
+            format!(
+                "<p>/Cargo.toml:9:13: `package.metadata.ship.deploy_to`: expected an absolute path like \"/opt/hello\" \
+                 (letters, digits, `._-+@~=,`), found {found}: \"{v}\""
+            )
+        )
+    };
+    deploy("opt/hello", "a relative path");
+    deploy("/opt/../etc/hello", "a `.` or `..` component");
+    deploy("/", "the root directory");
+    deploy("/opt/hello;", "the character ';'");
+    deploy("/opt/hello ", "the character ' '");
+    deploy("/usr", "a system directory");
+
+    assert_eq!(
+        error("[package.metadata.ship]\nassets = [\"static\", \"../secrets\"]\n"),
+        "<p>/Cargo.toml:9:21: `package.metadata.ship.assets[1]`: expected a relative path inside the package (no `..`), \
+         found a path with `..`: \"../secrets\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nshared_dirs = [\"/var/data\"]\n"),
+        "<p>/Cargo.toml:9:16: `package.metadata.ship.shared_dirs[0]`: expected a relative path inside the release (no `..`), \
+         found an absolute path: \"/var/data\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nshared_files = [\"config/../../x\"]\n"),
+        "<p>/Cargo.toml:9:17: `package.metadata.ship.shared_files[0]`: expected a relative path inside the release (no `..`), \
+         found a path with `..`: \"config/../../x\""
+    );
+}
+
+#[test]
+fn shared_paths_do_not_collide_with_the_release() {
+    assert_eq!(
+        error("[package.metadata.ship]\nshared_files = [\"hello\"]\n"),
+        "<p>/Cargo.toml:9:17: `package.metadata.ship.shared_files[0]`: expected a path that is not the release's own binary `hello`, found \"hello\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nshared_files = [\"SHIP_MANIFEST.json\"]\n"),
+        "<p>/Cargo.toml:9:17: `package.metadata.ship.shared_files[0]`: expected a path that is not the release's own `SHIP_MANIFEST.json`, found \"SHIP_MANIFEST.json\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nassets = [\"static\"]\nshared_dirs = [\"static/uploads\"]\n"),
+        "<p>/Cargo.toml:10:16: `package.metadata.ship.shared_dirs[0]`: expected a path that no asset provides, \
+         found \"static/uploads\", which overlaps the asset \"static\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nshared_dirs = [\"data\"]\nshared_files = [\"data/db\"]\n"),
+        "<p>/Cargo.toml:10:17: `package.metadata.ship.shared_files[0]`: expected each shared path once, \
+         found \"data/db\", which overlaps \"data\" (`package.metadata.ship.shared_dirs[0]`)"
+    );
+}
+
+#[test]
+fn health_http_must_be_plain_http_with_host_and_port() {
+    let (e, help) = error_with(
+        "[package.metadata.ship.health]\nhttp = \"https://127.0.0.1:8443/healthz\"\n",
+        None,
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:9:8: `package.metadata.ship.health.http`: expected a URL like \"http://127.0.0.1:8080/healthz\" \
+         (http://, a host and a port), found \"https://127.0.0.1:8443/healthz\": https is not supported"
+    );
+    assert!(help.unwrap().contains("through the ssh connection"));
+    assert!(
+        error("[package.metadata.ship.health]\nhttp = \"http://localhost/healthz\"\n")
+            .ends_with(": the port is missing")
+    );
+    assert!(
+        error("[package.metadata.ship.health]\nhttp = \"127.0.0.1:8080\"\n")
+            .ends_with("(http://, a host and a port), found \"127.0.0.1:8080\"")
+    );
+}
+
+#[test]
+fn builder_and_target() {
+    let (e, help) = error_with("[package.metadata.ship]\nbuilder = \"zig\"\n", None);
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.builder`: expected one of \"auto\", \"cargo\", \"zigbuild\", \"cross\", found \"zig\""
+    );
+    assert_eq!(help, None);
+    let (_, help) = error_with("[package.metadata.ship]\nbuilder = \"crosss\"\n", None);
+    assert_eq!(help.as_deref(), Some("did you mean \"cross\"?"));
+    assert_eq!(
+        error("[package.metadata.ship]\ntarget = \"x86_64-linux\"\n"),
+        "<p>/Cargo.toml:9:10: `package.metadata.ship.target`: expected a target triple like `x86_64-unknown-linux-gnu`, found `x86_64-linux`"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\ntarget = \"x86_64-unknown-linux-gnu.2.17\"\nbuilder = \"cargo\"\n"),
+        "<p>/Cargo.toml:10:11: `package.metadata.ship.builder`: expected \"zigbuild\" or \"auto\" with a glibc-pinned target \
+         (`x86_64-unknown-linux-gnu.2.17`), found \"cargo\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\nbin = \"nope\"\n"),
+        "<p>/Cargo.toml:9:7: `package.metadata.ship.bin`: expected one of the binaries of package `hello` (`hello`), found \"nope\""
+    );
+}
+
+#[test]
+fn missing_and_empty_environments() {
+    let ship = "[package.metadata.ship.environments.prod]\nhosts = [\"a\"]\n[package.metadata.ship.environments.staging]\nhosts = [\"b\"]\n";
+    let (e, help) = error_with(ship, Some("stagin"));
+    assert_eq!(e, "no environment `stagin` in the ship configuration of package `hello`; configured: `prod`, `staging`");
+    assert_eq!(help.as_deref(), Some("did you mean `staging`?"));
+
+    let (e, help) = error_with("[package.metadata.ship]\n", Some("prod"));
+    assert_eq!(
+        e,
+        "no environment `prod`: package `hello` has no environments configured"
+    );
+    assert_eq!(
+        help.unwrap(),
+        "add one to <p>/Cargo.toml:\n\n    [package.metadata.ship.environments.prod]\n    hosts = [\"deploy@web1.example.com\"]"
+    );
+
+    let (e, help) = error_with(
+        "[package.metadata.ship.environments.prod]\nparallel = 2\n",
+        Some("prod"),
+    );
+    assert_eq!(e, "<p>/Cargo.toml:8:1: `package.metadata.ship.environments.prod.hosts`: missing: environment `prod` has no hosts");
+    assert_eq!(help.unwrap(), "add `hosts = [\"deploy@web1.example.com\"]` to `[package.metadata.ship.environments.prod]`");
+    let (e, _) = error_with(
+        "[package.metadata.ship.environments.prod]\nhosts = []\n",
+        Some("prod"),
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:9:9: `package.metadata.ship.environments.prod.hosts`: expected at least one host like \"deploy@web1.example.com\", found an empty array"
+    );
+}
+
+#[test]
+fn parallel_and_batch() {
+    let env = |extra: &str| {
+        error_with(
+            &format!("[package.metadata.ship.environments.prod]\nhosts = [\"a\"]\n{extra}\n"),
+            Some("prod"),
+        )
+        .0
+    };
+    assert_eq!(
+        env("parallel = 0"),
+        "<p>/Cargo.toml:10:12: `package.metadata.ship.environments.prod.parallel`: expected at least 1, found 0"
+    );
+    for (batch, found) in [
+        ("\"0\"", "\"0\""),
+        ("\"150%\"", "\"150%\""),
+        ("\"abc\"", "\"abc\""),
+        ("0", "0"),
+    ] {
+        assert_eq!(
+            env(&format!("batch = {batch}")),
+            format!(
+                "<p>/Cargo.toml:10:9: `package.metadata.ship.environments.prod.batch`: expected a number of hosts (at least 1), \
+                 a percentage from \"1%\" to \"100%\", or \"all\", found {found}"
+            )
+        );
+    }
+}
+
+#[test]
+fn unit_names_and_environment_variables() {
+    assert_eq!(
+        error("[package.metadata.ship.systemd]\nunit = \"my/unit\"\n"),
+        "<p>/Cargo.toml:9:8: `package.metadata.ship.systemd.unit`: expected a unit name of letters, digits and `_.:-` (no `/` or spaces), found \"my/unit\""
+    );
+    assert!(
+        error("[package.metadata.ship.systemd]\nunit = \"my unit\"\n")
+            .ends_with("found \"my unit\"")
+    );
+    assert_eq!(
+        error("[package.metadata.ship.systemd]\nenvironment = { \"1BAD\" = \"x\" }\n"),
+        "<p>/Cargo.toml:9:17: `package.metadata.ship.systemd.environment.1BAD`: expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `1BAD`"
+    );
+    assert!(
+        error("[package.metadata.ship.systemd]\nenvironment = { \"A-B\" = \"x\" }\n")
+            .ends_with("found `A-B`")
+    );
+}
+
+#[test]
+fn ssh_config_must_exist() {
+    let (e, help) = error_with(
+        "[package.metadata.ship.environments.prod]\nhosts = [\"a\"]\nssh_config = \"deploy/ssh_config\"\n",
+        Some("prod"),
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:10:14: `package.metadata.ship.environments.prod.ssh_config`: the ssh config file `<p>/deploy/ssh_config` does not exist"
+    );
+    assert_eq!(
+        help.unwrap(),
+        "`ssh_config` is relative to the directory of the Cargo.toml that sets it"
+    );
+}
+
+#[test]
+fn errors_in_workspace_fixture_files_are_reported_not_panicked() {
+    let p = hello("[package.metadata.ship\n");
+    let err = config::load(&opts(&p, None)).unwrap_err();
+    assert!(err.to_string().contains("Cargo.toml"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// config show
+
+#[test]
+fn show_renders_text_and_json() {
+    let p = Project::fixture("hello");
+    p.write("ssh_config", "Host demo1\n");
+    p.edit(
+        "Cargo.toml",
+        "ssh_config = \"../../target/ship-demo/ssh_config\"",
+        "ssh_config = \"ssh_config\"",
+    );
+    let c = load(&p, Some("demo"));
+    let (text, json) = config::show(&c);
+    assert!(
+        text.starts_with("# resolved ship configuration of `hello` 0.1.0 ("),
+        "{text}"
+    );
+    assert!(text.contains("environment `demo`\n"), "{text}");
+    for line in [
+        "deploy_to = \"/opt/hello\"",
+        "keep_releases = 3",
+        "[systemd]",
+        "restart_sec = \"1s\"",
+        "[health]",
+        "timeout = \"20s\"",
+        "[environment]",
+        "hosts = [\"root@demo1\"]",
+        "batch = \"all\"",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert_eq!(json["bin"], "hello");
+    assert_eq!(json["keep_releases"], 3);
+    assert_eq!(json["health"]["http"], "http://127.0.0.1:8080/healthz");
+    assert_eq!(json["systemd"]["environment"]["RUST_LOG"], "info");
+    assert_eq!(json["environment"]["hosts"][0], "root@demo1");
+    assert_eq!(json["environment"]["parallel"], 10);
+}
+
+#[test]
+fn config_show_through_the_binary() {
+    let p = Project::fixture("hello");
+    p.write("ssh_config", "Host demo1\n");
+    p.edit(
+        "Cargo.toml",
+        "ssh_config = \"../../target/ship-demo/ssh_config\"",
+        "ssh_config = \"ssh_config\"",
+    );
+    let out = p.ship().args(["config", "show", "demo"]).output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("deploy_to = \"/opt/hello\""), "{all}");
+    assert!(all.contains("root@demo1"), "{all}");
+
+    p.edit("Cargo.toml", "keep_releases = 3", "keep_releases = 0");
+    let out = p.ship().args(["config", "show", "demo"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Cargo.toml:"), "{stderr}");
+    assert!(
+        stderr.contains("`package.metadata.ship.keep_releases`: expected at least 1, found 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn repository_fixtures_load() {
+    let hello = repo_root().join("fixtures/hello/Cargo.toml");
+    let c = config::load(&LoadOptions {
+        manifest_path: Some(hello),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    assert_eq!(c.assets, ["config/default.toml", "static"]);
+    assert!(Path::new(&c.deploy_to).is_absolute());
+}
