@@ -686,3 +686,42 @@ fn repository_fixtures_load() {
     assert_eq!(c.assets, ["config/default.toml", "static"]);
     assert!(Path::new(&c.deploy_to).is_absolute());
 }
+
+/// Every `fixtures/configs/*.toml` sample gives the error written in its `# error:` line.
+#[test]
+fn bad_config_samples() {
+    let dir = repo_root().join("fixtures/configs");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "samples in {}", dir.display());
+    let mut mismatches = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let line = |tag: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(tag))
+                .map(str::to_string)
+        };
+        let expected = line("# error: ").expect("an `# error:` line");
+        let (got, help) = error_with(&text, line("# env: ").as_deref());
+        if got != expected {
+            mismatches.push(format!(
+                "{}:\n  expected {expected}\n  got      {got}",
+                file.display()
+            ));
+        }
+        if let Some(want) = line("# help: ") {
+            if help.as_deref() != Some(want.as_str()) {
+                mismatches.push(format!(
+                    "{}:\n  expected help {want}\n  got help      {help:?}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
