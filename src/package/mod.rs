@@ -34,8 +34,10 @@ use crate::{Error, Result};
 pub const MANIFEST_FILE: &str = "SHIP_MANIFEST.json";
 
 /// zstd level used for every artifact. Always single-threaded: multi-threaded zstd output
-/// depends on the worker count, which would break reproducibility.
-pub const ZSTD_LEVEL: i32 = 19;
+/// depends on the worker count, which would break reproducibility. Measured on a 9 MB stripped
+/// binary: level 10 packs in 0.3 s to 2.29 MB, level 19 takes 4.0 s for 1.98 MB; packing runs
+/// on every build (the sha256 names the artifact), so 10 it is.
+pub const ZSTD_LEVEL: i32 = 10;
 
 /// The largest manifest [`read_manifest`] accepts.
 const MAX_MANIFEST: u64 = 16 << 20;
@@ -121,10 +123,7 @@ pub fn build_artifact(config: &Config, ui: &Ui) -> Result<Artifact> {
         source.built_at.max(0) as u64,
         &what,
     )?;
-    ui.status(
-        if artifact.reused { "Fresh" } else { "Packed" },
-        format!("{}", artifact.path.display()),
-    );
+    // Rendered as `Packed <path> (size, sha256)`, or `Fresh` when reused.
     ui.emit(Event::Artifact {
         path: artifact.path.display().to_string(),
         size: artifact.size,
@@ -185,6 +184,20 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
         return serde_json::from_str(&text).map_err(|e| damaged(format!("{MANIFEST_FILE}: {e}")));
     }
     Err(damaged(format!("it has no {MANIFEST_FILE}")))
+}
+
+/// Opens an existing artifact file (`deploy --artifact`): its sha256, size and manifest.
+/// `reused` is true: nothing was built.
+pub fn open_artifact(path: &Path) -> Result<Artifact> {
+    let manifest = read_manifest(path)?;
+    let (sha256, size) = hash_file(path).map_err(|e| Error::io("read the artifact", path, e))?;
+    Ok(Artifact {
+        path: path.to_path_buf(),
+        sha256,
+        size,
+        manifest,
+        reused: true,
+    })
 }
 
 /// One entry of the release root, keyed by its relative path.
@@ -740,6 +753,11 @@ mod tests {
         let files: Vec<_> = a.manifest.files.keys().cloned().collect();
         assert_eq!(files, ["app", "run.sh", "static/css/site.css"]);
         assert_eq!(read_manifest(&a.path).unwrap(), a.manifest);
+        let opened = open_artifact(&a.path).unwrap();
+        assert_eq!(
+            (opened.sha256, opened.size, opened.manifest),
+            (a.sha256.clone(), a.size, a.manifest.clone())
+        );
     }
 
     #[test]

@@ -454,7 +454,12 @@ fn symlinks_in_assets_are_refused() {
 #[test]
 fn cross_without_a_container_engine_says_so() {
     if cargo_ship::build::container_engine().is_some() {
-        eprintln!("note: a container engine runs here; the no-engine error is not checked");
+        // With an engine, cross is picked rather than refused; the refusal needs a machine without.
+        let target = Target::parse("aarch64-unknown-linux-gnu").unwrap();
+        let picked =
+            cargo_ship::build::select_builder(BuilderKind::Cross, &target, "x86_64", || true)
+                .unwrap();
+        assert_eq!(picked.builder, BuilderKind::Cross);
         return;
     }
     let project = Project::fixture("hello");
