@@ -1,8 +1,589 @@
-//! `cargo ship deploy`.
+//! `cargo ship deploy <env>`: connect, preflight + lock, stage everywhere, switch in batches
+//! (restart + verify each host; roll an unhealthy host back at once), then finish (log, prune,
+//! unlock) — or, when a batch fails, put the other hosts back too (unless `--keep-switched`).
+//!
+//! Per host that is one SSH connection and about six remote commands: preflight, (upload),
+//! stage, switch, probe, verify, finish.
+
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, HostSpec};
+use crate::fleet;
+use crate::health;
+use crate::hooks::HookEnv;
+use crate::journal::{self, HostState, Revision};
+use crate::layout::{self, Layout};
+use crate::lock;
+use crate::package::{self, Artifact};
+use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
+use crate::remote::script::{parse_kv, Script, EXIT_LOCKED};
+use crate::remote::session::Connection;
+use crate::remote::transfer::{self, Encoding, Payload};
+use crate::steps::{self, RevertInput, StageInput};
+use crate::systemd;
+use crate::target::Target;
+use crate::ui::{Event, HostRow, Tone, Ui};
+use crate::{Error, Result};
+
 /// Options of `cargo ship deploy`.
 #[derive(Debug, Clone, Default)]
-pub struct DeployOptions { pub artifact: Option<PathBuf>, pub dry_run: bool, pub force: bool, pub lock_wait: Option<Duration>, pub keep_switched: bool, pub hosts: Vec<String> }
-/// Deploys.
-pub async fn deploy(_c: &crate::config::Config, _o: &DeployOptions, _ui: &crate::ui::Ui) -> crate::Result<()> { Err(crate::Error::usage("deploy: in progress", None)) }
+pub struct DeployOptions {
+    /// Deploy this artifact instead of building.
+    pub artifact: Option<PathBuf>,
+    /// Print the plan; change nothing.
+    pub dry_run: bool,
+    /// Deploy even a ghost (an artifact that failed its health check before).
+    pub force: bool,
+    /// Wait this long for another deploy's lock.
+    pub lock_wait: Option<Duration>,
+    /// After a failed batch, leave earlier batches on the new release.
+    pub keep_switched: bool,
+    /// Only these hosts.
+    pub hosts: Vec<String>,
+}
+
+/// Everything decided before the first host is touched.
+struct Plan<'a> {
+    config: &'a Config,
+    artifact: Artifact,
+    release: String,
+    holder: String,
+    lock_wait: Duration,
+    requirements: Requirements,
+    env_name: String,
+    payloads: Mutex<HashMap<&'static str, Payload>>,
+}
+
+/// One host during a deploy.
+struct HostRun {
+    conn: Arc<Connection>,
+    started: Instant,
+    state: HostState,
+    facts: Facts,
+    cached: Vec<String>,
+    /// `current` before the switch (None on a first deploy).
+    previous: Option<String>,
+    outcome: Option<(String, Option<String>)>,
+}
+
+/// Deploys the package's artifact to the environment.
+pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()> {
+    let env = config.env()?;
+    let hosts = fleet::select_hosts(env, &opts.hosts)?;
+    let artifact = obtain_artifact(config, opts, ui)?;
+    let plan = Plan {
+        config,
+        release: layout::new_release_id(chrono::Utc::now()),
+        holder: lock::holder(&format!("cargo ship deploy {}", env.name)),
+        lock_wait: opts.lock_wait.unwrap_or_default(),
+        requirements: requirements(&artifact, opts.force)?,
+        env_name: env.name.clone(),
+        artifact,
+        payloads: Mutex::new(HashMap::new()),
+    };
+    if opts.dry_run {
+        return dry_run(&plan, &hosts, ui);
+    }
+    ui.status(
+        "Deploying",
+        format!(
+            "{} v{} ({}) to {} ({} host{}) as release {}",
+            plan.artifact.manifest.bin,
+            plan.artifact.manifest.version,
+            plan.artifact.short_sha(),
+            env.name,
+            hosts.len(),
+            if hosts.len() == 1 { "" } else { "s" },
+            plan.release
+        ),
+    );
+
+    // 1. Connect and 2. preflight + lock, everywhere, before changing anything.
+    let mut runs = open_and_lock(&plan, &hosts, ui).await?;
+
+    // 3.-5. Stage, switch, verify, finish; Ctrl-C puts every host back as it was.
+    let result = tokio::select! {
+        r = rollout(&plan, &mut runs, opts, ui) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted { detail: String::new() }),
+    };
+    let result = match result {
+        Err(Error::Interrupted { .. }) => {
+            ui.step(None, "Interrupted", "putting every host back as it was", Tone::Warning);
+            let undone = undo_all(&plan, &mut runs, ui).await;
+            Err(Error::Interrupted {
+                detail: format!(": {undone} host(s) restored to their previous release and unlocked"),
+            })
+        }
+        other => other,
+    };
+    let rows = runs.iter().map(|r| r.row(&plan)).collect();
+    ui.emit(Event::Summary { operation: "deploy".into(), hosts: rows });
+    close_all(runs).await;
+    result
+}
+
+fn obtain_artifact(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Artifact> {
+    match &opts.artifact {
+        Some(path) => package::open_artifact(path),
+        None => tokio::task::block_in_place(|| package::build_artifact(config, ui)),
+    }
+}
+
+fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {
+    let m = &artifact.manifest;
+    let target = Target::parse(&m.target).map_err(|e| {
+        Error::usage(format!("the artifact's manifest names an invalid target: expected {e}"), None)
+    })?;
+    let unpacked: u64 = m.files.values().map(|f| f.size).sum();
+    Ok(Requirements {
+        machine: target.uname_machine().to_string(),
+        glibc: m.glibc_required.clone(),
+        target: m.target.clone(),
+        disk_kib: (artifact.size + unpacked) * 12 / 10 / 1024 + 1024,
+        artifact_sha: Some(artifact.sha256.clone()),
+        force,
+    })
+}
+
+async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<Vec<HostRun>> {
+    let env = plan.config.env()?;
+    let script = steps::preflight(plan.config, Some(&plan.requirements), &plan.holder, plan.lock_wait);
+    let results = fleet::bounded(hosts.to_vec(), env.parallel, |spec| {
+        let script = &script;
+        async move {
+            let started = Instant::now();
+            let conn = match Connection::open(&spec, env, ui).await {
+                Ok(c) => Arc::new(c),
+                Err(e) => return Err((None, e)),
+            };
+            ui.host(conn.host(), "Connected", "checking the host and taking the deploy lock");
+            let out = match conn.run(script).await {
+                Ok(o) => o,
+                Err(e) => return Err((Some(conn), e)),
+            };
+            let error = match out.status {
+                0 => None,
+                EXIT_LOCKED => {
+                    let holder = parse_kv(&out.stdout).get("holder").cloned().unwrap_or_else(|| "unknown".into());
+                    Some(Error::Locked { host: spec.to_string(), holder })
+                }
+                EXIT_PREFLIGHT => Some(Error::Preflight {
+                    host: spec.to_string(),
+                    problem: Facts::parse(&out.stdout).problems.join("; "),
+                    help: Some("nothing was changed on this host".into()),
+                }),
+                _ => Some(conn.remote_error(script, &out)),
+            };
+            if let Some(e) = error {
+                return Err((Some(conn), e));
+            }
+            for id in parse_kv_all(&out.stdout, "cleared") {
+                ui.host(conn.host(), "Cleared", format!("unfinished release {id} left by an interrupted deploy"));
+            }
+            Ok(HostRun {
+                started,
+                state: HostState::parse(&out.stdout),
+                facts: Facts::parse(&out.stdout),
+                cached: parse_kv_all(&out.stdout, "cached"),
+                previous: None,
+                outcome: None,
+                conn,
+            })
+        }
+    })
+    .await;
+
+    let (mut ok, mut errors, mut locked_elsewhere) = (Vec::new(), Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(run) => ok.push(run),
+            Err((conn, e)) => {
+                if let Some(c) = conn {
+                    locked_elsewhere.push(c);
+                }
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        return Ok(ok);
+    }
+    // Nothing has changed anywhere: release the locks we took and report every problem.
+    let layout = Layout::new(&plan.config.deploy_to);
+    fleet::bounded(ok.iter().map(|r| r.conn.clone()).collect(), env.parallel, |conn| {
+        let layout = layout.clone();
+        async move {
+            let mut s = Script::new("release the deploy lock");
+            lock::release(&mut s, &layout);
+            let _ = conn.run(&s).await;
+        }
+    })
+    .await;
+    for e in &errors {
+        ui.step(None, "error", e.to_string(), Tone::Error);
+    }
+    let total = hosts.len();
+    close_all(ok).await;
+    for c in locked_elsewhere {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new())
+}
+
+fn parse_kv_all(stdout: &str, key: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+        .collect()
+}
+
+/// Stage everywhere, then switch batch by batch; finish or put hosts back.
+async fn rollout(plan: &Plan<'_>, runs: &mut [HostRun], opts: &DeployOptions, ui: &Ui) -> Result<()> {
+    let env = plan.config.env()?;
+    let total = runs.len();
+
+    // 3. Stage on every host before switching any.
+    let staged = fleet::bounded(runs.iter().collect(), env.parallel, |run| stage_host(plan, run, ui)).await;
+    let errors: Vec<Error> = staged.into_iter().filter_map(|r| r.err()).collect();
+    if !errors.is_empty() {
+        for r in runs.iter_mut() {
+            r.outcome = Some(("aborted".into(), Some("staging failed on a host; nothing was switched".into())));
+        }
+        undo_all(plan, runs, ui).await;
+        return fleet::fail_if_any("stage", total, errors);
+    }
+
+    // 4. Switch in batches.
+    let size = env.batch.size(total);
+    let mut failed: Vec<Error> = Vec::new();
+    let mut switched_ok: Vec<usize> = Vec::new();
+    let indices: Vec<usize> = (0..total).collect();
+    for (b, batch) in indices.chunks(size).enumerate() {
+        if size < total {
+            ui.status("Batch", format!("{} of {}: {} host(s)", b + 1, total.div_ceil(size), batch.len()));
+        }
+        let results = fleet::bounded(batch.to_vec(), env.parallel, |i| {
+            let run = &runs[i];
+            async move { (i, switch_host(plan, run, ui).await) }
+        })
+        .await;
+        for (i, r) in results {
+            match r {
+                Ok(prev) => {
+                    runs[i].previous = prev;
+                    switched_ok.push(i);
+                }
+                Err((prev, outcome, e)) => {
+                    runs[i].previous = prev;
+                    runs[i].outcome = Some(outcome);
+                    failed.push(e);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            break;
+        }
+    }
+
+    if failed.is_empty() {
+        // 5. Finish: revisions.log, prune, unlock.
+        let results = fleet::bounded(runs.iter().collect(), env.parallel, |run| finish_host(plan, run, ui)).await;
+        for (run, r) in runs.iter_mut().zip(results) {
+            run.outcome = Some(match r {
+                Ok(()) => ("deployed".into(), None),
+                Err(e) => {
+                    failed.push(e);
+                    ("failed".into(), Some("deployed, but recording it failed".into()))
+                }
+            });
+        }
+        ui.status("Finished", format!("release {} is live on {} host(s)", plan.release, total));
+        return fleet::fail_if_any("deploy", total, failed);
+    }
+
+    // A batch failed: stop the rollout.
+    let reason = format!("rollout stopped: {}", fleet::first_line(&failed[0].to_string()));
+    for i in 0..total {
+        if runs[i].outcome.is_some() {
+            continue; // already reverted by its own failure
+        }
+        let run = &runs[i];
+        let outcome = if switched_ok.contains(&i) {
+            if opts.keep_switched {
+                match finish_host(plan, run, ui).await {
+                    Ok(()) => ("deployed".into(), Some("kept on the new release (--keep-switched)".into())),
+                    Err(e) => ("failed".into(), Some(e.to_string())),
+                }
+            } else {
+                ui.host(run.conn.host(), "Reverting", format!("to {} ({reason})", run.previous.as_deref().unwrap_or("nothing")));
+                match revert_host(plan, run, &reason, false, ui).await {
+                    Ok(_) => ("rolled back".into(), Some("the rollout stopped on another host".into())),
+                    Err(e) => ("failed".into(), Some(e.to_string())),
+                }
+            }
+        } else {
+            let _ = run.conn.run(&steps::abort(plan.config, &plan.release)).await;
+            ("skipped".into(), Some("not switched: the rollout stopped".into()))
+        };
+        runs[i].outcome = Some(outcome);
+    }
+    fleet::fail_if_any("deploy", total, failed)
+}
+
+async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
+    let layout = Layout::new(&plan.config.deploy_to);
+    let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
+    let payload = payload(plan, encoding)?;
+    if run.cached.iter().any(|c| c == encoding.ext()) {
+        ui.host(run.conn.host(), "Cached", format!("artifact {} is already on the host, nothing to upload", plan.artifact.short_sha()));
+    } else {
+        if encoding != Encoding::Zstd {
+            ui.host(run.conn.host(), "Recoding", format!("the host has no zstd: sending a {} instead", encoding.ext()));
+        }
+        transfer::upload(&run.conn, &payload, &layout.artifact(&plan.artifact.sha256, encoding.ext()), ui).await?;
+        ui.host(run.conn.host(), "Uploaded", format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()));
+    }
+    let host = run.conn.host().to_string();
+    let prev = run.state.current.clone().unwrap_or_default();
+    let rel_dir = layout.release(&plan.release);
+    let input = StageInput {
+        release: &plan.release,
+        artifact_sha: &plan.artifact.sha256,
+        encoding,
+        sent_sha: &payload.sha256,
+        manifest: &plan.artifact.manifest,
+        hook_env: hook_env(plan, &host, &rel_dir, &prev),
+    };
+    run.conn.run_ok(&steps::stage(plan.config, &input)).await?;
+    ui.host(&host, "Staged", format!("release {}", plan.release));
+    Ok(())
+}
+
+fn hook_env<'a>(plan: &'a Plan<'_>, host: &'a str, release_dir: &'a str, previous: &'a str) -> HookEnv<'a> {
+    HookEnv {
+        release: &plan.release,
+        release_dir,
+        deploy_to: &plan.config.deploy_to,
+        previous,
+        version: &plan.artifact.manifest.version,
+        environment: &plan.env_name,
+        host,
+    }
+}
+
+/// The payload for an encoding, prepared once per deploy.
+fn payload(plan: &Plan<'_>, encoding: Encoding) -> Result<Payload> {
+    let mut cache = plan.payloads.lock().expect("payload cache");
+    if let Some(p) = cache.get(encoding.ext()) {
+        return Ok(p.clone());
+    }
+    let p = tokio::task::block_in_place(|| Payload::prepare(&plan.artifact.path, encoding))?;
+    cache.insert(encoding.ext(), p.clone());
+    Ok(p)
+}
+
+type SwitchFailure = (Option<String>, (String, Option<String>), Error);
+
+/// Switch, probe, verify. On failure the host is rolled back here and then.
+async fn switch_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> std::result::Result<Option<String>, SwitchFailure> {
+    let host = run.conn.host().to_string();
+    let script = steps::switch(plan.config, &plan.release);
+    let out = run.conn.run(&script).await.map_err(|e| (run.state.current.clone(), ("failed".into(), Some(e.to_string())), e))?;
+    let kv = parse_kv(&out.stdout);
+    let previous = kv.get("previous").filter(|p| !p.is_empty()).cloned();
+    ui.host(&host, "Switched", format!("current -> {} (was {})", plan.release, previous.as_deref().unwrap_or("nothing")));
+    let verdict = if out.status != 0 {
+        Err(format!("the service did not start: {}", out.tail(3).replace('\n', " ")))
+    } else {
+        let invocation = kv.get("new_invocation").cloned().unwrap_or_default();
+        let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+        let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
+        health::verify_release(plan.config, &run.conn, &plan.release, &invocation, &env, ui).await
+    };
+    match verdict {
+        Ok(()) => {
+            ui.host(&host, "Healthy", format!("release {} (v{})", plan.release, plan.artifact.manifest.version));
+            Ok(previous)
+        }
+        Err(reason) => {
+            ui.step(Some(&host), "Unhealthy", format!("release {}: {reason}", plan.release), Tone::Error);
+            let mut r = HostRun { previous: previous.clone(), ..run.clone_for_revert() };
+            r.previous = previous.clone();
+            match revert_host(plan, &r, &reason, true, ui).await {
+                Ok(journal) => {
+                    let restored = previous.clone().unwrap_or_else(|| "nothing (first deploy: the unit was stopped)".into());
+                    let e = Error::Unhealthy { host: host.clone(), release: plan.release.clone(), reason: reason.clone(), restored: restored.clone(), journal: journal.clone() };
+                    if !journal.trim().is_empty() {
+                        ui.emit(Event::Output {
+                            kind: "journal".into(),
+                            text: format!("--- last journal lines of {} on {host} ---\n{}", systemd::unit_name(plan.config), journal.trim_end()),
+                            data: serde_json::json!({ "host": host, "unit": systemd::unit_name(plan.config), "lines": journal.lines().collect::<Vec<_>>() }),
+                        });
+                    }
+                    Err((previous, ("rolled back".into(), Some(reason)), e))
+                }
+                Err(e) => Err((previous, ("failed".into(), Some(format!("{reason}; the rollback failed too: {e}"))), e)),
+            }
+        }
+    }
+}
+
+/// Rolls one host back to `run.previous`; returns the journal lines captured from the failure.
+async fn revert_host(plan: &Plan<'_>, run: &HostRun, reason: &str, ghost: bool, ui: &Ui) -> Result<String> {
+    let log = Revision {
+        action: if ghost { "auto-rollback" } else { "rollback" },
+        release: &plan.release,
+        version: Some(&plan.artifact.manifest.version),
+        artifact: Some(&plan.artifact.sha256),
+        git: plan.artifact.manifest.git_commit.as_deref(),
+        result: if ghost { "unhealthy" } else { "reverted" },
+    }
+    .line(chrono::Utc::now(), &journal::who());
+    let input = RevertInput {
+        failed: &plan.release,
+        previous: run.previous.as_deref(),
+        ghost: ghost.then_some(plan.artifact.sha256.as_str()),
+        reason,
+        log_line: &log,
+        journal_lines: 30,
+    };
+    let out = run.conn.run_ok(&steps::revert(plan.config, &input)).await?;
+    let (_, journal) = systemd::split_journal(&out);
+    if let (Some(prev), Some(target)) = (&run.previous, health::http_target(plan.config)?) {
+        if let Err(e) = health::wait_http(&run.conn, &target, plan.config.health.timeout).await {
+            ui.step(Some(run.conn.host()), "warning", format!("rolled back to {prev}, but it is not answering either: {e}"), Tone::Warning);
+        }
+    }
+    ui.host(run.conn.host(), "Rolled back", format!("to {}", run.previous.as_deref().unwrap_or("nothing (unit stopped)")));
+    Ok(journal.to_string())
+}
+
+async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+    let mut state = run.state.clone();
+    if !state.releases.contains(&plan.release) {
+        state.releases.push(plan.release.clone());
+        state.releases.sort();
+    }
+    state.current = Some(plan.release.clone());
+    let prune = state.prune_candidates(plan.config.keep_releases);
+    let log = Revision {
+        action: "deploy",
+        release: &plan.release,
+        version: Some(&plan.artifact.manifest.version),
+        artifact: Some(&plan.artifact.sha256),
+        git: plan.artifact.manifest.git_commit.as_deref(),
+        result: "ok",
+    }
+    .line(chrono::Utc::now(), &journal::who());
+    run.conn.run_ok(&steps::finish(plan.config, &log, &prune)).await?;
+    Ok(())
+}
+
+/// Undoes the deploy on every host still locked by it (after Ctrl-C or a failed stage).
+async fn undo_all(plan: &Plan<'_>, runs: &mut [HostRun], _ui: &Ui) -> usize {
+    let script = steps::abort(plan.config, &plan.release);
+    let env_parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
+    let results = fleet::bounded(runs.iter().map(|r| r.conn.clone()).collect(), env_parallel, |conn| {
+        let script = &script;
+        async move { conn.run(script).await }
+    })
+    .await;
+    let mut n = 0;
+    for (run, r) in runs.iter_mut().zip(results) {
+        if run.outcome.is_none() {
+            run.outcome = Some(("interrupted".into(), None));
+        }
+        if matches!(r, Ok(ref o) if o.status == 0) {
+            n += 1;
+        }
+    }
+    n
+}
+
+impl HostRun {
+    fn clone_for_revert(&self) -> HostRun {
+        HostRun {
+            conn: self.conn.clone(),
+            started: self.started,
+            state: self.state.clone(),
+            facts: self.facts.clone(),
+            cached: self.cached.clone(),
+            previous: self.previous.clone(),
+            outcome: None,
+        }
+    }
+
+    fn row(&self, plan: &Plan<'_>) -> HostRow {
+        let (outcome, detail) = self.outcome.clone().unwrap_or_else(|| ("unknown".into(), None));
+        let (release, version) = match outcome.as_str() {
+            "deployed" => (Some(plan.release.clone()), Some(plan.artifact.manifest.version.clone())),
+            _ => (self.previous.clone().or(self.state.current.clone()), None),
+        };
+        HostRow {
+            outcome,
+            release,
+            version,
+            millis: self.started.elapsed().as_millis() as u64,
+            detail,
+            ..fleet::row(&self.conn)
+        }
+    }
+}
+
+async fn close_all(runs: Vec<HostRun>) {
+    for r in runs {
+        if let Ok(c) = Arc::try_unwrap(r.conn) {
+            c.close().await;
+        }
+    }
+}
+
+/// `--dry-run`: every script and transfer a deploy would run on each host, touching nothing.
+fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
+    let layout = Layout::new(&plan.config.deploy_to);
+    let release_dir = layout.release(&plan.release);
+    ui.status("Dry run", format!("deploy of release {} to {} host(s); nothing will be changed", plan.release, hosts.len()));
+    let stage_in = StageInput {
+        release: &plan.release,
+        artifact_sha: &plan.artifact.sha256,
+        encoding: Encoding::Zstd,
+        sent_sha: &plan.artifact.sha256,
+        manifest: &plan.artifact.manifest,
+        hook_env: hook_env(plan, "<host>", &release_dir, "<previous>"),
+    };
+    let finish_log = Revision { action: "deploy", release: &plan.release, version: Some(&plan.artifact.manifest.version), artifact: Some(&plan.artifact.sha256), git: plan.artifact.manifest.git_commit.as_deref(), result: "ok" }
+        .line(chrono::Utc::now(), &journal::who());
+    let scripts = [
+        steps::preflight(plan.config, Some(&plan.requirements), &plan.holder, plan.lock_wait),
+        {
+            let mut s = Script::new(format!(
+                "upload {} ({} bytes) by SFTP to {} unless the host has it (hosts without zstd get a .tar.gz or .tar)",
+                plan.artifact.path.display(),
+                plan.artifact.size,
+                layout.artifact(&plan.artifact.sha256, "tar.zst")
+            ));
+            s.lines(": sftp upload");
+            s
+        },
+        steps::stage(plan.config, &stage_in),
+        steps::switch(plan.config, &plan.release),
+        steps::verify(plan.config, &plan.release, "<invocation id from the switch>", &stage_in.hook_env),
+        steps::finish(plan.config, &finish_log, &["<releases beyond keep_releases>".to_string()][..0]),
+    ];
+    for h in hosts {
+        for s in &scripts {
+            ui.emit(Event::Script { host: h.to_string(), purpose: s.purpose().to_string(), script: s.render_redacted()? });
+        }
+        if let Some(url) = &plan.config.health.http {
+            ui.emit(Event::Script { host: h.to_string(), purpose: format!("probe {url} through the ssh connection until 2xx"), script: String::new() });
+        }
+    }
+    Ok(())
+}

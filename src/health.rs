@@ -65,17 +65,16 @@ pub async fn wait_http(conn: &Connection, target: &HttpTarget, timeout: Duration
     let url = format!("http://{}{}", forward.local, target.path);
     let host_header = format!("{}:{}", target.host, target.port);
     let deadline = Instant::now() + timeout;
-    let mut last = String::from("no answer yet");
     let outcome = loop {
         let (u, h) = (url.clone(), host_header.clone());
         let probe = tokio::task::spawn_blocking(move || probe_once(&u, &h))
             .await
             .unwrap_or_else(|e| Probe::NoAnswer(e.to_string()));
-        match probe {
+        let last = match probe {
             Probe::Healthy(code) => break Ok(code),
-            Probe::Status(code, body) => last = format!("GET {} answered {code}: {}", target.path, body.trim()),
-            Probe::NoAnswer(e) => last = format!("GET {} got no answer: {e}", target.path),
-        }
+            Probe::Status(code, body) => format!("GET {} answered {code}: {}", target.path, body.trim()),
+            Probe::NoAnswer(e) => format!("GET {} got no answer: {e}", target.path),
+        };
         if Instant::now() >= deadline {
             break Err(last);
         }
@@ -116,6 +115,30 @@ pub fn command_check(script: &mut Script, release_dir: &str, command: &str, time
     script.line("    echo 'health command failed:' {} >&2; tail -n 5 /tmp/.ship-health.$$ >&2; rm -f /tmp/.ship-health.$$; exit 78", &[command]);
     script.lines("  fi; sleep 0.5");
     script.lines("done; rm -f /tmp/.ship-health.$$");
+}
+
+/// After a switch: the HTTP check (if configured) within `timeout`, then the settle period in
+/// which the process started by the switch (`invocation`) must stay active, then the
+/// after_switch hooks. Returns why the release is not healthy.
+pub async fn verify_release(
+    config: &crate::config::Config,
+    conn: &Connection,
+    release: &str,
+    invocation: &str,
+    hook_env: &crate::hooks::HookEnv<'_>,
+    ui: &crate::ui::Ui,
+) -> std::result::Result<(), String> {
+    let started = Instant::now();
+    if let Some(target) = http_target(config).map_err(|e| e.to_string())? {
+        let code = wait_http(conn, &target, config.health.timeout).await?;
+        ui.detail("Probed", format!("{}: {} answered {code} after {:.1}s", conn.host(), target.path, started.elapsed().as_secs_f64()));
+    }
+    let script = crate::steps::verify(config, release, invocation, hook_env);
+    let out = conn.run(&script).await.map_err(|e| e.to_string())?;
+    if out.status != 0 {
+        return Err(out.tail(3).replace('\n', " "));
+    }
+    Ok(())
 }
 
 /// Turns a failed check into the reason shown to users.

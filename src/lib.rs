@@ -26,6 +26,7 @@ pub mod prune;
 pub mod remote;
 pub mod rollback;
 pub mod status;
+pub mod steps;
 pub mod systemd;
 pub mod target;
 pub mod ui;

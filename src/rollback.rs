@@ -1,7 +1,188 @@
-//! `cargo ship rollback`.
+//! `cargo ship rollback <env> [--to <release>]`: flip `current` back to the previous good
+//! release (or a named one) on every host, restart and verify, with no build and no upload.
+//! If the release rolled back to is not healthy either, the host is put back where it was and
+//! the command fails, saying so.
+
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::config::Config;
+use crate::fleet;
+use crate::health;
+use crate::hooks::HookEnv;
+use crate::journal::{self, HostState, Revision};
+use crate::layout::Layout;
+use crate::lock;
+use crate::remote::script::{parse_kv, Script, EXIT_LOCKED};
+use crate::remote::session::Connection;
+use crate::steps::{self, RevertInput};
+use crate::ui::{Event, HostRow, Tone, Ui};
+use crate::{Error, Result};
+
 /// Options of `cargo ship rollback`.
 #[derive(Debug, Clone, Default)]
-pub struct RollbackOptions { pub to: Option<String>, pub dry_run: bool, pub lock_wait: Option<Duration>, pub hosts: Vec<String> }
-/// Rolls back.
-pub async fn rollback(_c: &crate::config::Config, _o: &RollbackOptions, _ui: &crate::ui::Ui) -> crate::Result<()> { Err(crate::Error::usage("rollback: in progress", None)) }
+pub struct RollbackOptions {
+    /// The release to return to (default: the newest good release older than `current`).
+    pub to: Option<String>,
+    /// Print what would run; change nothing.
+    pub dry_run: bool,
+    /// Wait this long for another deploy's lock.
+    pub lock_wait: Option<Duration>,
+    /// Only these hosts.
+    pub hosts: Vec<String>,
+}
+
+/// Rolls every selected host back.
+pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Result<()> {
+    let env = config.env()?;
+    let holder = lock::holder(&format!("cargo ship rollback {}", env.name));
+    let lock_wait = opts.lock_wait.unwrap_or_default();
+    if opts.dry_run {
+        for h in fleet::select_hosts(env, &opts.hosts)? {
+            let target = opts.to.clone().unwrap_or_else(|| "<the release before current>".into());
+            for s in [steps::preflight(config, None, &holder, lock_wait), steps::switch(config, &target)] {
+                ui.emit(Event::Script { host: h.to_string(), purpose: s.purpose().into(), script: s.render_redacted()? });
+            }
+        }
+        return Ok(());
+    }
+    let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
+        let holder = holder.clone();
+        async move { rollback_host(config, &conn, opts, &holder, lock_wait, ui).await }
+    })
+    .await;
+    fleet::summarize("rollback", results, ui)
+}
+
+/// Takes the lock and reads the host's state; maps a held lock to [`Error::Locked`].
+pub async fn lock_and_read(config: &Config, conn: &Connection, holder: &str, wait: Duration) -> Result<HostState> {
+    let script = steps::preflight(config, None, holder, wait);
+    let out = conn.run(&script).await?;
+    match out.status {
+        0 => Ok(HostState::parse(&out.stdout)),
+        EXIT_LOCKED => Err(Error::Locked {
+            host: conn.host().to_string(),
+            holder: parse_kv(&out.stdout).get("holder").cloned().unwrap_or_else(|| "unknown".into()),
+        }),
+        _ => Err(conn.remote_error(&script, &out)),
+    }
+}
+
+/// Releases the lock (used when a flow stops early on a host).
+pub async fn unlock_quietly(config: &Config, conn: &Connection) {
+    let mut s = Script::new("release the deploy lock");
+    lock::release(&mut s, &Layout::new(&config.deploy_to));
+    let _ = conn.run(&s).await;
+}
+
+async fn rollback_host(config: &Config, conn: &Arc<Connection>, opts: &RollbackOptions, holder: &str, wait: Duration, ui: &Ui) -> Result<HostRow> {
+    let host = conn.host().to_string();
+    let state = lock_and_read(config, conn, holder, wait).await?;
+    let target = match choose_target(&state, opts.to.as_deref()) {
+        Ok(t) => t,
+        Err(problem) => {
+            unlock_quietly(config, conn).await;
+            return Err(Error::Usage { message: format!("{host}: cannot roll back: {problem}"), help: Some("run `cargo ship releases <env>` to see the releases on each host".into()) });
+        }
+    };
+    let from = state.current.clone();
+    if from.as_deref() == Some(target.as_str()) {
+        unlock_quietly(config, conn).await;
+        ui.host(&host, "Unchanged", format!("release {target} is already current"));
+        return Ok(HostRow { outcome: "unchanged".into(), release: Some(target), ..fleet::row(conn) });
+    }
+    ui.host(&host, "Rolling back", format!("{} -> {target}", from.as_deref().unwrap_or("nothing")));
+    let out = conn.run(&steps::switch(config, &target)).await?;
+    let kv = parse_kv(&out.stdout);
+    let layout = Layout::new(&config.deploy_to);
+    let rel_dir = layout.release(&target);
+    let env_name = config.env()?.name.clone();
+    let hook_env = HookEnv {
+        release: &target,
+        release_dir: &rel_dir,
+        deploy_to: &config.deploy_to,
+        previous: from.as_deref().unwrap_or(""),
+        version: "",
+        environment: &env_name,
+        host: &host,
+    };
+    let verdict = if out.status != 0 {
+        Err(format!("the service did not start: {}", out.tail(3).replace('\n', " ")))
+    } else {
+        let invocation = kv.get("new_invocation").cloned().unwrap_or_default();
+        health::verify_release(config, conn, &target, &invocation, &hook_env, ui).await
+    };
+    let who = journal::who();
+    match verdict {
+        Ok(()) => {
+            let log = Revision { action: "rollback", release: &target, version: None, artifact: None, git: None, result: "ok" }.line(chrono::Utc::now(), &who);
+            conn.run_ok(&steps::finish(config, &log, &[])).await?;
+            ui.host(&host, "Rolled back", format!("to release {target}"));
+            Ok(HostRow { outcome: "rolled back to".into(), release: Some(target), ..fleet::row(conn) })
+        }
+        Err(reason) => {
+            ui.step(Some(&host), "Unhealthy", format!("release {target}: {reason}"), Tone::Error);
+            let log = Revision { action: "rollback", release: &target, version: None, artifact: None, git: None, result: "unhealthy" }.line(chrono::Utc::now(), &who);
+            let input = RevertInput { failed: &target, previous: from.as_deref(), ghost: None, reason: &reason, log_line: &log, journal_lines: 30 };
+            let out = conn.run_ok(&steps::revert(config, &input)).await?;
+            let (_, journal) = crate::systemd::split_journal(&out);
+            Err(Error::Unhealthy {
+                host,
+                release: target,
+                reason,
+                restored: from.unwrap_or_else(|| "nothing".into()),
+                journal: journal.to_string(),
+            })
+        }
+    }
+}
+
+/// The release to roll back to: `--to` (must be a finished, not failed release) or the newest
+/// good release older than `current`.
+pub fn choose_target(state: &HostState, to: Option<&str>) -> std::result::Result<String, String> {
+    match to {
+        Some(id) => {
+            if !state.releases.iter().any(|r| r == id) {
+                return Err(format!("there is no release {id} (releases: {})", list(&state.releases)));
+            }
+            if state.unfinished.iter().any(|r| r == id) {
+                return Err(format!("release {id} was never fully staged"));
+            }
+            if state.failed.iter().any(|r| r == id) {
+                return Err(format!("release {id} is marked failed"));
+            }
+            Ok(id.to_string())
+        }
+        None => state.rollback_target().ok_or_else(|| match &state.current {
+            None => "nothing is deployed here yet".to_string(),
+            Some(c) => format!("no good release older than the current one ({c}) is left on the host"),
+        }),
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chooses_targets() {
+        let s = HostState {
+            current: Some("3".into()),
+            releases: vec!["1".into(), "2".into(), "3".into()],
+            failed: vec!["2".into()],
+            ..Default::default()
+        };
+        assert_eq!(choose_target(&s, None).unwrap(), "1");
+        assert_eq!(choose_target(&s, Some("2")).unwrap_err(), "release 2 is marked failed");
+        assert_eq!(choose_target(&s, Some("9")).unwrap_err(), "there is no release 9 (releases: 1, 2, 3)");
+        assert_eq!(choose_target(&HostState::default(), None).unwrap_err(), "nothing is deployed here yet");
+    }
+}
