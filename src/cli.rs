@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cargo_ship::config::{self, LoadOptions};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
-use cargo_ship::{deploy, lock, package, prune, rollback, status, Result};
+use cargo_ship::{deploy, init, lock, package, prune, rollback, status, Result};
 
 /// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
 #[derive(Debug, Parser)]
@@ -302,12 +302,18 @@ impl Ship {
                 lock::unlock(&config, &hosts, ui).await
             }
             Command::Init { package, force } => {
-                let _ = (package, force);
-                Err(cargo_ship::Error::usage("init: wiring pending", None))
+                let opts = init::InitOptions {
+                    manifest_path: package.manifest.manifest_path.clone(),
+                    package: package.package.clone(),
+                    force,
+                };
+                init::init(&opts, ui).map(|_| ())
             }
             Command::Config(ConfigCommand::Show { env, package, build }) => {
-                let _config = config::load(&load_options(&package, Some(&build), env))?;
-                Err(cargo_ship::Error::usage("config show: wiring pending", None))
+                let config = config::load(&load_options(&package, Some(&build), env))?;
+                let (text, data) = config::show(&config);
+                ui.emit(cargo_ship::ui::Event::Output { kind: "config".into(), text, data });
+                Ok(())
             }
         }
     }
