@@ -222,9 +222,6 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
         }
     })
     .await;
-    for e in &errors {
-        ui.step(None, "error", e.to_string(), Tone::Error);
-    }
     let total = hosts.len();
     close_all(ok).await;
     for c in locked_elsewhere {

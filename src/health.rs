@@ -131,7 +131,12 @@ pub async fn verify_release(
     let started = Instant::now();
     if let Some(target) = http_target(config).map_err(|e| e.to_string())? {
         let code = wait_http(conn, &target, config.health.timeout).await?;
-        ui.detail("Probed", format!("{}: {} answered {code} after {:.1}s", conn.host(), target.path, started.elapsed().as_secs_f64()));
+        ui.step(
+            Some(conn.host()),
+            "Probed",
+            format!("{} answered {code} after {:.1}s", target.path, started.elapsed().as_secs_f64()),
+            crate::ui::Tone::Detail,
+        );
     }
     let script = crate::steps::verify(config, release, invocation, hook_env);
     let out = conn.run(&script).await.map_err(|e| e.to_string())?;

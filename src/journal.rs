@@ -133,7 +133,14 @@ impl Revision<'_> {
 
 /// `user@machine` of whoever runs cargo-ship.
 pub fn who() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").output().ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|u| !u.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".into());
     let machine = gethostname::gethostname().to_string_lossy().into_owned();
     format!("{user}@{machine}")
 }

@@ -68,8 +68,10 @@ pub struct HostRow {
     pub release: Option<String>,
     /// The version now current on the host.
     pub version: Option<String>,
-    /// Remote commands run on this host.
+    /// Remote commands run on this host (each is one round trip on an open connection).
     pub round_trips: u32,
+    /// SSH connections opened to this host (one master connection is the goal).
+    pub connections: u32,
     /// Artifact bytes sent to this host.
     pub bytes_sent: u64,
     /// Wall time for this host, in milliseconds.
