@@ -267,37 +267,99 @@ impl Ship {
         match self.command {
             Command::Build { package, build } => {
                 let config = config::load(&load_options(&package, Some(&build), None))?;
-                let artifact = tokio::task::block_in_place(|| package::build_artifact(&config, ui))?;
+                let artifact =
+                    tokio::task::block_in_place(|| package::build_artifact(&config, ui))?;
                 let _ = artifact;
                 Ok(())
             }
-            Command::Deploy { env, package, build, artifact, dry_run, force, lock_wait, keep_switched, hosts } => {
+            Command::Deploy {
+                env,
+                package,
+                build,
+                artifact,
+                dry_run,
+                force,
+                lock_wait,
+                keep_switched,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, Some(&build), Some(env)))?;
-                let opts = deploy::DeployOptions { artifact, dry_run, force, lock_wait, keep_switched, hosts };
+                let opts = deploy::DeployOptions {
+                    artifact,
+                    dry_run,
+                    force,
+                    lock_wait,
+                    keep_switched,
+                    hosts,
+                };
                 deploy::deploy(&config, &opts, ui).await
             }
-            Command::Rollback { env, package, to, dry_run, lock_wait, hosts } => {
+            Command::Rollback {
+                env,
+                package,
+                to,
+                dry_run,
+                lock_wait,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
-                let opts = rollback::RollbackOptions { to, dry_run, lock_wait, hosts };
+                let opts = rollback::RollbackOptions {
+                    to,
+                    dry_run,
+                    lock_wait,
+                    hosts,
+                };
                 rollback::rollback(&config, &opts, ui).await
             }
-            Command::Prune { env, package, keep, dry_run, hosts } => {
+            Command::Prune {
+                env,
+                package,
+                keep,
+                dry_run,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
-                prune::prune(&config, &prune::PruneOptions { keep, dry_run, hosts }, ui).await
+                prune::prune(
+                    &config,
+                    &prune::PruneOptions {
+                        keep,
+                        dry_run,
+                        hosts,
+                    },
+                    ui,
+                )
+                .await
             }
-            Command::Status { env, package, hosts } => {
+            Command::Status {
+                env,
+                package,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
                 status::status(&config, &hosts, status::View::Status, ui).await
             }
-            Command::Releases { env, package, hosts } => {
+            Command::Releases {
+                env,
+                package,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
                 status::status(&config, &hosts, status::View::Releases, ui).await
             }
-            Command::Logs { env, package, lines, hosts } => {
+            Command::Logs {
+                env,
+                package,
+                lines,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
                 status::logs(&config, &hosts, lines, ui).await
             }
-            Command::Unlock { env, package, hosts } => {
+            Command::Unlock {
+                env,
+                package,
+                hosts,
+            } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
                 lock::unlock(&config, &hosts, ui).await
             }
@@ -309,17 +371,29 @@ impl Ship {
                 };
                 init::init(&opts, ui).map(|_| ())
             }
-            Command::Config(ConfigCommand::Show { env, package, build }) => {
+            Command::Config(ConfigCommand::Show {
+                env,
+                package,
+                build,
+            }) => {
                 let config = config::load(&load_options(&package, Some(&build), env))?;
                 let (text, data) = config::show(&config);
-                ui.emit(cargo_ship::ui::Event::Output { kind: "config".into(), text, data });
+                ui.emit(cargo_ship::ui::Event::Output {
+                    kind: "config".into(),
+                    text,
+                    data,
+                });
                 Ok(())
             }
         }
     }
 }
 
-fn load_options(package: &PackageArgs, build: Option<&BuildArgs>, environment: Option<String>) -> LoadOptions {
+fn load_options(
+    package: &PackageArgs,
+    build: Option<&BuildArgs>,
+    environment: Option<String>,
+) -> LoadOptions {
     let mut o = LoadOptions {
         manifest_path: package.manifest.manifest_path.clone(),
         package: package.package.clone(),

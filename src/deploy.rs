@@ -111,16 +111,26 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
     };
     let result = match result {
         Err(Error::Interrupted { .. }) => {
-            ui.step(None, "Interrupted", "putting every host back as it was", Tone::Warning);
+            ui.step(
+                None,
+                "Interrupted",
+                "putting every host back as it was",
+                Tone::Warning,
+            );
             let undone = undo_all(&plan, &mut runs, ui).await;
             Err(Error::Interrupted {
-                detail: format!(": {undone} host(s) restored to their previous release and unlocked"),
+                detail: format!(
+                    ": {undone} host(s) restored to their previous release and unlocked"
+                ),
             })
         }
         other => other,
     };
     let rows = runs.iter().map(|r| r.row(&plan)).collect();
-    ui.emit(Event::Summary { operation: "deploy".into(), hosts: rows });
+    ui.emit(Event::Summary {
+        operation: "deploy".into(),
+        hosts: rows,
+    });
     close_all(runs).await;
     result
 }
@@ -135,7 +145,10 @@ fn obtain_artifact(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Art
 fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {
     let m = &artifact.manifest;
     let target = Target::parse(&m.target).map_err(|e| {
-        Error::usage(format!("the artifact's manifest names an invalid target: expected {e}"), None)
+        Error::usage(
+            format!("the artifact's manifest names an invalid target: expected {e}"),
+            None,
+        )
     })?;
     let unpacked: u64 = m.files.values().map(|f| f.size).sum();
     Ok(Requirements {
@@ -150,7 +163,12 @@ fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {
 
 async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<Vec<HostRun>> {
     let env = plan.config.env()?;
-    let script = steps::preflight(plan.config, Some(&plan.requirements), &plan.holder, plan.lock_wait);
+    let script = steps::preflight(
+        plan.config,
+        Some(&plan.requirements),
+        &plan.holder,
+        plan.lock_wait,
+    );
     let results = fleet::bounded(hosts.to_vec(), env.parallel, |spec| {
         let script = &script;
         async move {
@@ -159,7 +177,11 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
                 Ok(c) => Arc::new(c),
                 Err(e) => return Err((None, e)),
             };
-            ui.host(conn.host(), "Connected", "checking the host and taking the deploy lock");
+            ui.host(
+                conn.host(),
+                "Connected",
+                "checking the host and taking the deploy lock",
+            );
             let out = match conn.run(script).await {
                 Ok(o) => o,
                 Err(e) => return Err((Some(conn), e)),
@@ -167,8 +189,14 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
             let error = match out.status {
                 0 => None,
                 EXIT_LOCKED => {
-                    let holder = parse_kv(&out.stdout).get("holder").cloned().unwrap_or_else(|| "unknown".into());
-                    Some(Error::Locked { host: spec.to_string(), holder })
+                    let holder = parse_kv(&out.stdout)
+                        .get("holder")
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into());
+                    Some(Error::Locked {
+                        host: spec.to_string(),
+                        holder,
+                    })
                 }
                 EXIT_PREFLIGHT => Some(Error::Preflight {
                     host: spec.to_string(),
@@ -181,7 +209,11 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
                 return Err((Some(conn), e));
             }
             for id in parse_kv_all(&out.stdout, "cleared") {
-                ui.host(conn.host(), "Cleared", format!("unfinished release {id} left by an interrupted deploy"));
+                ui.host(
+                    conn.host(),
+                    "Cleared",
+                    format!("unfinished release {id} left by an interrupted deploy"),
+                );
             }
             Ok(HostRun {
                 started,
@@ -213,14 +245,18 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
     }
     // Nothing has changed anywhere: release the locks we took and report every problem.
     let layout = Layout::new(&plan.config.deploy_to);
-    fleet::bounded(ok.iter().map(|r| r.conn.clone()).collect(), env.parallel, |conn| {
-        let layout = layout.clone();
-        async move {
-            let mut s = Script::new("release the deploy lock");
-            lock::release(&mut s, &layout);
-            let _ = conn.run(&s).await;
-        }
-    })
+    fleet::bounded(
+        ok.iter().map(|r| r.conn.clone()).collect(),
+        env.parallel,
+        |conn| {
+            let layout = layout.clone();
+            async move {
+                let mut s = Script::new("release the deploy lock");
+                lock::release(&mut s, &layout);
+                let _ = conn.run(&s).await;
+            }
+        },
+    )
     .await;
     let total = hosts.len();
     close_all(ok).await;
@@ -242,16 +278,27 @@ fn parse_kv_all(stdout: &str, key: &str) -> Vec<String> {
 }
 
 /// Stage everywhere, then switch batch by batch; finish or put hosts back.
-async fn rollout(plan: &Plan<'_>, runs: &mut [HostRun], opts: &DeployOptions, ui: &Ui) -> Result<()> {
+async fn rollout(
+    plan: &Plan<'_>,
+    runs: &mut [HostRun],
+    opts: &DeployOptions,
+    ui: &Ui,
+) -> Result<()> {
     let env = plan.config.env()?;
     let total = runs.len();
 
     // 3. Stage on every host before switching any.
-    let staged = fleet::bounded(runs.iter().collect(), env.parallel, |run| stage_host(plan, run, ui)).await;
+    let staged = fleet::bounded(runs.iter().collect(), env.parallel, |run| {
+        stage_host(plan, run, ui)
+    })
+    .await;
     let errors: Vec<Error> = staged.into_iter().filter_map(|r| r.err()).collect();
     if !errors.is_empty() {
         for r in runs.iter_mut() {
-            r.outcome = Some(("aborted".into(), Some("staging failed on a host; nothing was switched".into())));
+            r.outcome = Some((
+                "aborted".into(),
+                Some("staging failed on a host; nothing was switched".into()),
+            ));
         }
         undo_all(plan, runs, ui).await;
         return fleet::fail_if_any("stage", total, errors);
@@ -264,7 +311,15 @@ async fn rollout(plan: &Plan<'_>, runs: &mut [HostRun], opts: &DeployOptions, ui
     let indices: Vec<usize> = (0..total).collect();
     for (b, batch) in indices.chunks(size).enumerate() {
         if size < total {
-            ui.status("Batch", format!("{} of {}: {} host(s)", b + 1, total.div_ceil(size), batch.len()));
+            ui.status(
+                "Batch",
+                format!(
+                    "{} of {}: {} host(s)",
+                    b + 1,
+                    total.div_ceil(size),
+                    batch.len()
+                ),
+            );
         }
         let results = fleet::bounded(batch.to_vec(), env.parallel, |i| {
             let run = &runs[i];
@@ -291,45 +346,75 @@ async fn rollout(plan: &Plan<'_>, runs: &mut [HostRun], opts: &DeployOptions, ui
 
     if failed.is_empty() {
         // 5. Finish: revisions.log, prune, unlock.
-        let results = fleet::bounded(runs.iter().collect(), env.parallel, |run| finish_host(plan, run, ui)).await;
+        let results = fleet::bounded(runs.iter().collect(), env.parallel, |run| {
+            finish_host(plan, run, ui)
+        })
+        .await;
         for (run, r) in runs.iter_mut().zip(results) {
             run.outcome = Some(match r {
                 Ok(()) => ("deployed".into(), None),
                 Err(e) => {
                     failed.push(e);
-                    ("failed".into(), Some("deployed, but recording it failed".into()))
+                    (
+                        "failed".into(),
+                        Some("deployed, but recording it failed".into()),
+                    )
                 }
             });
         }
-        ui.status("Finished", format!("release {} is live on {} host(s)", plan.release, total));
+        ui.status(
+            "Finished",
+            format!("release {} is live on {} host(s)", plan.release, total),
+        );
         return fleet::fail_if_any("deploy", total, failed);
     }
 
     // A batch failed: stop the rollout.
-    let reason = format!("rollout stopped: {}", fleet::first_line(&failed[0].to_string()));
-    for i in 0..total {
-        if runs[i].outcome.is_some() {
+    let reason = format!(
+        "rollout stopped: {}",
+        fleet::first_line(&failed[0].to_string())
+    );
+    for (i, run) in runs.iter_mut().enumerate() {
+        if run.outcome.is_some() {
             continue; // already reverted by its own failure
         }
-        let run = &runs[i];
         let outcome = if switched_ok.contains(&i) {
             if opts.keep_switched {
                 match finish_host(plan, run, ui).await {
-                    Ok(()) => ("deployed".into(), Some("kept on the new release (--keep-switched)".into())),
+                    Ok(()) => (
+                        "deployed".into(),
+                        Some("kept on the new release (--keep-switched)".into()),
+                    ),
                     Err(e) => ("failed".into(), Some(e.to_string())),
                 }
             } else {
-                ui.host(run.conn.host(), "Reverting", format!("to {} ({reason})", run.previous.as_deref().unwrap_or("nothing")));
+                ui.host(
+                    run.conn.host(),
+                    "Reverting",
+                    format!(
+                        "to {} ({reason})",
+                        run.previous.as_deref().unwrap_or("nothing")
+                    ),
+                );
                 match revert_host(plan, run, &reason, false, ui).await {
-                    Ok(_) => ("rolled back".into(), Some("the rollout stopped on another host".into())),
+                    Ok(_) => (
+                        "rolled back".into(),
+                        Some("the rollout stopped on another host".into()),
+                    ),
                     Err(e) => ("failed".into(), Some(e.to_string())),
                 }
             }
         } else {
-            let _ = run.conn.run(&steps::abort(plan.config, &plan.release)).await;
-            ("skipped".into(), Some("not switched: the rollout stopped".into()))
+            let _ = run
+                .conn
+                .run(&steps::abort(plan.config, &plan.release))
+                .await;
+            (
+                "skipped".into(),
+                Some("not switched: the rollout stopped".into()),
+            )
         };
-        runs[i].outcome = Some(outcome);
+        run.outcome = Some(outcome);
     }
     fleet::fail_if_any("deploy", total, failed)
 }
@@ -339,13 +424,34 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
     let payload = payload(plan, encoding)?;
     if run.cached.iter().any(|c| c == encoding.ext()) {
-        ui.host(run.conn.host(), "Cached", format!("artifact {} is already on the host, nothing to upload", plan.artifact.short_sha()));
+        ui.host(
+            run.conn.host(),
+            "Cached",
+            format!(
+                "artifact {} is already on the host, nothing to upload",
+                plan.artifact.short_sha()
+            ),
+        );
     } else {
         if encoding != Encoding::Zstd {
-            ui.host(run.conn.host(), "Recoding", format!("the host has no zstd: sending a {} instead", encoding.ext()));
+            ui.host(
+                run.conn.host(),
+                "Recoding",
+                format!("the host has no zstd: sending a {} instead", encoding.ext()),
+            );
         }
-        transfer::upload(&run.conn, &payload, &layout.artifact(&plan.artifact.sha256, encoding.ext()), ui).await?;
-        ui.host(run.conn.host(), "Uploaded", format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()));
+        transfer::upload(
+            &run.conn,
+            &payload,
+            &layout.artifact(&plan.artifact.sha256, encoding.ext()),
+            ui,
+        )
+        .await?;
+        ui.host(
+            run.conn.host(),
+            "Uploaded",
+            format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+        );
     }
     let host = run.conn.host().to_string();
     let prev = run.state.current.clone().unwrap_or_default();
@@ -363,7 +469,12 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-fn hook_env<'a>(plan: &'a Plan<'_>, host: &'a str, release_dir: &'a str, previous: &'a str) -> HookEnv<'a> {
+fn hook_env<'a>(
+    plan: &'a Plan<'_>,
+    host: &'a str,
+    release_dir: &'a str,
+    previous: &'a str,
+) -> HookEnv<'a> {
     HookEnv {
         release: &plan.release,
         release_dir,
@@ -389,15 +500,36 @@ fn payload(plan: &Plan<'_>, encoding: Encoding) -> Result<Payload> {
 type SwitchFailure = (Option<String>, (String, Option<String>), Error);
 
 /// Switch, probe, verify. On failure the host is rolled back here and then.
-async fn switch_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> std::result::Result<Option<String>, SwitchFailure> {
+async fn switch_host(
+    plan: &Plan<'_>,
+    run: &HostRun,
+    ui: &Ui,
+) -> std::result::Result<Option<String>, SwitchFailure> {
     let host = run.conn.host().to_string();
     let script = steps::switch(plan.config, &plan.release);
-    let out = run.conn.run(&script).await.map_err(|e| (run.state.current.clone(), ("failed".into(), Some(e.to_string())), e))?;
+    let out = run.conn.run(&script).await.map_err(|e| {
+        (
+            run.state.current.clone(),
+            ("failed".into(), Some(e.to_string())),
+            e,
+        )
+    })?;
     let kv = parse_kv(&out.stdout);
     let previous = kv.get("previous").filter(|p| !p.is_empty()).cloned();
-    ui.host(&host, "Switched", format!("current -> {} (was {})", plan.release, previous.as_deref().unwrap_or("nothing")));
+    ui.host(
+        &host,
+        "Switched",
+        format!(
+            "current -> {} (was {})",
+            plan.release,
+            previous.as_deref().unwrap_or("nothing")
+        ),
+    );
     let verdict = if out.status != 0 {
-        Err(format!("the service did not start: {}", out.tail(3).replace('\n', " ")))
+        Err(format!(
+            "the service did not start: {}",
+            out.tail(3).replace('\n', " ")
+        ))
     } else {
         let invocation = kv.get("new_invocation").cloned().unwrap_or_default();
         let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
@@ -406,17 +538,40 @@ async fn switch_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> std::result::Re
     };
     match verdict {
         Ok(()) => {
-            ui.host(&host, "Healthy", format!("release {} (v{})", plan.release, plan.artifact.manifest.version));
+            ui.host(
+                &host,
+                "Healthy",
+                format!(
+                    "release {} (v{})",
+                    plan.release, plan.artifact.manifest.version
+                ),
+            );
             Ok(previous)
         }
         Err(reason) => {
-            ui.step(Some(&host), "Unhealthy", format!("release {}: {reason}", plan.release), Tone::Error);
-            let mut r = HostRun { previous: previous.clone(), ..run.clone_for_revert() };
+            ui.step(
+                Some(&host),
+                "Unhealthy",
+                format!("release {}: {reason}", plan.release),
+                Tone::Error,
+            );
+            let mut r = HostRun {
+                previous: previous.clone(),
+                ..run.clone_for_revert()
+            };
             r.previous = previous.clone();
             match revert_host(plan, &r, &reason, true, ui).await {
                 Ok(journal) => {
-                    let restored = previous.clone().unwrap_or_else(|| "nothing (first deploy: the unit was stopped)".into());
-                    let e = Error::Unhealthy { host: host.clone(), release: plan.release.clone(), reason: reason.clone(), restored: restored.clone(), journal: journal.clone() };
+                    let restored = previous
+                        .clone()
+                        .unwrap_or_else(|| "nothing (first deploy: the unit was stopped)".into());
+                    let e = Error::Unhealthy {
+                        host: host.clone(),
+                        release: plan.release.clone(),
+                        reason: reason.clone(),
+                        restored: restored.clone(),
+                        journal: journal.clone(),
+                    };
                     if !journal.trim().is_empty() {
                         ui.emit(Event::Output {
                             kind: "journal".into(),
@@ -426,14 +581,27 @@ async fn switch_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> std::result::Re
                     }
                     Err((previous, ("rolled back".into(), Some(reason)), e))
                 }
-                Err(e) => Err((previous, ("failed".into(), Some(format!("{reason}; the rollback failed too: {e}"))), e)),
+                Err(e) => Err((
+                    previous,
+                    (
+                        "failed".into(),
+                        Some(format!("{reason}; the rollback failed too: {e}")),
+                    ),
+                    e,
+                )),
             }
         }
     }
 }
 
 /// Rolls one host back to `run.previous`; returns the journal lines captured from the failure.
-async fn revert_host(plan: &Plan<'_>, run: &HostRun, reason: &str, ghost: bool, ui: &Ui) -> Result<String> {
+async fn revert_host(
+    plan: &Plan<'_>,
+    run: &HostRun,
+    reason: &str,
+    ghost: bool,
+    ui: &Ui,
+) -> Result<String> {
     let log = Revision {
         action: if ghost { "auto-rollback" } else { "rollback" },
         release: &plan.release,
@@ -455,10 +623,22 @@ async fn revert_host(plan: &Plan<'_>, run: &HostRun, reason: &str, ghost: bool, 
     let (_, journal) = systemd::split_journal(&out);
     if let (Some(prev), Some(target)) = (&run.previous, health::http_target(plan.config)?) {
         if let Err(e) = health::wait_http(&run.conn, &target, plan.config.health.timeout).await {
-            ui.step(Some(run.conn.host()), "warning", format!("rolled back to {prev}, but it is not answering either: {e}"), Tone::Warning);
+            ui.step(
+                Some(run.conn.host()),
+                "warning",
+                format!("rolled back to {prev}, but it is not answering either: {e}"),
+                Tone::Warning,
+            );
         }
     }
-    ui.host(run.conn.host(), "Rolled back", format!("to {}", run.previous.as_deref().unwrap_or("nothing (unit stopped)")));
+    ui.host(
+        run.conn.host(),
+        "Rolled back",
+        format!(
+            "to {}",
+            run.previous.as_deref().unwrap_or("nothing (unit stopped)")
+        ),
+    );
     Ok(journal.to_string())
 }
 
@@ -479,7 +659,9 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
         result: "ok",
     }
     .line(chrono::Utc::now(), &journal::who());
-    run.conn.run_ok(&steps::finish(plan.config, &log, &prune)).await?;
+    run.conn
+        .run_ok(&steps::finish(plan.config, &log, &prune))
+        .await?;
     Ok(())
 }
 
@@ -487,10 +669,14 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
 async fn undo_all(plan: &Plan<'_>, runs: &mut [HostRun], _ui: &Ui) -> usize {
     let script = steps::abort(plan.config, &plan.release);
     let env_parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
-    let results = fleet::bounded(runs.iter().map(|r| r.conn.clone()).collect(), env_parallel, |conn| {
-        let script = &script;
-        async move { conn.run(script).await }
-    })
+    let results = fleet::bounded(
+        runs.iter().map(|r| r.conn.clone()).collect(),
+        env_parallel,
+        |conn| {
+            let script = &script;
+            async move { conn.run(script).await }
+        },
+    )
     .await;
     let mut n = 0;
     for (run, r) in runs.iter_mut().zip(results) {
@@ -518,9 +704,15 @@ impl HostRun {
     }
 
     fn row(&self, plan: &Plan<'_>) -> HostRow {
-        let (outcome, detail) = self.outcome.clone().unwrap_or_else(|| ("unknown".into(), None));
+        let (outcome, detail) = self
+            .outcome
+            .clone()
+            .unwrap_or_else(|| ("unknown".into(), None));
         let (release, version) = match outcome.as_str() {
-            "deployed" => (Some(plan.release.clone()), Some(plan.artifact.manifest.version.clone())),
+            "deployed" => (
+                Some(plan.release.clone()),
+                Some(plan.artifact.manifest.version.clone()),
+            ),
             _ => (self.previous.clone().or(self.state.current.clone()), None),
         };
         HostRow {
@@ -546,7 +738,14 @@ async fn close_all(runs: Vec<HostRun>) {
 fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
     let layout = Layout::new(&plan.config.deploy_to);
     let release_dir = layout.release(&plan.release);
-    ui.status("Dry run", format!("deploy of release {} to {} host(s); nothing will be changed", plan.release, hosts.len()));
+    ui.status(
+        "Dry run",
+        format!(
+            "deploy of release {} to {} host(s); nothing will be changed",
+            plan.release,
+            hosts.len()
+        ),
+    );
     let stage_in = StageInput {
         release: &plan.release,
         artifact_sha: &plan.artifact.sha256,
@@ -555,10 +754,22 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, "<host>", &release_dir, "<previous>"),
     };
-    let finish_log = Revision { action: "deploy", release: &plan.release, version: Some(&plan.artifact.manifest.version), artifact: Some(&plan.artifact.sha256), git: plan.artifact.manifest.git_commit.as_deref(), result: "ok" }
-        .line(chrono::Utc::now(), &journal::who());
+    let finish_log = Revision {
+        action: "deploy",
+        release: &plan.release,
+        version: Some(&plan.artifact.manifest.version),
+        artifact: Some(&plan.artifact.sha256),
+        git: plan.artifact.manifest.git_commit.as_deref(),
+        result: "ok",
+    }
+    .line(chrono::Utc::now(), &journal::who());
     let scripts = [
-        steps::preflight(plan.config, Some(&plan.requirements), &plan.holder, plan.lock_wait),
+        steps::preflight(
+            plan.config,
+            Some(&plan.requirements),
+            &plan.holder,
+            plan.lock_wait,
+        ),
         {
             let mut s = Script::new(format!(
                 "upload {} ({} bytes) by SFTP to {} unless the host has it (hosts without zstd get a .tar.gz or .tar)",
@@ -571,15 +782,32 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         },
         steps::stage(plan.config, &stage_in),
         steps::switch(plan.config, &plan.release),
-        steps::verify(plan.config, &plan.release, "<invocation id from the switch>", &stage_in.hook_env),
-        steps::finish(plan.config, &finish_log, &["<releases beyond keep_releases>".to_string()][..0]),
+        steps::verify(
+            plan.config,
+            &plan.release,
+            "<invocation id from the switch>",
+            &stage_in.hook_env,
+        ),
+        steps::finish(
+            plan.config,
+            &finish_log,
+            &["<releases beyond keep_releases>".to_string()][..0],
+        ),
     ];
     for h in hosts {
         for s in &scripts {
-            ui.emit(Event::Script { host: h.to_string(), purpose: s.purpose().to_string(), script: s.render_redacted()? });
+            ui.emit(Event::Script {
+                host: h.to_string(),
+                purpose: s.purpose().to_string(),
+                script: s.render_redacted()?,
+            });
         }
         if let Some(url) = &plan.config.health.http {
-            ui.emit(Event::Script { host: h.to_string(), purpose: format!("probe {url} through the ssh connection until 2xx"), script: String::new() });
+            ui.emit(Event::Script {
+                host: h.to_string(),
+                purpose: format!("probe {url} through the ssh connection until 2xx"),
+                script: String::new(),
+            });
         }
     }
     Ok(())

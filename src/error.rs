@@ -211,13 +211,24 @@ impl Error {
     }
 
     /// Shorthand for a local I/O error with its purpose and path.
-    pub fn io(purpose: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { purpose: purpose.into(), path: path.into(), source }
+    pub fn io(
+        purpose: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            purpose: purpose.into(),
+            path: path.into(),
+            source,
+        }
     }
 
     /// Shorthand for a usage error.
     pub fn usage(message: impl Into<String>, help: Option<String>) -> Self {
-        Error::Usage { message: message.into(), help }
+        Error::Usage {
+            message: message.into(),
+            help,
+        }
     }
 }
 

@@ -20,7 +20,11 @@ pub fn select_hosts(env: &Environment, filter: &[String]) -> Result<Vec<HostSpec
     }
     let mut picked = Vec::new();
     for f in filter {
-        let matches: Vec<&HostSpec> = env.hosts.iter().filter(|h| h.to_string() == *f || h.host == *f).collect();
+        let matches: Vec<&HostSpec> = env
+            .hosts
+            .iter()
+            .filter(|h| h.to_string() == *f || h.host == *f)
+            .collect();
         if matches.is_empty() {
             let known: Vec<String> = env.hosts.iter().map(|h| h.to_string()).collect();
             return Err(Error::usage(
@@ -43,7 +47,11 @@ where
     F: FnMut(I) -> Fut,
     Fut: Future<Output = T>,
 {
-    stream::iter(items).map(f).buffered(parallel.max(1)).collect().await
+    stream::iter(items)
+        .map(f)
+        .buffered(parallel.max(1))
+        .collect()
+        .await
 }
 
 /// A summary row pre-filled with a connection's host and counters.
@@ -54,7 +62,10 @@ pub fn row(conn: &Connection) -> HostRow {
         release: None,
         version: None,
         round_trips: conn.stats().commands(),
-        connections: conn.stats().connections.load(std::sync::atomic::Ordering::Relaxed),
+        connections: conn
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
         bytes_sent: conn.stats().bytes(),
         millis: 0,
         detail: None,
@@ -63,7 +74,12 @@ pub fn row(conn: &Connection) -> HostRow {
 
 /// Connects to each selected host (at most `parallel` at once), runs `f` on the connection,
 /// closes it, and returns one row (or error) per host, in configured order.
-pub async fn on_each_host<F, Fut>(config: &Config, filter: &[String], ui: &Ui, f: F) -> Vec<(String, Result<HostRow>)>
+pub async fn on_each_host<F, Fut>(
+    config: &Config,
+    filter: &[String],
+    ui: &Ui,
+    f: F,
+) -> Vec<(String, Result<HostRow>)>
 where
     F: Fn(Arc<Connection>) -> Fut,
     Fut: Future<Output = Result<HostRow>>,
@@ -123,7 +139,10 @@ pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &
         }
     }
     let total = rows.len();
-    ui.emit(Event::Summary { operation: operation.into(), hosts: rows });
+    ui.emit(Event::Summary {
+        operation: operation.into(),
+        hosts: rows,
+    });
     fail_if_any(operation, total, errors)
 }
 
@@ -133,7 +152,10 @@ pub fn fail_if_any(operation: &str, total: usize, mut errors: Vec<Error>) -> Res
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
-        n => Err(Error::Fleet { summary: format!("{operation} failed on {n} of {total} hosts"), errors }),
+        n => Err(Error::Fleet {
+            summary: format!("{operation} failed on {n} of {total} hosts"),
+            errors,
+        }),
     }
 }
 
@@ -152,7 +174,11 @@ mod tests {
             name: "prod".into(),
             hosts: hosts
                 .iter()
-                .map(|h| HostSpec { user: None, host: h.to_string(), port: None })
+                .map(|h| HostSpec {
+                    user: None,
+                    host: h.to_string(),
+                    port: None,
+                })
                 .collect(),
             ssh_config: None,
             parallel: 2,
@@ -165,9 +191,15 @@ mod tests {
         let e = env(&["a", "b", "c"]);
         assert_eq!(select_hosts(&e, &[]).unwrap().len(), 3);
         let picked = select_hosts(&e, &["c".into(), "a".into(), "c".into()]).unwrap();
-        assert_eq!(picked.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["c", "a"]);
+        assert_eq!(
+            picked.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(),
+            ["c", "a"]
+        );
         let err = select_hosts(&e, &["x".into()]).unwrap_err();
-        assert_eq!(err.to_string(), "`--host x` is not a host of environment `prod`");
+        assert_eq!(
+            err.to_string(),
+            "`--host x` is not a host of environment `prod`"
+        );
         assert_eq!(err.help().unwrap(), "its hosts are: a, b, c");
     }
 

@@ -40,7 +40,11 @@ impl HttpTarget {
         if host.is_empty() {
             return None;
         }
-        Some(HttpTarget { host: host.to_string(), port, path: path.to_string() })
+        Some(HttpTarget {
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
     }
 }
 
@@ -57,7 +61,11 @@ pub enum Probe {
 
 /// Probes `target` on the host through `conn` until it answers 2xx or `timeout` passes.
 /// Returns the last failed probe's description on timeout.
-pub async fn wait_http(conn: &Connection, target: &HttpTarget, timeout: Duration) -> std::result::Result<u16, String> {
+pub async fn wait_http(
+    conn: &Connection,
+    target: &HttpTarget,
+    timeout: Duration,
+) -> std::result::Result<u16, String> {
     let forward = match conn.forward(&target.host, target.port).await {
         Ok(f) => f,
         Err(e) => return Err(e.to_string()),
@@ -72,7 +80,9 @@ pub async fn wait_http(conn: &Connection, target: &HttpTarget, timeout: Duration
             .unwrap_or_else(|e| Probe::NoAnswer(e.to_string()));
         let last = match probe {
             Probe::Healthy(code) => break Ok(code),
-            Probe::Status(code, body) => format!("GET {} answered {code}: {}", target.path, body.trim()),
+            Probe::Status(code, body) => {
+                format!("GET {} answered {code}: {}", target.path, body.trim())
+            }
             Probe::NoAnswer(e) => format!("GET {} got no answer: {e}", target.path),
         };
         if Instant::now() >= deadline {
@@ -91,7 +101,12 @@ pub fn probe_once(url: &str, host_header: &str) -> Probe {
         .http_status_as_error(false)
         .build()
         .into();
-    match agent.get(url).header("Host", host_header).header("User-Agent", "cargo-ship health check").call() {
+    match agent
+        .get(url)
+        .header("Host", host_header)
+        .header("User-Agent", "cargo-ship health check")
+        .call()
+    {
         Ok(mut resp) => {
             let code = resp.status().as_u16();
             if (200..300).contains(&code) {
@@ -110,7 +125,10 @@ pub fn probe_once(url: &str, host_header: &str) -> Probe {
 pub fn command_check(script: &mut Script, release_dir: &str, command: &str, timeout: Duration) {
     let tries = (timeout.as_millis() / 500).max(1).to_string();
     script.lines("_h=0");
-    script.line("until (cd {} && sh -c {}) >/tmp/.ship-health.$$ 2>&1; do", &[release_dir, command]);
+    script.line(
+        "until (cd {} && sh -c {}) >/tmp/.ship-health.$$ 2>&1; do",
+        &[release_dir, command],
+    );
     script.line("  _h=$((_h + 1)); if [ \"$_h\" -ge {} ]; then", &[&tries]);
     script.line("    echo 'health command failed:' {} >&2; tail -n 5 /tmp/.ship-health.$$ >&2; rm -f /tmp/.ship-health.$$; exit 78", &[command]);
     script.lines("  fi; sleep 0.5");
@@ -134,7 +152,11 @@ pub async fn verify_release(
         ui.step(
             Some(conn.host()),
             "Probed",
-            format!("{} answered {code} after {:.1}s", target.path, started.elapsed().as_secs_f64()),
+            format!(
+                "{} answered {code} after {:.1}s",
+                target.path,
+                started.elapsed().as_secs_f64()
+            ),
             crate::ui::Tone::Detail,
         );
     }
@@ -153,19 +175,26 @@ pub fn reason(kind: &str, detail: &str) -> String {
 
 /// Error for a connection problem during the probe.
 pub fn probe_error(host: &str, e: &str) -> Error {
-    Error::Remote { host: host.into(), purpose: "probe the health check".into(), status: -1, stderr_tail: e.into() }
+    Error::Remote {
+        host: host.into(),
+        purpose: "probe the health check".into(),
+        status: -1,
+        stderr_tail: e.into(),
+    }
 }
 
 /// Shorthand used by flows: the configured HTTP target, if any.
 pub fn http_target(config: &crate::config::Config) -> Result<Option<HttpTarget>> {
     match &config.health.http {
         None => Ok(None),
-        Some(url) => HttpTarget::parse(url).map(Some).ok_or_else(|| Error::Config {
-            location: config.manifest_path.display().to_string(),
-            key: "package.metadata.ship.health.http".into(),
-            problem: format!("expected an http:// URL with a host, found `{url}`"),
-            help: None,
-        }),
+        Some(url) => HttpTarget::parse(url)
+            .map(Some)
+            .ok_or_else(|| Error::Config {
+                location: config.manifest_path.display().to_string(),
+                key: "package.metadata.ship.health.http".into(),
+                problem: format!("expected an http:// URL with a host, found `{url}`"),
+                help: None,
+            }),
     }
 }
 
@@ -176,11 +205,20 @@ mod tests {
     #[test]
     fn parses_targets() {
         let t = HttpTarget::parse("http://127.0.0.1:8080/healthz").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 8080, "/healthz"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8080, "/healthz")
+        );
         let t = HttpTarget::parse("http://localhost").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("localhost", 80, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("localhost", 80, "/")
+        );
         let t = HttpTarget::parse("http://[::1]:9000/x?y=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9000, "/x?y=1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("::1", 9000, "/x?y=1")
+        );
         assert!(HttpTarget::parse("https://x").is_none());
         assert!(HttpTarget::parse("http://:80/").is_none());
     }
@@ -195,8 +233,15 @@ mod tests {
                 let mut s = s.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
-                let status = if i == 0 { "200 OK" } else { "503 Service Unavailable" };
-                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody");
+                let status = if i == 0 {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+                );
             }
         });
         let url = format!("http://{addr}/healthz");

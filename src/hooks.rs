@@ -28,8 +28,14 @@ pub fn run(script: &mut Script, stage: &'static str, hooks: &[String], env: &Hoo
     if hooks.is_empty() {
         return;
     }
-    script.line("export SHIP_RELEASE={} SHIP_RELEASE_DIR={} SHIP_DEPLOY_TO={}", &[env.release, env.release_dir, env.deploy_to]);
-    script.line("export SHIP_PREVIOUS_RELEASE={} SHIP_VERSION={} SHIP_ENV={} SHIP_HOST={}", &[env.previous, env.version, env.environment, env.host]);
+    script.line(
+        "export SHIP_RELEASE={} SHIP_RELEASE_DIR={} SHIP_DEPLOY_TO={}",
+        &[env.release, env.release_dir, env.deploy_to],
+    );
+    script.line(
+        "export SHIP_PREVIOUS_RELEASE={} SHIP_VERSION={} SHIP_ENV={} SHIP_HOST={}",
+        &[env.previous, env.version, env.environment, env.host],
+    );
     let code = EXIT_HOOK.to_string();
     for hook in hooks {
         script.line(

@@ -29,7 +29,9 @@ impl HostState {
     pub fn parse(stdout: &str) -> HostState {
         let mut s = HostState::default();
         for line in stdout.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let v = v.trim().to_string();
             match k {
                 "current" if !v.is_empty() => s.current = Some(v),
@@ -47,13 +49,19 @@ impl HostState {
 
     /// Finished, not failed releases, oldest first: what keep_releases counts and rollback uses.
     pub fn good(&self) -> Vec<&String> {
-        self.releases.iter().filter(|r| !self.unfinished.contains(r) && !self.failed.contains(r)).collect()
+        self.releases
+            .iter()
+            .filter(|r| !self.unfinished.contains(r) && !self.failed.contains(r))
+            .collect()
     }
 
     /// The release a plain `rollback` returns to: the newest good release older than current.
     pub fn rollback_target(&self) -> Option<String> {
         let current = self.current.as_deref()?;
-        self.good().into_iter().filter(|r| r.as_str() < current).next_back().cloned()
+        self.good()
+            .into_iter()
+            .rfind(|r| r.as_str() < current)
+            .cloned()
     }
 
     /// Releases prune removes when keeping `keep` good releases: never `current`, never the
@@ -61,11 +69,20 @@ impl HostState {
     /// except the newest (kept for a post-mortem).
     pub fn prune_candidates(&self, keep: usize) -> Vec<String> {
         let keep = keep.max(1);
-        let protected: Vec<String> = self.current.iter().cloned().chain(self.rollback_target()).collect();
+        let protected: Vec<String> = self
+            .current
+            .iter()
+            .cloned()
+            .chain(self.rollback_target())
+            .collect();
         let good = self.good();
         let mut kept_good: Vec<&String> = good.iter().rev().take(keep).copied().collect();
         kept_good.extend(protected.iter());
-        let newest_failed = self.failed.iter().filter(|f| self.releases.contains(f)).max();
+        let newest_failed = self
+            .failed
+            .iter()
+            .filter(|f| self.releases.contains(f))
+            .max();
         self.releases
             .iter()
             .filter(|r| !protected.contains(r) && !self.unfinished.contains(r))
@@ -84,11 +101,23 @@ impl HostState {
 /// Script lines printing the host's release state for [`HostState::parse`]. The script must
 /// not have `cd`'d elsewhere; every path is absolute.
 pub fn state_lines(script: &mut Script, layout: &Layout) {
-    script.line("_c=$(readlink {} 2>/dev/null || true); printf 'current=%s\\n' \"${{_c##*/}}\"", &[&layout.current()]);
-    script.line("for _d in {}/*; do [ -d \"$_d\" ] && printf 'release=%s\\n' \"${{_d##*/}}\"; done; true", &[&layout.releases()]);
+    script.line(
+        "_c=$(readlink {} 2>/dev/null || true); printf 'current=%s\\n' \"${{_c##*/}}\"",
+        &[&layout.current()],
+    );
+    script.line(
+        "for _d in {}/*; do [ -d \"$_d\" ] && printf 'release=%s\\n' \"${{_d##*/}}\"; done; true",
+        &[&layout.releases()],
+    );
     script.line("for _d in {}/*; do [ -e \"$_d\" ] && printf 'unfinished=%s\\n' \"${{_d##*/}}\"; done; true", &[&layout.unfinished_dir()]);
-    script.line("for _d in {}/*; do [ -e \"$_d\" ] && printf 'failed=%s\\n' \"${{_d##*/}}\"; done; true", &[&layout.failed_dir()]);
-    script.line("if [ -f {} ]; then printf 'switching=%s\\n' \"$(cat {})\"; fi", &[&switching(layout), &switching(layout)]);
+    script.line(
+        "for _d in {}/*; do [ -e \"$_d\" ] && printf 'failed=%s\\n' \"${{_d##*/}}\"; done; true",
+        &[&layout.failed_dir()],
+    );
+    script.line(
+        "if [ -f {} ]; then printf 'switching=%s\\n' \"$(cat {})\"; fi",
+        &[&switching(layout), &switching(layout)],
+    );
 }
 
 /// The file recording the release that was current before an unverified switch.
@@ -116,7 +145,12 @@ pub struct Revision<'a> {
 impl Revision<'_> {
     /// The line, without a trailing newline.
     pub fn line(&self, now: chrono::DateTime<chrono::Utc>, who: &str) -> String {
-        let mut l = format!("{} {} release={}", now.format("%Y-%m-%dT%H:%M:%SZ"), self.action, self.release);
+        let mut l = format!(
+            "{} {} release={}",
+            now.format("%Y-%m-%dT%H:%M:%SZ"),
+            self.action,
+            self.release
+        );
         if let Some(v) = self.version {
             l.push_str(&format!(" version={v}"));
         }
@@ -126,7 +160,11 @@ impl Revision<'_> {
         if let Some(g) = self.git {
             l.push_str(&format!(" git={}", &g[..g.len().min(12)]));
         }
-        l.push_str(&format!(" by={} result={}", who.replace(' ', "_"), self.result));
+        l.push_str(&format!(
+            " by={} result={}",
+            who.replace(' ', "_"),
+            self.result
+        ));
         l.replace('\n', " ")
     }
 }
@@ -165,7 +203,10 @@ mod tests {
             "current=20260101000003\nrelease=20260101000003\nrelease=20260101000001\nrelease=junk\nfailed=20260101000002\nrelease=20260101000002\nunfinished=\nswitching=20260101000001\n",
         );
         assert_eq!(s.current.as_deref(), Some("20260101000003"));
-        assert_eq!(s.releases, ["20260101000001", "20260101000002", "20260101000003"]);
+        assert_eq!(
+            s.releases,
+            ["20260101000001", "20260101000002", "20260101000003"]
+        );
         assert_eq!(s.failed, ["20260101000002"]);
         assert!(s.unfinished.is_empty());
         assert_eq!(s.switching.as_deref(), Some("20260101000001"));
@@ -200,7 +241,14 @@ mod tests {
     fn revision_line() {
         use chrono::TimeZone;
         let t = chrono::Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
-        let r = Revision { action: "deploy", release: "20261123090000", version: Some("0.2.0"), artifact: Some("abcdef0123456789"), git: None, result: "ok" };
+        let r = Revision {
+            action: "deploy",
+            release: "20261123090000",
+            version: Some("0.2.0"),
+            artifact: Some("abcdef0123456789"),
+            git: None,
+            result: "ok",
+        };
         assert_eq!(
             r.line(t, "alice@laptop"),
             "2026-11-23T09:00:00Z deploy release=20261123090000 version=0.2.0 artifact=abcdef012345 by=alice@laptop result=ok"

@@ -23,7 +23,9 @@ pub struct Layout {
 impl Layout {
     /// `deploy_to` must be absolute and clean (checked by config validation).
     pub fn new(deploy_to: &str) -> Self {
-        Layout { root: deploy_to.trim_end_matches('/').to_string() }
+        Layout {
+            root: deploy_to.trim_end_matches('/').to_string(),
+        }
     }
     /// `<deploy_to>`.
     pub fn root(&self) -> &str {
@@ -120,10 +122,16 @@ mod tests {
     #[test]
     fn paths() {
         let l = Layout::new("/opt/hello/");
-        assert_eq!(l.release("20260101000000"), "/opt/hello/releases/20260101000000");
+        assert_eq!(
+            l.release("20260101000000"),
+            "/opt/hello/releases/20260101000000"
+        );
         assert_eq!(l.current(), "/opt/hello/current");
         assert_eq!(l.lock_holder(), "/opt/hello/.ship/lock/holder");
-        assert_eq!(l.artifact("ab", "tar.zst"), "/opt/hello/.ship/artifacts/ab.tar.zst");
+        assert_eq!(
+            l.artifact("ab", "tar.zst"),
+            "/opt/hello/.ship/artifacts/ab.tar.zst"
+        );
         assert_eq!(Layout::current_target("1"), "releases/1");
     }
 

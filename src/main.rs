@@ -9,10 +9,17 @@ use cargo_ship::ui::Event;
 fn main() {
     let cli::Cargo::Ship(ship) = cli::Cargo::parse();
     let ui = ship.ui();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            ui.emit(Event::Error { message: format!("cannot start the async runtime: {e}"), help: None, exit_code: 1 });
+            ui.emit(Event::Error {
+                message: format!("cannot start the async runtime: {e}"),
+                help: None,
+                exit_code: 1,
+            });
             std::process::exit(1);
         }
     };
@@ -27,7 +34,11 @@ fn main() {
                 message.push_str(&format!("\n  - {e}"));
             }
         }
-        ui.emit(Event::Error { message, help: err.help(), exit_code: code });
+        ui.emit(Event::Error {
+            message,
+            help: err.help(),
+            exit_code: code,
+        });
         std::process::exit(code);
     }
 }

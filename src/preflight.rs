@@ -45,15 +45,22 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         glibc_compare(script);
     }
     script.lines("for _t in sh tar sha256sum systemctl mkdir ln mv readlink df; do command -v $_t >/dev/null 2>&1 || problem \"missing command: $_t\"; done");
-    script.lines("if command -v zstd >/dev/null 2>&1; then echo has_zstd=1; else echo has_zstd=0; fi");
-    script.lines("if command -v gzip >/dev/null 2>&1; then echo has_gzip=1; else echo has_gzip=0; fi");
+    script.lines(
+        "if command -v zstd >/dev/null 2>&1; then echo has_zstd=1; else echo has_zstd=0; fi",
+    );
+    script.lines(
+        "if command -v gzip >/dev/null 2>&1; then echo has_gzip=1; else echo has_gzip=0; fi",
+    );
     if config.sudo {
         script.lines("sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): allow passwordless sudo for systemctl, journalctl, tee and mv of the unit file\"");
     } else {
         script.lines("[ \"$(id -u)\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
     }
     // The nearest existing ancestor of deploy_to must be writable and have room.
-    script.line("_p={}; while [ ! -e \"$_p\" ]; do _p=$(dirname \"$_p\"); done", &[layout.root()]);
+    script.line(
+        "_p={}; while [ ! -e \"$_p\" ]; do _p=$(dirname \"$_p\"); done",
+        &[layout.root()],
+    );
     script.lines("[ -w \"$_p\" ] || problem \"$_p is not writable by $(id -un)\"");
     script.lines("_avail=$(df -Pk \"$_p\" | awk 'NR==2 {print $4}')");
     script.line(
@@ -71,7 +78,10 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
             &[&ghost, &ghost],
         );
     }
-    script.line("[ \"$_problems\" = 0 ] || exit {}", &[&EXIT_PREFLIGHT.to_string()]);
+    script.line(
+        "[ \"$_problems\" = 0 ] || exit {}",
+        &[&EXIT_PREFLIGHT.to_string()],
+    );
 }
 
 /// Compares `$_glibc` (the host's, maybe empty) with `$_need` and calls `problem` when the
@@ -107,7 +117,9 @@ impl Facts {
     pub fn parse(stdout: &str) -> Facts {
         let mut f = Facts::default();
         for line in stdout.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             match k {
                 "arch" => f.arch = v.to_string(),
                 "glibc" => f.glibc = v.to_string(),
@@ -128,13 +140,24 @@ mod tests {
     /// Runs the script's glibc comparison through the real /bin/sh.
     #[test]
     fn glibc_comparison_in_sh() {
-        let cases = [("2.36", "2.34", true), ("2.31", "2.34", false), ("2.34", "2.34", true), ("3.0", "2.34", true), ("2.9", "2.17", false), ("", "2.17", false)];
+        let cases = [
+            ("2.36", "2.34", true),
+            ("2.31", "2.34", false),
+            ("2.34", "2.34", true),
+            ("3.0", "2.34", true),
+            ("2.9", "2.17", false),
+            ("", "2.17", false),
+        ];
         for (have, need, ok) in cases {
             let mut s = Script::new("t");
             s.lines("problem() { printf 'problem=%s\\n' \"$*\"; }");
             s.line("_glibc={}; _need={}", &[have, need]);
             glibc_compare(&mut s);
-            let out = std::process::Command::new("/bin/sh").arg("-c").arg(s.render().unwrap()).output().unwrap();
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             assert_eq!(!text.contains("problem="), ok, "{have} vs {need}: {text}");
         }
@@ -142,7 +165,9 @@ mod tests {
 
     #[test]
     fn parses_facts() {
-        let f = Facts::parse("arch=x86_64\nglibc=2.36\nhas_zstd=0\nhas_gzip=1\nproblem=a b\nproblem=c\n");
+        let f = Facts::parse(
+            "arch=x86_64\nglibc=2.36\nhas_zstd=0\nhas_gzip=1\nproblem=a b\nproblem=c\n",
+        );
         assert_eq!(f.arch, "x86_64");
         assert!(!f.has_zstd && f.has_gzip);
         assert_eq!(f.problems, ["a b", "c"]);

@@ -34,23 +34,54 @@ pub async fn prune(config: &Config, opts: &PruneOptions, ui: &Ui) -> Result<()> 
         async move {
             let state = lock_and_read(config, &conn, &holder, std::time::Duration::ZERO).await?;
             let doomed = state.prune_candidates(keep);
-            let mut s = Script::new(format!("remove {} old release(s) in {}", doomed.len(), layout.root()));
+            let mut s = Script::new(format!(
+                "remove {} old release(s) in {}",
+                doomed.len(),
+                layout.root()
+            ));
             if opts.dry_run {
-                ui.emit(Event::Script { host: conn.host().into(), purpose: s.purpose().into(), script: doomed.join("\n") });
+                ui.emit(Event::Script {
+                    host: conn.host().into(),
+                    purpose: s.purpose().into(),
+                    script: doomed.join("\n"),
+                });
                 lock::release(&mut s, &layout);
             } else {
-                crate::steps::prune_lines(&mut s, &Config { keep_releases: keep, ..config.clone() }, &layout, &doomed);
+                crate::steps::prune_lines(
+                    &mut s,
+                    &Config {
+                        keep_releases: keep,
+                        ..config.clone()
+                    },
+                    &layout,
+                    &doomed,
+                );
                 lock::release(&mut s, &layout);
             }
             let out = conn.run_ok(&s).await?;
             let removed = out.lines().filter(|l| l.starts_with("pruned=")).count();
             let detail = if opts.dry_run {
-                format!("would remove {}", if doomed.is_empty() { "nothing".into() } else { doomed.join(", ") })
+                format!(
+                    "would remove {}",
+                    if doomed.is_empty() {
+                        "nothing".into()
+                    } else {
+                        doomed.join(", ")
+                    }
+                )
             } else {
-                format!("removed {removed} release(s), kept {}", state.releases.len() - removed)
+                format!(
+                    "removed {removed} release(s), kept {}",
+                    state.releases.len() - removed
+                )
             };
             ui.host(conn.host(), "Pruned", detail.clone());
-            Ok(HostRow { outcome: "pruned".into(), release: state.current.clone(), detail: Some(detail), ..fleet::row(&conn) })
+            Ok(HostRow {
+                outcome: "pruned".into(),
+                release: state.current.clone(),
+                detail: Some(detail),
+                ..fleet::row(&conn)
+            })
         }
     })
     .await;
@@ -59,7 +90,10 @@ pub async fn prune(config: &Config, opts: &PruneOptions, ui: &Ui) -> Result<()> 
         let dir = store::store_dir(&config.target_dir);
         if dir.is_dir() {
             let removed = store::prune(&dir, &config.bin, keep)?;
-            ui.status("Pruned", format!("{} old artifact(s) from {}", removed.len(), dir.display()));
+            ui.status(
+                "Pruned",
+                format!("{} old artifact(s) from {}", removed.len(), dir.display()),
+            );
         }
     }
     hosts_result

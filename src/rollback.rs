@@ -39,9 +39,19 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
     let lock_wait = opts.lock_wait.unwrap_or_default();
     if opts.dry_run {
         for h in fleet::select_hosts(env, &opts.hosts)? {
-            let target = opts.to.clone().unwrap_or_else(|| "<the release before current>".into());
-            for s in [steps::preflight(config, None, &holder, lock_wait), steps::switch(config, &target)] {
-                ui.emit(Event::Script { host: h.to_string(), purpose: s.purpose().into(), script: s.render_redacted()? });
+            let target = opts
+                .to
+                .clone()
+                .unwrap_or_else(|| "<the release before current>".into());
+            for s in [
+                steps::preflight(config, None, &holder, lock_wait),
+                steps::switch(config, &target),
+            ] {
+                ui.emit(Event::Script {
+                    host: h.to_string(),
+                    purpose: s.purpose().into(),
+                    script: s.render_redacted()?,
+                });
             }
         }
         return Ok(());
@@ -55,14 +65,22 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
 }
 
 /// Takes the lock and reads the host's state; maps a held lock to [`Error::Locked`].
-pub async fn lock_and_read(config: &Config, conn: &Connection, holder: &str, wait: Duration) -> Result<HostState> {
+pub async fn lock_and_read(
+    config: &Config,
+    conn: &Connection,
+    holder: &str,
+    wait: Duration,
+) -> Result<HostState> {
     let script = steps::preflight(config, None, holder, wait);
     let out = conn.run(&script).await?;
     match out.status {
         0 => Ok(HostState::parse(&out.stdout)),
         EXIT_LOCKED => Err(Error::Locked {
             host: conn.host().to_string(),
-            holder: parse_kv(&out.stdout).get("holder").cloned().unwrap_or_else(|| "unknown".into()),
+            holder: parse_kv(&out.stdout)
+                .get("holder")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into()),
         }),
         _ => Err(conn.remote_error(&script, &out)),
     }
@@ -75,23 +93,47 @@ pub async fn unlock_quietly(config: &Config, conn: &Connection) {
     let _ = conn.run(&s).await;
 }
 
-async fn rollback_host(config: &Config, conn: &Arc<Connection>, opts: &RollbackOptions, holder: &str, wait: Duration, ui: &Ui) -> Result<HostRow> {
+async fn rollback_host(
+    config: &Config,
+    conn: &Arc<Connection>,
+    opts: &RollbackOptions,
+    holder: &str,
+    wait: Duration,
+    ui: &Ui,
+) -> Result<HostRow> {
     let host = conn.host().to_string();
     let state = lock_and_read(config, conn, holder, wait).await?;
     let target = match choose_target(&state, opts.to.as_deref()) {
         Ok(t) => t,
         Err(problem) => {
             unlock_quietly(config, conn).await;
-            return Err(Error::Usage { message: format!("{host}: cannot roll back: {problem}"), help: Some("run `cargo ship releases <env>` to see the releases on each host".into()) });
+            return Err(Error::Usage {
+                message: format!("{host}: cannot roll back: {problem}"),
+                help: Some(
+                    "run `cargo ship releases <env>` to see the releases on each host".into(),
+                ),
+            });
         }
     };
     let from = state.current.clone();
     if from.as_deref() == Some(target.as_str()) {
         unlock_quietly(config, conn).await;
-        ui.host(&host, "Unchanged", format!("release {target} is already current"));
-        return Ok(HostRow { outcome: "unchanged".into(), release: Some(target), ..fleet::row(conn) });
+        ui.host(
+            &host,
+            "Unchanged",
+            format!("release {target} is already current"),
+        );
+        return Ok(HostRow {
+            outcome: "unchanged".into(),
+            release: Some(target),
+            ..fleet::row(conn)
+        });
     }
-    ui.host(&host, "Rolling back", format!("{} -> {target}", from.as_deref().unwrap_or("nothing")));
+    ui.host(
+        &host,
+        "Rolling back",
+        format!("{} -> {target}", from.as_deref().unwrap_or("nothing")),
+    );
     let out = conn.run(&steps::switch(config, &target)).await?;
     let kv = parse_kv(&out.stdout);
     let layout = Layout::new(&config.deploy_to);
@@ -107,7 +149,10 @@ async fn rollback_host(config: &Config, conn: &Arc<Connection>, opts: &RollbackO
         host: &host,
     };
     let verdict = if out.status != 0 {
-        Err(format!("the service did not start: {}", out.tail(3).replace('\n', " ")))
+        Err(format!(
+            "the service did not start: {}",
+            out.tail(3).replace('\n', " ")
+        ))
     } else {
         let invocation = kv.get("new_invocation").cloned().unwrap_or_default();
         health::verify_release(config, conn, &target, &invocation, &hook_env, ui).await
@@ -115,15 +160,47 @@ async fn rollback_host(config: &Config, conn: &Arc<Connection>, opts: &RollbackO
     let who = journal::who();
     match verdict {
         Ok(()) => {
-            let log = Revision { action: "rollback", release: &target, version: None, artifact: None, git: None, result: "ok" }.line(chrono::Utc::now(), &who);
+            let log = Revision {
+                action: "rollback",
+                release: &target,
+                version: None,
+                artifact: None,
+                git: None,
+                result: "ok",
+            }
+            .line(chrono::Utc::now(), &who);
             conn.run_ok(&steps::finish(config, &log, &[])).await?;
             ui.host(&host, "Rolled back", format!("to release {target}"));
-            Ok(HostRow { outcome: "rolled back to".into(), release: Some(target), ..fleet::row(conn) })
+            Ok(HostRow {
+                outcome: "rolled back to".into(),
+                release: Some(target),
+                ..fleet::row(conn)
+            })
         }
         Err(reason) => {
-            ui.step(Some(&host), "Unhealthy", format!("release {target}: {reason}"), Tone::Error);
-            let log = Revision { action: "rollback", release: &target, version: None, artifact: None, git: None, result: "unhealthy" }.line(chrono::Utc::now(), &who);
-            let input = RevertInput { failed: &target, previous: from.as_deref(), ghost: None, reason: &reason, log_line: &log, journal_lines: 30 };
+            ui.step(
+                Some(&host),
+                "Unhealthy",
+                format!("release {target}: {reason}"),
+                Tone::Error,
+            );
+            let log = Revision {
+                action: "rollback",
+                release: &target,
+                version: None,
+                artifact: None,
+                git: None,
+                result: "unhealthy",
+            }
+            .line(chrono::Utc::now(), &who);
+            let input = RevertInput {
+                failed: &target,
+                previous: from.as_deref(),
+                ghost: None,
+                reason: &reason,
+                log_line: &log,
+                journal_lines: 30,
+            };
             let out = conn.run_ok(&steps::revert(config, &input)).await?;
             let (_, journal) = crate::systemd::split_journal(&out);
             Err(Error::Unhealthy {
@@ -143,7 +220,10 @@ pub fn choose_target(state: &HostState, to: Option<&str>) -> std::result::Result
     match to {
         Some(id) => {
             if !state.releases.iter().any(|r| r == id) {
-                return Err(format!("there is no release {id} (releases: {})", list(&state.releases)));
+                return Err(format!(
+                    "there is no release {id} (releases: {})",
+                    list(&state.releases)
+                ));
             }
             if state.unfinished.iter().any(|r| r == id) {
                 return Err(format!("release {id} was never fully staged"));
@@ -155,7 +235,9 @@ pub fn choose_target(state: &HostState, to: Option<&str>) -> std::result::Result
         }
         None => state.rollback_target().ok_or_else(|| match &state.current {
             None => "nothing is deployed here yet".to_string(),
-            Some(c) => format!("no good release older than the current one ({c}) is left on the host"),
+            Some(c) => {
+                format!("no good release older than the current one ({c}) is left on the host")
+            }
         }),
     }
 }
@@ -181,8 +263,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(choose_target(&s, None).unwrap(), "1");
-        assert_eq!(choose_target(&s, Some("2")).unwrap_err(), "release 2 is marked failed");
-        assert_eq!(choose_target(&s, Some("9")).unwrap_err(), "there is no release 9 (releases: 1, 2, 3)");
-        assert_eq!(choose_target(&HostState::default(), None).unwrap_err(), "nothing is deployed here yet");
+        assert_eq!(
+            choose_target(&s, Some("2")).unwrap_err(),
+            "release 2 is marked failed"
+        );
+        assert_eq!(
+            choose_target(&s, Some("9")).unwrap_err(),
+            "there is no release 9 (releases: 1, 2, 3)"
+        );
+        assert_eq!(
+            choose_target(&HostState::default(), None).unwrap_err(),
+            "nothing is deployed here yet"
+        );
     }
 }

@@ -27,14 +27,29 @@ pub fn status_script(config: &Config) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!("read the state of {}", layout.root()));
     journal::state_lines(&mut s, &layout);
-    s.line("if [ -f {} ]; then printf 'lock=%s\\n' \"$(cat {})\"; fi", &[&layout.lock_holder(), &layout.lock_holder()]);
-    s.line("_cm=$(stat -c %Y {} 2>/dev/null || true); printf 'current_since=%s\\n' \"$_cm\"", &[&layout.current()]);
+    s.line(
+        "if [ -f {} ]; then printf 'lock=%s\\n' \"$(cat {})\"; fi",
+        &[&layout.lock_holder(), &layout.lock_holder()],
+    );
+    s.line(
+        "_cm=$(stat -c %Y {} 2>/dev/null || true); printf 'current_since=%s\\n' \"$_cm\"",
+        &[&layout.current()],
+    );
     systemd::show_state(&mut s, config, "unit");
-    s.line("for _d in {}/*; do [ -f \"$_d\"/{} ] || continue", &[&layout.releases(), MANIFEST_FILE]);
-    s.line("  printf 'manifest=%s ' \"${{_d##*/}}\"; tr -d '\\n' < \"$_d\"/{}; echo", &[MANIFEST_FILE]);
+    s.line(
+        "for _d in {}/*; do [ -f \"$_d\"/{} ] || continue",
+        &[&layout.releases(), MANIFEST_FILE],
+    );
+    s.line(
+        "  printf 'manifest=%s ' \"${{_d##*/}}\"; tr -d '\\n' < \"$_d\"/{}; echo",
+        &[MANIFEST_FILE],
+    );
     s.lines("done");
     s.line("for _f in {}/*; do [ -f \"$_f\" ] && printf 'failed_reason=%s %s\\n' \"${{_f##*/}}\" \"$(head -n 1 \"$_f\")\"; done; true", &[&layout.failed_dir()]);
-    s.line("tail -n 3 {} 2>/dev/null | sed 's/^/revision=/' || true", &[&layout.revisions_log()]);
+    s.line(
+        "tail -n 3 {} 2>/dev/null | sed 's/^/revision=/' || true",
+        &[&layout.revisions_log()],
+    );
     s
 }
 
@@ -56,7 +71,11 @@ pub struct HostStatus {
 impl HostStatus {
     /// Parses [`status_script`]'s output.
     pub fn parse(stdout: &str) -> HostStatus {
-        let mut h = HostStatus { state: HostState::parse(stdout), facts: parse_kv(stdout), ..Default::default() };
+        let mut h = HostStatus {
+            state: HostState::parse(stdout),
+            facts: parse_kv(stdout),
+            ..Default::default()
+        };
         for line in stdout.lines() {
             if let Some(rest) = line.strip_prefix("manifest=") {
                 if let Some((id, json)) = rest.split_once(' ') {
@@ -91,12 +110,23 @@ impl HostStatus {
                 match &current {
                     Some(c) => {
                         let m = self.manifest(c);
-                        let since = self.fact("current_since").parse::<i64>().ok().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+                        let since = self
+                            .fact("current_since")
+                            .parse::<i64>()
+                            .ok()
+                            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
                         out.push_str(&format!(
                             "  current:   {c}  v{}  git {}{}  since {}\n",
                             m.map(|m| m.version.as_str()).unwrap_or("?"),
-                            m.and_then(|m| m.git_commit.as_deref()).map(|g| &g[..g.len().min(12)]).unwrap_or("-"),
-                            if m.is_some_and(|m| m.git_dirty) { " (dirty)" } else { "" },
+                            m.and_then(|m| m.git_commit.as_deref())
+                                .map(|g| &g[..g.len().min(12)])
+                                .unwrap_or("-"),
+                            if m.is_some_and(|m| m.git_dirty) {
+                                " (dirty)"
+                            } else {
+                                ""
+                            },
                             since.unwrap_or_else(|| "?".into())
                         ));
                     }
@@ -112,13 +142,18 @@ impl HostStatus {
                 out.push_str(&format!(
                     "  releases:  {} on disk, rollback target {}\n",
                     self.state.releases.len(),
-                    self.state.rollback_target().unwrap_or_else(|| "none".into())
+                    self.state
+                        .rollback_target()
+                        .unwrap_or_else(|| "none".into())
                 ));
                 if let Some(l) = &self.state.lock_holder {
                     out.push_str(&format!("  LOCKED:    by {l}\n"));
                 }
                 if let Some(sw) = &self.state.switching {
-                    out.push_str(&format!("  WARNING:   a switch from {} was never verified\n", if sw.is_empty() { "nothing" } else { sw }));
+                    out.push_str(&format!(
+                        "  WARNING:   a switch from {} was never verified\n",
+                        if sw.is_empty() { "nothing" } else { sw }
+                    ));
                 }
                 for r in &self.revisions {
                     out.push_str(&format!("  log:       {r}\n"));
@@ -144,7 +179,9 @@ impl HostStatus {
                     out.push_str(&format!(
                         "  {id}  v{:<10} {:<12}  {}\n",
                         m.map(|m| m.version.as_str()).unwrap_or("?"),
-                        m.and_then(|m| m.git_commit.as_deref()).map(|g| &g[..g.len().min(12)]).unwrap_or("-"),
+                        m.and_then(|m| m.git_commit.as_deref())
+                            .map(|g| &g[..g.len().min(12)])
+                            .unwrap_or("-"),
                         marks.join(", ")
                     ));
                 }
@@ -195,12 +232,26 @@ pub async fn status(config: &Config, hosts: &[String], view: View, ui: &Ui) -> R
             let out = conn.run_ok(script).await?;
             let st = HostStatus::parse(&out);
             ui.emit(Event::Output {
-                kind: if view == View::Status { "status".into() } else { "releases".into() },
+                kind: if view == View::Status {
+                    "status".into()
+                } else {
+                    "releases".into()
+                },
                 text: st.render(conn.host(), view),
                 data: st.to_json(conn.host()),
             });
-            let version = st.state.current.as_deref().and_then(|c| st.manifest(c)).map(|m| m.version.clone());
-            Ok(HostRow { outcome: st.fact("unit_active").to_string(), release: st.state.current.clone(), version, ..fleet::row(&conn) })
+            let version = st
+                .state
+                .current
+                .as_deref()
+                .and_then(|c| st.manifest(c))
+                .map(|m| m.version.clone());
+            Ok(HostRow {
+                outcome: st.fact("unit_active").to_string(),
+                release: st.state.current.clone(),
+                version,
+                ..fleet::row(&conn)
+            })
         }
     })
     .await;
@@ -212,12 +263,18 @@ pub async fn status(config: &Config, hosts: &[String], view: View, ui: &Ui) -> R
 /// `cargo ship logs`: the last `lines` journal lines of the unit on each host.
 pub async fn logs(config: &Config, hosts: &[String], lines: u32, ui: &Ui) -> Result<()> {
     let results = fleet::on_each_host(config, hosts, ui, |conn| async move {
-        let mut s = Script::new(format!("read the journal of {}", systemd::unit_name(config)));
+        let mut s = Script::new(format!(
+            "read the journal of {}",
+            systemd::unit_name(config)
+        ));
         systemd::sudo_prelude(&mut s, config);
         systemd::journal_tail(&mut s, config, lines);
         let out = conn.run_ok(&s).await?;
         let (_, journal) = systemd::split_journal(&out);
-        let text: String = journal.lines().map(|l| format!("{}: {l}\n", conn.host())).collect();
+        let text: String = journal
+            .lines()
+            .map(|l| format!("{}: {l}\n", conn.host()))
+            .collect();
         ui.emit(Event::Output {
             kind: "journal".into(),
             text,

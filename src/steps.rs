@@ -26,24 +26,48 @@ use crate::systemd;
 
 /// Lock + state, with the artifact checks when `req` is given (deploy), without (rollback,
 /// prune). Also reports which cached artifact files exist for `artifact_sha`.
-pub fn preflight(config: &Config, req: Option<&Requirements>, holder: &str, lock_wait: Duration) -> Script {
+pub fn preflight(
+    config: &Config,
+    req: Option<&Requirements>,
+    holder: &str,
+    lock_wait: Duration,
+) -> Script {
     let layout = Layout::new(&config.deploy_to);
-    let mut s = Script::new(format!("check the host and take the deploy lock in {}", layout.root()));
+    let mut s = Script::new(format!(
+        "check the host and take the deploy lock in {}",
+        layout.root()
+    ));
     s.lines("umask 022");
     if let Some(req) = req {
         preflight::checks(&mut s, config, &layout, req);
     }
     lock::take(&mut s, &layout, holder, lock_wait.as_secs());
-    for d in [layout.releases(), layout.shared(), layout.artifacts(), layout.unfinished_dir(), layout.failed_dir(), layout.ghosts_dir()] {
+    for d in [
+        layout.releases(),
+        layout.shared(),
+        layout.artifacts(),
+        layout.unfinished_dir(),
+        layout.failed_dir(),
+        layout.ghosts_dir(),
+    ] {
         s.line("mkdir -p {}", &[&d]);
     }
     // A release left unfinished by an interrupted deploy is never used: remove it.
-    s.line("for _m in {}/*; do [ -e \"$_m\" ] || continue; _id=${{_m##*/}}", &[&layout.unfinished_dir()]);
-    s.line("  rm -rf -- {}/\"$_id\" \"$_m\"; printf 'cleared=%s\\n' \"$_id\"", &[&layout.releases()]);
+    s.line(
+        "for _m in {}/*; do [ -e \"$_m\" ] || continue; _id=${{_m##*/}}",
+        &[&layout.unfinished_dir()],
+    );
+    s.line(
+        "  rm -rf -- {}/\"$_id\" \"$_m\"; printf 'cleared=%s\\n' \"$_id\"",
+        &[&layout.releases()],
+    );
     s.lines("done");
     if let Some(sha) = req.and_then(|r| r.artifact_sha.as_deref()) {
         for e in [Encoding::Zstd, Encoding::Gzip, Encoding::Tar] {
-            s.line("[ -f {} ] && echo cached={} || true", &[&layout.artifact(sha, e.ext()), e.ext()]);
+            s.line(
+                "[ -f {} ] && echo cached={} || true",
+                &[&layout.artifact(sha, e.ext()), e.ext()],
+            );
         }
     }
     journal::state_lines(&mut s, &layout);
@@ -87,20 +111,36 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
         Encoding::Gzip => s.line("gzip -dc -- {} | tar -xf - -C {}", &[&art, &rel]),
         Encoding::Tar => s.line("tar -xf {} -C {}", &[&art, &rel]),
     };
-    let checklist: String = input.manifest.files.iter().map(|(path, f)| format!("{}  {path}\n", f.sha256)).collect();
+    let checklist: String = input
+        .manifest
+        .files
+        .iter()
+        .map(|(path, f)| format!("{}  {path}\n", f.sha256))
+        .collect();
     s.line(
         "if ! (cd {} && printf '%s' {} | sha256sum -c --quiet --strict - >&2); then echo 'the unpacked files do not match the manifest' >&2; exit {}; fi",
         &[&rel, &checklist, &EXIT_CHECKSUM.to_string()],
     );
     for d in &config.shared_dirs {
         let (shared, link) = (format!("{}/{d}", layout.shared()), format!("{rel}/{d}"));
-        s.line("mkdir -p -- {}; rm -rf -- {}; mkdir -p -- \"$(dirname -- {})\"; ln -s -- {} {}", &[&shared, &link, &link, &shared, &link]);
+        s.line(
+            "mkdir -p -- {}; rm -rf -- {}; mkdir -p -- \"$(dirname -- {})\"; ln -s -- {} {}",
+            &[&shared, &link, &link, &shared, &link],
+        );
     }
     for f in &config.shared_files {
         let (shared, link) = (format!("{}/{f}", layout.shared()), format!("{rel}/{f}"));
-        s.line("rm -rf -- {}; mkdir -p -- \"$(dirname -- {})\"; ln -s -- {} {}", &[&link, &link, &shared, &link]);
+        s.line(
+            "rm -rf -- {}; mkdir -p -- \"$(dirname -- {})\"; ln -s -- {} {}",
+            &[&link, &link, &shared, &link],
+        );
     }
-    hooks::run(&mut s, "before_switch", &config.hooks.before_switch, &input.hook_env);
+    hooks::run(
+        &mut s,
+        "before_switch",
+        &config.hooks.before_switch,
+        &input.hook_env,
+    );
     s.line("rm -f -- {}", &[&layout.unfinished(input.release)]);
     s.line("echo staged={}", &[input.release]);
     s
@@ -111,10 +151,19 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
 /// Prints `previous=`, `unit_changed=` and the `new_*` unit state.
 pub fn switch(config: &Config, release: &str) -> Script {
     let layout = Layout::new(&config.deploy_to);
-    let mut s = Script::new(format!("switch `current` to release {release} and restart {}", systemd::unit_name(config)));
+    let mut s = Script::new(format!(
+        "switch `current` to release {release} and restart {}",
+        systemd::unit_name(config)
+    ));
     systemd::sudo_prelude(&mut s, config);
-    s.line("_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; echo previous=$_prev", &[&layout.current()]);
-    s.line("[ -f {} ] || printf '%s\\n' \"$_prev\" > {}", &[&journal::switching(&layout), &journal::switching(&layout)]);
+    s.line(
+        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; echo previous=$_prev",
+        &[&layout.current()],
+    );
+    s.line(
+        "[ -f {} ] || printf '%s\\n' \"$_prev\" > {}",
+        &[&journal::switching(&layout), &journal::switching(&layout)],
+    );
     systemd::install_unit(&mut s, config);
     systemd::remember_invocation(&mut s, config);
     flip(&mut s, &layout, release);
@@ -126,8 +175,14 @@ pub fn switch(config: &Config, release: &str) -> Script {
 }
 
 fn flip(s: &mut Script, layout: &Layout, release: &str) {
-    s.line("ln -sfn -- {} {}", &[&Layout::current_target(release), &layout.current_tmp()]);
-    s.line("mv -fT -- {} {}", &[&layout.current_tmp(), &layout.current()]);
+    s.line(
+        "ln -sfn -- {} {}",
+        &[&Layout::current_target(release), &layout.current_tmp()],
+    );
+    s.line(
+        "mv -fT -- {} {}",
+        &[&layout.current_tmp(), &layout.current()],
+    );
 }
 
 /// Waits `settle`, then checks the unit still runs the process started by the switch
@@ -135,7 +190,10 @@ fn flip(s: &mut Script, layout: &Layout, release: &str) {
 pub fn verify(config: &Config, release: &str, invocation: &str, hook_env: &HookEnv<'_>) -> Script {
     let mut s = Script::new(format!("verify release {release} stays up"));
     systemd::sudo_prelude(&mut s, config);
-    s.line("sleep {}", &[&format!("{:.1}", config.health.settle.as_secs_f64())]);
+    s.line(
+        "sleep {}",
+        &[&format!("{:.1}", config.health.settle.as_secs_f64())],
+    );
     systemd::show_state(&mut s, config, "now");
     s.line(
         "if [ \"$_st\" != active ] || [ \"$_inv\" != {} ]; then echo \"the service did not stay up: state $_st, restarted $_nr times\" >&2; exit {}; fi",
@@ -149,8 +207,14 @@ pub fn verify(config: &Config, release: &str, invocation: &str, hook_env: &HookE
 /// switch record and releases the lock.
 pub fn finish(config: &Config, log_line: &str, prune: &[String]) -> Script {
     let layout = Layout::new(&config.deploy_to);
-    let mut s = Script::new(format!("record the release and release the lock in {}", layout.root()));
-    s.line("printf '%s\\n' {} >> {}", &[log_line, &layout.revisions_log()]);
+    let mut s = Script::new(format!(
+        "record the release and release the lock in {}",
+        layout.root()
+    ));
+    s.line(
+        "printf '%s\\n' {} >> {}",
+        &[log_line, &layout.revisions_log()],
+    );
     s.line("rm -f -- {}", &[&journal::switching(&layout)]);
     prune_lines(&mut s, config, &layout, prune);
     lock::release(&mut s, &layout);
@@ -160,10 +224,19 @@ pub fn finish(config: &Config, log_line: &str, prune: &[String]) -> Script {
 /// Removes releases (and their marks) and keeps only the newest `keep_releases` cached artifacts.
 pub fn prune_lines(s: &mut Script, config: &Config, layout: &Layout, prune: &[String]) {
     for id in prune {
-        s.line("rm -rf -- {} {}; echo pruned={}", &[&layout.release(id), &layout.failed(id), id]);
+        s.line(
+            "rm -rf -- {} {}; echo pruned={}",
+            &[&layout.release(id), &layout.failed(id), id],
+        );
     }
-    s.line("_n=0; for _a in $(ls -1t {} 2>/dev/null); do _n=$((_n + 1))", &[&layout.artifacts()]);
-    s.line("  [ \"$_n\" -le {} ] || rm -f -- {}/\"$_a\"", &[&config.keep_releases.to_string(), &layout.artifacts()]);
+    s.line(
+        "_n=0; for _a in $(ls -1t {} 2>/dev/null); do _n=$((_n + 1))",
+        &[&layout.artifacts()],
+    );
+    s.line(
+        "  [ \"$_n\" -le {} ] || rm -f -- {}/\"$_a\"",
+        &[&config.keep_releases.to_string(), &layout.artifacts()],
+    );
     s.lines("done");
 }
 
@@ -190,17 +263,29 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
     let unit = systemd::unit_name(config);
     let mut s = Script::new(format!("roll back from release {}", input.failed));
     systemd::sudo_prelude(&mut s, config);
-    s.line("printf '%s\\n' {} > {}", &[input.reason, &layout.failed(input.failed)]);
+    s.line(
+        "printf '%s\\n' {} > {}",
+        &[input.reason, &layout.failed(input.failed)],
+    );
     if let Some(sha) = input.ghost {
-        s.line("printf 'release %s: %s\\n' {} {} > {}", &[input.failed, input.reason, &layout.ghost(sha)]);
+        s.line(
+            "printf 'release %s: %s\\n' {} {} > {}",
+            &[input.failed, input.reason, &layout.ghost(sha)],
+        );
     }
-    s.line("_j=$($SUDO journalctl -u {} -n {} --no-pager -o short-iso 2>&1 || true)", &[&unit, &input.journal_lines.to_string()]);
+    s.line(
+        "_j=$($SUDO journalctl -u {} -n {} --no-pager -o short-iso 2>&1 || true)",
+        &[&unit, &input.journal_lines.to_string()],
+    );
     match input.previous {
         Some(prev) => {
             systemd::remember_invocation(&mut s, config);
             flip(&mut s, &layout, prev);
             s.line("echo restored={}", &[prev]);
-            s.line("printf '%s\\n' {} >> {}", &[input.log_line, &layout.revisions_log()]);
+            s.line(
+                "printf '%s\\n' {} >> {}",
+                &[input.log_line, &layout.revisions_log()],
+            );
             s.line("rm -f -- {}", &[&journal::switching(&layout)]);
             lock::release(&mut s, &layout);
             // Restart last: if the old release cannot start either, everything else is done.
@@ -209,7 +294,10 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
         None => {
             s.line("$SUDO systemctl stop {} 2>/dev/null || true; $SUDO systemctl disable -q {} 2>/dev/null || true", &[&unit, &unit]);
             s.line("rm -f -- {}; echo restored=", &[&layout.current()]);
-            s.line("printf '%s\\n' {} >> {}", &[input.log_line, &layout.revisions_log()]);
+            s.line(
+                "printf '%s\\n' {} >> {}",
+                &[input.log_line, &layout.revisions_log()],
+            );
             s.line("rm -f -- {}", &[&journal::switching(&layout)]);
             lock::release(&mut s, &layout);
         }
@@ -227,14 +315,36 @@ pub fn abort(config: &Config, release: &str) -> Script {
     systemd::sudo_prelude(&mut s, config);
     let sw = journal::switching(&layout);
     s.line("if [ -f {} ]; then _prev=$(cat {})", &[&sw, &sw]);
-    s.line("  if [ -n \"$_prev\" ] && [ -d {}/\"$_prev\" ]; then", &[&layout.releases()]);
-    s.line("    ln -sfn -- releases/\"$_prev\" {} && mv -fT -- {} {}", &[&layout.current_tmp(), &layout.current_tmp(), &layout.current()]);
-    s.line("    $SUDO systemctl restart {} || true; echo restored=$_prev", &[&systemd::unit_name(config)]);
-    s.line("  else rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo restored=; fi", &[&layout.current(), &systemd::unit_name(config)]);
+    s.line(
+        "  if [ -n \"$_prev\" ] && [ -d {}/\"$_prev\" ]; then",
+        &[&layout.releases()],
+    );
+    s.line(
+        "    ln -sfn -- releases/\"$_prev\" {} && mv -fT -- {} {}",
+        &[
+            &layout.current_tmp(),
+            &layout.current_tmp(),
+            &layout.current(),
+        ],
+    );
+    s.line(
+        "    $SUDO systemctl restart {} || true; echo restored=$_prev",
+        &[&systemd::unit_name(config)],
+    );
+    s.line(
+        "  else rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo restored=; fi",
+        &[&layout.current(), &systemd::unit_name(config)],
+    );
     s.line("  rm -f -- {}", &[&sw]);
     s.lines("fi");
-    s.line("_c=$(readlink {} 2>/dev/null || true)", &[&layout.current()]);
-    s.line("if [ \"${{_c##*/}}\" != {} ]; then rm -rf -- {}; fi", &[release, &layout.release(release)]);
+    s.line(
+        "_c=$(readlink {} 2>/dev/null || true)",
+        &[&layout.current()],
+    );
+    s.line(
+        "if [ \"${{_c##*/}}\" != {} ]; then rm -rf -- {}; fi",
+        &[release, &layout.release(release)],
+    );
     s.line("rm -f -- {}", &[&layout.unfinished(release)]);
     lock::release(&mut s, &layout);
     s

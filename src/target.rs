@@ -21,11 +21,19 @@ impl Target {
             None => (s, None),
         };
         let parts: Vec<&str> = triple.split('-').collect();
-        if parts.len() < 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
-            return Err(format!("a target triple like `x86_64-unknown-linux-gnu`, found `{s}`"));
+        if parts.len() < 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "a target triple like `x86_64-unknown-linux-gnu`, found `{s}`"
+            ));
         }
         if !triple.contains("-linux-") {
-            return Err(format!("a Linux target (the hosts run systemd), found `{s}`"));
+            return Err(format!(
+                "a Linux target (the hosts run systemd), found `{s}`"
+            ));
         }
         let glibc = match glibc {
             None => None,
@@ -33,14 +41,21 @@ impl Target {
                 if !triple.ends_with("-gnu") && !triple.ends_with("-gnueabihf") {
                     return Err(format!("a glibc pin only on a `-gnu` target, found `{s}`"));
                 }
-                let ok = v.split('.').count() == 2 && v.split('.').all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+                let ok = v.split('.').count() == 2
+                    && v.split('.')
+                        .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
                 if !ok {
-                    return Err(format!("a glibc pin like `.2.17` after the triple, found `{s}`"));
+                    return Err(format!(
+                        "a glibc pin like `.2.17` after the triple, found `{s}`"
+                    ));
                 }
                 Some(v.to_string())
             }
         };
-        Ok(Target { triple: triple.to_string(), glibc })
+        Ok(Target {
+            triple: triple.to_string(),
+            glibc,
+        })
     }
 
     /// The CPU architecture part (`x86_64`, `aarch64`, ...).
@@ -86,14 +101,27 @@ mod tests {
         assert_eq!(t.to_string(), "x86_64-unknown-linux-gnu.2.17");
         let m = Target::parse("x86_64-unknown-linux-musl").unwrap();
         assert!(m.is_musl() && m.glibc.is_none());
-        assert_eq!(Target::parse("aarch64-unknown-linux-gnu").unwrap().uname_machine(), "aarch64");
+        assert_eq!(
+            Target::parse("aarch64-unknown-linux-gnu")
+                .unwrap()
+                .uname_machine(),
+            "aarch64"
+        );
     }
 
     #[test]
     fn rejects_bad_triples() {
-        assert!(Target::parse("x86_64").unwrap_err().contains("target triple"));
-        assert!(Target::parse("x86_64-apple-darwin").unwrap_err().contains("Linux"));
-        assert!(Target::parse("x86_64-unknown-linux-musl.2.17").unwrap_err().contains("-gnu"));
-        assert!(Target::parse("x86_64-unknown-linux-gnu.2").unwrap_err().contains(".2.17"));
+        assert!(Target::parse("x86_64")
+            .unwrap_err()
+            .contains("target triple"));
+        assert!(Target::parse("x86_64-apple-darwin")
+            .unwrap_err()
+            .contains("Linux"));
+        assert!(Target::parse("x86_64-unknown-linux-musl.2.17")
+            .unwrap_err()
+            .contains("-gnu"));
+        assert!(Target::parse("x86_64-unknown-linux-gnu.2")
+            .unwrap_err()
+            .contains(".2.17"));
     }
 }

@@ -221,7 +221,10 @@ impl Config {
     /// The environment, or a usage error naming the command that needs one.
     pub fn env(&self) -> crate::Result<&Environment> {
         self.environment.as_ref().ok_or_else(|| {
-            crate::Error::usage("this command needs an environment", Some("e.g. `cargo ship deploy prod`".into()))
+            crate::Error::usage(
+                "this command needs an environment",
+                Some("e.g. `cargo ship deploy prod`".into()),
+            )
         })
     }
 }

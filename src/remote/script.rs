@@ -39,7 +39,12 @@ impl Script {
     /// A new script that stops at the first failing command (`set -eu`). `purpose` is what the
     /// script does, in words that fit "failed to {purpose}".
     pub fn new(purpose: impl Into<String>) -> Self {
-        Script { purpose: purpose.into(), lines: vec!["set -eu".into()], redact: Vec::new(), error: None }
+        Script {
+            purpose: purpose.into(),
+            lines: vec!["set -eu".into()],
+            redact: Vec::new(),
+            error: None,
+        }
     }
 
     /// Appends one line: `template` with each `{}` replaced by the quoted value of the next arg.
@@ -79,7 +84,10 @@ impl Script {
     /// The shell text to run.
     pub fn render(&self) -> Result<String> {
         if let Some(e) = &self.error {
-            return Err(Error::usage(format!("cannot build the script to {}: {e}", self.purpose), None));
+            return Err(Error::usage(
+                format!("cannot build the script to {}: {e}", self.purpose),
+                None,
+            ));
         }
         let mut s = self.lines.join("\n");
         s.push('\n');
@@ -103,7 +111,9 @@ pub fn quote(value: &str) -> std::result::Result<String, String> {
     }
     shlex::try_quote(value)
         .map(|c| c.into_owned())
-        .map_err(|_| format!("the value {value:?} contains a NUL byte, which no shell argument can hold"))
+        .map_err(|_| {
+            format!("the value {value:?} contains a NUL byte, which no shell argument can hold")
+        })
 }
 
 fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, String> {
@@ -122,14 +132,18 @@ fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, St
             }
             '{' if chars.peek() == Some(&'}') => {
                 chars.next();
-                let v = it.next().ok_or_else(|| format!("template `{template}` has more `{{}}` than values"))?;
+                let v = it
+                    .next()
+                    .ok_or_else(|| format!("template `{template}` has more `{{}}` than values"))?;
                 out.push_str(&quote(v)?);
             }
             c => out.push(c),
         }
     }
     if it.next().is_some() {
-        return Err(format!("template `{template}` has fewer `{{}}` than values"));
+        return Err(format!(
+            "template `{template}` has fewer `{{}}` than values"
+        ));
     }
     Ok(out)
 }
@@ -170,14 +184,21 @@ mod tests {
     fn fills_and_quotes() {
         let mut s = Script::new("test");
         s.line("mkdir -p -- {} && echo {{ok}}", &["/opt/my app"]);
-        assert_eq!(s.render().unwrap(), "set -eu\nmkdir -p -- '/opt/my app' && echo {ok}\n");
+        assert_eq!(
+            s.render().unwrap(),
+            "set -eu\nmkdir -p -- '/opt/my app' && echo {ok}\n"
+        );
     }
 
     #[test]
     fn arity_and_nul_errors_surface_at_render() {
         let mut s = Script::new("count");
         s.line("echo {} {}", &["one"]);
-        assert!(s.render().unwrap_err().to_string().contains("more `{}` than values"));
+        assert!(s
+            .render()
+            .unwrap_err()
+            .to_string()
+            .contains("more `{}` than values"));
         let mut s = Script::new("nul");
         s.line("echo {}", &["a\0b"]);
         assert!(s.render().unwrap_err().to_string().contains("NUL"));
@@ -186,7 +207,8 @@ mod tests {
     #[test]
     fn redacts_secrets() {
         let mut s = Script::new("secret");
-        s.line("printf %s {}", &["DATABASE_URL=postgres://u:pw@db"]).redact("DATABASE_URL=postgres://u:pw@db");
+        s.line("printf %s {}", &["DATABASE_URL=postgres://u:pw@db"])
+            .redact("DATABASE_URL=postgres://u:pw@db");
         let r = s.render_redacted().unwrap();
         assert!(!r.contains("pw@db"), "{r}");
         assert!(r.contains("[redacted]"));
@@ -201,8 +223,16 @@ mod tests {
             let mut s = Script::new("echo");
             s.line("cd {}", &[dir.path().to_str().unwrap()]);
             s.line("printf '%s' {}", &[v]);
-            let out = std::process::Command::new("/bin/sh").arg("-c").arg(s.render().unwrap()).output().unwrap();
-            assert!(out.status.success(), "{v:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{v:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert_eq!(String::from_utf8(out.stdout).unwrap(), *v);
         }
         assert!(!std::path::Path::new("/tmp/pwned").exists());

@@ -54,7 +54,11 @@ pub struct Output {
 impl Output {
     /// The last `n` lines of stderr (or stdout when stderr is empty).
     pub fn tail(&self, n: usize) -> String {
-        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
         let lines: Vec<&str> = text.trim_end().lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -82,7 +86,9 @@ impl Connection {
             // The control socket path must stay short (ssh adds ~17 bytes to it).
             .control_directory(short_control_dir())
             .clean_history_control_directory(true)
-            .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("nonzero")));
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(60).expect("nonzero"),
+            ));
         if let Some(u) = &spec.user {
             b.user(u.clone());
         }
@@ -94,8 +100,16 @@ impl Connection {
         }
         let stats = Arc::new(Stats::default());
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let session = b.connect_mux(&spec.host).await.map_err(|e| connect_error(&host, env, e))?;
-        Ok(Connection { host, session: Arc::new(session), stats, ui: ui.clone() })
+        let session = b
+            .connect_mux(&spec.host)
+            .await
+            .map_err(|e| connect_error(&host, env, e))?;
+        Ok(Connection {
+            host,
+            session: Arc::new(session),
+            stats,
+            ui: ui.clone(),
+        })
     }
 
     /// The host as configured (`user@name:port`).
@@ -149,17 +163,35 @@ impl Connection {
         }
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         let mut cmd = self.session.command("sh");
-        cmd.arg("-c").arg(&text).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.arg("-c")
+            .arg(&text)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let lost = |e: openssh::Error| self.lost(script.purpose(), e);
         let mut child = cmd.spawn().await.map_err(lost)?;
         if let (Some(bytes), Some(mut stdin)) = (input, child.stdin().take()) {
-            stdin.write_all(bytes).await.map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
-            stdin.shutdown().await.map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
+            stdin
+                .write_all(bytes)
+                .await
+                .map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
+            stdin
+                .shutdown()
+                .await
+                .map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
             drop(stdin);
-            self.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.stats
+                .bytes_sent
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
-        let out = child.wait_with_output().await.map_err(|e| self.lost(script.purpose(), e))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| self.lost(script.purpose(), e))?;
         Ok(Output {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -180,23 +212,36 @@ impl Connection {
     /// this connection. Returns the local address to connect to.
     pub async fn forward(&self, remote_host: &str, remote_port: u16) -> Result<PortForward> {
         let local = {
-            let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .map_err(|e| Error::io("reserve a local port for the health probe", "127.0.0.1", e))?;
-            l.local_addr().map_err(|e| Error::io("reserve a local port", "127.0.0.1", e))?
+            let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| {
+                Error::io("reserve a local port for the health probe", "127.0.0.1", e)
+            })?;
+            l.local_addr()
+                .map_err(|e| Error::io("reserve a local port", "127.0.0.1", e))?
         };
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         self.session
-            .request_port_forward(ForwardType::Local, local, Socket::new(remote_host, remote_port))
+            .request_port_forward(
+                ForwardType::Local,
+                local,
+                Socket::new(remote_host, remote_port),
+            )
             .await
             .map_err(|e| self.lost(&format!("forward a port to {remote_host}:{remote_port}"), e))?;
-        Ok(PortForward { local, remote: (remote_host.to_string(), remote_port) })
+        Ok(PortForward {
+            local,
+            remote: (remote_host.to_string(), remote_port),
+        })
     }
 
     /// Closes a port forward opened by [`Connection::forward`].
     pub async fn close_forward(&self, f: PortForward) {
         let _ = self
             .session
-            .close_port_forward(ForwardType::Local, f.local, Socket::new(&f.remote.0, f.remote.1))
+            .close_port_forward(
+                ForwardType::Local,
+                f.local,
+                Socket::new(&f.remote.0, f.remote.1),
+            )
             .await;
     }
 
@@ -227,10 +272,18 @@ fn short_control_dir() -> std::path::PathBuf {
 
 fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
     let detail = e.to_string();
-    let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+    let source = std::error::Error::source(&e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
     let all = format!("{detail}{source}");
-    let cfg = env.ssh_config.as_ref().map(|p| format!(" -F {}", p.display())).unwrap_or_default();
-    let help = if all.contains("Host key verification failed") || all.contains("REMOTE HOST IDENTIFICATION") {
+    let cfg = env
+        .ssh_config
+        .as_ref()
+        .map(|p| format!(" -F {}", p.display()))
+        .unwrap_or_default();
+    let help = if all.contains("Host key verification failed")
+        || all.contains("REMOTE HOST IDENTIFICATION")
+    {
         format!(
             "the host key of {host} is unknown or has changed; cargo-ship never accepts keys silently. \
              Verify the key's fingerprint out of band, then add it to known_hosts \
@@ -241,5 +294,9 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
     } else {
         format!("check that `ssh{cfg} {host} true` works from this machine")
     };
-    Error::Connect { host: host.to_string(), detail: all.trim().to_string(), help: Some(help) }
+    Error::Connect {
+        host: host.to_string(),
+        detail: all.trim().to_string(),
+        help: Some(help),
+    }
 }

@@ -68,7 +68,8 @@ pub struct Payload {
 impl Payload {
     /// Reads the artifact and re-encodes it when needed.
     pub fn prepare(artifact: &Path, encoding: Encoding) -> Result<Payload> {
-        let raw = std::fs::read(artifact).map_err(|e| Error::io("read the artifact", artifact, e))?;
+        let raw =
+            std::fs::read(artifact).map_err(|e| Error::io("read the artifact", artifact, e))?;
         let bytes = match encoding {
             Encoding::Zstd => raw,
             Encoding::Tar | Encoding::Gzip => {
@@ -80,7 +81,8 @@ impl Payload {
                     tar
                 } else {
                     use std::io::Write;
-                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                    let mut gz =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
                     gz.write_all(&tar)
                         .and_then(|_| gz.finish())
                         .map_err(|e| Error::io("gzip the artifact", artifact, e))?
@@ -88,12 +90,21 @@ impl Payload {
             }
         };
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        Ok(Payload { encoding, bytes: std::sync::Arc::new(bytes), sha256 })
+        Ok(Payload {
+            encoding,
+            bytes: std::sync::Arc::new(bytes),
+            sha256,
+        })
     }
 }
 
 /// Uploads `payload` to `remote_path` on the host: write `<remote_path>.part`, then rename.
-pub async fn upload(conn: &Connection, payload: &Payload, remote_path: &str, ui: &Ui) -> Result<()> {
+pub async fn upload(
+    conn: &Connection,
+    payload: &Payload,
+    remote_path: &str,
+    ui: &Ui,
+) -> Result<()> {
     let host = conn.host().to_string();
     let fail = |what: &str, e: openssh_sftp_client::Error| Error::Remote {
         host: host.clone(),
@@ -101,22 +112,34 @@ pub async fn upload(conn: &Connection, payload: &Payload, remote_path: &str, ui:
         status: -1,
         stderr_tail: format!("sftp: {e}; the host needs sshd's sftp subsystem enabled"),
     };
-    let opts = SftpOptions::new().tokio_compat_file_write_limit(NonZeroUsize::new(8 << 20).expect("nonzero"));
+    let opts = SftpOptions::new()
+        .tokio_compat_file_write_limit(NonZeroUsize::new(8 << 20).expect("nonzero"));
     conn.stats().commands.fetch_add(1, Ordering::Relaxed);
-    let sftp = Sftp::from_clonable_session(conn.session().clone(), opts).await.map_err(|e| fail("open sftp", e))?;
+    let sftp = Sftp::from_clonable_session(conn.session().clone(), opts)
+        .await
+        .map_err(|e| fail("open sftp", e))?;
     let part = format!("{remote_path}.part");
     let bar = ui.progress(&host, "Uploading", payload.bytes.len() as u64);
     let result = async {
         let file = sftp.create(&part).await.map_err(|e| fail("create", e))?;
         let mut file = Box::pin(TokioCompatFile::new(file));
         for chunk in payload.bytes.chunks(1 << 20) {
-            file.write_all(chunk).await.map_err(|e| fail("write", openssh_sftp_client::Error::IOError(e)))?;
+            file.write_all(chunk)
+                .await
+                .map_err(|e| fail("write", openssh_sftp_client::Error::IOError(e)))?;
             bar.inc(chunk.len() as u64);
         }
-        file.flush().await.map_err(|e| fail("flush", openssh_sftp_client::Error::IOError(e)))?;
-        file.shutdown().await.map_err(|e| fail("close", openssh_sftp_client::Error::IOError(e)))?;
+        file.flush()
+            .await
+            .map_err(|e| fail("flush", openssh_sftp_client::Error::IOError(e)))?;
+        file.shutdown()
+            .await
+            .map_err(|e| fail("close", openssh_sftp_client::Error::IOError(e)))?;
         drop(file);
-        sftp.fs().rename(&part, remote_path).await.map_err(|e| fail("rename", e))?;
+        sftp.fs()
+            .rename(&part, remote_path)
+            .await
+            .map_err(|e| fail("rename", e))?;
         Ok::<(), Error>(())
     }
     .await;
@@ -124,7 +147,9 @@ pub async fn upload(conn: &Connection, payload: &Payload, remote_path: &str, ui:
     let closed = sftp.close().await;
     result?;
     closed.map_err(|e| fail("close sftp", e))?;
-    conn.stats().bytes_sent.fetch_add(payload.bytes.len() as u64, Ordering::Relaxed);
+    conn.stats()
+        .bytes_sent
+        .fetch_add(payload.bytes.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -157,7 +182,9 @@ mod tests {
         assert_eq!(*t.bytes, tar);
         let g = Payload::prepare(&p, Encoding::Gzip).unwrap();
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(g.bytes.as_slice()).read_to_end(&mut back).unwrap();
+        flate2::read::GzDecoder::new(g.bytes.as_slice())
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, tar);
         let z = Payload::prepare(&p, Encoding::Zstd).unwrap();
         assert_eq!(z.sha256, hex::encode(Sha256::digest(&zst)));

@@ -17,10 +17,20 @@ impl Human {
         let color = match choice {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => term.is_term() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            ColorChoice::Auto => {
+                term.is_term() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         };
-        let draw = if term.is_term() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        Human { color, bars: MultiProgress::with_draw_target(draw), term }
+        let draw = if term.is_term() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Human {
+            color,
+            bars: MultiProgress::with_draw_target(draw),
+            term,
+        }
     }
 
     fn style(&self, tone: Tone) -> Style {
@@ -45,7 +55,12 @@ impl Human {
 
     pub(super) fn emit(&self, event: &Event, verbosity: Verbosity) {
         match event {
-            Event::Status { verb, message, tone, host } => {
+            Event::Status {
+                verb,
+                message,
+                tone,
+                host,
+            } => {
                 let shown = match tone {
                     Tone::Error | Tone::Warning => true,
                     Tone::Progress => verbosity >= Verbosity::Normal,
@@ -59,21 +74,37 @@ impl Human {
                     None => message.clone(),
                 };
                 let style = self.style(*tone);
-                if matches!(tone, Tone::Warning | Tone::Error) && (verb == "warning" || verb == "error") {
+                if matches!(tone, Tone::Warning | Tone::Error)
+                    && (verb == "warning" || verb == "error")
+                {
                     self.line(&format!("{}: {msg}", style.apply_to(verb)));
                 } else {
                     self.line(&format!("{:>12} {msg}", style.apply_to(verb)));
                 }
             }
-            Event::Artifact { path, size, sha256, reused } => {
+            Event::Artifact {
+                path,
+                size,
+                sha256,
+                reused,
+            } => {
                 if verbosity >= Verbosity::Normal {
                     let verb = if *reused { "Fresh" } else { "Packed" };
                     let v = self.style(Tone::Progress).apply_to(format!("{verb:>12}"));
-                    self.line(&format!("{v} {path} ({}, sha256 {sha256})", human_bytes(*size)));
+                    self.line(&format!(
+                        "{v} {path} ({}, sha256 {sha256})",
+                        human_bytes(*size)
+                    ));
                 }
             }
-            Event::Script { host, purpose, script } => {
-                let v = self.style(Tone::Detail).apply_to(format!("{:>12}", "Running"));
+            Event::Script {
+                host,
+                purpose,
+                script,
+            } => {
+                let v = self
+                    .style(Tone::Detail)
+                    .apply_to(format!("{:>12}", "Running"));
                 self.line(&format!("{v} {host}: {purpose}"));
                 for l in script.lines() {
                     self.line(&format!("{:>12} {l}", "|"));
@@ -91,10 +122,12 @@ impl Human {
                 ));
                 for h in hosts {
                     let outcome = match h.outcome.as_str() {
-                        "deployed" | "rolled back to" | "unchanged" | "pruned" | "unlocked" => {
-                            self.style(Tone::Progress).apply_to(format!("{:<12}", h.outcome))
-                        }
-                        _ => self.style(Tone::Error).apply_to(format!("{:<12}", h.outcome)),
+                        "deployed" | "rolled back to" | "unchanged" | "pruned" | "unlocked" => self
+                            .style(Tone::Progress)
+                            .apply_to(format!("{:<12}", h.outcome)),
+                        _ => self
+                            .style(Tone::Error)
+                            .apply_to(format!("{:<12}", h.outcome)),
                     };
                     self.line(&format!(
                         "  {:<w$}  {outcome}  {:<15}  {:<10}  {:>6}  {:>10}  {:>6.1}s",
@@ -115,9 +148,15 @@ impl Human {
                 let _ = Term::stdout().write_line(text.trim_end_matches('\n'));
             }
             Event::Error { message, help, .. } => {
-                self.line(&format!("{}: {message}", self.style(Tone::Error).apply_to("error")));
+                self.line(&format!(
+                    "{}: {message}",
+                    self.style(Tone::Error).apply_to("error")
+                ));
                 if let Some(h) = help {
-                    self.line(&format!("  {}: {h}", self.style(Tone::Detail).apply_to("help")));
+                    self.line(&format!(
+                        "  {}: {h}",
+                        self.style(Tone::Detail).apply_to("help")
+                    ));
                 }
             }
         }

@@ -159,7 +159,13 @@ struct Inner {
 impl Ui {
     /// A reporter with the given format, colour choice and verbosity.
     pub fn new(format: Format, color: ColorChoice, verbosity: Verbosity) -> Self {
-        Ui { inner: Arc::new(Inner { format, verbosity, human: human::Human::new(color) }) }
+        Ui {
+            inner: Arc::new(Inner {
+                format,
+                verbosity,
+                human: human::Human::new(color),
+            }),
+        }
     }
 
     /// A reporter that prints nothing (for tests and library users).
@@ -207,7 +213,12 @@ impl Ui {
 
     /// A step with an explicit host and tone.
     pub fn step(&self, host: Option<&str>, verb: &str, message: impl Into<String>, tone: Tone) {
-        self.emit(Event::Status { verb: verb.into(), message: message.into(), tone, host: host.map(Into::into) });
+        self.emit(Event::Status {
+            verb: verb.into(),
+            message: message.into(),
+            tone,
+            host: host.map(Into::into),
+        });
     }
 
     /// A progress bar for a long step (upload, build). Hidden in JSON mode, with `-q`, and
