@@ -20,7 +20,10 @@ impl Project {
     /// cargo target dir per fixture under the repo's `target/fixture-builds/` unless
     /// `CARGO_TARGET_DIR` is set, so repeated builds are incremental.
     pub fn fixture(name: &str) -> Project {
-        let dir = tempfile::Builder::new().prefix("ship-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ship-test-")
+            .tempdir()
+            .expect("temp dir");
         let root = dir.path().join(name);
         copy_dir(&repo_root().join("fixtures").join(name), &root);
         Project { dir, root }
@@ -52,7 +55,11 @@ impl Project {
     /// Sets the package version in Cargo.toml.
     pub fn set_version(&self, version: &str) {
         let text = self.manifest();
-        let re_line = text.lines().find(|l| l.starts_with("version = ")).expect("version line").to_string();
+        let re_line = text
+            .lines()
+            .find(|l| l.starts_with("version = "))
+            .expect("version line")
+            .to_string();
         self.set_manifest(&text.replacen(&re_line, &format!("version = \"{version}\""), 1));
     }
 
@@ -74,7 +81,9 @@ impl Project {
 /// `cargo-ship ship` with a quiet, colourless environment.
 pub fn ship_command() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("cargo-ship"));
-    cmd.arg("ship").env("CARGO_TERM_COLOR", "never").env_remove("RUST_LOG");
+    cmd.arg("ship")
+        .env("CARGO_TERM_COLOR", "never")
+        .env_remove("RUST_LOG");
     cmd
 }
 
@@ -90,7 +99,8 @@ fn copy_dir(from: &Path, to: &Path) {
         if ty.is_dir() {
             copy_dir(&entry.path(), &to.join(&name));
         } else if ty.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), to.join(&name)).unwrap();
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), to.join(&name))
+                .unwrap();
         } else {
             std::fs::copy(entry.path(), to.join(&name)).unwrap();
         }
