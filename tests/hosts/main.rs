@@ -1,0 +1,13 @@
+//! End-to-end tests against real hosts: Debian bookworm booted with systemd-nspawn (real
+//! systemd, real sshd), see `scripts/testhosts` and `tests/support/host.rs`. They need root;
+//! without it they print `skipping: <reason>` (and fail under `CI=true`).
+//!
+//! Deploy tests go in their own modules next to `harness`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[path = "../support/host.rs"]
+mod host;
+
+mod harness;
