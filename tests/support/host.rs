@@ -106,27 +106,20 @@ fn have_command(name: &str) -> bool {
 /// `None` if this machine can boot test hosts; else the reason to skip (printed as
 /// `skipping: <reason>`). Panics instead under `CI=true`.
 pub fn require_root() -> Option<Skip> {
+    missing_prerequisite().map(skip_or_panic)
+}
+
+/// Why this machine cannot boot test hosts, if it cannot (no policy applied).
+fn missing_prerequisite() -> Option<String> {
     match euid() {
         Some(0) => {}
-        Some(uid) => {
-            return Some(skip_or_panic(format!(
-                "host tests need root (running as uid {uid})"
-            )))
-        }
-        None => {
-            return Some(skip_or_panic(
-                "host tests need root (cannot read /proc/self/status)",
-            ))
-        }
+        Some(uid) => return Some(format!("host tests need root (running as uid {uid})")),
+        None => return Some("host tests need root (cannot read /proc/self/status)".into()),
     }
-    for tool in ["systemd-nspawn", "debootstrap", "ssh", "ssh-keygen", "ip"] {
-        if !have_command(tool) {
-            return Some(skip_or_panic(format!(
-                "{tool} not found; run `sudo bash .ci/setup`"
-            )));
-        }
-    }
-    None
+    ["systemd-nspawn", "debootstrap", "ssh", "ssh-keygen", "ip"]
+        .into_iter()
+        .find(|tool| !have_command(tool))
+        .map(|tool| format!("{tool} not found; run `sudo bash .ci/setup`"))
 }
 
 static RUN_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -148,8 +141,13 @@ impl TestHosts {
     /// Boots `count` hosts for this test alone (a few seconds once the root is cached; the
     /// first call on a machine also builds the root, about a minute). Prefer [`shared`].
     pub fn boot(count: usize, opts: BootOptions) -> Result<TestHosts, Skip> {
-        if let Some(skip) = require_root() {
-            return Err(skip);
+        Self::boot_inner(count, opts).map_err(skip_or_panic)
+    }
+
+    /// Boots, or gives the reason to skip; panics if booting fails.
+    fn boot_inner(count: usize, opts: BootOptions) -> Result<TestHosts, String> {
+        if let Some(reason) = missing_prerequisite() {
+            return Err(reason);
         }
         let run_id = new_run_id();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -185,9 +183,9 @@ impl TestHosts {
                     .rev()
                     .find(|l| !l.trim().is_empty())
                     .unwrap_or("scripts/testhosts skipped");
-                return Err(skip_or_panic(
-                    reason.trim_start_matches("testhosts: skipped: "),
-                ));
+                return Err(reason
+                    .trim_start_matches("testhosts: skipped: ")
+                    .to_string());
             }
             _ => panic!(
                 "booting {count} test host(s) (run {run_id}) failed after {:.1?} ({}):\n{stderr}",
@@ -291,13 +289,13 @@ fn shared_state() -> &'static Shared {
             no_zstd: vec![2],
             ..BootOptions::default()
         };
-        match std::panic::catch_unwind(|| TestHosts::boot(3, opts)) {
+        match std::panic::catch_unwind(|| TestHosts::boot_inner(3, opts)) {
             Ok(Ok(mut hosts)) => {
                 // Statics are never dropped: the watcher (--owner-pid) takes these down at exit.
                 hosts.tear_down_on_drop = false;
                 Shared::Up(hosts)
             }
-            Ok(Err(skip)) => Shared::Skipped(skip),
+            Ok(Err(reason)) => Shared::Skipped(Skip(reason)),
             Err(panic) => Shared::Failed(
                 panic
                     .downcast_ref::<String>()
@@ -315,7 +313,9 @@ fn shared_state() -> &'static Shared {
 pub fn shared() -> &'static TestHosts {
     match shared_state() {
         Shared::Up(h) => h,
-        Shared::Skipped(skip) => panic!("shared test hosts unavailable: {skip}"),
+        Shared::Skipped(skip) => {
+            panic!("shared test hosts unavailable: {skip}; use host::shared_or_skip()")
+        }
         Shared::Failed(msg) => panic!("shared test hosts failed to boot: {msg}"),
     }
 }
