@@ -254,6 +254,7 @@ fn owned_hosts_boot_and_tear_down_without_leftovers() {
     assert_eq!(h.name, "demo1");
     assert_eq!(h.exec_ok("hostname").trim(), "demo1");
     let machine = h.machine.clone();
+    let h_ip = h.ip;
     let merged = hosts.dir.join("host0/merged");
     drop(hosts);
     let netns = std::process::Command::new("ip")
@@ -275,8 +276,26 @@ fn owned_hosts_boot_and_tear_down_without_leftovers() {
         .args(["-o", "link"])
         .output()
         .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    for name in [format!(": sb-{hash}:"), format!(": sv{hash}-0@")] {
+        assert!(
+            !links.contains(&name),
+            "link{name} of {machine} left behind"
+        );
+    }
+    let routes = std::process::Command::new("ip")
+        .args(["-4", "route"])
+        .output()
+        .unwrap();
+    let subnet = h_subnet(&h_ip);
     assert!(
-        !String::from_utf8_lossy(&links.stdout).contains(&hash),
-        "bridge or veth of {machine} left behind"
+        !String::from_utf8_lossy(&routes.stdout).contains(&subnet),
+        "a route to {subnet} of {machine} left behind"
     );
+}
+
+/// `10.x.y.0/24` for a host address.
+fn h_subnet(ip: &std::net::Ipv4Addr) -> String {
+    let [a, b, c, _] = ip.octets();
+    format!("{a}.{b}.{c}.0/24")
 }
