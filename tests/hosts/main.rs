@@ -11,3 +11,5 @@ mod support;
 mod host;
 
 mod harness;
+
+mod glibc;

@@ -40,6 +40,8 @@ pub struct BootOptions {
     pub alias_prefix: Option<String>,
     /// How long to wait for sshd and `systemctl is-system-running --wait` (script default 90 s).
     pub timeout: Option<Duration>,
+    /// Debian suite of the hosts' root (`bookworm` when `None`; `bullseye` has glibc 2.31).
+    pub suite: Option<String>,
 }
 
 /// A set of booted hosts. Dropping it takes them down; should the test process die first, a
@@ -165,6 +167,9 @@ impl TestHosts {
         }
         if let Some(prefix) = &opts.alias_prefix {
             cmd.args(["--alias-prefix", prefix]);
+        }
+        if let Some(suite) = &opts.suite {
+            cmd.env("SHIP_TESTHOSTS_SUITE", suite);
         }
         if let Some(t) = opts.timeout {
             cmd.args(["--timeout", &t.as_secs().max(1).to_string()]);
