@@ -13,3 +13,6 @@ mod host;
 mod harness;
 
 mod glibc;
+
+mod app;
+mod deploy;
