@@ -101,30 +101,40 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
         ),
     );
 
-    // 1. Connect and 2. preflight + lock, everywhere, before changing anything.
-    let mut runs = open_and_lock(&plan, &hosts, ui).await?;
-
-    // 3.-5. Stage, switch, verify, finish; Ctrl-C puts every host back as it was.
-    let result = tokio::select! {
-        r = rollout(&plan, &mut runs, opts, ui) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted { detail: String::new() }),
+    // 1. Connect and 2. preflight + lock everywhere, before changing anything; then 3.-5.
+    // stage, switch, verify, finish. Ctrl-C (or SIGTERM) at any point puts every host back.
+    let mut runs: Vec<HostRun> = Vec::new();
+    let finished = {
+        let work = async {
+            runs = open_and_lock(&plan, &hosts, ui).await?;
+            rollout(&plan, &mut runs, opts, ui).await
+        };
+        tokio::select! {
+            r = work => Some(r),
+            _ = fleet::interrupted() => None,
+        }
     };
-    let result = match result {
-        Err(Error::Interrupted { .. }) => {
+    let result = match finished {
+        Some(r) => r,
+        None => {
             ui.step(
                 None,
                 "Interrupted",
                 "putting every host back as it was",
                 Tone::Warning,
             );
-            let undone = undo_all(&plan, &mut runs, ui).await;
+            let script = steps::abort(plan.config, &plan.holder, Some(&plan.release));
+            let n = fleet::put_back(plan.config, &hosts, &script, ui).await;
+            for r in runs.iter_mut() {
+                r.outcome = Some(("interrupted".into(), Some("put back as it was".into())));
+            }
             Err(Error::Interrupted {
                 detail: format!(
-                    ": {undone} host(s) restored to their previous release and unlocked"
+                    ": {n} of {} host(s) checked and put back as they were",
+                    hosts.len()
                 ),
             })
         }
-        other => other,
     };
     let rows = runs.iter().map(|r| r.row(&plan)).collect();
     ui.emit(Event::Summary {
@@ -208,6 +218,8 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
             if let Some(e) = error {
                 return Err((Some(conn), e));
             }
+            let state = HostState::parse(&out.stdout);
+            warn_unverified_switch(conn.host(), &state, ui);
             for id in parse_kv_all(&out.stdout, "cleared") {
                 ui.host(
                     conn.host(),
@@ -217,7 +229,7 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
             }
             Ok(HostRun {
                 started,
-                state: HostState::parse(&out.stdout),
+                state,
                 facts: Facts::parse(&out.stdout),
                 cached: parse_kv_all(&out.stdout, "cached"),
                 previous: None,
@@ -268,6 +280,17 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
     fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new())
 }
 
+/// Warns when a deploy killed mid-switch left `current` on a release nobody verified.
+pub(crate) fn warn_unverified_switch(host: &str, state: &HostState, ui: &Ui) {
+    if let Some(prev) = &state.switching {
+        ui.warn(format!(
+            "{host}: an earlier deploy was killed while switching from release {} to {}, which was never verified; this run replaces it",
+            if prev.is_empty() { "(none)" } else { prev },
+            state.current.as_deref().unwrap_or("(none)")
+        ));
+    }
+}
+
 fn parse_kv_all(stdout: &str, key: &str) -> Vec<String> {
     stdout
         .lines()
@@ -300,7 +323,7 @@ async fn rollout(
                 Some("staging failed on a host; nothing was switched".into()),
             ));
         }
-        undo_all(plan, runs, ui).await;
+        abort_all(plan, runs).await;
         return fleet::fail_if_any("stage", total, errors);
     }
 
@@ -407,7 +430,11 @@ async fn rollout(
         } else {
             let _ = run
                 .conn
-                .run(&steps::abort(plan.config, &plan.release))
+                .run(&steps::abort(
+                    plan.config,
+                    &plan.holder,
+                    Some(&plan.release),
+                ))
                 .await;
             (
                 "skipped".into(),
@@ -665,29 +692,22 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-/// Undoes the deploy on every host still locked by it (after Ctrl-C or a failed stage).
-async fn undo_all(plan: &Plan<'_>, runs: &mut [HostRun], _ui: &Ui) -> usize {
-    let script = steps::abort(plan.config, &plan.release);
-    let env_parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
-    let results = fleet::bounded(
+/// Removes the staged release and releases the lock on every host (after a failed stage,
+/// before any switch), over the open connections.
+async fn abort_all(plan: &Plan<'_>, runs: &[HostRun]) {
+    let script = steps::abort(plan.config, &plan.holder, Some(&plan.release));
+    let parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
+    fleet::bounded(
         runs.iter().map(|r| r.conn.clone()).collect(),
-        env_parallel,
+        parallel,
         |conn| {
             let script = &script;
-            async move { conn.run(script).await }
+            async move {
+                let _ = conn.run(script).await;
+            }
         },
     )
     .await;
-    let mut n = 0;
-    for (run, r) in runs.iter_mut().zip(results) {
-        if run.outcome.is_none() {
-            run.outcome = Some(("interrupted".into(), None));
-        }
-        if matches!(r, Ok(ref o) if o.status == 0) {
-            n += 1;
-        }
-    }
-    n
 }
 
 impl HostRun {

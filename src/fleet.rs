@@ -114,6 +114,44 @@ where
     .await
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// After an interrupt: connects afresh to each host and runs `script` (a holder-guarded
+/// [`crate::steps::abort`]), so hosts are put back whatever phase was cut off. Returns how
+/// many hosts ran it successfully.
+pub async fn put_back(
+    config: &Config,
+    hosts: &[HostSpec],
+    script: &crate::remote::script::Script,
+    ui: &Ui,
+) -> usize {
+    let Ok(env) = config.env() else { return 0 };
+    let done = bounded(hosts.to_vec(), env.parallel, |spec| async move {
+        let conn = Connection::open(&spec, env, ui).await.ok()?;
+        let ok = matches!(conn.run(script).await, Ok(ref o) if o.status == 0);
+        conn.close().await;
+        ok.then_some(())
+    })
+    .await;
+    done.into_iter().flatten().count()
+}
+
 /// Emits the summary table and turns failed hosts into one [`Error::Fleet`].
 pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &Ui) -> Result<()> {
     let mut rows = Vec::new();

@@ -32,7 +32,8 @@ pub async fn prune(config: &Config, opts: &PruneOptions, ui: &Ui) -> Result<()> 
     let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
         let (holder, layout) = (holder.clone(), layout.clone());
         async move {
-            let state = lock_and_read(config, &conn, &holder, std::time::Duration::ZERO).await?;
+            let state =
+                lock_and_read(config, &conn, &holder, std::time::Duration::ZERO, ui).await?;
             let doomed = state.prune_candidates(keep);
             let mut s = Script::new(format!(
                 "remove {} old release(s) in {}",

@@ -56,12 +56,19 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
         }
         return Ok(());
     }
-    let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
+    let work = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
         let holder = holder.clone();
         async move { rollback_host(config, &conn, opts, &holder, lock_wait, ui).await }
-    })
-    .await;
-    fleet::summarize("rollback", results, ui)
+    });
+    tokio::select! {
+        results = work => fleet::summarize("rollback", results, ui),
+        _ = fleet::interrupted() => {
+            ui.step(None, "Interrupted", "putting every host back as it was", Tone::Warning);
+            let hosts = fleet::select_hosts(env, &opts.hosts)?;
+            let n = fleet::put_back(config, &hosts, &steps::abort(config, &holder, None), ui).await;
+            Err(Error::Interrupted { detail: format!(": {n} of {} host(s) checked and put back as they were", hosts.len()) })
+        }
+    }
 }
 
 /// Takes the lock and reads the host's state; maps a held lock to [`Error::Locked`].
@@ -70,11 +77,16 @@ pub async fn lock_and_read(
     conn: &Connection,
     holder: &str,
     wait: Duration,
+    ui: &Ui,
 ) -> Result<HostState> {
     let script = steps::preflight(config, None, holder, wait);
     let out = conn.run(&script).await?;
     match out.status {
-        0 => Ok(HostState::parse(&out.stdout)),
+        0 => {
+            let state = HostState::parse(&out.stdout);
+            crate::deploy::warn_unverified_switch(conn.host(), &state, ui);
+            Ok(state)
+        }
         EXIT_LOCKED => Err(Error::Locked {
             host: conn.host().to_string(),
             holder: parse_kv(&out.stdout)
@@ -102,7 +114,7 @@ async fn rollback_host(
     ui: &Ui,
 ) -> Result<HostRow> {
     let host = conn.host().to_string();
-    let state = lock_and_read(config, conn, holder, wait).await?;
+    let state = lock_and_read(config, conn, holder, wait, ui).await?;
     let target = match choose_target(&state, opts.to.as_deref()) {
         Ok(t) => t,
         Err(problem) => {

@@ -71,6 +71,9 @@ pub fn preflight(
         }
     }
     journal::state_lines(&mut s, &layout);
+    // A switch record left by a deploy that was killed mid-switch has been reported above;
+    // the lock is ours now, so it must not be "restored" by this flow's own undo.
+    s.line("rm -f -- {}", &[&journal::switching(&layout)]);
     lock::keep(&mut s);
     s
 }
@@ -306,13 +309,19 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
     s
 }
 
-/// Puts a host back as it was after an interrupted or stopped deploy: if a switch was recorded
-/// and not finished, flip back to the recorded release and restart; drop `release` when it is
-/// not current; clear unfinished marks; unlock.
-pub fn abort(config: &Config, release: &str) -> Script {
+/// Puts a host back as it was after an interrupted or stopped flow — only while its lock is
+/// still held by `holder`, so it never touches another deploy's work. If a switch was recorded
+/// and not finished, `current` flips back to the recorded release and the unit restarts;
+/// `release` (the new, staged one, if any) is removed unless it is current; the lock goes.
+pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
     let layout = Layout::new(&config.deploy_to);
-    let mut s = Script::new(format!("undo the unfinished deploy of release {release}"));
+    let unit = systemd::unit_name(config);
+    let mut s = Script::new(format!("put {} back as it was", layout.root()));
     systemd::sudo_prelude(&mut s, config);
+    s.line(
+        "if [ \"$(cat {} 2>/dev/null || true)\" != {} ]; then echo not_ours=1; exit 0; fi",
+        &[&layout.lock_holder(), holder],
+    );
     let sw = journal::switching(&layout);
     s.line("if [ -f {} ]; then _prev=$(cat {})", &[&sw, &sw]);
     s.line(
@@ -320,32 +329,34 @@ pub fn abort(config: &Config, release: &str) -> Script {
         &[&layout.releases()],
     );
     s.line(
-        "    ln -sfn -- releases/\"$_prev\" {} && mv -fT -- {} {}",
-        &[
-            &layout.current_tmp(),
-            &layout.current_tmp(),
-            &layout.current(),
-        ],
+        "    ln -sfn -- releases/\"$_prev\" {}",
+        &[&layout.current_tmp()],
+    );
+    s.line(
+        "    mv -fT -- {} {}",
+        &[&layout.current_tmp(), &layout.current()],
     );
     s.line(
         "    $SUDO systemctl restart {} || true; echo restored=$_prev",
-        &[&systemd::unit_name(config)],
+        &[&unit],
     );
     s.line(
         "  else rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo restored=; fi",
-        &[&layout.current(), &systemd::unit_name(config)],
+        &[&layout.current(), &unit],
     );
     s.line("  rm -f -- {}", &[&sw]);
     s.lines("fi");
-    s.line(
-        "_c=$(readlink {} 2>/dev/null || true)",
-        &[&layout.current()],
-    );
-    s.line(
-        "if [ \"${{_c##*/}}\" != {} ]; then rm -rf -- {}; fi",
-        &[release, &layout.release(release)],
-    );
-    s.line("rm -f -- {}", &[&layout.unfinished(release)]);
+    if let Some(release) = release {
+        s.line(
+            "_c=$(readlink {} 2>/dev/null || true)",
+            &[&layout.current()],
+        );
+        s.line(
+            "if [ \"${{_c##*/}}\" != {} ]; then rm -rf -- {}; fi",
+            &[release, &layout.release(release)],
+        );
+        s.line("rm -f -- {}", &[&layout.unfinished(release)]);
+    }
     lock::release(&mut s, &layout);
     s
 }
