@@ -15,7 +15,7 @@ use cargo_ship::{deploy, init, lock, package, prune, rollback, status, Result};
 #[command(name = "cargo", bin_name = "cargo", styles = clap_cargo::style::CLAP_STYLING)]
 pub enum Cargo {
     /// Build, deploy and roll back a Rust service on Linux servers running systemd.
-    #[command(version, author, long_about = LONG_ABOUT)]
+    #[command(version, author, long_about = LONG_ABOUT, after_long_help = EXIT_CODES)]
     Ship(Ship),
 }
 
@@ -28,6 +28,20 @@ into Capistrano-style releases/ with an atomically switched `current` symlink. A
 is not healthy after the restart is rolled back by itself.
 
 Run `cargo ship init` to add a commented configuration to Cargo.toml.";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+    0  success
+    1  anything else (local I/O...)
+    2  bad command line or workspace
+    3  invalid configuration
+    4  build or packing failed
+    5  a host could not be reached or its host key verified
+    6  a host failed preflight; nothing was changed
+    7  another deploy holds the lock
+    8  the new release was unhealthy and was rolled back
+    9  a remote step failed (stage, hook, switch, rollback)
+  130  interrupted; hosts were put back as they were";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]

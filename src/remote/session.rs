@@ -85,7 +85,9 @@ impl Connection {
             .server_alive_interval(Duration::from_secs(15))
             // The control socket path must stay short (ssh adds ~17 bytes to it).
             .control_directory(short_control_dir())
-            .clean_history_control_directory(true)
+            // Never "clean history": it deletes every `.ssh-connection*` dir in the (shared)
+            // control directory, i.e. the live sockets of other hosts and other deploys.
+            .clean_history_control_directory(false)
             .control_persist(ControlPersist::IdleFor(
                 std::num::NonZeroUsize::new(60).expect("nonzero"),
             ));

@@ -16,3 +16,4 @@ mod glibc;
 
 mod app;
 mod deploy;
+mod failures;
