@@ -57,6 +57,21 @@ struct Plan<'a> {
     payloads: Mutex<HashMap<&'static str, Payload>>,
 }
 
+impl Plan<'_> {
+    /// The revisions.log line for this deploy's release.
+    fn revision(&self, action: &str, result: &str) -> String {
+        Revision {
+            action,
+            release: &self.release,
+            version: Some(&self.artifact.manifest.version),
+            artifact: Some(&self.artifact.sha256),
+            git: self.artifact.manifest.git_commit.as_deref(),
+            result,
+        }
+        .line(chrono::Utc::now(), &journal::who())
+    }
+}
+
 /// One host during a deploy.
 struct HostRun {
     conn: Arc<Connection>,
@@ -552,17 +567,9 @@ async fn switch_host(
             previous.as_deref().unwrap_or("nothing")
         ),
     );
-    let verdict = if out.status != 0 {
-        Err(format!(
-            "the service did not start: {}",
-            out.tail(3).replace('\n', " ")
-        ))
-    } else {
-        let invocation = kv.get("new_invocation").cloned().unwrap_or_default();
-        let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
-        let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
-        health::verify_release(plan.config, &run.conn, &plan.release, &invocation, &env, ui).await
-    };
+    let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+    let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
+    let verdict = health::judge_switch(plan.config, &run.conn, &plan.release, &out, &env, ui).await;
     match verdict {
         Ok(()) => {
             ui.host(
@@ -629,15 +636,11 @@ async fn revert_host(
     ghost: bool,
     ui: &Ui,
 ) -> Result<String> {
-    let log = Revision {
-        action: if ghost { "auto-rollback" } else { "rollback" },
-        release: &plan.release,
-        version: Some(&plan.artifact.manifest.version),
-        artifact: Some(&plan.artifact.sha256),
-        git: plan.artifact.manifest.git_commit.as_deref(),
-        result: if ghost { "unhealthy" } else { "reverted" },
-    }
-    .line(chrono::Utc::now(), &journal::who());
+    let log = if ghost {
+        plan.revision("auto-rollback", "unhealthy")
+    } else {
+        plan.revision("rollback", "reverted")
+    };
     let input = RevertInput {
         failed: &plan.release,
         previous: run.previous.as_deref(),
@@ -677,15 +680,7 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
     }
     state.current = Some(plan.release.clone());
     let prune = state.prune_candidates(plan.config.keep_releases);
-    let log = Revision {
-        action: "deploy",
-        release: &plan.release,
-        version: Some(&plan.artifact.manifest.version),
-        artifact: Some(&plan.artifact.sha256),
-        git: plan.artifact.manifest.git_commit.as_deref(),
-        result: "ok",
-    }
-    .line(chrono::Utc::now(), &journal::who());
+    let log = plan.revision("deploy", "ok");
     run.conn
         .run_ok(&steps::finish(plan.config, &log, &prune))
         .await?;
@@ -774,15 +769,7 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, "<host>", &release_dir, "<previous>"),
     };
-    let finish_log = Revision {
-        action: "deploy",
-        release: &plan.release,
-        version: Some(&plan.artifact.manifest.version),
-        artifact: Some(&plan.artifact.sha256),
-        git: plan.artifact.manifest.git_commit.as_deref(),
-        result: "ok",
-    }
-    .line(chrono::Utc::now(), &journal::who());
+    let finish_log = plan.revision("deploy", "ok");
     let scripts = [
         steps::preflight(
             plan.config,

@@ -135,6 +135,30 @@ pub fn command_check(script: &mut Script, release_dir: &str, command: &str, time
     script.lines("done; rm -f /tmp/.ship-health.$$");
 }
 
+/// Judges a release after [`crate::steps::switch`] ran: a failed switch script means the unit
+/// never became active with a new process; otherwise [`verify_release`] decides.
+pub async fn judge_switch(
+    config: &crate::config::Config,
+    conn: &Connection,
+    release: &str,
+    switch: &crate::remote::session::Output,
+    hook_env: &crate::hooks::HookEnv<'_>,
+    ui: &crate::ui::Ui,
+) -> std::result::Result<(), String> {
+    if switch.status != 0 {
+        return Err(format!(
+            "the service did not start: {}",
+            switch.tail(3).replace('\n', " ")
+        ));
+    }
+    let kv = crate::remote::script::parse_kv(&switch.stdout);
+    let invocation = kv
+        .get("new_invocation")
+        .map(String::as_str)
+        .unwrap_or_default();
+    verify_release(config, conn, release, invocation, hook_env, ui).await
+}
+
 /// After a switch: the HTTP check (if configured) within `timeout`, then the settle period in
 /// which the process started by the switch (`invocation`) must stay active, then the
 /// after_switch hooks. Returns why the release is not healthy.

@@ -147,7 +147,6 @@ async fn rollback_host(
         format!("{} -> {target}", from.as_deref().unwrap_or("nothing")),
     );
     let out = conn.run(&steps::switch(config, &target)).await?;
-    let kv = parse_kv(&out.stdout);
     let layout = Layout::new(&config.deploy_to);
     let rel_dir = layout.release(&target);
     let env_name = config.env()?.name.clone();
@@ -160,28 +159,21 @@ async fn rollback_host(
         environment: &env_name,
         host: &host,
     };
-    let verdict = if out.status != 0 {
-        Err(format!(
-            "the service did not start: {}",
-            out.tail(3).replace('\n', " ")
-        ))
-    } else {
-        let invocation = kv.get("new_invocation").cloned().unwrap_or_default();
-        health::verify_release(config, conn, &target, &invocation, &hook_env, ui).await
+    let verdict = health::judge_switch(config, conn, &target, &out, &hook_env, ui).await;
+    let log = |result: &str| {
+        Revision {
+            action: "rollback",
+            release: &target,
+            version: None,
+            artifact: None,
+            git: None,
+            result,
+        }
+        .line(chrono::Utc::now(), &journal::who())
     };
-    let who = journal::who();
     match verdict {
         Ok(()) => {
-            let log = Revision {
-                action: "rollback",
-                release: &target,
-                version: None,
-                artifact: None,
-                git: None,
-                result: "ok",
-            }
-            .line(chrono::Utc::now(), &who);
-            conn.run_ok(&steps::finish(config, &log, &[])).await?;
+            conn.run_ok(&steps::finish(config, &log("ok"), &[])).await?;
             ui.host(&host, "Rolled back", format!("to release {target}"));
             Ok(HostRow {
                 outcome: "rolled back to".into(),
@@ -196,15 +188,7 @@ async fn rollback_host(
                 format!("release {target}: {reason}"),
                 Tone::Error,
             );
-            let log = Revision {
-                action: "rollback",
-                release: &target,
-                version: None,
-                artifact: None,
-                git: None,
-                result: "unhealthy",
-            }
-            .line(chrono::Utc::now(), &who);
+            let log = log("unhealthy");
             let input = RevertInput {
                 failed: &target,
                 previous: from.as_deref(),
