@@ -434,7 +434,9 @@ async fn rollout(
                         run.previous.as_deref().unwrap_or("nothing")
                     ),
                 );
-                match revert_host(plan, run, &reason, false, ui).await {
+                match revert_host(plan, &run.conn, run.previous.as_deref(), &reason, false, ui)
+                    .await
+                {
                     Ok(_) => (
                         "rolled back".into(),
                         Some("the rollout stopped on another host".into()),
@@ -589,12 +591,7 @@ async fn switch_host(
                 format!("release {}: {reason}", plan.release),
                 Tone::Error,
             );
-            let mut r = HostRun {
-                previous: previous.clone(),
-                ..run.clone_for_revert()
-            };
-            r.previous = previous.clone();
-            match revert_host(plan, &r, &reason, true, ui).await {
+            match revert_host(plan, &run.conn, previous.as_deref(), &reason, true, ui).await {
                 Ok(journal) => {
                     let restored = previous
                         .clone()
@@ -628,10 +625,11 @@ async fn switch_host(
     }
 }
 
-/// Rolls one host back to `run.previous`; returns the journal lines captured from the failure.
+/// Rolls one host back to `previous`; returns the journal lines captured from the failure.
 async fn revert_host(
     plan: &Plan<'_>,
-    run: &HostRun,
+    conn: &Connection,
+    previous: Option<&str>,
     reason: &str,
     ghost: bool,
     ui: &Ui,
@@ -643,18 +641,18 @@ async fn revert_host(
     };
     let input = RevertInput {
         failed: &plan.release,
-        previous: run.previous.as_deref(),
+        previous,
         ghost: ghost.then_some(plan.artifact.sha256.as_str()),
         reason,
         log_line: &log,
         journal_lines: 30,
     };
-    let out = run.conn.run_ok(&steps::revert(plan.config, &input)).await?;
+    let out = conn.run_ok(&steps::revert(plan.config, &input)).await?;
     let (_, journal) = systemd::split_journal(&out);
-    if let (Some(prev), Some(target)) = (&run.previous, health::http_target(plan.config)?) {
-        if let Err(e) = health::wait_http(&run.conn, &target, plan.config.health.timeout).await {
+    if let (Some(prev), Some(target)) = (previous, health::http_target(plan.config)?) {
+        if let Err(e) = health::wait_http(conn, &target, plan.config.health.timeout).await {
             ui.step(
-                Some(run.conn.host()),
+                Some(conn.host()),
                 "warning",
                 format!("rolled back to {prev}, but it is not answering either: {e}"),
                 Tone::Warning,
@@ -662,12 +660,9 @@ async fn revert_host(
         }
     }
     ui.host(
-        run.conn.host(),
+        conn.host(),
         "Rolled back",
-        format!(
-            "to {}",
-            run.previous.as_deref().unwrap_or("nothing (unit stopped)")
-        ),
+        format!("to {}", previous.unwrap_or("nothing (unit stopped)")),
     );
     Ok(journal.to_string())
 }
@@ -706,18 +701,6 @@ async fn abort_all(plan: &Plan<'_>, runs: &[HostRun]) {
 }
 
 impl HostRun {
-    fn clone_for_revert(&self) -> HostRun {
-        HostRun {
-            conn: self.conn.clone(),
-            started: self.started,
-            state: self.state.clone(),
-            facts: self.facts.clone(),
-            cached: self.cached.clone(),
-            previous: self.previous.clone(),
-            outcome: None,
-        }
-    }
-
     fn row(&self, plan: &Plan<'_>) -> HostRow {
         let (outcome, detail) = self
             .outcome

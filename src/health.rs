@@ -192,21 +192,6 @@ pub async fn verify_release(
     Ok(())
 }
 
-/// Turns a failed check into the reason shown to users.
-pub fn reason(kind: &str, detail: &str) -> String {
-    format!("{kind}: {detail}")
-}
-
-/// Error for a connection problem during the probe.
-pub fn probe_error(host: &str, e: &str) -> Error {
-    Error::Remote {
-        host: host.into(),
-        purpose: "probe the health check".into(),
-        status: -1,
-        stderr_tail: e.into(),
-    }
-}
-
 /// Shorthand used by flows: the configured HTTP target, if any.
 pub fn http_target(config: &crate::config::Config) -> Result<Option<HttpTarget>> {
     match &config.health.http {
