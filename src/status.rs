@@ -26,6 +26,7 @@ pub enum View {
 pub fn status_script(config: &Config) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!("read the state of {}", layout.root()));
+    s.idempotent();
     journal::state_lines(&mut s, &layout);
     s.line(
         "if [ -f {} ]; then printf 'lock=%s\\n' \"$(cat {})\"; fi",

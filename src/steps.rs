@@ -214,6 +214,7 @@ pub fn finish(config: &Config, log_line: &str, prune: &[String]) -> Script {
         "record the release and release the lock in {}",
         layout.root()
     ));
+    s.idempotent();
     s.line(
         "printf '%s\\n' {} >> {}",
         &[log_line, &layout.revisions_log()],
@@ -265,6 +266,7 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let unit = systemd::unit_name(config);
     let mut s = Script::new(format!("roll back from release {}", input.failed));
+    s.idempotent();
     systemd::sudo_prelude(&mut s, config);
     s.line(
         "printf '%s\\n' {} > {}",
@@ -317,6 +319,7 @@ pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let unit = systemd::unit_name(config);
     let mut s = Script::new(format!("put {} back as it was", layout.root()));
+    s.idempotent();
     systemd::sudo_prelude(&mut s, config);
     s.line(
         "if [ \"$(cat {} 2>/dev/null || true)\" != {} ]; then echo not_ours=1; exit 0; fi",

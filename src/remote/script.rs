@@ -33,6 +33,7 @@ pub struct Script {
     lines: Vec<String>,
     redact: Vec<String>,
     error: Option<String>,
+    idempotent: bool,
 }
 
 impl Script {
@@ -44,6 +45,7 @@ impl Script {
             lines: vec!["set -eu".into()],
             redact: Vec::new(),
             error: None,
+            idempotent: false,
         }
     }
 
@@ -74,6 +76,18 @@ impl Script {
             }
         }
         self
+    }
+
+    /// Declares that running the script twice leaves the host as running it once does, so
+    /// `remote::session` may reconnect and run it again when the connection drops mid-way.
+    pub fn idempotent(&mut self) -> &mut Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// See [`Script::idempotent`].
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// What the script does ("take the deploy lock on ...").

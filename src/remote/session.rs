@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
-use tokio::io::AsyncWriteExt;
 
 use super::script::Script;
 use crate::config::{Environment, HostSpec};
@@ -67,7 +66,9 @@ impl Output {
 /// An open connection to one host.
 pub struct Connection {
     host: String,
-    session: Arc<Session>,
+    spec: HostSpec,
+    env: Environment,
+    session: std::sync::Mutex<Arc<Session>>,
     stats: Arc<Stats>,
     ui: Ui,
 }
@@ -78,15 +79,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 impl Connection {
     /// Opens the master connection to `spec` with strict host-key checking.
     pub async fn open(spec: &HostSpec, env: &Environment, ui: &Ui) -> Result<Connection> {
+        let stats = Arc::new(Stats::default());
+        let session = connect(spec, env, &stats).await?;
+        Ok(Connection {
+            host: spec.to_string(),
+            spec: spec.clone(),
+            env: env.clone(),
+            session: std::sync::Mutex::new(Arc::new(session)),
+            stats,
+            ui: ui.clone(),
+        })
+    }
+
+    /// Replaces a master connection that died with a new one.
+    async fn reconnect(&self) -> Result<()> {
+        let session = connect(&self.spec, &self.env, &self.stats).await?;
+        *self.session.lock().expect("session lock") = Arc::new(session);
+        Ok(())
+    }
+}
+
+async fn connect(spec: &HostSpec, env: &Environment, stats: &Stats) -> Result<Session> {
+    {
         let host = spec.to_string();
         let mut b = SessionBuilder::default();
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(CONNECT_TIMEOUT)
             .server_alive_interval(Duration::from_secs(15))
-            // The control socket path must stay short (ssh adds ~17 bytes to it).
-            .control_directory(short_control_dir())
-            // Never "clean history": it deletes every `.ssh-connection*` dir in the (shared)
-            // control directory, i.e. the live sockets of other hosts and other deploys.
+            // A directory of this process's own, with a short path (ssh adds ~17 bytes to the
+            // socket name): no other process, cargo-ship or not, cleans sockets out of it.
+            .control_directory(control_dir())
+            // Never "clean history": it deletes every `.ssh-connection*` dir in the control
+            // directory, i.e. the live sockets of this process's other hosts.
             .clean_history_control_directory(false)
             .control_persist(ControlPersist::IdleFor(
                 std::num::NonZeroUsize::new(60).expect("nonzero"),
@@ -100,20 +124,14 @@ impl Connection {
         if let Some(f) = &env.ssh_config {
             b.config_file(f);
         }
-        let stats = Arc::new(Stats::default());
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let session = b
-            .connect_mux(&spec.host)
+        b.connect_mux(&spec.host)
             .await
-            .map_err(|e| connect_error(&host, env, e))?;
-        Ok(Connection {
-            host,
-            session: Arc::new(session),
-            stats,
-            ui: ui.clone(),
-        })
+            .map_err(|e| connect_error(&host, env, e))
     }
+}
 
+impl Connection {
     /// The host as configured (`user@name:port`).
     pub fn host(&self) -> &str {
         &self.host
@@ -125,13 +143,54 @@ impl Connection {
     }
 
     /// The shared session (for SFTP).
-    pub(crate) fn session(&self) -> &Arc<Session> {
-        &self.session
+    pub(crate) fn session(&self) -> Arc<Session> {
+        self.session.lock().expect("session lock").clone()
     }
 
     /// Runs a script (one `sh -c` argument: one round trip) and returns whatever it exits with.
+    /// When the connection drops and the script is [`Script::idempotent`], reconnects once and
+    /// runs it again.
     pub async fn run(&self, script: &Script) -> Result<Output> {
-        self.run_with_stdin(script, None).await
+        let text = script.render()?;
+        if self.ui.verbosity() >= Verbosity::Verbose {
+            self.ui.emit(Event::Script {
+                host: self.host.clone(),
+                purpose: script.purpose().to_string(),
+                script: script.render_redacted()?,
+            });
+        }
+        match self.run_once(script.purpose(), &text).await {
+            Err(e) if script.is_idempotent() => {
+                self.ui.warn(format!(
+                    "{}: the connection dropped while trying to {} ({e}); reconnecting to run it again",
+                    self.host,
+                    script.purpose()
+                ));
+                self.reconnect().await?;
+                self.run_once(script.purpose(), &text).await
+            }
+            other => other,
+        }
+    }
+
+    async fn run_once(&self, purpose: &str, text: &str) -> Result<Output> {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let session = self.session();
+        let out = session
+            .command("sh")
+            .arg("-c")
+            .arg(text)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| self.lost(purpose, e))?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 
     /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.
@@ -151,54 +210,6 @@ impl Connection {
             status: out.status,
             stderr_tail: out.tail(10),
         }
-    }
-
-    /// Runs a script with `input` on its stdin (used to stream an artifact without SFTP).
-    pub async fn run_with_stdin(&self, script: &Script, input: Option<&[u8]>) -> Result<Output> {
-        let text = script.render()?;
-        if self.ui.verbosity() >= Verbosity::Verbose {
-            self.ui.emit(Event::Script {
-                host: self.host.clone(),
-                purpose: script.purpose().to_string(),
-                script: script.render_redacted()?,
-            });
-        }
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let mut cmd = self.session.command("sh");
-        cmd.arg("-c")
-            .arg(&text)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let lost = |e: openssh::Error| self.lost(script.purpose(), e);
-        let mut child = cmd.spawn().await.map_err(lost)?;
-        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin().take()) {
-            stdin
-                .write_all(bytes)
-                .await
-                .map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
-            stdin
-                .shutdown()
-                .await
-                .map_err(|e| self.lost(script.purpose(), openssh::Error::ChildIo(e)))?;
-            drop(stdin);
-            self.stats
-                .bytes_sent
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| self.lost(script.purpose(), e))?;
-        Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
     }
 
     fn lost(&self, purpose: &str, e: openssh::Error) -> Error {
@@ -221,7 +232,7 @@ impl Connection {
                 .map_err(|e| Error::io("reserve a local port", "127.0.0.1", e))?
         };
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        self.session
+        self.session()
             .request_port_forward(
                 ForwardType::Local,
                 local,
@@ -238,7 +249,7 @@ impl Connection {
     /// Closes a port forward opened by [`Connection::forward`].
     pub async fn close_forward(&self, f: PortForward) {
         let _ = self
-            .session
+            .session()
             .close_port_forward(
                 ForwardType::Local,
                 f.local,
@@ -249,7 +260,8 @@ impl Connection {
 
     /// Closes the master connection (waits for ssh to exit).
     pub async fn close(self) {
-        if let Ok(session) = Arc::try_unwrap(self.session) {
+        let session = self.session.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Ok(session) = Arc::try_unwrap(session) {
             let _ = session.close().await;
         }
     }
@@ -263,12 +275,36 @@ pub struct PortForward {
     remote: (String, u16),
 }
 
-fn short_control_dir() -> std::path::PathBuf {
-    let tmp = std::env::temp_dir();
-    if tmp.as_os_str().len() <= 24 {
-        tmp
-    } else {
-        "/tmp".into()
+/// This process's own control directory: a short path under the temp dir (control socket
+/// paths must stay under ~100 bytes), created on first use and removed by
+/// [`remove_control_dir`].
+fn control_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        let base = if tmp.as_os_str().len() <= 24 {
+            tmp
+        } else {
+            "/tmp".into()
+        };
+        tempfile::Builder::new()
+            .prefix("cship-")
+            .tempdir_in(&base)
+            .map(|d| d.keep())
+            .unwrap_or(base)
+    })
+    .clone()
+}
+
+/// Removes this process's control directory once every connection is closed (called by the
+/// binary on exit; a no-op when it is not empty or was never created).
+pub fn remove_control_dir() {
+    let dir = control_dir();
+    if dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("cship-"))
+    {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

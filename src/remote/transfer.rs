@@ -115,7 +115,7 @@ pub async fn upload(
     let opts = SftpOptions::new()
         .tokio_compat_file_write_limit(NonZeroUsize::new(8 << 20).expect("nonzero"));
     conn.stats().commands.fetch_add(1, Ordering::Relaxed);
-    let sftp = Sftp::from_clonable_session(conn.session().clone(), opts)
+    let sftp = Sftp::from_clonable_session(conn.session(), opts)
         .await
         .map_err(|e| fail("open sftp", e))?;
     let part = format!("{remote_path}.part");
