@@ -39,11 +39,11 @@ pub fn render_unit(config: &Config) -> String {
     ));
     u.push_str(&format!("ExecStart={}\n", exec.join(" ")));
     for (k, v) in &s.environment {
-        u.push_str(&format!("Environment={}\n", exec_arg(&format!("{k}={v}"))));
+        u.push_str(&format!("Environment={}\n", env_arg(&format!("{k}={v}"))));
     }
     u.push_str(&format!(
         "Environment={}\n",
-        exec_arg(&format!("SHIP_DEPLOY_TO={}", config.deploy_to))
+        env_arg(&format!("SHIP_DEPLOY_TO={}", config.deploy_to))
     ));
     if let Some(user) = &s.user {
         u.push_str(&format!("User={}\n", escape_specifiers(user)));
@@ -70,10 +70,20 @@ pub fn render_unit(config: &Config) -> String {
     u
 }
 
-/// One ExecStart/Environment word in systemd's syntax: double-quoted, with `\`, `"` and
-/// control characters escaped C-style, `$` doubled (no variable expansion) and `%` doubled
-/// (no specifier expansion).
+/// One ExecStart word in systemd's syntax: double-quoted, with `\`, `"` and control
+/// characters escaped C-style, `$` doubled (no variable expansion) and `%` doubled (no
+/// specifier expansion).
 pub fn exec_arg(s: &str) -> String {
+    quote(s, true)
+}
+
+/// One Environment= assignment: quoted like [`exec_arg`], but `$` is left alone, because
+/// Environment= does no variable expansion (a doubled `$$` would reach the process as `$$`).
+pub fn env_arg(s: &str) -> String {
+    quote(s, false)
+}
+
+fn quote(s: &str, double_dollar: bool) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -83,7 +93,7 @@ pub fn exec_arg(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            '$' => out.push_str("$$"),
+            '$' if double_dollar => out.push_str("$$"),
             '%' => out.push_str("%%"),
             c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push(c),
@@ -234,6 +244,7 @@ mod tests {
         assert_eq!(exec_arg("$HOME"), "\"$$HOME\"");
         assert_eq!(exec_arg("100%"), "\"100%%\"");
         assert_eq!(exec_arg("a\\b\nc"), "\"a\\\\b\\nc\"");
+        assert_eq!(env_arg("K=$HOME 100%"), "\"K=$HOME 100%%\"");
     }
 
     #[test]
