@@ -160,3 +160,234 @@ fn issue_3_deploy_redeploy_new_version_and_rollback() {
         Some(&rel),
     );
 }
+
+/// keep_releases bounds what a deploy leaves; `prune --keep 1` still keeps current and the
+/// rollback target; rollback works after a prune.
+#[test]
+fn issue_3_keep_releases_and_prune() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        keep_releases: 2,
+        ..Spec::default()
+    };
+    let mut app = App::new(hosts, "ship-prune", 18102, spec);
+    let h = app.host(0);
+    let mut ids = Vec::new();
+    for v in ["0.1.0", "0.2.0", "0.3.0", "0.4.0"] {
+        app.update(|s| s.version = v.into());
+        let run = app.deploy(&[], 0);
+        ids.push(app.deployed_release(&run, "host0"));
+        app.assert_version(h, v, Some(&run));
+        app.check(
+            app.releases(h).len() <= 2,
+            format!("more than keep_releases = 2 releases after deploying {v}"),
+            Some(&run),
+        );
+    }
+    app.check_eq(
+        app.releases(h),
+        ids[2..].to_vec(),
+        "releases after 4 deploys with keep_releases = 2",
+        None,
+    );
+    app.check_eq(
+        app.list(h, ".ship/artifacts").len(),
+        2,
+        "cached artifacts on the host after 4 deploys with keep_releases = 2",
+        None,
+    );
+
+    // One more with a larger keep_releases, so that prune has something to remove.
+    app.update(|s| {
+        s.version = "0.5.0".into();
+        s.keep_releases = 5;
+    });
+    let run = app.deploy(&[], 0);
+    ids.push(app.deployed_release(&run, "host0"));
+    app.check_eq(app.releases(h), ids[2..].to_vec(), "releases", Some(&run));
+
+    let pruned = app.run_expect(&["prune", "test", "--keep", "1"], 0);
+    app.check_eq(
+        app.releases(h),
+        ids[3..].to_vec(),
+        "prune --keep 1 keeps current and the rollback target",
+        Some(&pruned),
+    );
+    app.check_eq(
+        app.current(h),
+        Some(ids[4].clone()),
+        "current after prune",
+        Some(&pruned),
+    );
+    app.assert_version(h, "0.5.0", Some(&pruned));
+    // The local store keeps one artifact.
+    let local: Vec<_> = std::fs::read_dir(app.project.path("target/ship"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    app.check_eq(
+        local.len(),
+        1,
+        "local artifacts after prune --keep 1",
+        Some(&pruned),
+    );
+
+    let rb = app.run_expect(&["rollback", "test"], 0);
+    app.assert_version(h, "0.4.0", Some(&rb));
+    app.check_eq(
+        app.current(h),
+        Some(ids[3].clone()),
+        "current after rollback",
+        Some(&rb),
+    );
+}
+
+/// Hostile text in environment values, arguments and hooks is passed verbatim and never run by
+/// a shell; hooks see their SHIP_* variables.
+#[test]
+fn issue_3_hostile_values_are_never_executed() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let name = "ship-hostile";
+    let hostile = format!(
+        "$(touch /tmp/pwned-{name}); `touch /tmp/pwned2-{name}` 'q\" x; touch /tmp/pwned3-{name} \\ %n"
+    );
+    let spec = Spec {
+        environment: vec![("HOSTILE".into(), hostile.clone())],
+        extra_args: vec![hostile.clone()],
+        before_switch: vec!["echo \"$SHIP_RELEASE\" > hook-ran.txt".into()],
+        after_switch: vec!["printf '%s %s' \"$SHIP_VERSION\" \"$SHIP_ENV\" > after-ran.txt".into()],
+        ..Spec::default()
+    };
+    let app = App::new(hosts, name, 18103, spec);
+    let h = app.host(0);
+    let run = app.deploy(&[], 0);
+    let id = app.deployed_release(&run, "host0");
+    app.assert_version(h, "0.1.0", Some(&run));
+
+    let pwned = h.exec("ls /tmp/pwned* 2>/dev/null");
+    app.check(
+        !pwned.status.success(),
+        format!(
+            "hostile text was executed: {}",
+            String::from_utf8_lossy(&pwned.stdout)
+        ),
+        Some(&run),
+    );
+    // systemd has it verbatim...
+    let shown = h.unit_property(&app.unit(), "Environment");
+    app.check(
+        shown.contains("HOSTILE=") && shown.contains(&format!("touch /tmp/pwned-{name}")),
+        format!("systemctl show -p Environment: {shown}"),
+        Some(&run),
+    );
+    // ...and so does the running process, byte for byte, in its environment and argv.
+    let pid = h.unit_property(&app.unit(), "MainPID");
+    let environ = h.exec_ok(&format!("tr '\\0' '\\n' < /proc/{pid}/environ"));
+    app.check(
+        environ.lines().any(|l| l == format!("HOSTILE={hostile}")),
+        format!("the process environment lacks HOSTILE verbatim:\n{environ}"),
+        Some(&run),
+    );
+    let argv = h.exec_ok(&format!("tr '\\0' '\\n' < /proc/{pid}/cmdline"));
+    app.check(
+        argv.lines().last() == Some(hostile.as_str()),
+        format!("the last argument is not the hostile text verbatim:\n{argv}"),
+        Some(&run),
+    );
+    // The hooks ran in the release dir with their variables.
+    app.check_eq(
+        app.read(h, &format!("releases/{id}/hook-ran.txt")),
+        format!("{id}\n"),
+        "hook-ran.txt",
+        Some(&run),
+    );
+    app.check_eq(
+        app.read(h, &format!("releases/{id}/after-ran.txt")),
+        "0.1.0 test".to_string(),
+        "after-ran.txt",
+        Some(&run),
+    );
+    // Environment values are redacted in --dry-run output.
+    let dry = app.run_expect(&["deploy", "test", "--dry-run"], 0);
+    app.check(
+        !dry.all_output().contains(&format!("pwned2-{name}")),
+        "--dry-run shows a secret environment value",
+        Some(&dry),
+    );
+}
+
+/// `--dry-run` prints the scripts and changes nothing.
+#[test]
+fn issue_3_dry_run_touches_nothing() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let app = App::new(hosts, "ship-dryrun", 18104, Spec::default());
+    let h = app.host(0);
+    let run = app.run_expect(&["deploy", "test", "--dry-run"], 0);
+    app.check(
+        !app.exists(h, &app.deploy_to()),
+        "--dry-run created the deploy directory",
+        Some(&run),
+    );
+    app.check(
+        !app.exists(h, &format!("/etc/systemd/system/{}", app.unit())),
+        "--dry-run wrote the unit",
+        Some(&run),
+    );
+    let text = run.all_output();
+    for needle in ["mkdir", "systemctl", "restart", &app.deploy_to(), "sftp"] {
+        app.check(
+            text.contains(needle),
+            format!("--dry-run output does not show {needle:?}"),
+            Some(&run),
+        );
+    }
+}
+
+/// A non-root deploy user with `sudo = true`.
+#[test]
+fn issue_3_deploys_as_a_non_root_user_with_sudo() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        hosts: vec!["host0-deploy".into()],
+        ship_lines: vec!["sudo = true".into()],
+        ..Spec::default()
+    };
+    let mut app = App::new(hosts, "ship-sudo", 18105, spec);
+    let h = app.host(0);
+    h.exec_ok(&format!(
+        "mkdir -p {d} && chown deploy:deploy {d}",
+        d = app.deploy_to()
+    ));
+    let run = app.deploy(&[], 0);
+    let r1 = app.deployed_release(&run, "host0-deploy");
+    app.assert_version(h, "0.1.0", Some(&run));
+    app.check_eq(
+        h.exec_ok(&format!("stat -c %U {}/releases/{r1}", app.deploy_to()))
+            .trim()
+            .to_string(),
+        "deploy".to_string(),
+        "owner of the release dir",
+        Some(&run),
+    );
+    // A second version, then a rollback, all through sudo.
+    app.update(|s| s.version = "0.2.0".into());
+    let run = app.deploy(&[], 0);
+    app.assert_version(h, "0.2.0", Some(&run));
+    let rb = app.run_expect(&["rollback", "test"], 0);
+    app.assert_version(h, "0.1.0", Some(&rb));
+    app.check_eq(
+        app.current(h),
+        Some(r1),
+        "current after rollback",
+        Some(&rb),
+    );
+}

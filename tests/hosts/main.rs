@@ -17,3 +17,4 @@ mod glibc;
 mod app;
 mod deploy;
 mod failures;
+mod fleet;
