@@ -117,17 +117,17 @@ impl Human {
                 let w = hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
                 self.line(&format!("\n{operation} summary:"));
                 self.line(&format!(
-                    "  {:<w$}  {:<12}  {:<15}  {:<10}  {:>6}  {:>10}  {:>7}",
+                    "  {:<w$}  {:<14}  {:<15}  {:<10}  {:>6}  {:>10}  {:>7}",
                     "HOST", "OUTCOME", "RELEASE", "VERSION", "TRIPS", "SENT", "TIME"
                 ));
                 for h in hosts {
                     let outcome = match h.outcome.as_str() {
                         "deployed" | "rolled back to" | "unchanged" | "pruned" | "unlocked" => self
                             .style(Tone::Progress)
-                            .apply_to(format!("{:<12}", h.outcome)),
+                            .apply_to(format!("{:<14}", h.outcome)),
                         _ => self
                             .style(Tone::Error)
-                            .apply_to(format!("{:<12}", h.outcome)),
+                            .apply_to(format!("{:<14}", h.outcome)),
                     };
                     self.line(&format!(
                         "  {:<w$}  {outcome}  {:<15}  {:<10}  {:>6}  {:>10}  {:>6.1}s",
