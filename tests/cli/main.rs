@@ -5,3 +5,4 @@ mod config;
 mod init;
 #[path = "../support/mod.rs"]
 mod support;
+mod json;
