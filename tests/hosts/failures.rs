@@ -316,8 +316,104 @@ fn issue_3_concurrent_deploys_one_wins_the_other_is_locked_out() {
     );
 }
 
-/// Ctrl-C while a before_switch hook runs: exit 130, the host put back as it was (v0.1.0 still
-/// current and answering, no release left behind, lock released).
+/// Starts `cargo ship deploy test`, waits until `marker` (a glob under deploy_to) exists on
+/// `h`, then sends SIGINT to the process alone, or to its whole process group (what Ctrl-C in
+/// a terminal does), and waits for it to exit.
+fn interrupt_when(app: &App, h: &crate::host::TestHost, marker: &str, group: bool) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ship"));
+    cmd.args(["ship", "deploy", "test"])
+        .current_dir(&app.project.root)
+        .env("CARGO_TERM_COLOR", "never")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if group {
+        cmd.process_group(0);
+    }
+    let child = cmd.spawn().expect("spawn cargo-ship");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reached = loop {
+        let out = h.exec(&format!("ls {}/{marker} 2>/dev/null", app.deploy_to()));
+        if out.status.success() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let target = if group {
+        format!("-{}", child.id())
+    } else {
+        child.id().to_string()
+    };
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", "--", &target])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait for cargo-ship");
+    let run = Run::from_output(vec!["deploy".into(), "test".into()], &out);
+    app.check(
+        reached && kill.success(),
+        format!("the deploy never reached {marker}"),
+        Some(&run),
+    );
+    run
+}
+
+/// After an interrupted deploy: exit 130, lock released, `r1` current and answering v0.1.0,
+/// and (once the interrupted remote script has finished its sleep) no other release and no
+/// unfinished mark left.
+fn assert_put_back(app: &App, h: &crate::host::TestHost, r1: &str, run: &Run, what: &str) {
+    app.check_eq(
+        run.code,
+        EXIT_INTERRUPTED,
+        &format!("{what}: exit code"),
+        Some(run),
+    );
+    app.check(
+        run.stderr.contains("Interrupted"),
+        format!("{what}: stderr should say the deploy was interrupted"),
+        Some(run),
+    );
+    app.check(
+        !app.exists(h, ".ship/lock"),
+        format!("{what}: the lock must be released"),
+        Some(run),
+    );
+    app.check_eq(
+        app.current(h),
+        Some(r1.to_string()),
+        &format!("{what}: current"),
+        Some(run),
+    );
+    app.assert_version(h, "0.1.0", Some(run));
+    // The interrupted remote script may still be sleeping in its hook on the host.
+    std::thread::sleep(Duration::from_secs(6));
+    app.check_eq(
+        app.releases(h),
+        vec![r1.to_string()],
+        &format!("{what}: releases"),
+        Some(run),
+    );
+    app.check(
+        app.list(h, ".ship/unfinished").is_empty() && !app.exists(h, ".ship/switching"),
+        format!("{what}: no unfinished or switching mark may be left"),
+        Some(run),
+    );
+    app.check_eq(
+        app.current(h),
+        Some(r1.to_string()),
+        &format!("{what}: current"),
+        Some(run),
+    );
+}
+
+/// Ctrl-C puts the host back as it was: while a before_switch hook runs (SIGINT to the process,
+/// then to its process group as a terminal does), and after the switch while an after_switch
+/// hook runs (the new release is already live).
 #[test]
 fn issue_3_ctrl_c_puts_the_host_back() {
     let Some(hosts) = host::shared_or_skip() else {
@@ -330,75 +426,30 @@ fn issue_3_ctrl_c_puts_the_host_back() {
 
     app.update(|s| {
         s.version = "0.2.0".into();
-        s.before_switch = vec!["touch hook-started; sleep 6".into()];
+        s.before_switch = vec!["touch before-started; sleep 6".into()];
     });
     app.run_expect(&["build"], 0);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ship"))
-        .args(["ship", "deploy", "test"])
-        .current_dir(&app.project.root)
-        .env("CARGO_TERM_COLOR", "never")
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn cargo-ship");
-    // Interrupt once the hook is running (the new release is staged but not switched).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let hook_running = loop {
-        let out = h.exec(&format!(
-            "ls {}/releases/*/hook-started 2>/dev/null",
-            app.deploy_to()
-        ));
-        if out.status.success() {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let pid = child.id().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill");
-    let out = child.wait_with_output().expect("wait for cargo-ship");
-    let run = Run::from_output(vec!["deploy".into(), "test".into()], &out);
-    app.check(
-        hook_running && kill.success(),
-        "the hook never started",
-        Some(&run),
+    let run = interrupt_when(&app, h, "releases/*/before-started", false);
+    assert_put_back(&app, h, &r1, &run, "SIGINT during before_switch");
+
+    let run = interrupt_when(&app, h, "releases/*/before-started", true);
+    assert_put_back(
+        &app,
+        h,
+        &r1,
+        &run,
+        "SIGINT to the group during before_switch",
     );
-    app.check_eq(run.code, EXIT_INTERRUPTED, "exit code", Some(&run));
-    app.check(
-        !app.exists(h, ".ship/lock"),
-        "the lock must be released",
-        Some(&run),
-    );
-    app.check_eq(
-        app.current(h),
-        Some(r1.clone()),
-        "current after Ctrl-C",
-        Some(&run),
-    );
-    app.assert_version(h, "0.1.0", Some(&run));
-    // The interrupted stage script may still be finishing its hook on the host: once it has,
-    // only the first release is left and nothing is marked unfinished.
-    std::thread::sleep(Duration::from_secs(6));
-    app.check_eq(
-        app.releases(h),
-        vec![r1],
-        "releases after Ctrl-C",
-        Some(&run),
-    );
-    app.check(
-        app.list(h, ".ship/unfinished").is_empty(),
-        "no unfinished mark may be left",
-        Some(&run),
-    );
+
+    app.update(|s| {
+        s.before_switch.clear();
+        s.after_switch = vec!["touch after-started; sleep 6".into()];
+    });
+    let run = interrupt_when(&app, h, "releases/*/after-started", false);
+    assert_put_back(&app, h, &r1, &run, "SIGINT during after_switch");
+
     // And the next deploy goes through.
-    app.update(|s| s.before_switch.clear());
+    app.update(|s| s.after_switch.clear());
     let next = app.deploy(&[], 0);
     app.assert_version(h, "0.2.0", Some(&next));
 }
