@@ -61,7 +61,7 @@ pub fn row(conn: &Connection) -> HostRow {
         outcome: String::new(),
         release: None,
         version: None,
-        round_trips: conn.stats().commands(),
+        commands: conn.stats().commands(),
         connections: conn
             .stats()
             .connections
@@ -101,7 +101,7 @@ where
             Err(e) => return (name, Err(e)),
         };
         let result = f(conn.clone()).await.map(|mut r| {
-            r.round_trips = conn.stats().commands();
+            r.commands = conn.stats().commands();
             r.bytes_sent = conn.stats().bytes();
             r.millis = started.elapsed().as_millis() as u64;
             r
@@ -166,7 +166,7 @@ pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &
                     outcome: "failed".into(),
                     release: None,
                     version: None,
-                    round_trips: 0,
+                    commands: 0,
                     connections: 0,
                     bytes_sent: 0,
                     millis: 0,

@@ -159,6 +159,10 @@ async fn rollback_host(
         environment: &env_name,
         host: &host,
     };
+    let version = parse_kv(&out.stdout)
+        .get("version")
+        .cloned()
+        .filter(|v| !v.is_empty());
     let verdict = health::judge_switch(config, conn, &target, &out, &hook_env, ui).await;
     let log = |result: &str| {
         Revision {
@@ -176,7 +180,8 @@ async fn rollback_host(
             conn.run_ok(&steps::finish(config, &log("ok"), &[])).await?;
             ui.host(&host, "Rolled back", format!("to release {target}"));
             Ok(HostRow {
-                outcome: "rolled back to".into(),
+                outcome: "rolled back".into(),
+                version: version.clone(),
                 release: Some(target),
                 ..fleet::row(conn)
             })

@@ -118,23 +118,22 @@ impl Human {
                 self.line(&format!("\n{operation} summary:"));
                 self.line(&format!(
                     "  {:<w$}  {:<14}  {:<15}  {:<10}  {:>6}  {:>10}  {:>7}",
-                    "HOST", "OUTCOME", "RELEASE", "VERSION", "TRIPS", "SENT", "TIME"
+                    "HOST", "OUTCOME", "RELEASE", "VERSION", "CMDS", "SENT", "TIME"
                 ));
                 for h in hosts {
-                    let outcome = match h.outcome.as_str() {
-                        "deployed" | "rolled back to" | "unchanged" | "pruned" | "unlocked" => self
-                            .style(Tone::Progress)
-                            .apply_to(format!("{:<14}", h.outcome)),
-                        _ => self
-                            .style(Tone::Error)
-                            .apply_to(format!("{:<14}", h.outcome)),
-                    };
+                    // "rolled back" is the goal of `rollback` but a failure of `deploy`.
+                    let good = matches!(
+                        h.outcome.as_str(),
+                        "deployed" | "unchanged" | "pruned" | "unlocked" | "active"
+                    ) || (operation == "rollback" && h.outcome == "rolled back");
+                    let tone = if good { Tone::Progress } else { Tone::Error };
+                    let outcome = self.style(tone).apply_to(format!("{:<14}", h.outcome));
                     self.line(&format!(
                         "  {:<w$}  {outcome}  {:<15}  {:<10}  {:>6}  {:>10}  {:>6.1}s",
                         h.host,
                         h.release.as_deref().unwrap_or("-"),
                         h.version.as_deref().unwrap_or("-"),
-                        h.round_trips,
+                        h.commands,
                         human_bytes(h.bytes_sent),
                         h.millis as f64 / 1000.0
                     ));

@@ -68,8 +68,9 @@ pub struct HostRow {
     pub release: Option<String>,
     /// The version now current on the host.
     pub version: Option<String>,
-    /// Remote commands run on this host (each is one round trip on an open connection).
-    pub round_trips: u32,
+    /// Remote commands run on this host: scripts, the SFTP session, port forwards. Each costs
+    /// about two network round trips on the open connection.
+    pub commands: u32,
     /// SSH connections opened to this host (one master connection is the goal).
     pub connections: u32,
     /// Artifact bytes sent to this host.
