@@ -144,9 +144,12 @@ pub async fn upload(
     }
     .await;
     bar.finish_and_clear();
-    let closed = sftp.close().await;
+    // Dropped, not `sftp.close()`: openssh-sftp-client 0.15's close() unwraps
+    // `Arc::try_unwrap` of its session, which panics (exit 101, host left locked) when a
+    // dropped file's background close still holds it: seen under load after complete uploads.
+    // Dropping shuts the sftp channel down too; stage verifies the file's sha256 anyway.
+    drop(sftp);
     result?;
-    closed.map_err(|e| fail("close sftp", e))?;
     conn.stats()
         .bytes_sent
         .fetch_add(payload.bytes.len() as u64, Ordering::Relaxed);
