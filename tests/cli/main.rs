@@ -3,6 +3,6 @@
 mod build;
 mod config;
 mod init;
+mod json;
 #[path = "../support/mod.rs"]
 mod support;
-mod json;
