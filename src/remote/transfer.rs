@@ -110,7 +110,11 @@ pub async fn upload(
         host: host.clone(),
         purpose: format!("upload the artifact to {remote_path} ({what})"),
         status: -1,
-        stderr_tail: format!("sftp: {e}; the host needs sshd's sftp subsystem enabled"),
+        stderr_tail: if what == "open sftp" {
+            format!("sftp: {e}; the host needs sshd's sftp subsystem enabled")
+        } else {
+            format!("sftp: {e}; check that the deploy user can write to {remote_path}'s directory")
+        },
     };
     let opts = SftpOptions::new()
         .tokio_compat_file_write_limit(NonZeroUsize::new(8 << 20).expect("nonzero"));
