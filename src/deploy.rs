@@ -434,8 +434,16 @@ async fn rollout(
                         run.previous.as_deref().unwrap_or("nothing")
                     ),
                 );
-                match revert_host(plan, &run.conn, run.previous.as_deref(), &reason, false, ui)
-                    .await
+                match revert_host(
+                    plan,
+                    &run.conn,
+                    run.previous.as_deref(),
+                    &reason,
+                    false,
+                    None,
+                    ui,
+                )
+                .await
                 {
                     Ok(_) => (
                         "rolled back".into(),
@@ -591,7 +599,17 @@ async fn switch_host(
                 format!("release {}: {reason}", plan.release),
                 Tone::Error,
             );
-            match revert_host(plan, &run.conn, previous.as_deref(), &reason, true, ui).await {
+            match revert_host(
+                plan,
+                &run.conn,
+                previous.as_deref(),
+                &reason,
+                true,
+                kv.get("switched_at").map(String::as_str),
+                ui,
+            )
+            .await
+            {
                 Ok(journal) => {
                     let restored = previous
                         .clone()
@@ -632,6 +650,7 @@ async fn revert_host(
     previous: Option<&str>,
     reason: &str,
     ghost: bool,
+    since: Option<&str>,
     ui: &Ui,
 ) -> Result<String> {
     let log = if ghost {
@@ -646,6 +665,7 @@ async fn revert_host(
         reason,
         log_line: &log,
         journal_lines: 30,
+        since,
     };
     let out = conn.run_ok(&steps::revert(plan.config, &input)).await?;
     let (_, journal) = systemd::split_journal(&out);

@@ -159,10 +159,8 @@ async fn rollback_host(
         environment: &env_name,
         host: &host,
     };
-    let version = parse_kv(&out.stdout)
-        .get("version")
-        .cloned()
-        .filter(|v| !v.is_empty());
+    let kv = parse_kv(&out.stdout);
+    let version = kv.get("version").cloned().filter(|v| !v.is_empty());
     let verdict = health::judge_switch(config, conn, &target, &out, &hook_env, ui).await;
     let log = |result: &str| {
         Revision {
@@ -201,6 +199,7 @@ async fn rollback_host(
                 reason: &reason,
                 log_line: &log,
                 journal_lines: 30,
+                since: kv.get("switched_at").map(String::as_str),
             };
             let out = conn.run_ok(&steps::revert(config, &input)).await?;
             let (_, journal) = crate::systemd::split_journal(&out);

@@ -175,6 +175,7 @@ pub fn switch(config: &Config, release: &str) -> Script {
         "sed -n 's/^  \"version\": \"\\(.*\\)\",$/version=\\1/p' {}/{} || true",
         &[&layout.release(release), crate::package::MANIFEST_FILE],
     );
+    s.lines("echo switched_at=@$(date +%s)");
     systemd::restart_and_wait(&mut s, config, config.health.timeout.as_secs());
     if let Some(cmd) = &config.health.command {
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
@@ -263,6 +264,9 @@ pub struct RevertInput<'a> {
     pub log_line: &'a str,
     /// Journal lines to capture from the failed run.
     pub journal_lines: u32,
+    /// Only journal lines since this time (`@<unix seconds>`, printed by [`switch`] as
+    /// `switched_at`), so the excerpt shows the failed release, not older restarts.
+    pub since: Option<&'a str>,
 }
 
 /// Marks the release failed (and the artifact a ghost), captures the journal, flips `current`
@@ -284,8 +288,12 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
         );
     }
     s.line(
-        "_j=$($SUDO journalctl -u {} -n {} --no-pager -o short-iso 2>&1 || true)",
-        &[&unit, &input.journal_lines.to_string()],
+        "_j=$($SUDO journalctl -u {} -n {} --since {} --no-pager -o short-iso 2>&1 || true)",
+        &[
+            &unit,
+            &input.journal_lines.to_string(),
+            input.since.unwrap_or("-1h"),
+        ],
     );
     match input.previous {
         Some(prev) => {
