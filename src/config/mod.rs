@@ -120,7 +120,7 @@ pub struct SystemdConfig {
     pub args: Vec<String>,
     /// Environment= lines.
     pub environment: BTreeMap<String, String>,
-    /// User= (default: none, i.e. root; or the ssh user if `sudo`).
+    /// User= (default: none, so the service runs as root, whoever deploys it).
     pub user: Option<String>,
     /// Group=.
     pub group: Option<String>,
