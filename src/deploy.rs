@@ -2,8 +2,8 @@
 //! (restart + verify each host; roll an unhealthy host back at once), then finish (log, prune,
 //! unlock) — or, when a batch fails, put the other hosts back too (unless `--keep-switched`).
 //!
-//! Per host that is one SSH connection and about six remote commands: preflight, (upload),
-//! stage, switch, probe, verify, finish.
+//! Per host that is one SSH connection and seven remote commands: preflight, upload (skipped
+//! when the host has the artifact), stage, switch, the probe's port forward, verify, finish.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use crate::layout::{self, Layout};
 use crate::lock;
 use crate::package::{self, Artifact};
 use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
-use crate::remote::script::{parse_kv, Script, EXIT_LOCKED};
+use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED};
 use crate::remote::session::Connection;
 use crate::remote::transfer::{self, Encoding, Payload};
 use crate::steps::{self, RevertInput, StageInput};
@@ -306,15 +306,6 @@ pub(crate) fn warn_unverified_switch(host: &str, state: &HostState, ui: &Ui) {
     }
 }
 
-fn parse_kv_all(stdout: &str, key: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_string())
-        .collect()
-}
-
 /// Stage everywhere, then switch batch by batch; finish or put hosts back.
 async fn rollout(
     plan: &Plan<'_>,
@@ -400,10 +391,12 @@ async fn rollout(
                 }
             });
         }
-        ui.status(
-            "Finished",
-            format!("release {} is live on {} host(s)", plan.release, total),
-        );
+        if failed.is_empty() {
+            ui.status(
+                "Finished",
+                format!("release {} is live on {} host(s)", plan.release, total),
+            );
+        }
         return fleet::fail_if_any("deploy", total, failed);
     }
 
@@ -412,63 +405,70 @@ async fn rollout(
         "rollout stopped: {}",
         fleet::first_line(&failed[0].to_string())
     );
-    for (i, run) in runs.iter_mut().enumerate() {
-        if run.outcome.is_some() {
-            continue; // already reverted by its own failure
-        }
-        let outcome = if switched_ok.contains(&i) {
-            if opts.keep_switched {
-                match finish_host(plan, run, ui).await {
-                    Ok(()) => (
-                        "deployed".into(),
-                        Some("kept on the new release (--keep-switched)".into()),
-                    ),
-                    Err(e) => ("failed".into(), Some(e.to_string())),
-                }
-            } else {
-                ui.host(
-                    run.conn.host(),
-                    "Reverting",
-                    format!(
-                        "to {} ({reason})",
-                        run.previous.as_deref().unwrap_or("nothing")
-                    ),
-                );
-                match revert_host(
-                    plan,
-                    &run.conn,
-                    run.previous.as_deref(),
-                    &reason,
-                    false,
-                    None,
-                    ui,
-                )
-                .await
-                {
-                    Ok(_) => (
-                        "rolled back".into(),
-                        Some("the rollout stopped on another host".into()),
-                    ),
-                    Err(e) => ("failed".into(), Some(e.to_string())),
-                }
-            }
-        } else {
-            let _ = run
-                .conn
-                .run(&steps::abort(
-                    plan.config,
-                    &plan.holder,
-                    Some(&plan.release),
-                ))
-                .await;
+    // Hosts that failed were reverted by themselves; the others are put back in parallel.
+    let pending: Vec<usize> = (0..total).filter(|&i| runs[i].outcome.is_none()).collect();
+    let outcomes = fleet::bounded(pending, env.parallel, |i| {
+        let (run, switched, reason) = (&runs[i], switched_ok.contains(&i), &reason);
+        async move {
             (
-                "skipped".into(),
-                Some("not switched: the rollout stopped".into()),
+                i,
+                stop_host(plan, run, switched, opts.keep_switched, reason, ui).await,
             )
-        };
-        run.outcome = Some(outcome);
+        }
+    })
+    .await;
+    for (i, outcome) in outcomes {
+        runs[i].outcome = Some(outcome);
     }
     fleet::fail_if_any("deploy", total, failed)
+}
+
+/// After a failed batch: a switched host is rolled back (or kept with `--keep-switched`), a
+/// host not yet switched drops its staged release; both are unlocked.
+async fn stop_host(
+    plan: &Plan<'_>,
+    run: &HostRun,
+    switched: bool,
+    keep_switched: bool,
+    reason: &str,
+    ui: &Ui,
+) -> (String, Option<String>) {
+    if !switched {
+        let _ = run
+            .conn
+            .run(&steps::abort(
+                plan.config,
+                &plan.holder,
+                Some(&plan.release),
+            ))
+            .await;
+        return (
+            "skipped".into(),
+            Some("not switched: the rollout stopped".into()),
+        );
+    }
+    if keep_switched {
+        return match finish_host(plan, run, ui).await {
+            Ok(()) => (
+                "deployed".into(),
+                Some("kept on the new release (--keep-switched)".into()),
+            ),
+            Err(e) => ("failed".into(), Some(e.to_string())),
+        };
+    }
+    let previous = run.previous.as_deref();
+    ui.host(
+        run.conn.host(),
+        "Reverting",
+        format!("to {} ({reason})", previous.unwrap_or("nothing")),
+    );
+    match revert_host(plan, &run.conn, previous, reason, false, None, ui).await {
+        Ok(_) => (
+            "rolled back".into(),
+            Some("the rollout stopped on another host".into()),
+        ),
+        Err(e) => ("failed".into(), Some(e.to_string())),
+    }
 }
 
 async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {

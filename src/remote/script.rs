@@ -172,6 +172,16 @@ pub fn parse_kv(stdout: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// Every value of a key a script printed several times (`cached=...`, `cleared=...`).
+pub fn parse_kv_all(stdout: &str, key: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +267,6 @@ mod tests {
         let m = parse_kv("a=1\nnoise\nb=x=y\n");
         assert_eq!(m["a"], "1");
         assert_eq!(m["b"], "x=y");
+        assert_eq!(parse_kv_all("c=1\nd=2\nc=3\n", "c"), ["1", "3"]);
     }
 }
