@@ -4,5 +4,6 @@ mod build;
 mod config;
 mod init;
 mod json;
+mod readme;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,47 @@
+//! The README's configuration reference is real: its TOML block, put into a package, loads with
+//! every key accepted, and resolves to the values it shows.
+
+use cargo_ship::config::{self, Batch, BuilderKind, LoadOptions};
+
+use crate::support::{repo_root, Project};
+
+/// The first ```toml block after the "## Configuration" heading of the README.
+fn reference_block() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Configuration")
+        .expect("a Configuration section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].to_string()
+}
+
+#[test]
+fn readme_config_reference_loads_as_written() {
+    let p = Project::fixture("hello");
+    let manifest = p.manifest();
+    let package = &manifest[..manifest.find("[package.metadata.ship]").unwrap()];
+    p.set_manifest(&format!("{package}{}", reference_block()));
+    p.write("deploy/ssh_config", "Host web1.example.com\n");
+    p.write("config/production.toml", "");
+    let c = config::load(&LoadOptions {
+        manifest_path: Some(p.path("Cargo.toml")),
+        environment: Some("prod".into()),
+        ..LoadOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("the README's reference does not load: {e}"));
+
+    assert_eq!(c.bin, "hello");
+    assert_eq!(c.builder, BuilderKind::Auto);
+    assert_eq!(c.keep_releases, 5);
+    assert_eq!(c.shared_dirs, ["data", "log"]);
+    assert_eq!(c.systemd.args, ["--port", "8080"]);
+    assert_eq!(c.health.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.hooks.before_switch, ["./hello migrate"]);
+    // The environment overrides deploy_to, as the comment says.
+    assert_eq!(c.deploy_to, "/srv/hello");
+    let env = c.environment.as_ref().unwrap();
+    assert_eq!(env.hosts.len(), 2);
+    assert_eq!(env.hosts[1].port, Some(2222));
+    assert_eq!(env.batch, Batch::Percent(25));
+}
