@@ -559,13 +559,24 @@ async fn switch_host(
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let host = run.conn.host().to_string();
     let script = steps::switch(plan.config, &plan.release);
-    let out = run.conn.run(&script).await.map_err(|e| {
-        (
-            run.state.current.clone(),
-            ("failed".into(), Some(e.to_string())),
-            e,
-        )
-    })?;
+    let out = match run.conn.run(&script).await {
+        Ok(out) => out,
+        Err(e) => {
+            // The connection dropped mid-switch: `current` may already point at the new
+            // release. The abort is idempotent (it reconnects) and restores the recorded one.
+            let abort = steps::abort(plan.config, &plan.holder, Some(&plan.release));
+            let detail = match run.conn.run(&abort).await {
+                Ok(o) if o.status == 0 => format!("{e}; the host was put back as it was"),
+                Ok(o) => format!("{e}; putting it back failed too: {}", o.tail(3)),
+                Err(e2) => format!("{e}; putting it back failed too: {e2}"),
+            };
+            return Err((
+                run.state.current.clone(),
+                ("failed".into(), Some(detail)),
+                e,
+            ));
+        }
+    };
     let kv = parse_kv(&out.stdout);
     let previous = kv.get("previous").filter(|p| !p.is_empty()).cloned();
     ui.host(
@@ -731,7 +742,11 @@ impl HostRun {
                 Some(plan.release.clone()),
                 Some(plan.artifact.manifest.version.clone()),
             ),
-            _ => (self.previous.clone().or(self.state.current.clone()), None),
+            // Every other outcome leaves (or puts back) the release that was current before.
+            _ => (
+                self.state.current.clone(),
+                self.state.current_version.clone(),
+            ),
         };
         HostRow {
             outcome,

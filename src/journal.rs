@@ -22,6 +22,8 @@ pub struct HostState {
     pub switching: Option<String>,
     /// The holder of the lock, when someone holds it (status only).
     pub lock_holder: Option<String>,
+    /// The version of the current release, from its manifest.
+    pub current_version: Option<String>,
 }
 
 impl HostState {
@@ -40,6 +42,7 @@ impl HostState {
                 "failed" if !v.is_empty() => s.failed.push(v),
                 "switching" => s.switching = Some(v),
                 "lock" if !v.is_empty() => s.lock_holder = Some(v),
+                "current_version" if !v.is_empty() => s.current_version = Some(v),
                 _ => {}
             }
         }
@@ -114,9 +117,19 @@ pub fn state_lines(script: &mut Script, layout: &Layout) {
         "for _d in {}/*; do [ -e \"$_d\" ] && printf 'failed=%s\\n' \"${{_d##*/}}\"; done; true",
         &[&layout.failed_dir()],
     );
+    print_version(script, "current_version", &layout.current());
     script.line(
         "if [ -f {} ]; then printf 'switching=%s\\n' \"$(cat {})\"; fi",
         &[&switching(layout), &switching(layout)],
+    );
+}
+
+/// Prints `<key>=<version>` read from the manifest in `release_dir` (pretty-printed JSON that
+/// cargo-ship wrote, so one `sed` finds the top-level `"version"`); nothing when it is absent.
+pub fn print_version(script: &mut Script, key: &'static str, release_dir: &str) {
+    script.line(
+        "sed -n 's/^  \"version\": \"\\([^\"]*\\)\".*$/'{}'=\\1/p' {}/{} 2>/dev/null || true",
+        &[key, release_dir, crate::package::MANIFEST_FILE],
     );
 }
 
@@ -235,6 +248,29 @@ mod tests {
         // Failed ones don't count toward keep; only the newest failed one is kept.
         let s = state(&["1", "2", "3", "4", "5"], "5", &["2", "4"], &["3"]);
         assert_eq!(s.prune_candidates(2), ["2"]);
+    }
+
+    /// The `sed` in [`print_version`] reads the version out of a manifest as cargo-ship writes
+    /// it (pretty JSON), through the real /bin/sh.
+    #[test]
+    fn prints_the_manifest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = serde_json::json!({"schema": 1, "package": "p", "version": "1.2.3-rc.1", "files": {"a": {"version": "9"}}});
+        std::fs::write(
+            dir.path().join(crate::package::MANIFEST_FILE),
+            serde_json::to_string_pretty(&m).unwrap(),
+        )
+        .unwrap();
+        let mut s = Script::new("t");
+        print_version(&mut s, "v", dir.path().to_str().unwrap());
+        print_version(&mut s, "missing", "/nonexistent");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "v=1.2.3-rc.1\n");
+        assert!(out.status.success());
     }
 
     #[test]

@@ -170,11 +170,8 @@ pub fn switch(config: &Config, release: &str) -> Script {
     systemd::install_unit(&mut s, config);
     systemd::remember_invocation(&mut s, config);
     flip(&mut s, &layout, release);
-    // The version now live, for reports (the manifest is pretty-printed JSON we wrote).
-    s.line(
-        "sed -n 's/^  \"version\": \"\\(.*\\)\",$/version=\\1/p' {}/{} || true",
-        &[&layout.release(release), crate::package::MANIFEST_FILE],
-    );
+    // The version now live, for reports.
+    journal::print_version(&mut s, "version", &layout.release(release));
     s.lines("echo switched_at=@$(date +%s)");
     systemd::restart_and_wait(&mut s, config, config.health.timeout.as_secs());
     if let Some(cmd) = &config.health.command {
