@@ -333,6 +333,19 @@ async fn rollout(
         return fleet::fail_if_any("stage", total, errors);
     }
 
+    // 3b. Hooks that must run once per deploy (migrations): on the first host, now that every
+    // host has staged, before any switch.
+    if let Err(e) = run_once_hooks(plan, &runs[0], ui).await {
+        for r in runs.iter_mut() {
+            r.outcome = Some((
+                "aborted".into(),
+                Some("before_switch_once failed; nothing was switched".into()),
+            ));
+        }
+        abort_all(plan, runs).await;
+        return Err(e);
+    }
+
     // 4. Switch in batches.
     let size = env.batch.size(total);
     let mut failed: Vec<Error> = Vec::new();
@@ -421,6 +434,22 @@ async fn rollout(
         runs[i].outcome = Some(outcome);
     }
     fleet::fail_if_any("deploy", total, failed)
+}
+
+async fn run_once_hooks(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
+    if plan.config.hooks.before_switch_once.is_empty() {
+        return Ok(());
+    }
+    let host = run.conn.host().to_string();
+    let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+    let previous = run.state.current.clone().unwrap_or_default();
+    ui.host(
+        &host,
+        "Running",
+        "before_switch_once hooks (this host only)",
+    );
+    let script = steps::once_hooks(plan.config, &hook_env(plan, &host, &rel_dir, &previous));
+    run.conn.run_ok(&script).await.map(|_| ())
 }
 
 /// After a failed batch: a switched host is rolled back (or kept with `--keep-switched`), a
@@ -819,7 +848,15 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             &["<releases beyond keep_releases>".to_string()][..0],
         ),
     ];
-    for h in hosts {
+    let once = steps::once_hooks(plan.config, &stage_in.hook_env);
+    for (n, h) in hosts.iter().enumerate() {
+        if n == 0 && !plan.config.hooks.before_switch_once.is_empty() {
+            ui.emit(Event::Script {
+                host: h.to_string(),
+                purpose: format!("{} (after every host has staged)", once.purpose()),
+                script: once.render_redacted()?,
+            });
+        }
         for s in &scripts {
             ui.emit(Event::Script {
                 host: h.to_string(),

@@ -5,6 +5,7 @@
 //! |----------|--------------------|------------------------------------------------------------|
 //! | lock     | [`preflight`]      | checks (before touching anything), lock, clear stale, state |
 //! | stage    | [`stage`]          | verify sha256, unpack, verify files, link shared, hooks    |
+//! | once     | [`once_hooks`]     | before_switch_once hooks, on the first host only           |
 //! | switch   | [`switch`]         | unit file, flip `current`, restart, wait for a new process |
 //! | verify   | [`verify`]         | settle, same process still active, after_switch hooks      |
 //! | finish   | [`finish`]         | revisions.log, prune, unlock                               |
@@ -146,6 +147,22 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     );
     s.line("rm -f -- {}", &[&layout.unfinished(input.release)]);
     s.line("echo staged={}", &[input.release]);
+    s
+}
+
+/// Runs the `before_switch_once` hooks (migrations) in the staged release: on one host, after
+/// every host has staged, before any switch.
+pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
+    let mut s = Script::new(format!(
+        "run the before_switch_once hooks in release {}",
+        hook_env.release
+    ));
+    hooks::run(
+        &mut s,
+        "before_switch_once",
+        &config.hooks.before_switch_once,
+        hook_env,
+    );
     s
 }
 

@@ -78,6 +78,7 @@ pub(crate) struct HealthLayer {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HooksLayer {
     pub before_switch: Option<Strings>,
+    pub before_switch_once: Option<Strings>,
     pub after_switch: Option<Strings>,
 }
 
@@ -131,7 +132,7 @@ const SYSTEMD_KEYS: &[&str] = &[
     "hardening",
 ];
 const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle"];
-const HOOKS_KEYS: &[&str] = &["before_switch", "after_switch"];
+const HOOKS_KEYS: &[&str] = &["before_switch", "before_switch_once", "after_switch"];
 
 /// Reads typed values out of one file, naming keys by their full path.
 struct Reader<'s> {
@@ -192,6 +193,10 @@ impl Layer {
         set(&mut h.settle, &o.settle);
 
         set(&mut self.hooks.before_switch, &over.hooks.before_switch);
+        set(
+            &mut self.hooks.before_switch_once,
+            &over.hooks.before_switch_once,
+        );
         set(&mut self.hooks.after_switch, &over.hooks.after_switch);
 
         set(&mut self.hosts, &over.hosts);
@@ -389,6 +394,10 @@ impl Reader<'_> {
             match name {
                 "before_switch" => {
                     h.before_switch =
+                        Some(self.strings(value, &path, "an array of shell commands")?)
+                }
+                "before_switch_once" => {
+                    h.before_switch_once =
                         Some(self.strings(value, &path, "an array of shell commands")?)
                 }
                 "after_switch" => {

@@ -149,8 +149,12 @@ pub struct HealthConfig {
 /// directory, with `SHIP_*` variables set).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HooksConfig {
-    /// Run after staging, before any host switches; a failure stops the deploy.
+    /// Run on every host after its staging, before any host switches; a failure stops the
+    /// deploy.
     pub before_switch: Vec<String>,
+    /// Run once per deploy, on the first host, after every host has staged and before any
+    /// switch (database migrations); a failure stops the deploy.
+    pub before_switch_once: Vec<String>,
     /// Run after the restart, once the release is healthy.
     pub after_switch: Vec<String>,
 }

@@ -234,6 +234,7 @@ fn resolve(
     let health = resolve_health(l)?;
     let hooks = HooksConfig {
         before_switch: commands(l.hooks.before_switch.as_ref())?,
+        before_switch_once: commands(l.hooks.before_switch_once.as_ref())?,
         after_switch: commands(l.hooks.after_switch.as_ref())?,
     };
     let environment = match environment {

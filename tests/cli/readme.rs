@@ -37,7 +37,8 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(c.shared_dirs, ["data", "log"]);
     assert_eq!(c.systemd.args, ["--port", "8080"]);
     assert_eq!(c.health.timeout, std::time::Duration::from_secs(30));
-    assert_eq!(c.hooks.before_switch, ["./hello migrate"]);
+    assert_eq!(c.hooks.before_switch, ["./hello check-config"]);
+    assert_eq!(c.hooks.before_switch_once, ["./hello migrate"]);
     // The environment overrides deploy_to, as the comment says.
     assert_eq!(c.deploy_to, "/srv/hello");
     let env = c.environment.as_ref().unwrap();

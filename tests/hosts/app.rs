@@ -36,6 +36,7 @@ pub struct Spec {
     pub environment: Vec<(String, String)>,
     pub health_command: Option<String>,
     pub before_switch: Vec<String>,
+    pub before_switch_once: Vec<String>,
     pub after_switch: Vec<String>,
     /// Raw extra lines for `[package.metadata.ship]` (e.g. `sudo = true`).
     pub ship_lines: Vec<String>,
@@ -55,6 +56,7 @@ impl Default for Spec {
             environment: Vec::new(),
             health_command: None,
             before_switch: Vec::new(),
+            before_switch_once: Vec::new(),
             after_switch: Vec::new(),
             ship_lines: Vec::new(),
             env_lines: Vec::new(),
@@ -238,8 +240,9 @@ shared_dirs = ["data"]
             t.push_str(&format!("command = {}\n", toml_str(c)));
         }
         t.push_str(&format!(
-            "\n[package.metadata.ship.hooks]\nbefore_switch = {}\nafter_switch = {}\n",
+            "\n[package.metadata.ship.hooks]\nbefore_switch = {}\nbefore_switch_once = {}\nafter_switch = {}\n",
             toml_list(&s.before_switch),
+            toml_list(&s.before_switch_once),
             toml_list(&s.after_switch)
         ));
         t.push_str(&format!(

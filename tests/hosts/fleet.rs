@@ -159,3 +159,70 @@ fn issue_3_failed_batch_puts_the_fleet_back() {
     }
     h1.exec_ok(&format!("rm -f {marker}"));
 }
+
+/// `before_switch_once` (migrations) runs on exactly one host, after every host has staged and
+/// before any switch; when it fails, nothing is switched anywhere and every host is unlocked.
+#[test]
+fn issue_3_before_switch_once_runs_on_one_host_only() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let name = "ship-once";
+    let marker = format!("/tmp/{name}-migrated");
+    let spec = Spec {
+        hosts: three_hosts(),
+        before_switch_once: vec![format!("echo \"$SHIP_RELEASE\" >> {marker}")],
+        ..Spec::default()
+    };
+    let mut app = App::new(hosts, name, 18303, spec);
+    let run = app.deploy(&[], 0);
+    let release = app.deployed_release(&run, "host0");
+    let ran: Vec<bool> = (0..3)
+        .map(|i| {
+            app.host(i)
+                .exec(&format!("test -f {marker}"))
+                .status
+                .success()
+        })
+        .collect();
+    app.check_eq(
+        ran,
+        vec![true, false, false],
+        "hosts that ran the once-hook",
+        Some(&run),
+    );
+    let logged = app.host(0).exec_ok(&format!("cat {marker}"));
+    app.check_eq(
+        logged.trim().to_string(),
+        release,
+        "the hook ran in the new release",
+        Some(&run),
+    );
+
+    // A failing once-hook: exit 9, every host still on 0.1.0, unlocked, no staged release left.
+    app.update(|s| {
+        s.version = "0.2.0".into();
+        s.before_switch_once = vec!["exit 4".into()];
+    });
+    let failed = app.deploy(&[], 9);
+    app.check(
+        failed.all_output().contains("before_switch_once hook failed"),
+        "the error names the failing hook",
+        Some(&failed),
+    );
+    for i in 0..3 {
+        let h = app.host(i);
+        app.assert_version(h, "0.1.0", Some(&failed));
+        app.check_eq(
+            app.releases(h).len(),
+            1,
+            "releases left on the host",
+            Some(&failed),
+        );
+        app.check(
+            !app.exists(h, ".ship/lock"),
+            "the lock is released",
+            Some(&failed),
+        );
+    }
+}
