@@ -323,9 +323,11 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
         || all.contains("REMOTE HOST IDENTIFICATION")
     {
         format!(
-            "the host key of {host} is unknown or has changed; cargo-ship never accepts keys silently. \
-             Verify the key's fingerprint out of band, then add it to known_hosts \
-             (e.g. `ssh{cfg} {host}` once by hand, or `ssh-keyscan` after checking)"
+            "the host key of {host} is unknown or has changed, and cargo-ship never accepts keys \
+             silently. Compare `ssh-keyscan -t ed25519 <address> | ssh-keygen -lf -` with the \
+             server's own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` (console or a trusted \
+             channel), then add the scanned line to the known_hosts file your ssh config uses \
+             (`ssh{cfg} -G {host} | grep -i knownhostsfile` shows which)"
         )
     } else if all.contains("Permission denied") {
         format!("ssh could not log in to {host}: check the user, that your key is loaded (`ssh-add -l`), and try `ssh{cfg} {host} true`")
