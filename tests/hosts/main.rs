@@ -18,3 +18,4 @@ mod app;
 mod deploy;
 mod failures;
 mod fleet;
+mod hostkey;
