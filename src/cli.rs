@@ -161,8 +161,8 @@ enum Command {
     },
     /// Remove old releases on the hosts (never `current` or the rollback target) and old local artifacts
     Prune {
-        /// Environment
-        env: String,
+        /// Environment (without one, only the local artifact store is pruned)
+        env: Option<String>,
         #[command(flatten)]
         package: PackageArgs,
         /// Releases to keep per host (default: keep_releases)
@@ -332,7 +332,7 @@ impl Ship {
                 dry_run,
                 hosts,
             } => {
-                let config = config::load(&load_options(&package, None, Some(env)))?;
+                let config = config::load(&load_options(&package, None, env))?;
                 prune::prune(
                     &config,
                     &prune::PruneOptions {

@@ -1,8 +1,8 @@
-//! `cargo ship prune <env> [--keep N]`: remove old releases on each host (never `current`, never
-//! the release a rollback would go to, never one being staged) and old artifacts in the local
-//! store.
+//! `cargo ship prune [env] [--keep N]`: remove old releases on each host of the environment
+//! (never `current`, never the release a rollback would go to, never one being staged) and old
+//! artifacts in the local store; without an environment, only the local store.
 
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::fleet;
 use crate::layout::Layout;
 use crate::lock;
@@ -24,9 +24,33 @@ pub struct PruneOptions {
 }
 
 /// Prunes every selected host, then the local artifact store.
+/// Prunes every selected host of the environment (if one was given), then the local store.
 pub async fn prune(config: &Config, opts: &PruneOptions, ui: &Ui) -> Result<()> {
     let keep = opts.keep.unwrap_or(config.keep_releases).max(1);
-    let env = config.env()?;
+    let hosts_result = match &config.environment {
+        Some(env) => prune_hosts(config, env, keep, opts, ui).await,
+        None => Ok(()),
+    };
+    if !opts.dry_run {
+        let dir = store::store_dir(&config.target_dir);
+        if dir.is_dir() {
+            let removed = store::prune(&dir, &config.bin, keep)?;
+            ui.status(
+                "Pruned",
+                format!("{} old artifact(s) from {}", removed.len(), dir.display()),
+            );
+        }
+    }
+    hosts_result
+}
+
+async fn prune_hosts(
+    config: &Config,
+    env: &Environment,
+    keep: usize,
+    opts: &PruneOptions,
+    ui: &Ui,
+) -> Result<()> {
     let holder = lock::holder(&format!("cargo ship prune {}", env.name));
     let layout = Layout::new(&config.deploy_to);
     let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
@@ -48,15 +72,7 @@ pub async fn prune(config: &Config, opts: &PruneOptions, ui: &Ui) -> Result<()> 
                 });
                 lock::release(&mut s, &layout);
             } else {
-                crate::steps::prune_lines(
-                    &mut s,
-                    &Config {
-                        keep_releases: keep,
-                        ..config.clone()
-                    },
-                    &layout,
-                    &doomed,
-                );
+                crate::steps::prune_lines(&mut s, &layout, &doomed, keep);
                 lock::release(&mut s, &layout);
             }
             let out = conn.run_ok(&s).await?;
@@ -86,16 +102,5 @@ pub async fn prune(config: &Config, opts: &PruneOptions, ui: &Ui) -> Result<()> 
         }
     })
     .await;
-    let hosts_result = fleet::summarize("prune", results, ui);
-    if !opts.dry_run {
-        let dir = store::store_dir(&config.target_dir);
-        if dir.is_dir() {
-            let removed = store::prune(&dir, &config.bin, keep)?;
-            ui.status(
-                "Pruned",
-                format!("{} old artifact(s) from {}", removed.len(), dir.display()),
-            );
-        }
-    }
-    hosts_result
+    fleet::summarize("prune", results, ui)
 }

@@ -240,13 +240,14 @@ pub fn finish(config: &Config, log_line: &str, prune: &[String]) -> Script {
         &[log_line, &layout.revisions_log()],
     );
     s.line("rm -f -- {}", &[&journal::switching(&layout)]);
-    prune_lines(&mut s, config, &layout, prune);
+    prune_lines(&mut s, &layout, prune, config.keep_releases);
     lock::release(&mut s, &layout);
     s
 }
 
-/// Removes releases (and their marks) and keeps only the newest `keep_releases` cached artifacts.
-pub fn prune_lines(s: &mut Script, config: &Config, layout: &Layout, prune: &[String]) {
+/// Removes releases (and their marks) and keeps only the newest `keep_artifacts` cached
+/// artifacts.
+pub fn prune_lines(s: &mut Script, layout: &Layout, prune: &[String], keep_artifacts: usize) {
     for id in prune {
         s.line(
             "rm -rf -- {} {}; echo pruned={}",
@@ -259,7 +260,7 @@ pub fn prune_lines(s: &mut Script, config: &Config, layout: &Layout, prune: &[St
     );
     s.line(
         "  [ \"$_n\" -le {} ] || rm -f -- {}/\"$_a\"",
-        &[&config.keep_releases.to_string(), &layout.artifacts()],
+        &[&keep_artifacts.to_string(), &layout.artifacts()],
     );
     s.lines("done");
 }

@@ -474,3 +474,48 @@ fn cross_without_a_container_engine_says_so() {
     );
     assert_eq!(e.exit_code(), cargo_ship::error::exit::BUILD);
 }
+
+/// `cargo ship prune` without an environment trims only the local artifact store.
+#[test]
+fn prune_without_an_environment_trims_the_local_store() {
+    let p = crate::support::Project::fixture("hello");
+    for v in ["0.1.0", "0.2.0", "0.3.0"] {
+        p.set_version(v);
+        let out = p.ship().args(["build", "-q"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let count = || {
+        std::fs::read_dir(p.path("target/ship"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tar.zst")
+            })
+            .count()
+    };
+    assert_eq!(count(), 3);
+    let out = p.ship().args(["prune", "--keep", "1"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(), 1);
+    let left = std::fs::read_dir(p.path("target/ship"))
+        .unwrap()
+        .find_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.ends_with(".tar.zst").then_some(n)
+        });
+    assert!(
+        left.unwrap().starts_with("hello-0.3.0-"),
+        "the newest artifact is kept"
+    );
+}
