@@ -206,7 +206,9 @@ fn issue_3_before_switch_once_runs_on_one_host_only() {
     });
     let failed = app.deploy(&[], 9);
     app.check(
-        failed.all_output().contains("before_switch_once hook failed"),
+        failed
+            .all_output()
+            .contains("before_switch_once hook failed"),
         "the error names the failing hook",
         Some(&failed),
     );
