@@ -619,7 +619,8 @@ async fn switch_host(
     );
     let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
     let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
-    let verdict = health::judge_switch(plan.config, &run.conn, &plan.release, &out, &env, ui).await;
+    let verdict =
+        health::judge_switch(plan.config, &run.conn, &plan.release, &out, &env, None, ui).await;
     match verdict {
         Ok(()) => {
             ui.host(
@@ -841,6 +842,7 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             &plan.release,
             "<invocation id from the switch>",
             &stage_in.hook_env,
+            None,
         ),
         steps::finish(
             plan.config,

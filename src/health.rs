@@ -136,13 +136,15 @@ pub fn command_check(script: &mut Script, release_dir: &str, command: &str, time
 }
 
 /// Judges a release after [`crate::steps::switch`] ran: a failed switch script means the unit
-/// never became active with a new process; otherwise [`verify_release`] decides.
+/// never became active with a new process; otherwise [`verify_release`] decides (and, with
+/// `finish_log`, records the release and unlocks in the same script).
 pub async fn judge_switch(
     config: &crate::config::Config,
     conn: &Connection,
     release: &str,
     switch: &crate::remote::session::Output,
     hook_env: &crate::hooks::HookEnv<'_>,
+    finish_log: Option<&str>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     if switch.status != 0 {
@@ -156,7 +158,7 @@ pub async fn judge_switch(
         .get("new_invocation")
         .map(String::as_str)
         .unwrap_or_default();
-    verify_release(config, conn, release, invocation, hook_env, ui).await
+    verify_release(config, conn, release, invocation, hook_env, finish_log, ui).await
 }
 
 /// After a switch: the HTTP check (if configured) within `timeout`, then the settle period in
@@ -168,6 +170,7 @@ pub async fn verify_release(
     release: &str,
     invocation: &str,
     hook_env: &crate::hooks::HookEnv<'_>,
+    finish_log: Option<&str>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     let started = Instant::now();
@@ -184,7 +187,7 @@ pub async fn verify_release(
             crate::ui::Tone::Detail,
         );
     }
-    let script = crate::steps::verify(config, release, invocation, hook_env);
+    let script = crate::steps::verify(config, release, invocation, hook_env, finish_log);
     let out = conn.run(&script).await.map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(out.tail(3).replace('\n', " "));

@@ -43,9 +43,28 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
                 .to
                 .clone()
                 .unwrap_or_else(|| "<the release before current>".into());
+            let host = h.to_string();
+            let release_dir = Layout::new(&config.deploy_to).release(&target);
+            let hook_env = HookEnv {
+                release: &target,
+                release_dir: &release_dir,
+                deploy_to: &config.deploy_to,
+                previous: "<current>",
+                version: "<its version>",
+                environment: &env.name,
+                host: &host,
+            };
+            let log = format!("<revisions.log line: rollback release={target} result=ok>");
             for s in [
                 steps::preflight(config, None, &holder, lock_wait),
                 steps::switch(config, &target),
+                steps::verify(
+                    config,
+                    &target,
+                    "<invocation id from the switch>",
+                    &hook_env,
+                    Some(&log),
+                ),
             ] {
                 ui.emit(Event::Script {
                     host: h.to_string(),
@@ -161,21 +180,22 @@ async fn rollback_host(
     };
     let kv = parse_kv(&out.stdout);
     let version = kv.get("version").cloned().filter(|v| !v.is_empty());
-    let verdict = health::judge_switch(config, conn, &target, &out, &hook_env, ui).await;
     let log = |result: &str| {
         Revision {
             action: "rollback",
             release: &target,
-            version: None,
+            version: version.as_deref(),
             artifact: None,
             git: None,
             result,
         }
         .line(chrono::Utc::now(), &journal::who())
     };
+    // Healthy: the same script records the rollback and unlocks (one round trip less).
+    let verdict =
+        health::judge_switch(config, conn, &target, &out, &hook_env, Some(&log("ok")), ui).await;
     match verdict {
         Ok(()) => {
-            conn.run_ok(&steps::finish(config, &log("ok"), &[])).await?;
             ui.host(&host, "Rolled back", format!("to release {target}"));
             Ok(HostRow {
                 outcome: "rolled back".into(),

@@ -209,8 +209,16 @@ fn flip(s: &mut Script, layout: &Layout, release: &str) {
 }
 
 /// Waits `settle`, then checks the unit still runs the process started by the switch
-/// (`invocation`) and is active; runs after_switch hooks.
-pub fn verify(config: &Config, release: &str, invocation: &str, hook_env: &HookEnv<'_>) -> Script {
+/// (`invocation`) and is active; runs after_switch hooks. With `finish_log`, the [`finish`]
+/// lines follow in the same script (one round trip less), reached only when all that passed;
+/// a host that must wait for the rest of the fleet (deploy) passes `None`.
+pub fn verify(
+    config: &Config,
+    release: &str,
+    invocation: &str,
+    hook_env: &HookEnv<'_>,
+    finish_log: Option<&str>,
+) -> Script {
     let mut s = Script::new(format!("verify release {release} stays up"));
     systemd::sudo_prelude(&mut s, config);
     s.line(
@@ -223,6 +231,9 @@ pub fn verify(config: &Config, release: &str, invocation: &str, hook_env: &HookE
         &[invocation, &EXIT_UNSTABLE.to_string()],
     );
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
+    if let Some(log_line) = finish_log {
+        finish_lines(&mut s, config, log_line, &[]);
+    }
     s
 }
 
@@ -235,14 +246,19 @@ pub fn finish(config: &Config, log_line: &str, prune: &[String]) -> Script {
         layout.root()
     ));
     s.idempotent();
+    finish_lines(&mut s, config, log_line, prune);
+    s
+}
+
+fn finish_lines(s: &mut Script, config: &Config, log_line: &str, prune: &[String]) {
+    let layout = Layout::new(&config.deploy_to);
     s.line(
         "printf '%s\\n' {} >> {}",
         &[log_line, &layout.revisions_log()],
     );
     s.line("rm -f -- {}", &[&journal::switching(&layout)]);
-    prune_lines(&mut s, &layout, prune, config.keep_releases);
-    lock::release(&mut s, &layout);
-    s
+    prune_lines(s, &layout, prune, config.keep_releases);
+    lock::release(s, &layout);
 }
 
 /// Removes releases (and their marks) and keeps only the newest `keep_artifacts` cached
