@@ -760,6 +760,9 @@ async fn switch_host(
                     }
                     Err((previous, ("rolled back".into(), Some(reason)), e))
                 }
+                Err(e @ Error::Reverted { .. }) => {
+                    Err((previous, ("reverted".into(), Some(e.to_string())), e))
+                }
                 Err(e) => Err((
                     previous,
                     (
@@ -797,8 +800,20 @@ async fn revert_host(
         journal_lines: 30,
         since,
     };
-    let out = conn.run_ok(&steps::revert(plan.config, &input)).await?;
-    let (_, journal) = systemd::split_journal(&out);
+    let script = steps::revert(plan.config, &input);
+    let out = conn.run(&script).await?;
+    match out.status {
+        0 => {}
+        EXIT_REVERTED => {
+            return Err(Error::Reverted {
+                host: conn.host().to_string(),
+                release: plan.release.clone(),
+                detail: out.tail(1),
+            })
+        }
+        _ => return Err(conn.remote_error(&script, &out)),
+    }
+    let (_, journal) = systemd::split_journal(&out.stdout);
     if let (Some(prev), Some(target)) = (previous, health::http_target(plan.config)?) {
         if let Err(e) = health::wait_http(conn, &target, plan.config.health.timeout).await {
             ui.step(

@@ -186,17 +186,19 @@ pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
     ));
     systemd::sudo_prelude(&mut s, config);
     s.line(
-        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; echo previous=$_prev",
+        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}",
         &[&layout.current()],
     );
     s.line(
         "[ -f {} ] || printf '%s\\n' \"$_prev\" > {}",
         &[&journal::switching(&layout), &journal::switching(&layout)],
     );
-    // Armed before anything changes: from here on the host reverts by itself if the deploy
-    // never confirms.
+    // Armed before anything changes, and before the script first writes to the connection (a
+    // client that vanished would end the script there): from here on the host reverts by
+    // itself if the deploy never confirms.
     guard::install(&mut s, config);
     guard::arm(&mut s, config, release, holder);
+    s.lines("echo previous=$_prev");
     strategy::install(&mut s, config);
     // The version now live, for reports.
     journal::print_version(&mut s, "version", &layout.release(release));
@@ -344,6 +346,7 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
     s.idempotent();
     systemd::sudo_prelude(&mut s, config);
     guard::hold(&mut s, config);
+    guard::already_reverted(&mut s, config, input.failed);
     s.line(
         "printf '%s\\n' {} > {}",
         &[input.reason, &layout.failed(input.failed)],

@@ -198,6 +198,24 @@ pub fn confirm(s: &mut Script, config: &Config, release: &str) {
     s.lines("fi");
 }
 
+/// Exits [`EXIT_REVERTED`] when the dead-man's switch already put the previous release back
+/// (no switch pending and `current` is not `release`): the client's own revert then leaves
+/// the host alone. Must run under [`hold`].
+pub fn already_reverted(s: &mut Script, config: &Config, release: &str) {
+    if !enabled(config) {
+        return;
+    }
+    let layout = Layout::new(&config.deploy_to);
+    s.line(
+        "_c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
+        &[&layout.current()],
+    );
+    s.line(
+        "if ! [ -f {} ] && [ \"$_c\" != {} ]; then echo \"the dead-man's switch put ${{_c:-nothing}} back before release \"{}\" was confirmed\" >&2; exit {}; fi",
+        &[&layout.pending(), release, release, &EXIT_REVERTED.to_string()],
+    );
+}
+
 /// Clears the switch after the client itself undid it (revert, abort): stops the timer and
 /// removes `pending`. Must run under [`hold`].
 pub fn disarm(s: &mut Script, config: &Config) {

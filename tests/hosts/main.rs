@@ -12,10 +12,15 @@ mod host;
 
 mod harness;
 
+#[path = "../support/load.rs"]
+mod load;
+
 mod glibc;
 
 mod app;
+mod deadman;
 mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod zero_downtime;
