@@ -405,9 +405,7 @@ impl Reader<'_> {
                 "command" => h.command = Some(self.string(value, &path, "a shell command")?),
                 "timeout" => h.timeout = Some(self.string(value, &path, DURATION)?),
                 "settle" => h.settle = Some(self.string(value, &path, DURATION)?),
-                "confirm_timeout" => {
-                    h.confirm_timeout = Some(self.string(value, &path, DURATION)?)
-                }
+                "confirm_timeout" => h.confirm_timeout = Some(self.string(value, &path, DURATION)?),
                 _ => {
                     return Err(unknown_key(
                         &self.src.origin(&path, key.span()),

@@ -226,7 +226,10 @@ pub fn disarm(s: &mut Script, config: &Config) {
             &[&timer(config)],
         );
     }
-    s.line("rm -f -- {}", &[&layout.pending()]);
+    s.line(
+        "rm -rf -- {} {}",
+        &[&layout.pending(), &layout.units_prev()],
+    );
 }
 
 /// What `<unit>-guard.service` runs (as root): under the flock, if a switch is still pending,
@@ -294,17 +297,34 @@ mod tests {
 
     #[test]
     fn guard_units() {
-        let c = config_from("", "timeout = \"5s\"\nsettle = \"1s\"\nconfirm_timeout = \"20s\"\n");
+        let c = config_from(
+            "",
+            "timeout = \"5s\"\nsettle = \"1s\"\nconfirm_timeout = \"20s\"\n",
+        );
         let u = units(&c);
         assert_eq!(u[0].name, "hello-guard.service");
         assert_eq!(u[1].name, "hello-guard.timer");
         let timer = &u[1].text;
-        assert!(timer.contains("OnActiveSec=20s\nAccuracySec=1s\nRemainAfterElapse=no\nUnit=hello-guard.service\n"), "{timer}");
+        assert!(
+            timer.contains(
+                "OnActiveSec=20s\nAccuracySec=1s\nRemainAfterElapse=no\nUnit=hello-guard.service\n"
+            ),
+            "{timer}"
+        );
         let svc = &u[0].text;
-        assert!(svc.contains("ConditionPathExists=/opt/hello/.ship/pending\n"), "{svc}");
-        assert!(svc.contains("ExecStart=/bin/sh -c \"set -eu\\nSUDO=''\\n"), "{svc}");
+        assert!(
+            svc.contains("ConditionPathExists=/opt/hello/.ship/pending\n"),
+            "{svc}"
+        );
+        assert!(
+            svc.contains("ExecStart=/bin/sh -c \"set -eu\\nSUDO=''\\n"),
+            "{svc}"
+        );
         // The release glob reaches the shell unquoted.
-        assert!(svc.contains(&format!("case $$_rel in {RELEASE_GLOB})")), "{svc}");
+        assert!(
+            svc.contains(&format!("case $$_rel in {RELEASE_GLOB})")),
+            "{svc}"
+        );
     }
 
     #[test]

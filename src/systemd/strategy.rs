@@ -222,7 +222,11 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     );
     s.line(
         "ln -sfn -- \"releases/$_to\" {}; mv -fT -- {} {}",
-        &[&layout.current_tmp(), &layout.current_tmp(), &layout.current()],
+        &[
+            &layout.current_tmp(),
+            &layout.current_tmp(),
+            &layout.current(),
+        ],
     );
     s.lines("_svc=; _retire=; _reused=0");
     s.lines("case $_strategy in");

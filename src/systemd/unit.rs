@@ -246,8 +246,14 @@ mod tests {
         let t = &units[0].text;
         assert!(t.starts_with(HEADER), "{t}");
         assert!(t.contains("Type=exec\n"), "{t}");
-        assert!(t.contains("ExecStart=\"/opt/hello/current/hello\" \"--port\" \"8080\"\n"), "{t}");
-        assert!(t.contains("TimeoutStopSec=30000ms\nKillMode=mixed\n"), "{t}");
+        assert!(
+            t.contains("ExecStart=\"/opt/hello/current/hello\" \"--port\" \"8080\"\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("TimeoutStopSec=30000ms\nKillMode=mixed\n"),
+            "{t}"
+        );
         assert!(!t.contains("Requires="), "{t}");
     }
 
@@ -258,11 +264,17 @@ mod tests {
         let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["hello.socket", "hello.service"]);
         let sock = &units[0].text;
-        assert!(sock.contains("ListenStream=0.0.0.0:8080\nListenStream=[::1]:9090\n"), "{sock}");
+        assert!(
+            sock.contains("ListenStream=0.0.0.0:8080\nListenStream=[::1]:9090\n"),
+            "{sock}"
+        );
         assert!(sock.contains("TriggerLimitIntervalSec=0\n"), "{sock}");
         assert!(!sock.contains("Service="), "{sock}");
         let svc = &units[1].text;
-        assert!(svc.contains("Requires=hello.socket\nAfter=hello.socket\n"), "{svc}");
+        assert!(
+            svc.contains("Requires=hello.socket\nAfter=hello.socket\n"),
+            "{svc}"
+        );
         assert!(svc.contains("Type=notify\nNotifyAccess=main\n"), "{svc}");
         assert!(svc.contains("TimeoutStopSec=5000ms\n"), "{svc}");
     }
@@ -276,8 +288,14 @@ mod tests {
         assert!(units[0].text.contains("Service=hello@blue.service\n"));
         let t = &units[1].text;
         assert!(t.contains("Sockets=hello.socket\n"), "{t}");
-        assert!(t.contains("WorkingDirectory=/opt/hello/.ship/slots/%i\n"), "{t}");
-        assert!(t.contains("ExecStart=\"/opt/hello/.ship/slots/%i/hello\""), "{t}");
+        assert!(
+            t.contains("WorkingDirectory=/opt/hello/.ship/slots/%i\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ExecStart=\"/opt/hello/.ship/slots/%i/hello\""),
+            "{t}"
+        );
         assert!(t.contains("Environment=SHIP_SLOT=%i\n"), "{t}");
         assert_eq!(enabled(&c), ["hello.socket", "hello@blue.service"]);
     }

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Run, Spec, EXIT_LOCKED, EXIT_ROLLED_BACK};
@@ -34,7 +35,7 @@ fn spec(strategy: &str, port: u16) -> Spec {
 
 /// Starts `cargo ship deploy test` in its own process group and returns once every host has
 /// switched (three `Switched` lines on stderr), with the child still running.
-fn deploy_until_switched(app: &App) -> (Child, Vec<String>) {
+fn deploy_until_switched(app: &App) -> (Child, Vec<String>, Receiver<String>) {
     // The client's ssh control masters live under its TMPDIR: a short one of this app's, so
     // the test can find (and kill) them.
     let tmp = tmpdir(app);
@@ -61,7 +62,12 @@ fn deploy_until_switched(app: &App) -> (Child, Vec<String>) {
     });
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
-    while lines.iter().filter(|l: &&String| l.contains("Switched")).count() < 3 {
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("Switched"))
+        .count()
+        < 3
+    {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(l) => lines.push(l),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
@@ -75,9 +81,7 @@ fn deploy_until_switched(app: &App) -> (Child, Vec<String>) {
             }
         }
     }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, lines)
+    (child, lines, rx)
 }
 
 fn tmpdir(app: &App) -> String {
@@ -136,7 +140,7 @@ fn sigkill_after_switch(strategy: &str, name: &str, port: u16) {
         s.after_switch = vec!["sleep 60".into()];
     });
     app.run_expect(&["build"], 0);
-    let (mut child, _) = deploy_until_switched(&app);
+    let (mut child, _, _rest) = deploy_until_switched(&app);
     let pid = child.id();
     let killed_at = Instant::now();
     let sshs = ssh_processes_of(&app);
@@ -168,7 +172,10 @@ fn sigkill_after_switch(strategy: &str, name: &str, port: u16) {
         app.check(
             log.lines()
                 .any(|l| l.contains("auto-revert") && l.contains("result=unconfirmed")),
-            format!("{}: revisions.log should record the auto-revert:\n{log}", h.name),
+            format!(
+                "{}: revisions.log should record the auto-revert:\n{log}",
+                h.name
+            ),
             None,
         );
     }
@@ -189,7 +196,11 @@ fn sigkill_after_switch(strategy: &str, name: &str, port: u16) {
     for h in app.app_hosts() {
         app.assert_version(h, "0.3.0", Some(&next));
         app.check(
-            !app.read(h, "revisions.log").lines().last().unwrap_or("").contains("auto-revert"),
+            !app.read(h, "revisions.log")
+                .lines()
+                .last()
+                .unwrap_or("")
+                .contains("auto-revert"),
             "a confirmed deploy must not be reverted",
             Some(&next),
         );
@@ -220,7 +231,7 @@ fn issue_7_frozen_client_is_reverted_and_told_so() {
     let r1 = app.deployed_release(&first, "host0");
     app.update(|s| s.version = "0.2.0".into());
     app.run_expect(&["build"], 0);
-    let (child, mut lines) = deploy_until_switched(&app);
+    let (mut child, mut lines, rest) = deploy_until_switched(&app);
     let pid = child.id();
     let frozen_at = Instant::now();
     let _ = std::process::Command::new("kill")
@@ -232,11 +243,12 @@ fn issue_7_frozen_client_is_reverted_and_told_so() {
     let _ = std::process::Command::new("kill")
         .args(["-CONT", "--", &format!("-{pid}")])
         .status();
-    let out = child.wait_with_output().expect("wait");
-    lines.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    // Everything the client printed after it resumed (the reader ends at its exit).
+    lines.extend(rest.iter());
+    let status = child.wait().expect("wait");
     let run = Run {
         args: vec!["deploy".into(), "test".into()],
-        code: out.status.code().unwrap_or(-1),
+        code: status.code().unwrap_or(-1),
         stdout: String::new(),
         stderr: lines.join("\n"),
     };

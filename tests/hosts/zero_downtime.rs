@@ -201,8 +201,8 @@ fn issue_7_blue_green_release_that_never_gets_ready_never_takes_traffic() {
         Some(&run),
     );
     app.check(
-        run.stderr.contains("did not become active"),
-        "stderr should say the new instance did not become active",
+        run.all_output().contains("did not become active"),
+        "the deploy should say the new instance did not become active",
         Some(&run),
     );
     for h in app.app_hosts() {
