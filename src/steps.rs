@@ -195,7 +195,9 @@ pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
     );
     // Armed before anything changes, and before the script first writes to the connection (a
     // client that vanished would end the script there): from here on the host reverts by
-    // itself if the deploy never confirms.
+    // itself if the deploy never confirms. The flock keeps a firing revert from running
+    // beside the rest of the switch.
+    guard::hold(&mut s, config);
     guard::install(&mut s, config);
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
@@ -235,6 +237,10 @@ pub fn verify(
 ) -> Script {
     let mut s = Script::new(format!("verify release {release} stays up"));
     systemd::sudo_prelude(&mut s, config);
+    // Never beside the dead-man's switch: if it reverted the release already, say so and
+    // touch nothing (retiring the old instance now would stop what serves).
+    guard::hold(&mut s, config);
+    guard::already_reverted(&mut s, config, release);
     s.line(
         "sleep {}",
         &[&format!("{:.1}", config.health.settle.as_secs_f64())],

@@ -8,6 +8,9 @@
 //! The load runs from this machine against the hosts' addresses (each host in its own network
 //! namespace), so the requests cross the same veth/bridge a real client's would.
 
+// The measured figures are printed for the record (see `--nocapture`), never asserted.
+#![allow(clippy::print_stderr)]
+
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
