@@ -21,7 +21,7 @@ use crate::package::{self, Artifact};
 use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
 use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED, EXIT_REVERTED};
 use crate::remote::session::Connection;
-use crate::remote::transfer::{self, Encoding, Payload};
+use crate::remote::transfer::{Encoding, Payload};
 use crate::secrets::{self, Secrets};
 use crate::steps::{self, RevertInput, StageInput};
 use crate::systemd::{self, guard};
@@ -581,37 +581,24 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let layout = Layout::new(&plan.config.deploy_to);
     let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
     let payload = payload(plan, encoding)?;
-    if run.cached.iter().any(|c| c == encoding.ext()) {
+    let cached = run.cached.iter().any(|c| c == encoding.ext());
+    let host = run.conn.host().to_string();
+    if cached {
         ui.host(
-            run.conn.host(),
+            &host,
             "Cached",
             format!(
                 "artifact {} is already on the host, nothing to upload",
                 plan.artifact.short_sha()
             ),
         );
-    } else {
-        if encoding != Encoding::Zstd {
-            ui.host(
-                run.conn.host(),
-                "Recoding",
-                format!("the host has no zstd: sending a {} instead", encoding.ext()),
-            );
-        }
-        transfer::upload(
-            &run.conn,
-            &payload,
-            &layout.artifact(&plan.artifact.sha256, encoding.ext()),
-            ui,
-        )
-        .await?;
+    } else if encoding != Encoding::Zstd {
         ui.host(
-            run.conn.host(),
-            "Uploaded",
-            format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+            &host,
+            "Recoding",
+            format!("the host has no zstd: sending a {} instead", encoding.ext()),
         );
     }
-    let host = run.conn.host().to_string();
     let prev = run.state.current.clone().unwrap_or_default();
     let rel_dir = layout.release(&plan.release);
     let input = StageInput {
@@ -619,10 +606,24 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         artifact_sha: &plan.artifact.sha256,
         encoding,
         sent_sha: &payload.sha256,
+        receive: (!cached).then_some(payload.bytes.len() as u64),
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, &host, &rel_dir, &prev),
     };
-    run.conn.run_ok(&steps::stage(plan.config, &input)).await?;
+    let script = steps::stage(plan.config, &input);
+    // The artifact, when the host lacks it, travels on the stage script's standard input.
+    let bytes: &[u8] = if cached { &[] } else { &payload.bytes };
+    let out = run.conn.run_with_payload(&script, bytes).await?;
+    if out.status != 0 {
+        return Err(run.conn.remote_error(&script, &out));
+    }
+    if !cached {
+        ui.host(
+            &host,
+            "Uploaded",
+            format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+        );
+    }
     ui.host(&host, "Staged", format!("release {}", plan.release));
     Ok(())
 }
@@ -935,6 +936,8 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         artifact_sha: &plan.artifact.sha256,
         encoding: Encoding::Zstd,
         sent_sha: &plan.artifact.sha256,
+        // Shown with the receiving lines; a host that has the artifact skips them.
+        receive: Some(plan.artifact.size),
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, "<host>", &release_dir, "<previous>"),
     };
@@ -946,16 +949,6 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             &plan.holder,
             plan.lock_wait,
         ),
-        {
-            let mut s = Script::new(format!(
-                "upload {} ({} bytes) by SFTP to {} unless the host has it (hosts without zstd get a .tar.gz or .tar)",
-                plan.artifact.path.display(),
-                plan.artifact.size,
-                layout.artifact(&plan.artifact.sha256, "tar.zst")
-            ));
-            s.lines(": sftp upload");
-            s
-        },
         steps::stage(plan.config, &stage_in),
         steps::switch(
             plan.config,

@@ -24,7 +24,7 @@ fn main() {
         }
     };
     let result = runtime.block_on(ship.run(&ui));
-    // Give background ssh/sftp tasks a moment to finish closing, then leave.
+    // Give background ssh tasks a moment to finish closing, then leave.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     cargo_ship::remote::session::remove_control_dir();
     if let Err(err) = result {

@@ -96,6 +96,9 @@ pub struct StageInput<'a> {
     pub encoding: Encoding,
     /// sha256 of the bytes sent (equals `artifact_sha` for zstd).
     pub sent_sha: &'a str,
+    /// The artifact arrives on the script's standard input (this many bytes), to be stored in
+    /// the host's cache first; `None` when the host has it already.
+    pub receive: Option<u64>,
     /// The manifest (file checksums).
     pub manifest: &'a Manifest,
     /// Hook context.
@@ -110,6 +113,18 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     let art = layout.artifact(input.artifact_sha, input.encoding.ext());
     let mut s = Script::new(format!("stage release {} in {rel}", input.release));
     s.lines("umask 022");
+    if let Some(size) = input.receive {
+        // The artifact follows the script on standard input: no SFTP session, no extra round
+        // trip. A short or corrupted transfer fails the sha256 check below.
+        s.line(
+            "mkdir -p -- {}; cat > {}.part; mv -f -- {}.part {}",
+            &[&layout.artifacts(), &art, &art, &art],
+        );
+        s.line(
+            "_len=$(wc -c < {}); if [ \"$_len\" -ne {} ]; then rm -f -- {}; echo \"the artifact arrived with $_len bytes, expected \"{} >&2; exit {}; fi",
+            &[&art, &size.to_string(), &art, &size.to_string(), &EXIT_CHECKSUM.to_string()],
+        );
+    }
     s.line("_sum=$(sha256sum < {} | cut -d' ' -f1)", &[&art]);
     s.line(
         "if [ \"$_sum\" != {} ]; then rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected\" {} >&2; exit {}; fi",

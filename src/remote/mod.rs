@@ -1,5 +1,5 @@
 //! Talking to hosts: one OpenSSH master connection per host (`session.rs`), the one shell
-//! builder (`script.rs`) and artifact transfer over SFTP (`transfer.rs`).
+//! builder (`script.rs`) and the artifact's encodings (`transfer.rs`).
 
 pub mod script;
 pub mod session;

@@ -28,6 +28,13 @@ pub const EXIT_MISSING: i32 = 80;
 /// The dead-man's switch put the previous release back before the deploy confirmed.
 pub const EXIT_REVERTED: i32 = 81;
 
+/// The whole remote command line of every script: a fixed reader, no value in it. The script
+/// follows on standard input as `<length>\n<script>`; `read` takes the length line byte by
+/// byte and `head -c` exactly the script, so whatever follows (an artifact, see
+/// [`Script::framed`]) is left on standard input for the script itself. Nothing a script holds
+/// (unit texts, secrets) ever appears in the host's process list.
+pub const BOOTSTRAP: &str = "IFS= read -r _n && _s=$(head -c \"$_n\") && eval \"$_s\"";
+
 /// A shell script for one phase on one host.
 #[derive(Debug, Clone)]
 pub struct Script {
@@ -108,6 +115,15 @@ impl Script {
         let mut s = self.lines.join("\n");
         s.push('\n');
         Ok(s)
+    }
+
+    /// What goes to [`BOOTSTRAP`]'s standard input: the length of the script, a newline and
+    /// the script (a payload, if any, follows it).
+    pub fn framed(&self) -> Result<Vec<u8>> {
+        let text = self.render()?;
+        let mut out = format!("{}\n", text.len()).into_bytes();
+        out.extend_from_slice(text.as_bytes());
+        Ok(out)
     }
 
     /// The shell text for `--dry-run` and logs, with secret values replaced by `'[redacted]'`.
@@ -262,6 +278,34 @@ mod tests {
             assert_eq!(String::from_utf8(out.stdout).unwrap(), *v);
         }
         assert!(!std::path::Path::new("/tmp/pwned").exists());
+    }
+
+    /// The framed script runs under the real /bin/sh through BOOTSTRAP, and a payload after
+    /// it reaches the script's standard input byte for byte.
+    #[test]
+    fn framed_script_and_payload_through_bootstrap() {
+        use std::io::Write;
+        let mut s = Script::new("frame");
+        s.line("printf '%s|' {}", &["it's $HOME"]);
+        s.lines("cat");
+        let mut input = s.framed().unwrap();
+        let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        input.extend_from_slice(&payload);
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success());
+        let (head, rest) = out.stdout.split_at("it's $HOME|".len());
+        assert_eq!(head, b"it's $HOME|");
+        assert_eq!(rest, &payload[..]);
     }
 
     #[test]

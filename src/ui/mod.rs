@@ -68,7 +68,7 @@ pub struct HostRow {
     pub release: Option<String>,
     /// The version now current on the host.
     pub version: Option<String>,
-    /// Remote commands run on this host: scripts, the SFTP session, port forwards. Each costs
+    /// Remote commands run on this host: scripts (with the artifact, when sent), port forwards. Each costs
     /// about two network round trips on the open connection.
     pub commands: u32,
     /// SSH connections opened to this host (one master connection is the goal).
