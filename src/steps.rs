@@ -110,11 +110,14 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     );
     s.line(": > {}", &[&layout.unfinished(input.release)]);
     s.line("mkdir -- {}", &[&rel]);
-    match input.encoding {
-        Encoding::Zstd => s.line("zstd -dcq -- {} | tar -xf - -C {}", &[&art, &rel]),
-        Encoding::Gzip => s.line("gzip -dc -- {} | tar -xf - -C {}", &[&art, &rel]),
-        Encoding::Tar => s.line("tar -xf {} -C {}", &[&art, &rel]),
-    };
+    crate::package::unpack::unpack_lines(
+        &mut s,
+        input.encoding,
+        &art,
+        &rel,
+        &layout.unfinished(input.release),
+        input.manifest,
+    );
     let checklist: String = input
         .manifest
         .files
