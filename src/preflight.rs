@@ -44,7 +44,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         script.line("_need={}", &[need]);
         glibc_compare(script);
     }
-    script.lines("for _t in sh tar sha256sum systemctl mkdir ln mv readlink df; do command -v $_t >/dev/null 2>&1 || problem \"missing command: $_t\"; done");
+    script.lines("for _t in sh tar sha256sum systemctl mkdir ln mv readlink df find mktemp; do command -v $_t >/dev/null 2>&1 || problem \"missing command: $_t\"; done");
     script.lines(
         "if command -v zstd >/dev/null 2>&1; then echo has_zstd=1; else echo has_zstd=0; fi",
     );
@@ -67,6 +67,8 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         "if [ -n \"$_avail\" ] && [ \"$_avail\" -lt {} ]; then problem \"only ${{_avail}} KiB free under $_p, the release needs about\" {} KiB; fi",
         &[&req.disk_kib.to_string(), &req.disk_kib.to_string()],
     );
+    world_writable_ancestors(script, layout);
+    foreign_unit(script, config);
     for f in &config.shared_files {
         let path = format!("{}/{f}", layout.shared());
         script.line("[ -f {} ] || problem \"shared file $(printf %s {}) is missing: create it on the host before deploying\"", &[&path, &path]);
@@ -81,6 +83,35 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
     script.line(
         "[ \"$_problems\" = 0 ] || exit {}",
         &[&EXIT_PREFLIGHT.to_string()],
+    );
+}
+
+/// A problem for each existing directory on the way to deploy_to (itself included) that every
+/// local user can write: they could swap the releases, or the binary root runs, under it.
+fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
+    script.line("_p={}; while :; do", &[layout.root()]);
+    script.lines("  if [ -n \"$(find -H \"$_p\" -maxdepth 0 -type d -perm -0002 2>/dev/null)\" ]; then problem \"$_p is writable by every local user (mode $(stat -L -c %a \"$_p\")): deploy_to must not be in or under such a directory; choose another deploy_to, or chmod o-w $_p\"; fi");
+    script.lines("  [ \"$_p\" = / ] && break; _p=$(dirname \"$_p\")");
+    script.lines("done");
+}
+
+/// A problem when the unit name is taken by a unit file cargo-ship did not write (in
+/// /etc/systemd/system, or wherever systemd loads the unit from, e.g. `ssh` from
+/// /lib/systemd/system): deploying would replace it, and a failed first deploy would stop
+/// and disable it.
+fn foreign_unit(script: &mut Script, config: &Config) {
+    let unit = crate::systemd::unit_name(config);
+    script.line(
+        "_frag=$(systemctl show -p FragmentPath --value {} 2>/dev/null || true)",
+        &[&unit],
+    );
+    script.line(
+        "for _f in {} \"$_frag\"; do if [ -n \"$_f\" ] && { [ -e \"$_f\" ] || [ -L \"$_f\" ]; } && [ \"$(head -n 1 -- \"$_f\" 2>/dev/null || true)\" != {} ]; then",
+        &[&crate::systemd::unit_path(config), crate::systemd::UNIT_HEADER],
+    );
+    script.line(
+        "  problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: deploying would replace it; set systemd.unit to a name of its own, or remove that unit first\"; break; fi; done",
+        &[&unit],
     );
 }
 

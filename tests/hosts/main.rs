@@ -19,3 +19,4 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod security;
