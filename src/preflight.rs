@@ -86,6 +86,20 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
     );
 }
 
+/// The one check of flows that take the lock without an artifact (rollback, prune): the unit
+/// must not be one cargo-ship did not write ([`foreign_unit`]), since rollback rewrites and
+/// restarts it. Exits [`EXIT_PREFLIGHT`] before touching anything; problems go to stdout as
+/// `problem=` lines and to stderr.
+pub fn unit_guard(script: &mut Script, config: &Config) {
+    script.lines("_problems=0");
+    script.lines("problem() { printf 'problem=%s\\n' \"$*\"; printf '%s\\n' \"$*\" >&2; _problems=$((_problems + 1)); }");
+    foreign_unit(script, config);
+    script.line(
+        "[ \"$_problems\" = 0 ] || exit {}",
+        &[&EXIT_PREFLIGHT.to_string()],
+    );
+}
+
 /// A problem for each existing directory on the way to deploy_to (itself included) that every
 /// local user can write: they could swap the releases, or the binary root runs, under it.
 fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
@@ -110,7 +124,7 @@ fn foreign_unit(script: &mut Script, config: &Config) {
         &[&crate::systemd::unit_path(config), crate::systemd::UNIT_HEADER],
     );
     script.line(
-        "  problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: deploying would replace it; set systemd.unit to a name of its own, or remove that unit first\"; break; fi; done",
+        "  problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: a deploy or rollback would replace it; set systemd.unit to a name of its own, or remove that unit first\"; break; fi; done",
         &[&unit],
     );
 }

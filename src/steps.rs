@@ -39,8 +39,9 @@ pub fn preflight(
         layout.root()
     ));
     s.lines("umask 022");
-    if let Some(req) = req {
-        preflight::checks(&mut s, config, &layout, req);
+    match req {
+        Some(req) => preflight::checks(&mut s, config, &layout, req),
+        None => preflight::unit_guard(&mut s, config),
     }
     lock::take(&mut s, &layout, holder, lock_wait.as_secs());
     for d in [

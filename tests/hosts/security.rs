@@ -17,7 +17,8 @@ fn snapshot(h: &TestHost, dir: &str) -> String {
 }
 
 /// `prune --dry-run` took the lock, created directories, removed unfinished releases and
-/// deleted `.ship/switching`. Now it only reads: the host is unchanged, byte for byte.
+/// deleted `.ship/switching`. Now it only reads: the host is unchanged, byte for byte; so it
+/// is after `rollback --dry-run` and `deploy --dry-run`.
 #[test]
 fn issue_9_prune_dry_run_changes_nothing_on_the_host() {
     let Some(hosts) = host::shared_or_skip() else {
@@ -49,6 +50,20 @@ fn issue_9_prune_dry_run_changes_nothing_on_the_host() {
         "(lines gone, lines new) in a listing of the host after prune --dry-run",
         Some(&run),
     );
+    // Nor do the other dry runs.
+    for args in [
+        &["rollback", "test", "--dry-run"][..],
+        &["deploy", "test", "--dry-run"][..],
+    ] {
+        let other = app.run_expect(args, 0);
+        let now = snapshot(h, &d);
+        app.check_eq(
+            (only(&before, &now), only(&now, &before)),
+            (vec![], vec![]),
+            &format!("(lines gone, lines new) after {}", args.join(" ")),
+            Some(&other),
+        );
+    }
     app.check(
         run.stderr.contains(
             "host0: would remove 20000101000000 (and unfinished release(s) 20991231000000 left by an interrupted deploy)",
@@ -99,8 +114,8 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
     };
     let expect = [
         format!(
-            "unit {name}.service already exists in {fragment} and was not written by cargo-ship: deploying would \
-             replace it; set systemd.unit to a name of its own, or remove that unit first"
+            "unit {name}.service already exists in {fragment} and was not written by cargo-ship: a deploy or \
+             rollback would replace it; set systemd.unit to a name of its own, or remove that unit first"
         ),
         "/srv/ship-sec-ww is writable by every local user (mode 1777): deploy_to must not be in or under such a \
          directory; choose another deploy_to, or chmod o-w /srv/ship-sec-ww"
@@ -125,6 +140,69 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
         state,
         (vendor_before, false, "active".to_string(), false),
         "the foreign unit (file, no override, running) and deploy_to after the refusal",
+        Some(&run),
+    );
+}
+
+/// Rollback rewrites and restarts the unit too: with `systemd.unit` naming a unit cargo-ship
+/// did not write, it is refused before anything changes.
+#[test]
+fn issue_9_rollback_refuses_a_foreign_unit() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let name = "ship-sec-rbunit";
+    let foreign = "ship-sec-rbforeign";
+    let h = hosts.host(0);
+    let app = App::new(hosts, name, 18905, Spec::default());
+    app.deploy(&[], 0);
+    let second = app.deploy(&[], 0);
+    let current = app.deployed_release(&second, "host0");
+    let vendor = format!("/usr/lib/systemd/system/{foreign}.service");
+    h.exec_ok(&format!(
+        "printf '[Unit]\\nDescription=not deployed by cargo-ship\\n[Service]\\nExecStart=/bin/sleep infinity\\n' > {vendor} && \
+         systemctl daemon-reload && systemctl start {foreign}.service"
+    ));
+    let fragment = h.unit_property(&format!("{foreign}.service"), "FragmentPath");
+    let vendor_before = h.exec_ok(&format!("sha256sum {vendor}"));
+    let invocation = h.unit_property(&format!("{foreign}.service"), "InvocationID");
+    app.project.edit(
+        "Cargo.toml",
+        &format!("unit = \"{name}\""),
+        &format!("unit = \"{foreign}\""),
+    );
+    let run = app.run("rollback test".split(' ').collect::<Vec<_>>().as_slice());
+    let state = (
+        run.code,
+        h.exec_ok(&format!("sha256sum {vendor}")),
+        h.exec(&format!("test -e /etc/systemd/system/{foreign}.service"))
+            .status
+            .success(),
+        h.unit_property(&format!("{foreign}.service"), "InvocationID"),
+        app.current(h),
+    );
+    h.exec(&format!(
+        "systemctl stop {foreign}.service; rm -f {vendor} /etc/systemd/system/{foreign}.service; systemctl daemon-reload"
+    ));
+    app.check_eq(
+        state,
+        (
+            EXIT_PREFLIGHT,
+            vendor_before,
+            false,
+            invocation,
+            Some(current),
+        ),
+        "(exit code, foreign unit file, override written, its process, current) after the rollback",
+        Some(&run),
+    );
+    app.check(
+        run.stderr.contains(&format!(
+            "error: host0: preflight failed: unit {foreign}.service already exists in {fragment} and was not \
+             written by cargo-ship: a deploy or rollback would replace it; set systemd.unit to a name of its \
+             own, or remove that unit first"
+        )),
+        "the refusal should name the unit and where it is",
         Some(&run),
     );
 }
