@@ -576,17 +576,22 @@ fn overlaps(a: &str, b: &str) -> bool {
     a[..n] == b[..n]
 }
 
-/// The binary's name goes into the unit file (Description=, ExecStart=) and the release
-/// root: it must not hold control characters (systemd ends a line at a carriage return too).
+/// The binary's name goes into the unit file (Description=, ExecStart=) and is the file name
+/// at the release root: it must be a plain file name (no `/`, not `.` or `..`) without
+/// control characters (systemd ends a line at a carriage return too).
 fn check_bin_name(bin: &str, ship_at: &Origin) -> Result<()> {
-    if !bin.contains(|c: char| c.is_control()) {
+    let why = if bin.contains(|c: char| c.is_control()) {
+        "it would be written into the unit file"
+    } else if bin.contains('/') || bin == "." || bin == ".." || bin.is_empty() {
+        "it would name a file outside the release root"
+    } else {
         return Ok(());
-    }
+    };
     Err(Error::Config {
         location: ship_at.location.clone(),
         key: "package.metadata.ship.bin".into(),
         problem: format!(
-            "expected a binary name without control characters, found {bin:?}: it would be written into the unit file"
+            "expected a binary name that is a plain file name without control characters, found {bin:?}: {why}"
         ),
         help: Some("rename the `[[bin]]` target in Cargo.toml".into()),
     })

@@ -35,31 +35,41 @@ fn load_err(p: &Project) -> (String, Option<String>) {
     (clean(e.to_string()), e.help().map(clean))
 }
 
-/// A bin named `..` gave deploy_to `/opt/..` (that is, `/`) and unit `..`: the defaults derived
-/// from the bin name now get the checks the keys get.
+/// A bin named `..` gave deploy_to `/opt/..` (that is, `/`) and unit `..`: such a bin name is
+/// refused, and the defaults derived from the bin name get the checks the keys get.
 #[test]
 fn defaults_derived_from_the_bin_name_are_validated() {
     let p = hello("[[bin]]\nname = \"..\"\npath = \"src/main.rs\"\n");
     assert_eq!(
         load_err(&p),
         (
-            "<p>/Cargo.toml: `package.metadata.ship.deploy_to`: the default \"/opt/..\", derived from the binary \
-             name \"..\", is not usable: expected an absolute path like \"/opt/hello\" (letters, digits, \
-             `._-+@~=,`), found a `.` or `..` component: \"/opt/..\""
+            "<p>/Cargo.toml: `package.metadata.ship.bin`: expected a binary name that is a plain file name \
+             without control characters, found \"..\": it would name a file outside the release root"
+                .to_string(),
+            Some("rename the `[[bin]]` target in Cargo.toml".to_string())
+        )
+    );
+    let p = hello("[[bin]]\nname = \"my app\"\npath = \"src/main.rs\"\n");
+    assert_eq!(
+        load_err(&p),
+        (
+            "<p>/Cargo.toml: `package.metadata.ship.deploy_to`: the default \"/opt/my app\", derived from the \
+             binary name \"my app\", is not usable: expected an absolute path like \"/opt/hello\" (letters, \
+             digits, `._-+@~=,`), found the character ' ': \"/opt/my app\""
                 .to_string(),
             Some("set `deploy_to` in `[package.metadata.ship]`, or rename the binary".to_string())
         )
     );
     // With deploy_to set, the unit name (also the bin's by default) is checked too.
     let p = hello(
-        "[[bin]]\nname = \"..\"\npath = \"src/main.rs\"\n[package.metadata.ship]\ndeploy_to = \"/srv/app\"\n",
+        "[[bin]]\nname = \"my app\"\npath = \"src/main.rs\"\n[package.metadata.ship]\ndeploy_to = \"/srv/app\"\n",
     );
     assert_eq!(
         load_err(&p),
         (
-            "<p>/Cargo.toml:11:1: `package.metadata.ship.systemd.unit`: the default \"..\", derived from the binary \
-             name \"..\", is not usable: expected a unit name of letters, digits and `_.:-` (no `/` or spaces), \
-             found \"..\""
+            "<p>/Cargo.toml:11:1: `package.metadata.ship.systemd.unit`: the default \"my app\", derived from the \
+             binary name \"my app\", is not usable: expected a unit name of letters, digits and `_.:-` (no `/` or \
+             spaces), found \"my app\""
                 .to_string(),
             Some("set `systemd.unit` in `[package.metadata.ship.systemd]`, or rename the binary".to_string())
         )
@@ -77,8 +87,9 @@ fn carriage_return_in_the_bin_name_is_refused_and_never_reaches_the_unit() {
     assert_eq!(
         load_err(&p),
         (
-            "<p>/Cargo.toml:11:1: `package.metadata.ship.bin`: expected a binary name without control characters, \
-             found \"app\\rExecStartPre=/bin/touch /tmp/pwned\": it would be written into the unit file"
+            "<p>/Cargo.toml:11:1: `package.metadata.ship.bin`: expected a binary name that is a plain file name \
+             without control characters, found \"app\\rExecStartPre=/bin/touch /tmp/pwned\": it would be written \
+             into the unit file"
                 .to_string(),
             Some("rename the `[[bin]]` target in Cargo.toml".to_string())
         )
