@@ -321,6 +321,19 @@ fn crafted_artifacts_are_refused_when_opened() {
         &[Item::Dir("static"), Item::File("hello", BIN, 0o755)],
     );
     package::open_artifact(&ok).expect("a well-formed artifact opens");
+    // Paths longer than a tar header holds (GNU long-name entries) are fine.
+    let long = format!("static/{}/asset.txt", "d".repeat(150));
+    let lm = manifest(&[("hello", BIN), (long.as_str(), b"x")]);
+    let long_ok = craft(
+        d,
+        "long",
+        &lm,
+        &[
+            Item::File("hello", BIN, 0o755),
+            Item::File(&long, b"x", 0o644),
+        ],
+    );
+    package::open_artifact(&long_ok).expect("an artifact with a long path opens");
 
     let cases: Vec<(&str, Vec<Item<'_>>, String)> = vec![
         (
