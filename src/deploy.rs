@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, HostSpec};
+use crate::config::{Config, HostSpec, RestartStrategy};
 use crate::fleet;
 use crate::health;
 use crate::hooks::HookEnv;
@@ -19,11 +19,11 @@ use crate::layout::{self, Layout};
 use crate::lock;
 use crate::package::{self, Artifact};
 use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
-use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED};
+use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED, EXIT_REVERTED};
 use crate::remote::session::Connection;
 use crate::remote::transfer::{self, Encoding, Payload};
 use crate::steps::{self, RevertInput, StageInput};
-use crate::systemd;
+use crate::systemd::{self, guard};
 use crate::target::Target;
 use crate::ui::{Event, HostRow, Tone, Ui};
 use crate::{Error, Result};
@@ -190,6 +190,10 @@ fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {
     })
 }
 
+/// Connects to every host, then takes the locks: first on the host that comes first in a
+/// fixed order (the smallest name), and only then on the others in parallel. Two deploys
+/// started together both go for that host first, so exactly one proceeds; the other is
+/// refused there (or waits with `--lock-wait`) before it holds any other host's lock.
 async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<Vec<HostRun>> {
     let env = plan.config.env()?;
     let script = steps::preflight(
@@ -198,80 +202,71 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
         &plan.holder,
         plan.lock_wait,
     );
-    let results = fleet::bounded(hosts.to_vec(), env.parallel, |spec| {
-        let script = &script;
-        async move {
-            let started = Instant::now();
-            let conn = match Connection::open(&spec, env, ui).await {
-                Ok(c) => Arc::new(c),
-                Err(e) => return Err((None, e)),
-            };
-            ui.host(
-                conn.host(),
-                "Connected",
-                "checking the host and taking the deploy lock",
-            );
-            let out = match conn.run(script).await {
-                Ok(o) => o,
-                Err(e) => return Err((Some(conn), e)),
-            };
-            let error = match out.status {
-                0 => None,
-                EXIT_LOCKED => {
-                    let holder = parse_kv(&out.stdout)
-                        .get("holder")
-                        .cloned()
-                        .unwrap_or_else(|| "unknown".into());
-                    Some(Error::Locked {
-                        host: spec.to_string(),
-                        holder,
-                    })
-                }
-                EXIT_PREFLIGHT => Some(Error::Preflight {
-                    host: spec.to_string(),
-                    problem: Facts::parse(&out.stdout).problems.join("; "),
-                    help: Some("nothing was changed on this host".into()),
-                }),
-                _ => Some(conn.remote_error(script, &out)),
-            };
-            if let Some(e) = error {
-                return Err((Some(conn), e));
-            }
-            let state = HostState::parse(&out.stdout);
-            warn_unverified_switch(conn.host(), &state, ui);
-            for id in parse_kv_all(&out.stdout, "cleared") {
-                ui.host(
-                    conn.host(),
-                    "Cleared",
-                    format!("unfinished release {id} left by an interrupted deploy"),
-                );
-            }
-            Ok(HostRun {
-                started,
-                state,
-                facts: Facts::parse(&out.stdout),
-                cached: parse_kv_all(&out.stdout, "cached"),
-                previous: None,
-                outcome: None,
-                conn,
-            })
-        }
+    let total = hosts.len();
+    let mut order: Vec<HostSpec> = hosts.to_vec();
+    order.sort_by_key(|h| h.to_string());
+    let opened = fleet::bounded(order, env.parallel, |spec| async move {
+        let started = Instant::now();
+        Connection::open(&spec, env, ui)
+            .await
+            .map(|c| (Arc::new(c), started))
     })
     .await;
+    let mut conns = Vec::new();
+    let mut errors = Vec::new();
+    for r in opened {
+        match r {
+            Ok(c) => conns.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        for (c, _) in conns {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.close().await;
+            }
+        }
+        return fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new());
+    }
+    let mut rest = conns.into_iter();
+    let mut results = Vec::new();
+    if let Some((first, started)) = rest.next() {
+        let r = preflight_host(&script, first, started, ui).await;
+        let refused = r.is_err();
+        results.push(r);
+        if refused {
+            // Nothing is locked anywhere: the others are not even asked.
+            for (c, _) in rest.by_ref() {
+                if let Ok(c) = Arc::try_unwrap(c) {
+                    c.close().await;
+                }
+            }
+        }
+    }
+    let others = fleet::bounded(rest.collect(), env.parallel, |(conn, started)| {
+        preflight_host(&script, conn, started, ui)
+    })
+    .await;
+    results.extend(others);
 
     let (mut ok, mut errors, mut locked_elsewhere) = (Vec::new(), Vec::new(), Vec::new());
     for r in results {
         match r {
             Ok(run) => ok.push(run),
             Err((conn, e)) => {
-                if let Some(c) = conn {
-                    locked_elsewhere.push(c);
-                }
+                locked_elsewhere.push(conn);
                 errors.push(e);
             }
         }
     }
     if errors.is_empty() {
+        // Back to the configured order for the rollout and the summary.
+        ok.sort_by_key(|r| {
+            hosts
+                .iter()
+                .position(|h| h.to_string() == r.conn.host())
+                .unwrap_or(usize::MAX)
+        });
         return Ok(ok);
     }
     // Nothing has changed anywhere: release the locks we took and report every problem.
@@ -289,7 +284,6 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
         },
     )
     .await;
-    let total = hosts.len();
     close_all(ok).await;
     for c in locked_elsewhere {
         if let Ok(c) = Arc::try_unwrap(c) {
@@ -297,6 +291,62 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
         }
     }
     fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new())
+}
+
+/// Runs the preflight + lock script on one connected host.
+async fn preflight_host(
+    script: &Script,
+    conn: Arc<Connection>,
+    started: Instant,
+    ui: &Ui,
+) -> std::result::Result<HostRun, (Arc<Connection>, Error)> {
+    ui.host(
+        conn.host(),
+        "Connected",
+        "checking the host and taking the deploy lock",
+    );
+    let out = match conn.run(script).await {
+        Ok(o) => o,
+        Err(e) => return Err((conn, e)),
+    };
+    let host = conn.host().to_string();
+    let error = match out.status {
+        0 => None,
+        EXIT_LOCKED => {
+            let holder = parse_kv(&out.stdout)
+                .get("holder")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            Some(Error::Locked { host, holder })
+        }
+        EXIT_PREFLIGHT => Some(Error::Preflight {
+            host,
+            problem: Facts::parse(&out.stdout).problems.join("; "),
+            help: Some("nothing was changed on this host".into()),
+        }),
+        _ => Some(conn.remote_error(script, &out)),
+    };
+    if let Some(e) = error {
+        return Err((conn, e));
+    }
+    let state = HostState::parse(&out.stdout);
+    warn_unverified_switch(conn.host(), &state, ui);
+    for id in parse_kv_all(&out.stdout, "cleared") {
+        ui.host(
+            conn.host(),
+            "Cleared",
+            format!("unfinished release {id} left by an interrupted deploy"),
+        );
+    }
+    Ok(HostRun {
+        started,
+        state,
+        facts: Facts::parse(&out.stdout),
+        cached: parse_kv_all(&out.stdout, "cached"),
+        previous: None,
+        outcome: None,
+        conn,
+    })
 }
 
 /// Warns when a deploy killed mid-switch left `current` on a release nobody verified.
@@ -356,6 +406,23 @@ async fn rollout(
     let mut switched_ok: Vec<usize> = Vec::new();
     let indices: Vec<usize> = (0..total).collect();
     for (b, batch) in indices.chunks(size).enumerate() {
+        if b > 0 && guard::enabled(plan.config) {
+            // Hosts of earlier batches wait for this one: their dead-man's switches get the
+            // full confirm_timeout again (in parallel with this batch).
+            let extend = steps::extend_guard(plan.config, &plan.release);
+            let waiting: Vec<Arc<Connection>> =
+                switched_ok.iter().map(|&i| runs[i].conn.clone()).collect();
+            let extend = &extend;
+            fleet::bounded(waiting, env.parallel, |conn| async move {
+                if let Err(e) = conn.run_ok(extend).await {
+                    ui.warn(format!(
+                        "{}: could not give the switched release more time before the host reverts it: {e}",
+                        conn.host()
+                    ));
+                }
+            })
+            .await;
+        }
         if size < total {
             ui.status(
                 "Batch",
@@ -399,6 +466,11 @@ async fn rollout(
         for (run, r) in runs.iter_mut().zip(results) {
             run.outcome = Some(match r {
                 Ok(()) => ("deployed".into(), None),
+                Err(e @ Error::Reverted { .. }) => {
+                    let detail = e.to_string();
+                    failed.push(e);
+                    ("reverted".into(), Some(detail))
+                }
                 Err(e) => {
                     failed.push(e);
                     (
@@ -591,7 +663,7 @@ async fn switch_host(
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let host = run.conn.host().to_string();
-    let script = steps::switch(plan.config, &plan.release);
+    let script = steps::switch(plan.config, &plan.release, &plan.holder);
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
@@ -612,13 +684,30 @@ async fn switch_host(
     };
     let kv = parse_kv(&out.stdout);
     let previous = kv.get("previous").filter(|p| !p.is_empty()).cloned();
+    if let Some(why) = kv.get("outage") {
+        ui.warn(format!(
+            "{host}: {}: the listening sockets were closed for a moment, so connections were refused until the new units started (a one-time cost of this deploy)",
+            match why.as_str() {
+                "strategy" => format!(
+                    "the restart strategy changed to `{}`",
+                    plan.config.systemd.restart.as_str()
+                ),
+                _ => "`systemd.listen` changed".to_string(),
+            }
+        ));
+    }
     ui.host(
         &host,
         "Switched",
         format!(
-            "current -> {} (was {})",
+            "current -> {} (was {}){}",
             plan.release,
-            previous.as_deref().unwrap_or("nothing")
+            previous.as_deref().unwrap_or("nothing"),
+            match kv.get("new_unit") {
+                Some(u) if plan.config.systemd.restart == RestartStrategy::BlueGreen =>
+                    format!(", started {u} beside the running instance"),
+                _ => String::new(),
+            }
         ),
     );
     let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
@@ -675,6 +764,9 @@ async fn switch_host(
                     }
                     Err((previous, ("rolled back".into(), Some(reason)), e))
                 }
+                Err(e @ Error::Reverted { .. }) => {
+                    Err((previous, ("reverted".into(), Some(e.to_string())), e))
+                }
                 Err(e) => Err((
                     previous,
                     (
@@ -712,8 +804,20 @@ async fn revert_host(
         journal_lines: 30,
         since,
     };
-    let out = conn.run_ok(&steps::revert(plan.config, &input)).await?;
-    let (_, journal) = systemd::split_journal(&out);
+    let script = steps::revert(plan.config, &input);
+    let out = conn.run(&script).await?;
+    match out.status {
+        0 => {}
+        EXIT_REVERTED => {
+            return Err(Error::Reverted {
+                host: conn.host().to_string(),
+                release: plan.release.clone(),
+                detail: out.tail(1),
+            })
+        }
+        _ => return Err(conn.remote_error(&script, &out)),
+    }
+    let (_, journal) = systemd::split_journal(&out.stdout);
     if let (Some(prev), Some(target)) = (previous, health::http_target(plan.config)?) {
         if let Err(e) = health::wait_http(conn, &target, plan.config.health.timeout).await {
             ui.step(
@@ -741,10 +845,17 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
     state.current = Some(plan.release.clone());
     let prune = state.prune_candidates(plan.config.keep_releases);
     let log = plan.revision("deploy", "ok");
-    run.conn
-        .run_ok(&steps::finish(plan.config, &log, &prune))
-        .await?;
-    Ok(())
+    let script = steps::finish(plan.config, &plan.release, &log, &prune);
+    let out = run.conn.run(&script).await?;
+    match out.status {
+        0 => Ok(()),
+        EXIT_REVERTED => Err(Error::Reverted {
+            host: run.conn.host().to_string(),
+            release: plan.release.clone(),
+            detail: out.tail(1),
+        }),
+        _ => Err(run.conn.remote_error(&script, &out)),
+    }
 }
 
 /// Removes the staged release and releases the lock on every host (after a failed stage,
@@ -840,16 +951,21 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             s
         },
         steps::stage(plan.config, &stage_in),
-        steps::switch(plan.config, &plan.release),
+        steps::switch(plan.config, &plan.release, &plan.holder),
         steps::verify(
             plan.config,
             &plan.release,
-            "<invocation id from the switch>",
+            &steps::Started {
+                unit: "<unit started by the switch>",
+                invocation: "<invocation id from the switch>",
+                retire: "<blue-green: the instance of the old release>",
+            },
             &stage_in.hook_env,
             None,
         ),
         steps::finish(
             plan.config,
+            &plan.release,
             &finish_log,
             &["<releases beyond keep_releases>".to_string()][..0],
         ),

@@ -133,6 +133,17 @@ pub enum Error {
         /// Last lines of the unit's journal.
         journal: String,
     },
+    /// The host's dead-man's switch put the previous release back before the deploy confirmed
+    /// the new one.
+    #[error("{host}: release {release} was reverted by the host's dead-man's switch before it was confirmed: {detail}")]
+    Reverted {
+        /// The host as configured.
+        host: String,
+        /// The release that was switched to and reverted.
+        release: String,
+        /// What the host said.
+        detail: String,
+    },
     /// Several hosts failed; each error is kept.
     #[error("{summary}")]
     Fleet {
@@ -183,6 +194,11 @@ impl Error {
                  check the journal lines above, fix, bump the version and deploy again"
                     .into(),
             ),
+            Error::Reverted { .. } => Some(
+                "the checks took longer than `health.confirm_timeout`: raise it (or shorten \
+                 health.timeout), then deploy again; `cargo ship status <env>` shows what runs now"
+                    .into(),
+            ),
             Error::Fleet { .. } => Some("see each host's error above".into()),
             Error::Interrupted { .. } => None,
         }
@@ -199,7 +215,7 @@ impl Error {
             Error::Preflight { .. } => exit::PREFLIGHT,
             Error::Locked { .. } => exit::LOCKED,
             Error::Remote { .. } => exit::REMOTE,
-            Error::Unhealthy { .. } => exit::ROLLED_BACK,
+            Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,
             // The most serious code among the hosts decides.
             Error::Fleet { errors, .. } => errors

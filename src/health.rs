@@ -51,8 +51,8 @@ impl HttpTarget {
 /// The outcome of one probe attempt.
 #[derive(Debug, Clone)]
 pub enum Probe {
-    /// A 2xx answer.
-    Healthy(u16),
+    /// A 2xx answer, with the answering process's `Ship-Invocation` header if it sent one.
+    Healthy(u16, Option<String>),
     /// A non-2xx answer.
     Status(u16, String),
     /// No answer (connection refused, reset, timeout).
@@ -65,6 +65,19 @@ pub async fn wait_http(
     conn: &Connection,
     target: &HttpTarget,
     timeout: Duration,
+) -> std::result::Result<u16, String> {
+    wait_http_from(conn, target, timeout, None).await
+}
+
+/// [`wait_http`], counting only answers of the process started with `invocation`: a service
+/// that echoes systemd's `$INVOCATION_ID` in a `Ship-Invocation` header tells which process
+/// answered, so under blue-green (two processes on one socket) an answer of the old one is not
+/// taken for the new one's. Answers without the header count as the new process's.
+pub async fn wait_http_from(
+    conn: &Connection,
+    target: &HttpTarget,
+    timeout: Duration,
+    invocation: Option<&str>,
 ) -> std::result::Result<u16, String> {
     let forward = match conn.forward(&target.host, target.port).await {
         Ok(f) => f,
@@ -79,7 +92,13 @@ pub async fn wait_http(
             .await
             .unwrap_or_else(|e| Probe::NoAnswer(e.to_string()));
         let last = match probe {
-            Probe::Healthy(code) => break Ok(code),
+            Probe::Healthy(_, Some(from)) if invocation.is_some_and(|i| i != from) => {
+                format!(
+                    "GET {} was only answered by the old process (Ship-Invocation {from})",
+                    target.path
+                )
+            }
+            Probe::Healthy(code, _) => break Ok(code),
             Probe::Status(code, body) => {
                 format!("GET {} answered {code}: {}", target.path, body.trim())
             }
@@ -110,7 +129,12 @@ pub fn probe_once(url: &str, host_header: &str) -> Probe {
         Ok(mut resp) => {
             let code = resp.status().as_u16();
             if (200..300).contains(&code) {
-                Probe::Healthy(code)
+                let from = resp
+                    .headers()
+                    .get("ship-invocation")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string());
+                Probe::Healthy(code, from)
             } else {
                 let body = resp.body_mut().read_to_string().unwrap_or_default();
                 Probe::Status(code, body.chars().take(200).collect())
@@ -128,7 +152,7 @@ pub fn command_check(script: &mut Script, release_dir: &str, command: &str, time
     let tries = (timeout.as_millis() / 500).max(1).to_string();
     script.lines("_h=0; _hf=$(mktemp)");
     script.line(
-        "until (cd {} && sh -c {}) >\"$_hf\" 2>&1; do",
+        "until (cd {} && sh -c {} 9>&-) >\"$_hf\" 2>&1; do",
         &[release_dir, command],
     );
     script.line("  _h=$((_h + 1)); if [ \"$_h\" -ge {} ]; then", &[&tries]);
@@ -156,28 +180,37 @@ pub async fn judge_switch(
         ));
     }
     let kv = crate::remote::script::parse_kv(&switch.stdout);
-    let invocation = kv
-        .get("new_invocation")
-        .map(String::as_str)
-        .unwrap_or_default();
-    verify_release(config, conn, release, invocation, hook_env, finish_log, ui).await
+    let get = |k: &str| kv.get(k).map(String::as_str).unwrap_or_default();
+    let started = crate::steps::Started {
+        unit: get("new_unit"),
+        invocation: get("new_invocation"),
+        retire: get("retire"),
+    };
+    verify_release(config, conn, release, &started, hook_env, finish_log, ui).await
 }
 
-/// After a switch: the HTTP check (if configured) within `timeout`, then the settle period in
-/// which the process started by the switch (`invocation`) must stay active, then the
-/// after_switch hooks. Returns why the release is not healthy.
+/// After a switch: the HTTP check (if configured) within `timeout`, answered by the process the
+/// switch started, then the settle period in which that process must stay active, then the
+/// old blue-green instance is retired and the after_switch hooks run. Returns why the release
+/// is not healthy.
 pub async fn verify_release(
     config: &crate::config::Config,
     conn: &Connection,
     release: &str,
-    invocation: &str,
+    started_unit: &crate::steps::Started<'_>,
     hook_env: &crate::hooks::HookEnv<'_>,
     finish_log: Option<&str>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     let started = Instant::now();
     if let Some(target) = http_target(config).map_err(|e| e.to_string())? {
-        let code = wait_http(conn, &target, config.health.timeout).await?;
+        let code = wait_http_from(
+            conn,
+            &target,
+            config.health.timeout,
+            Some(started_unit.invocation).filter(|i| !i.is_empty()),
+        )
+        .await?;
         ui.step(
             Some(conn.host()),
             "Probed",
@@ -189,7 +222,7 @@ pub async fn verify_release(
             crate::ui::Tone::Detail,
         );
     }
-    let script = crate::steps::verify(config, release, invocation, hook_env, finish_log);
+    let script = crate::steps::verify(config, release, started_unit, hook_env, finish_log);
     let out = conn.run(&script).await.map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(out.tail(3).replace('\n', " "));
@@ -259,7 +292,7 @@ mod tests {
             }
         });
         let url = format!("http://{addr}/healthz");
-        assert!(matches!(probe_once(&url, "x"), Probe::Healthy(200)));
+        assert!(matches!(probe_once(&url, "x"), Probe::Healthy(200, None)));
         assert!(matches!(probe_once(&url, "x"), Probe::Status(503, _)));
     }
 }

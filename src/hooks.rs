@@ -39,7 +39,9 @@ pub fn run(script: &mut Script, stage: &'static str, hooks: &[String], env: &Hoo
     let code = EXIT_HOOK.to_string();
     for hook in hooks {
         script.line(
-            "if ! (cd {} && sh -c {}) >&2; then printf '%s hook failed: %s\\n' {} {} >&2; exit {}; fi",
+            // fd 9 is the dead-man's switch lock of the script (see systemd::guard): a hook
+            // that leaves a process behind must not keep it held.
+            "if ! (cd {} && sh -c {} 9>&-) >&2; then printf '%s hook failed: %s\\n' {} {} >&2; exit {}; fi",
             &[env.release_dir, hook, stage, hook, &code],
         );
     }

@@ -11,7 +11,11 @@
 //!     unfinished/<id>                      a release still being staged
 //!     failed/<id>                          a release that failed (never a rollback target)
 //!     ghosts/<sha256>                      an artifact that failed health: not redeployed without --force
-//!     previous                             release to return to if a deploy is interrupted mid-switch
+//!     switching                            release to return to if a deploy is interrupted mid-switch
+//!     pending                              an unconfirmed switch the dead-man's switch reverts
+//!     guard.lock                           flock(1) file: confirm and revert never overlap
+//!     units.prev/                          unit files a pending switch replaced (restored on revert)
+//!     slots/blue, slots/green              blue-green: the release each instance runs
 //! ```
 
 /// Paths under one `deploy_to`.
@@ -58,6 +62,22 @@ impl Layout {
     /// `<deploy_to>/.ship`.
     pub fn state(&self) -> String {
         format!("{}/.ship", self.root)
+    }
+    /// The dead-man's switch record of an unconfirmed switch (`key=value` lines).
+    pub fn pending(&self) -> String {
+        format!("{}/.ship/pending", self.root)
+    }
+    /// The file `flock` serialises confirm and revert on.
+    pub fn guard_lock(&self) -> String {
+        format!("{}/.ship/guard.lock", self.root)
+    }
+    /// Copies of the unit files the pending switch replaced (`<name>` or `<name>.absent`).
+    pub fn units_prev(&self) -> String {
+        format!("{}/.ship/units.prev", self.root)
+    }
+    /// `<deploy_to>/.ship/slots`: one symlink per blue-green color.
+    pub fn slots(&self) -> String {
+        format!("{}/.ship/slots", self.root)
     }
     /// The lock directory.
     pub fn lock(&self) -> String {

@@ -109,24 +109,29 @@ fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
     script.lines("done");
 }
 
-/// A problem when the unit name is taken by a unit file cargo-ship did not write (in
+/// A problem for each unit file cargo-ship may write or remove for this config (the app units
+/// of every restart strategy and the guard's) that exists and was not written by it (in
 /// /etc/systemd/system, or wherever systemd loads the unit from, e.g. `ssh` from
-/// /lib/systemd/system): deploying would replace it, and a failed first deploy would stop
-/// and disable it.
+/// /lib/systemd/system): a deploy or rollback would replace or remove it, and a failed first
+/// deploy would stop and disable it.
 fn foreign_unit(script: &mut Script, config: &Config) {
-    let unit = crate::systemd::unit_name(config);
-    script.line(
-        "_frag=$(systemctl show -p FragmentPath --value {} 2>/dev/null || true)",
-        &[&unit],
-    );
-    script.line(
-        "for _f in {} \"$_frag\"; do if [ -n \"$_f\" ] && { [ -e \"$_f\" ] || [ -L \"$_f\" ]; } && [ \"$(head -n 1 -- \"$_f\" 2>/dev/null || true)\" != {} ]; then",
-        &[&crate::systemd::unit_path(config), crate::systemd::UNIT_HEADER],
-    );
-    script.line(
-        "  problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: a deploy or rollback would replace it; set systemd.unit to a name of its own, or remove that unit first\"; break; fi; done",
-        &[&unit],
-    );
+    use crate::systemd::{guard, unit};
+    let mut names = unit::managed(config).to_vec();
+    names.extend([guard::timer(config), guard::service(config)]);
+    for name in &names {
+        script.line(
+            "_frag=$(systemctl show -p FragmentPath --value -- {} 2>/dev/null || true)",
+            &[name],
+        );
+        script.line(
+            "for _f in {} \"$_frag\"; do if [ -n \"$_f\" ] && {{ [ -e \"$_f\" ] || [ -L \"$_f\" ]; }} && [ \"$(head -n 1 -- \"$_f\" 2>/dev/null || true)\" != {} ]; then",
+            &[&unit::path(name), unit::HEADER],
+        );
+        script.line(
+            "  problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name of its own, or remove that unit first\"; break; fi; done",
+            &[name],
+        );
+    }
 }
 
 /// Compares `$_glibc` (the host's, maybe empty) with `$_need` and calls `problem` when the

@@ -57,11 +57,15 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
             let log = format!("<revisions.log line: rollback release={target} result=ok>");
             for s in [
                 steps::preflight(config, None, &holder, lock_wait),
-                steps::switch(config, &target),
+                steps::switch(config, &target, &holder),
                 steps::verify(
                     config,
                     &target,
-                    "<invocation id from the switch>",
+                    &steps::Started {
+                        unit: "<unit started by the switch>",
+                        invocation: "<invocation id from the switch>",
+                        retire: "<blue-green: the instance of the old release>",
+                    },
                     &hook_env,
                     Some(&log),
                 ),
@@ -172,7 +176,7 @@ async fn rollback_host(
         "Rolling back",
         format!("{} -> {target}", from.as_deref().unwrap_or("nothing")),
     );
-    let out = conn.run(&steps::switch(config, &target)).await?;
+    let out = conn.run(&steps::switch(config, &target, holder)).await?;
     let layout = Layout::new(&config.deploy_to);
     let rel_dir = layout.release(&target);
     let env_name = config.env()?.name.clone();

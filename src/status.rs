@@ -36,7 +36,14 @@ pub fn status_script(config: &Config) -> Script {
         "_cm=$(stat -c %Y {} 2>/dev/null || true); printf 'current_since=%s\\n' \"$_cm\"",
         &[&layout.current()],
     );
-    systemd::show_state(&mut s, config, "unit");
+    systemd::strategy::serving(&mut s, config);
+    systemd::show_state(&mut s, Some("unit"));
+    s.lines("echo unit_name=$_svc; echo strategy=$_strategy");
+    // An unconfirmed switch: the dead-man's switch reverts it at `deadline` unless confirmed.
+    s.line(
+        "if [ -f {} ]; then sed -n 's/^\\(release\\|previous\\|deadline\\)=/pending_\\1=/p' {}; fi",
+        &[&layout.pending(), &layout.pending()],
+    );
     s.line(
         "for _d in {}/*; do [ -f \"$_d\"/{} ] || continue",
         &[&layout.releases(), MANIFEST_FILE],
@@ -102,6 +109,23 @@ impl HostStatus {
         self.facts.get(k).map(String::as_str).unwrap_or("")
     }
 
+    /// The unconfirmed switch, if one is pending: what it switched and when the host reverts.
+    fn pending(&self) -> Option<String> {
+        let release = self.facts.get("pending_release")?;
+        let at = self
+            .fact("pending_deadline")
+            .parse::<i64>()
+            .ok()
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "?".into());
+        let previous = self.fact("pending_previous");
+        Some(format!(
+            "release {release} was switched but not confirmed; the host puts {} back by itself at {at} unless the deploy confirms it",
+            if previous.is_empty() { "nothing" } else { previous }
+        ))
+    }
+
     /// The human block for one host.
     pub fn render(&self, host: &str, view: View) -> String {
         let mut out = format!("{host}\n");
@@ -134,12 +158,17 @@ impl HostStatus {
                     None => out.push_str("  current:   nothing deployed\n"),
                 }
                 out.push_str(&format!(
-                    "  unit:      {} (pid {}, {} restarts, since {})\n",
+                    "  unit:      {} ({}, pid {}, {} restarts, since {}; {} strategy)\n",
                     self.fact("unit_active"),
+                    self.fact("unit_name"),
                     self.fact("unit_pid"),
                     self.fact("unit_restarts"),
-                    self.fact("unit_since")
+                    self.fact("unit_since"),
+                    self.fact("strategy")
                 ));
+                if let Some(p) = self.pending() {
+                    out.push_str(&format!("  UNCONFIRMED: {p}\n"));
+                }
                 out.push_str(&format!(
                     "  releases:  {} on disk, rollback target {}\n",
                     self.state.releases.len(),
@@ -202,7 +231,14 @@ impl HostStatus {
             "rollback_target": self.state.rollback_target(),
             "lock": self.state.lock_holder,
             "unverified_switch_from": self.state.switching,
+            "unconfirmed": self.facts.get("pending_release").map(|r| json!({
+                "release": r,
+                "previous": self.fact("pending_previous"),
+                "reverts_at": self.fact("pending_deadline").parse::<i64>().ok(),
+            })),
+            "strategy": self.fact("strategy"),
             "unit": {
+                "name": self.fact("unit_name"),
                 "active": self.fact("unit_active"),
                 "pid": self.fact("unit_pid"),
                 "restarts": self.fact("unit_restarts"),

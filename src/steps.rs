@@ -6,10 +6,10 @@
 //! | lock     | [`preflight`]      | checks (before touching anything), lock, clear stale, state |
 //! | stage    | [`stage`]          | verify sha256, unpack, verify files, link shared, hooks    |
 //! | once     | [`once_hooks`]     | before_switch_once hooks, on the first host only           |
-//! | switch   | [`switch`]         | unit file, flip `current`, restart, wait for a new process |
-//! | verify   | [`verify`]         | settle, same process still active, after_switch hooks      |
-//! | finish   | [`finish`]         | revisions.log, prune, unlock                               |
-//! | revert   | [`revert`]         | mark failed/ghost, flip back, restart, journal, unlock     |
+//! | switch   | [`switch`]         | arm the guard, units, flip `current`, start, new process   |
+//! | verify   | [`verify`]         | settle, same process, retire the old instance, hooks        |
+//! | finish   | [`finish`]         | confirm (disarm the guard), revisions.log, prune, unlock    |
+//! | revert   | [`revert`]         | mark failed/ghost, units + release back, journal, unlock   |
 //! | abort    | [`abort`]          | undo an unverified switch, drop staged release, unlock     |
 
 use std::time::Duration;
@@ -21,9 +21,9 @@ use crate::layout::Layout;
 use crate::lock;
 use crate::package::Manifest;
 use crate::preflight::{self, Requirements};
-use crate::remote::script::{Script, EXIT_CHECKSUM, EXIT_UNSTABLE};
+use crate::remote::script::{Script, EXIT_CHECKSUM, EXIT_LOCKED, EXIT_UNSTABLE};
 use crate::remote::transfer::Encoding;
-use crate::systemd;
+use crate::systemd::{self, guard, strategy};
 
 /// Lock + state, with the artifact checks when `req` is given (deploy), without (rollback,
 /// prune). Also reports which cached artifact files exist for `artifact_sha`.
@@ -72,6 +72,12 @@ pub fn preflight(
             );
         }
     }
+    // An unconfirmed switch (its deploy vanished, and someone removed the lock): the host is
+    // about to put the previous release back by itself; nothing may switch before that.
+    s.line(
+        "if [ -f {} ]; then printf 'holder=an unconfirmed switch to release %s by %s; this host puts release %s back by itself at %s\\n' \"$(sed -n 's/^release=//p' {})\" \"$(sed -n 's/^holder=//p' {})\" \"$(sed -n 's/^previous=//p' {})\" \"$(date -u -d \"@$(sed -n 's/^deadline=//p' {})\" '+%Y-%m-%d %H:%M:%S UTC' 2>/dev/null || echo soon)\"; exit {}; fi",
+        &[&layout.pending(), &layout.pending(), &layout.pending(), &layout.pending(), &layout.pending(), &EXIT_LOCKED.to_string()],
+    );
     journal::state_lines(&mut s, &layout);
     // A switch record left by a deploy that was killed mid-switch has been reported above;
     // the lock is ours now, so it must not be "restored" by this flow's own undo.
@@ -170,99 +176,134 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
     s
 }
 
-/// Installs the unit, records the current release in `.ship/switching`, flips `current` to
-/// `release` atomically, restarts and waits for a new active process (and the health command).
-/// Prints `previous=`, `unit_changed=` and the `new_*` unit state.
-pub fn switch(config: &Config, release: &str) -> Script {
+/// Records the current release in `.ship/switching`, arms the dead-man's switch, installs the
+/// unit files, flips `current` to `release` atomically and puts it in service under the
+/// configured restart strategy, waiting for a new active process (and the health command).
+/// Prints `previous=`, `unit_changed=`, `outage=` (when the sockets close for a moment),
+/// `guard_deadline=`, `new_unit=`, `retire=` and the `new_*` unit state.
+pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
-        "switch `current` to release {release} and restart {}",
-        systemd::unit_name(config)
+        "switch `current` to release {release} and start it ({} restart of {})",
+        config.systemd.restart.as_str(),
+        config.systemd.unit
     ));
     systemd::sudo_prelude(&mut s, config);
     s.line(
-        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; echo previous=$_prev",
+        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}",
         &[&layout.current()],
     );
     s.line(
         "[ -f {} ] || printf '%s\\n' \"$_prev\" > {}",
         &[&journal::switching(&layout), &journal::switching(&layout)],
     );
-    systemd::install_unit(&mut s, config);
-    systemd::remember_invocation(&mut s, config);
-    flip(&mut s, &layout, release);
+    // Armed before anything changes, and before the script first writes to the connection (a
+    // client that vanished would end the script there): from here on the host reverts by
+    // itself if the deploy never confirms. The flock keeps a firing revert from running
+    // beside the rest of the switch.
+    guard::hold(&mut s, config);
+    guard::install(&mut s, config);
+    guard::arm(&mut s, config, release, holder);
+    s.lines("echo previous=$_prev");
+    strategy::install(&mut s, config);
     // The version now live, for reports.
     journal::print_version(&mut s, "version", &layout.release(release));
     s.lines("echo switched_at=@$(date +%s)");
-    systemd::restart_and_wait(&mut s, config, config.health.timeout.as_secs());
+    s.line("_to={}", &[release]);
+    strategy::bring_up(&mut s, config, false, true);
     if let Some(cmd) = &config.health.command {
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
     s
 }
 
-fn flip(s: &mut Script, layout: &Layout, release: &str) {
-    s.line(
-        "ln -sfn -- {} {}",
-        &[&Layout::current_target(release), &layout.current_tmp()],
-    );
-    s.line(
-        "mv -fT -- {} {}",
-        &[&layout.current_tmp(), &layout.current()],
-    );
+/// What [`verify`] checks: the unit the switch started and its process.
+pub struct Started<'a> {
+    /// The unit serving the new release (`new_unit=` of the switch).
+    pub unit: &'a str,
+    /// Its InvocationID right after the switch.
+    pub invocation: &'a str,
+    /// Blue-green: the instance still serving the old release (`retire=`), stopped once the
+    /// new one is proven.
+    pub retire: &'a str,
 }
 
-/// Waits `settle`, then checks the unit still runs the process started by the switch
-/// (`invocation`) and is active; runs after_switch hooks. With `finish_log`, the [`finish`]
-/// lines follow in the same script (one round trip less), reached only when all that passed;
-/// a host that must wait for the rest of the fleet (deploy) passes `None`.
+/// Waits `settle`, then checks the unit still runs the process started by the switch and is
+/// active; retires the old blue-green instance; runs after_switch hooks. With `finish_log`,
+/// the [`finish`] lines follow in the same script (one round trip less), reached only when
+/// all that passed; a host that must wait for the rest of the fleet (deploy) passes `None`.
 pub fn verify(
     config: &Config,
     release: &str,
-    invocation: &str,
+    started: &Started<'_>,
     hook_env: &HookEnv<'_>,
     finish_log: Option<&str>,
 ) -> Script {
     let mut s = Script::new(format!("verify release {release} stays up"));
     systemd::sudo_prelude(&mut s, config);
+    // Never beside the dead-man's switch: if it reverted the release already, say so and
+    // touch nothing (retiring the old instance now would stop what serves).
+    guard::hold(&mut s, config);
+    guard::already_reverted(&mut s, config, release);
     s.line(
         "sleep {}",
         &[&format!("{:.1}", config.health.settle.as_secs_f64())],
     );
-    systemd::show_state(&mut s, config, "now");
+    s.line("_svc={}", &[started.unit]);
+    systemd::show_state(&mut s, Some("now"));
     s.line(
         "if [ \"$_st\" != active ] || [ \"$_inv\" != {} ]; then echo \"the service did not stay up: state $_st, restarted $_nr times\" >&2; exit {}; fi",
-        &[invocation, &EXIT_UNSTABLE.to_string()],
+        &[started.invocation, &EXIT_UNSTABLE.to_string()],
     );
+    s.line("_retire={}", &[started.retire]);
+    strategy::retire(&mut s);
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
     if let Some(log_line) = finish_log {
-        finish_lines(&mut s, config, log_line, &[]);
+        finish_lines(&mut s, config, release, log_line, &[]);
     }
     s
 }
 
-/// Appends to revisions.log, removes `prune` releases and old cached artifacts, clears the
-/// switch record and releases the lock.
-pub fn finish(config: &Config, log_line: &str, prune: &[String]) -> Script {
+/// Confirms `release` to the dead-man's switch (exits [`crate::remote::script::EXIT_REVERTED`]
+/// when it already put the previous release back), appends to revisions.log, removes `prune`
+/// releases and old cached artifacts, clears the switch records and releases the lock.
+pub fn finish(config: &Config, release: &str, log_line: &str, prune: &[String]) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
-        "record the release and release the lock in {}",
+        "confirm release {release}, record it and release the lock in {}",
         layout.root()
     ));
     s.idempotent();
-    finish_lines(&mut s, config, log_line, prune);
+    systemd::sudo_prelude(&mut s, config);
+    finish_lines(&mut s, config, release, log_line, prune);
     s
 }
 
-fn finish_lines(s: &mut Script, config: &Config, log_line: &str, prune: &[String]) {
+fn finish_lines(s: &mut Script, config: &Config, release: &str, log_line: &str, prune: &[String]) {
     let layout = Layout::new(&config.deploy_to);
+    guard::confirm(s, config, release);
     s.line(
         "printf '%s\\n' {} >> {}",
         &[log_line, &layout.revisions_log()],
     );
-    s.line("rm -f -- {}", &[&journal::switching(&layout)]);
+    s.line(
+        "rm -rf -- {} {}",
+        &[&journal::switching(&layout), &layout.units_prev()],
+    );
+    strategy::settle_slots(s, config, release);
     prune_lines(s, &layout, prune, config.keep_releases);
     lock::release(s, &layout);
+}
+
+/// Restarts the dead-man's switch timer of a host that waits for later batches.
+pub fn extend_guard(config: &Config, release: &str) -> Script {
+    let mut s = Script::new(format!(
+        "give release {release} more time before the host reverts it"
+    ));
+    s.idempotent();
+    systemd::sudo_prelude(&mut s, config);
+    guard::extend(&mut s, config, release);
+    s
 }
 
 /// Removes releases (and their marks) and keeps only the newest `keep_artifacts` cached
@@ -304,14 +345,18 @@ pub struct RevertInput<'a> {
     pub since: Option<&'a str>,
 }
 
-/// Marks the release failed (and the artifact a ghost), captures the journal, flips `current`
-/// back and restarts (or stops the unit when there is nothing to go back to), logs and unlocks.
+/// Marks the release failed (and the artifact a ghost), captures the journal, puts back the
+/// unit files the switch replaced and the previous release (blue-green: the old instance,
+/// which never stopped, keeps serving and the new one stops), or stops the service when there
+/// is nothing to go back to; disarms the dead-man's switch, logs and unlocks.
 pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let unit = systemd::unit_name(config);
     let mut s = Script::new(format!("roll back from release {}", input.failed));
     s.idempotent();
     systemd::sudo_prelude(&mut s, config);
+    guard::hold(&mut s, config);
+    guard::already_reverted(&mut s, config, input.failed);
     s.line(
         "printf '%s\\n' {} > {}",
         &[input.reason, &layout.failed(input.failed)],
@@ -330,42 +375,38 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
             input.since.unwrap_or("-1h"),
         ],
     );
+    strategy::restore(&mut s, config);
     match input.previous {
         Some(prev) => {
-            systemd::remember_invocation(&mut s, config);
-            flip(&mut s, &layout, prev);
+            s.line("_to={}", &[prev]);
+            strategy::bring_up(&mut s, config, true, false);
+            strategy::retire(&mut s);
             s.line("echo restored={}", &[prev]);
-            s.line(
-                "printf '%s\\n' {} >> {}",
-                &[input.log_line, &layout.revisions_log()],
-            );
-            s.line("rm -f -- {}", &[&journal::switching(&layout)]);
-            lock::release(&mut s, &layout);
-            // Restart last: if the old release cannot start either, everything else is done.
-            systemd::restart_and_wait(&mut s, config, config.health.timeout.as_secs());
         }
         None => {
-            s.line("$SUDO systemctl stop {} 2>/dev/null || true; $SUDO systemctl disable -q {} 2>/dev/null || true", &[&unit, &unit]);
+            strategy::stop_everything(&mut s, config);
             s.line("rm -f -- {}; echo restored=", &[&layout.current()]);
-            s.line(
-                "printf '%s\\n' {} >> {}",
-                &[input.log_line, &layout.revisions_log()],
-            );
-            s.line("rm -f -- {}", &[&journal::switching(&layout)]);
-            lock::release(&mut s, &layout);
         }
     }
+    s.line(
+        "printf '%s\\n' {} >> {}",
+        &[input.log_line, &layout.revisions_log()],
+    );
+    s.line("rm -f -- {}", &[&journal::switching(&layout)]);
+    guard::disarm(&mut s, config);
+    lock::release(&mut s, &layout);
     s.lines("echo --journal--; printf '%s\\n' \"$_j\"");
     s
 }
 
 /// Puts a host back as it was after an interrupted or stopped flow — only while its lock is
 /// still held by `holder`, so it never touches another deploy's work. If a switch was recorded
-/// and not finished, `current` flips back to the recorded release and the unit restarts;
-/// `release` (the new, staged one, if any) is removed unless it is current; the lock goes.
+/// and not finished, the unit files and `current` go back to the recorded release and it is
+/// put in service again (blue-green: the old instance, if still running, just keeps serving);
+/// `release` (the new, staged one, if any) is removed unless it is current; the dead-man's
+/// switch is disarmed and the lock goes.
 pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
     let layout = Layout::new(&config.deploy_to);
-    let unit = systemd::unit_name(config);
     let mut s = Script::new(format!("put {} back as it was", layout.root()));
     s.idempotent();
     systemd::sudo_prelude(&mut s, config);
@@ -373,30 +414,24 @@ pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
         "if [ \"$(cat {} 2>/dev/null || true)\" != {} ]; then echo not_ours=1; exit 0; fi",
         &[&layout.lock_holder(), holder],
     );
+    guard::hold(&mut s, config);
     let sw = journal::switching(&layout);
     s.line("if [ -f {} ]; then _prev=$(cat {})", &[&sw, &sw]);
+    strategy::restore(&mut s, config);
     s.line(
-        "  if [ -n \"$_prev\" ] && [ -d {}/\"$_prev\" ]; then",
+        "  if [ -n \"$_prev\" ] && [ -d {}/\"$_prev\" ]; then _to=$_prev",
         &[&layout.releases()],
     );
-    s.line(
-        "    ln -sfn -- releases/\"$_prev\" {}",
-        &[&layout.current_tmp()],
-    );
-    s.line(
-        "    mv -fT -- {} {}",
-        &[&layout.current_tmp(), &layout.current()],
-    );
-    s.line(
-        "    $SUDO systemctl restart {} || true; echo restored=$_prev",
-        &[&unit],
-    );
-    s.line(
-        "  else rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo restored=; fi",
-        &[&layout.current(), &unit],
-    );
+    strategy::bring_up(&mut s, config, true, false);
+    strategy::retire(&mut s);
+    s.lines("  echo restored=$_prev");
+    s.lines("  else");
+    strategy::stop_everything(&mut s, config);
+    s.line("    rm -f -- {}; echo restored=", &[&layout.current()]);
+    s.lines("  fi");
     s.line("  rm -f -- {}", &[&sw]);
     s.lines("fi");
+    guard::disarm(&mut s, config);
     if let Some(release) = release {
         s.line(
             "_c=$(readlink {} 2>/dev/null || true)",

@@ -63,6 +63,10 @@ pub(crate) struct SystemdLayer {
     pub group: Option<Val<String>>,
     pub restart_sec: Option<Val<String>>,
     pub hardening: Option<Val<bool>>,
+    pub restart: Option<Val<String>>,
+    pub listen: Option<Strings>,
+    pub notify: Option<Val<bool>>,
+    pub drain_timeout: Option<Val<String>>,
 }
 
 /// `[...health]`.
@@ -72,6 +76,7 @@ pub(crate) struct HealthLayer {
     pub command: Option<Val<String>>,
     pub timeout: Option<Val<String>>,
     pub settle: Option<Val<String>>,
+    pub confirm_timeout: Option<Val<String>>,
 }
 
 /// `[...hooks]`.
@@ -130,8 +135,12 @@ const SYSTEMD_KEYS: &[&str] = &[
     "group",
     "restart_sec",
     "hardening",
+    "restart",
+    "listen",
+    "notify",
+    "drain_timeout",
 ];
-const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle"];
+const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle", "confirm_timeout"];
 const HOOKS_KEYS: &[&str] = &["before_switch", "before_switch_once", "after_switch"];
 
 /// Reads typed values out of one file, naming keys by their full path.
@@ -185,12 +194,17 @@ impl Layer {
         set(&mut s.group, &o.group);
         set(&mut s.restart_sec, &o.restart_sec);
         set(&mut s.hardening, &o.hardening);
+        set(&mut s.restart, &o.restart);
+        set(&mut s.listen, &o.listen);
+        set(&mut s.notify, &o.notify);
+        set(&mut s.drain_timeout, &o.drain_timeout);
 
         let (h, o) = (&mut self.health, &over.health);
         set(&mut h.http, &o.http);
         set(&mut h.command, &o.command);
         set(&mut h.timeout, &o.timeout);
         set(&mut h.settle, &o.settle);
+        set(&mut h.confirm_timeout, &o.confirm_timeout);
 
         set(&mut self.hooks.before_switch, &over.hooks.before_switch);
         set(
@@ -348,6 +362,22 @@ impl Reader<'_> {
                 "group" => s.group = Some(self.string(value, &path, "a group name")?),
                 "restart_sec" => s.restart_sec = Some(self.string(value, &path, DURATION)?),
                 "hardening" => s.hardening = Some(self.boolean(value, &path)?),
+                "restart" => {
+                    s.restart = Some(self.string(
+                        value,
+                        &path,
+                        "one of \"restart\", \"socket\", \"blue-green\"",
+                    )?)
+                }
+                "listen" => {
+                    s.listen = Some(self.strings(
+                        value,
+                        &path,
+                        "an array of addresses like [\"0.0.0.0:8080\"]",
+                    )?)
+                }
+                "notify" => s.notify = Some(self.boolean(value, &path)?),
+                "drain_timeout" => s.drain_timeout = Some(self.string(value, &path, DURATION)?),
                 _ => {
                     return Err(unknown_key(
                         &self.src.origin(&path, key.span()),
@@ -375,6 +405,7 @@ impl Reader<'_> {
                 "command" => h.command = Some(self.string(value, &path, "a shell command")?),
                 "timeout" => h.timeout = Some(self.string(value, &path, DURATION)?),
                 "settle" => h.settle = Some(self.string(value, &path, DURATION)?),
+                "confirm_timeout" => h.confirm_timeout = Some(self.string(value, &path, DURATION)?),
                 _ => {
                     return Err(unknown_key(
                         &self.src.origin(&path, key.span()),

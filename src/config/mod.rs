@@ -128,6 +128,45 @@ pub struct SystemdConfig {
     pub restart_sec: Duration,
     /// Apply the hardening options (default true).
     pub hardening: bool,
+    /// How a new release replaces the running one (default `restart`).
+    pub restart: RestartStrategy,
+    /// Sockets systemd holds for the service (`ListenStream=`), in the order the service
+    /// receives them (fds 3..). Needed by `socket` and `blue-green`.
+    pub listen: Vec<String>,
+    /// `Type=notify`: the service says READY=1 when it can serve (default false: `Type=exec`).
+    pub notify: bool,
+    /// Time the old process gets after SIGTERM to finish requests in flight (default 30s):
+    /// `TimeoutStopSec=`, then SIGKILL.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
+}
+
+/// `systemd.restart`: how a new release replaces the running one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RestartStrategy {
+    /// `systemctl restart`: connections are refused between the old process exiting and the
+    /// new one listening.
+    #[serde(rename = "restart")]
+    Restart,
+    /// A `<unit>.socket` holds the listening sockets across the restart: new connections wait
+    /// in the kernel's queue instead of being refused.
+    #[serde(rename = "socket")]
+    Socket,
+    /// Two instances (`<unit>@blue`, `<unit>@green`) share the socket: the new release starts
+    /// beside the old one, which is stopped only once the new one is proven.
+    #[serde(rename = "blue-green")]
+    BlueGreen,
+}
+
+impl RestartStrategy {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartStrategy::Restart => "restart",
+            RestartStrategy::Socket => "socket",
+            RestartStrategy::BlueGreen => "blue-green",
+        }
+    }
 }
 
 /// `[package.metadata.ship.health]`.
@@ -143,6 +182,10 @@ pub struct HealthConfig {
     /// How long it must then stay up with the same process (default 3s).
     #[serde(with = "humantime_serde_compat")]
     pub settle: Duration,
+    /// The dead-man's switch: a host puts the previous release back by itself unless the
+    /// deploy confirms the new one within this time after the switch (default 90s; zero: off).
+    #[serde(with = "humantime_serde_compat")]
+    pub confirm_timeout: Duration,
 }
 
 /// `[package.metadata.ship.hooks]`: shell commands (run by `sh -c` on the host, in the release
@@ -238,5 +281,42 @@ mod humantime_serde_compat {
     use std::time::Duration;
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Builds real [`Config`]s from Cargo.toml text for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::{load, Config, LoadOptions};
+
+    /// A package `hello` (deploy_to /opt/hello, args `--port 8080`, environment `test` with
+    /// hosts h1, h2) with `systemd` lines added to its `[package.metadata.ship.systemd]`.
+    pub fn config_with(systemd: &str) -> Config {
+        config_from(systemd, "")
+    }
+
+    /// [`config_with`], plus lines for `[package.metadata.ship.health]`.
+    pub fn config_from(systemd: &str, health: &str) -> Config {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        std::fs::create_dir_all(dir.join("src")).expect("src");
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").expect("main.rs");
+        let manifest = dir.join("Cargo.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n\
+                 [package.metadata.ship]\ndeploy_to = \"/opt/hello\"\n\n\
+                 [package.metadata.ship.systemd]\nargs = [\"--port\", \"8080\"]\n{systemd}\n\
+                 [package.metadata.ship.health]\n{health}\n\
+                 [package.metadata.ship.environments.test]\nhosts = [\"h1\", \"h2\"]\n"
+            ),
+        )
+        .expect("Cargo.toml");
+        load(&LoadOptions {
+            manifest_path: Some(manifest),
+            environment: Some("test".into()),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("test config does not load: {e}"))
     }
 }

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::layer::{closest, BatchValue, Layer, Strings, DURATION};
+use super::layer::{closest, BatchValue, HealthLayer, Layer, Strings, SystemdLayer, DURATION};
 use super::source::{Origin, Source, Val};
 use super::{
     Batch, BuilderKind, Config, Environment, HealthConfig, HooksConfig, HostSpec, LoadOptions,
-    SystemdConfig,
+    RestartStrategy, SystemdConfig,
 };
 use crate::target::Target;
 use crate::workspace::{self, list, Package};
@@ -284,6 +284,7 @@ fn resolve(
 
 fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConfig> {
     let s = &l.systemd;
+    let (restart, listen) = resolve_restart(s)?;
     let unit = match &s.unit {
         None => derived_default(bin, "systemd.unit", bin.to_string(), ship_at, check_unit)?,
         Some(v) => check_unit(v)?,
@@ -341,7 +342,89 @@ fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConf
             Some(v) => duration(v)?,
         },
         hardening: s.hardening.as_ref().is_none_or(|v| v.value),
+        restart,
+        listen,
+        notify: s.notify.as_ref().is_some_and(|v| v.value),
+        drain_timeout: match &s.drain_timeout {
+            None => Duration::from_secs(30),
+            Some(v) => duration(v)?,
+        },
     })
+}
+
+fn resolve_restart(s: &SystemdLayer) -> Result<(RestartStrategy, Vec<String>)> {
+    let restart = match &s.restart {
+        None => RestartStrategy::Restart,
+        Some(v) => match v.value.as_str() {
+            "restart" => RestartStrategy::Restart,
+            "socket" => RestartStrategy::Socket,
+            "blue-green" => RestartStrategy::BlueGreen,
+            other => {
+                return Err(v.at.error(
+                    format!(
+                        "expected one of \"restart\", \"socket\", \"blue-green\", found \"{other}\""
+                    ),
+                    None,
+                ))
+            }
+        },
+    };
+    let mut listen = Vec::new();
+    if let Some(list) = &s.listen {
+        for a in &list.value {
+            check_listen(a)?;
+            listen.push(a.value.trim().to_string());
+        }
+        if restart == RestartStrategy::Restart {
+            return Err(list.at.error(
+                "`listen` is only used by restart = \"socket\" or \"blue-green\", but restart is \"restart\"",
+                Some("set `restart = \"socket\"` (or \"blue-green\") to have systemd hold these sockets, or remove `listen`".into()),
+            ));
+        }
+    }
+    if restart != RestartStrategy::Restart && listen.is_empty() {
+        let at = s.restart.as_ref().map(|v| &v.at).expect("restart is set");
+        return Err(at.error(
+            format!(
+                "restart = \"{}\" needs the sockets systemd holds for the service, but `systemd.listen` is empty",
+                restart.as_str()
+            ),
+            Some("add e.g. `listen = [\"0.0.0.0:8080\"]` under [package.metadata.ship.systemd]".into()),
+        ));
+    }
+    Ok((restart, listen))
+}
+
+/// A `ListenStream=` value: a port, `address:port`, `[v6]:port` or an absolute socket path.
+fn check_listen(v: &Val<String>) -> Result<()> {
+    let s = v.value.trim();
+    let bad = || {
+        v.at.error(
+            format!("expected a port, an \"address:port\" (\"0.0.0.0:8080\", \"[::]:8080\") or an absolute socket path, found \"{}\"", v.value),
+            None,
+        )
+    };
+    if s.starts_with('/') {
+        return if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            Err(bad())
+        } else {
+            Ok(())
+        };
+    }
+    let port = match s.rsplit_once(':') {
+        Some((addr, port)) => {
+            let addr = addr.trim_start_matches('[').trim_end_matches(']');
+            if addr.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad());
+            }
+            port
+        }
+        None => s,
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad()),
+    }
 }
 
 fn resolve_health(l: &Layer) -> Result<HealthConfig> {
@@ -357,6 +440,11 @@ fn resolve_health(l: &Layer) -> Result<HealthConfig> {
                 .error("expected a duration longer than zero, found \"0s\"", None));
         }
     }
+    let settle = match &h.settle {
+        None => Duration::from_secs(3),
+        Some(v) => duration(v)?,
+    };
+    let confirm_timeout = resolve_confirm(h, timeout, settle)?;
     Ok(HealthConfig {
         http: h.http.as_ref().map(check_http).transpose()?,
         command: match &h.command {
@@ -369,11 +457,30 @@ fn resolve_health(l: &Layer) -> Result<HealthConfig> {
             Some(v) => Some(v.value.clone()),
         },
         timeout,
-        settle: match &h.settle {
-            None => Duration::from_secs(3),
-            Some(v) => duration(v)?,
-        },
+        settle,
+        confirm_timeout,
     })
+}
+
+/// `health.confirm_timeout`: zero turns the dead-man's switch off; otherwise the switch, the
+/// probe and the settle period must fit before the host reverts by itself.
+fn resolve_confirm(h: &HealthLayer, timeout: Duration, settle: Duration) -> Result<Duration> {
+    let minimum = timeout + settle + Duration::from_secs(5);
+    let Some(v) = &h.confirm_timeout else {
+        return Ok((timeout * 2 + settle + Duration::from_secs(10)).max(Duration::from_secs(90)));
+    };
+    let d = duration(v)?;
+    if !d.is_zero() && d < minimum {
+        return Err(v.at.error(
+            format!(
+                "expected at least {} (health.timeout + health.settle + 5s, so the checks fit before the host reverts by itself), or \"0s\" to turn the dead-man's switch off, found \"{}\"",
+                humantime::format_duration(minimum),
+                v.value
+            ),
+            None,
+        ));
+    }
+    Ok(d)
 }
 
 fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment> {
@@ -942,6 +1049,11 @@ struct SystemdView<'a> {
     group: Option<&'a str>,
     restart_sec: String,
     hardening: bool,
+    restart: RestartStrategy,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    listen: &'a [String],
+    notify: bool,
+    drain_timeout: String,
     environment: &'a BTreeMap<String, String>,
 }
 
@@ -953,6 +1065,7 @@ struct HealthView<'a> {
     command: Option<&'a str>,
     timeout: String,
     settle: String,
+    confirm_timeout: String,
 }
 
 #[derive(Serialize)]
@@ -1001,6 +1114,10 @@ impl<'a> From<&'a Config> for View<'a> {
                 group: c.systemd.group.as_deref(),
                 restart_sec: human(c.systemd.restart_sec),
                 hardening: c.systemd.hardening,
+                restart: c.systemd.restart,
+                listen: &c.systemd.listen,
+                notify: c.systemd.notify,
+                drain_timeout: human(c.systemd.drain_timeout),
                 environment: &c.systemd.environment,
             },
             health: HealthView {
@@ -1008,6 +1125,7 @@ impl<'a> From<&'a Config> for View<'a> {
                 command: c.health.command.as_deref(),
                 timeout: human(c.health.timeout),
                 settle: human(c.health.settle),
+                confirm_timeout: human(c.health.confirm_timeout),
             },
             hooks: &c.hooks,
             environment: c.environment.as_ref().map(|e| EnvView {

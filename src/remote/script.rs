@@ -25,6 +25,8 @@ pub const EXIT_NOT_ACTIVE: i32 = 78;
 pub const EXIT_UNSTABLE: i32 = 79;
 /// Nothing to do / no such release (rollback target missing, not locked...).
 pub const EXIT_MISSING: i32 = 80;
+/// The dead-man's switch put the previous release back before the deploy confirmed.
+pub const EXIT_REVERTED: i32 = 81;
 
 /// A shell script for one phase on one host.
 #[derive(Debug, Clone)]

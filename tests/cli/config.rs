@@ -725,3 +725,57 @@ fn bad_config_samples() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// Issue #7: the restart strategy keys and the dead-man's switch, with their exact errors.
+#[test]
+fn restart_strategies_and_the_dead_mans_switch() {
+    let sd = "[package.metadata.ship.systemd]\n";
+    assert_eq!(
+        error(&format!("{sd}restart = \"reload\"\n")),
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.systemd.restart`: expected one of \"restart\", \"socket\", \"blue-green\", found \"reload\""
+    );
+    let (e, help) = error_with(&format!("{sd}restart = \"socket\"\n"), None);
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.systemd.restart`: restart = \"socket\" needs the sockets systemd holds for the service, but `systemd.listen` is empty"
+    );
+    assert_eq!(
+        help.as_deref(),
+        Some("add e.g. `listen = [\"0.0.0.0:8080\"]` under [package.metadata.ship.systemd]")
+    );
+    let (e, help) = error_with(&format!("{sd}listen = [\"8080\"]\n"), None);
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:9:10: `package.metadata.ship.systemd.listen`: `listen` is only used by restart = \"socket\" or \"blue-green\", but restart is \"restart\""
+    );
+    assert!(help.unwrap().starts_with("set `restart = \"socket\"`"));
+    assert_eq!(
+        error(&format!(
+            "{sd}restart = \"blue-green\"\nlisten = [\"0.0.0.0:80800\"]\n"
+        )),
+        "<p>/Cargo.toml:10:11: `package.metadata.ship.systemd.listen[0]`: expected a port, an \"address:port\" (\"0.0.0.0:8080\", \"[::]:8080\") or an absolute socket path, found \"0.0.0.0:80800\""
+    );
+    assert_eq!(
+        error("[package.metadata.ship.health]\ntimeout = \"10s\"\nsettle = \"2s\"\nconfirm_timeout = \"15s\"\n"),
+        "<p>/Cargo.toml:11:19: `package.metadata.ship.health.confirm_timeout`: expected at least 17s (health.timeout + health.settle + 5s, so the checks fit before the host reverts by itself), or \"0s\" to turn the dead-man's switch off, found \"15s\""
+    );
+    let p = hello(&format!(
+        "{sd}restart = \"blue-green\"\nlisten = [\"0.0.0.0:8080\", \"[::]:9090\", \"/run/hello.sock\"]\nnotify = true\ndrain_timeout = \"5s\"\n\
+         [package.metadata.ship.health]\nconfirm_timeout = \"0s\"\n"
+    ));
+    let c = load(&p, None);
+    assert_eq!(
+        c.systemd.restart,
+        cargo_ship::config::RestartStrategy::BlueGreen
+    );
+    assert_eq!(c.systemd.listen.len(), 3);
+    assert!(c.systemd.notify);
+    assert_eq!(c.systemd.drain_timeout, Duration::from_secs(5));
+    assert!(c.health.confirm_timeout.is_zero());
+    // The default fits the checks: 90s, or 2 x timeout + settle + 10s when that is longer.
+    let c = load(
+        &hello("[package.metadata.ship.health]\ntimeout = \"60s\"\n"),
+        None,
+    );
+    assert_eq!(c.health.confirm_timeout, Duration::from_secs(133));
+}

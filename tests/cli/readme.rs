@@ -37,6 +37,14 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(c.shared_dirs, ["data", "log"]);
     assert_eq!(c.systemd.args, ["--port", "8080"]);
     assert_eq!(c.health.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.health.confirm_timeout, std::time::Duration::from_secs(90));
+    assert_eq!(
+        c.systemd.restart,
+        cargo_ship::config::RestartStrategy::Socket
+    );
+    assert_eq!(c.systemd.listen, ["0.0.0.0:8080"]);
+    assert!(c.systemd.notify);
+    assert_eq!(c.systemd.drain_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.hooks.before_switch, ["./hello check-config"]);
     assert_eq!(c.hooks.before_switch_once, ["./hello migrate"]);
     // The environment overrides deploy_to, as the comment says.

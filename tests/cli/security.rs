@@ -22,6 +22,16 @@ fn load(p: &Project) -> cargo_ship::Result<Config> {
     })
 }
 
+/// The text of the `<unit>.service` file a deploy of `c` writes.
+fn service_unit(c: &Config) -> String {
+    let name = cargo_ship::systemd::unit::service(c);
+    cargo_ship::systemd::unit::app_units(c)
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no {name} among the unit files"))
+        .text
+}
+
 fn hello(extra: &str) -> Project {
     let p = Project::fixture("hello");
     p.set_manifest(&format!("{HEADER}{extra}"));
@@ -97,7 +107,7 @@ fn carriage_return_in_the_bin_name_is_refused_and_never_reaches_the_unit() {
     // And should such a value reach the unit anyway, it stays on its line.
     let mut c = load(&hello("")).unwrap();
     c.bin = "app\rExecStartPre=/bin/touch /tmp/pwned".into();
-    let unit = cargo_ship::systemd::render_unit(&c);
+    let unit = service_unit(&c);
     let lines: Vec<&str> = unit.split(['\n', '\r']).collect();
     assert!(
         !lines.iter().any(|l| l.starts_with("ExecStartPre")),
@@ -124,7 +134,7 @@ fn protect_home_compares_whole_path_components() {
         ("/run/user/1000/app", false),
     ] {
         c.deploy_to = deploy_to.into();
-        let unit = cargo_ship::systemd::render_unit(&c);
+        let unit = service_unit(&c);
         assert_eq!(
             unit.lines().any(|l| l == "ProtectHome=yes"),
             protected,

@@ -42,6 +42,10 @@ pub struct Spec {
     pub ship_lines: Vec<String>,
     /// Raw extra lines for the environment `test` (e.g. `batch = 1`).
     pub env_lines: Vec<String>,
+    /// Raw extra lines for `[package.metadata.ship.systemd]` (e.g. `restart = "socket"`).
+    pub systemd_lines: Vec<String>,
+    /// Raw extra lines for `[package.metadata.ship.health]` (e.g. `confirm_timeout = "0s"`).
+    pub health_lines: Vec<String>,
 }
 
 impl Default for Spec {
@@ -60,6 +64,8 @@ impl Default for Spec {
             after_switch: Vec::new(),
             ship_lines: Vec::new(),
             env_lines: Vec::new(),
+            systemd_lines: Vec::new(),
+            health_lines: Vec::new(),
         }
     }
 }
@@ -208,6 +214,7 @@ publish = false
 [features]
 unhealthy = []
 crash = []
+never-ready = []
 
 [package.metadata.ship]
 target = "x86_64-unknown-linux-gnu"
@@ -230,6 +237,10 @@ shared_dirs = ["data"]
             toml_list(&args),
             environment.join(", ")
         ));
+        for l in &s.systemd_lines {
+            t.push_str(l);
+            t.push('\n');
+        }
         t.push_str(&format!(
             "\n[package.metadata.ship.health]\nhttp = \"http://127.0.0.1:{}/healthz\"\ntimeout = {}\nsettle = {}\n",
             self.port,
@@ -238,6 +249,10 @@ shared_dirs = ["data"]
         ));
         if let Some(c) = &s.health_command {
             t.push_str(&format!("command = {}\n", toml_str(c)));
+        }
+        for l in &s.health_lines {
+            t.push_str(l);
+            t.push('\n');
         }
         t.push_str(&format!(
             "\n[package.metadata.ship.hooks]\nbefore_switch = {}\nbefore_switch_once = {}\nafter_switch = {}\n",

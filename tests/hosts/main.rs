@@ -12,11 +12,16 @@ mod host;
 
 mod harness;
 
+#[path = "../support/load.rs"]
+mod load;
+
 mod glibc;
 
 mod app;
+mod deadman;
 mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
 mod security;
+mod zero_downtime;

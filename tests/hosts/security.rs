@@ -94,9 +94,12 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
     h.exec_ok(&format!(
         "printf '[Unit]\\nDescription=not deployed by cargo-ship\\n[Service]\\nExecStart=/bin/sleep infinity\\n' > {vendor} && \
          systemctl daemon-reload && systemctl start {name}.service && \
-         mkdir -p /srv/ship-sec-ww && chmod 1777 /srv/ship-sec-ww"
+         mkdir -p /srv/ship-sec-ww && chmod 1777 /srv/ship-sec-ww && \
+         printf '[Socket]\\nListenStream=127.0.0.1:18999\\n' > /etc/systemd/system/{name}.socket"
     ));
     let vendor_before = h.exec_ok(&format!("sha256sum {vendor}"));
+    // A socket unit of that name, not cargo-ship's: the restart strategy would remove it.
+    let socket_before = h.exec_ok(&format!("sha256sum /etc/systemd/system/{name}.socket"));
     // Where systemd says it loads the unit from (/lib/... on merged-/usr Debian).
     let fragment = h.unit_property(&format!("{name}.service"), "FragmentPath");
     let app = App::new(hosts, name, 18902, Spec::default());
@@ -108,14 +111,20 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
     let run = app.run_expect(&["deploy", "test"], EXIT_PREFLIGHT);
     let cleanup = || {
         h.exec(&format!(
-            "systemctl stop {name}.service; rm -f {vendor} /etc/systemd/system/{name}.service; \
+            "systemctl stop {name}.service; rm -f {vendor} /etc/systemd/system/{name}.service \
+             /etc/systemd/system/{name}.socket; \
              systemctl daemon-reload; rm -rf /srv/ship-sec-ww /opt/{name}"
         ));
     };
     let expect = [
         format!(
             "unit {name}.service already exists in {fragment} and was not written by cargo-ship: a deploy or \
-             rollback would replace it; set systemd.unit to a name of its own, or remove that unit first"
+             rollback would replace or remove it; set systemd.unit to a name of its own, or remove that unit first"
+        ),
+        format!(
+            "unit {name}.socket already exists in /etc/systemd/system/{name}.socket and was not written by \
+             cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name of its own, \
+             or remove that unit first"
         ),
         "/srv/ship-sec-ww is writable by every local user (mode 1777): deploy_to must not be in or under such a \
          directory; choose another deploy_to, or chmod o-w /srv/ship-sec-ww"
@@ -128,7 +137,8 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
         }
     }
     let state = (
-        h.exec_ok(&format!("sha256sum {vendor}")),
+        h.exec_ok(&format!("sha256sum {vendor}"))
+            + &h.exec_ok(&format!("sha256sum /etc/systemd/system/{name}.socket")),
         h.exec(&format!("test -e /etc/systemd/system/{name}.service"))
             .status
             .success(),
@@ -138,7 +148,12 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
     cleanup();
     app.check_eq(
         state,
-        (vendor_before, false, "active".to_string(), false),
+        (
+            vendor_before + &socket_before,
+            false,
+            "active".to_string(),
+            false,
+        ),
         "the foreign unit (file, no override, running) and deploy_to after the refusal",
         Some(&run),
     );
@@ -199,8 +214,8 @@ fn issue_9_rollback_refuses_a_foreign_unit() {
     app.check(
         run.stderr.contains(&format!(
             "error: host0: preflight failed: unit {foreign}.service already exists in {fragment} and was not \
-             written by cargo-ship: a deploy or rollback would replace it; set systemd.unit to a name of its \
-             own, or remove that unit first"
+             written by cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name \
+             of its own, or remove that unit first"
         )),
         "the refusal should name the unit and where it is",
         Some(&run),

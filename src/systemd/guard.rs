@@ -1,0 +1,338 @@
+//! The dead-man's switch: after a switch, the host puts the previous release back by itself
+//! unless the deploy confirms the new one within `health.confirm_timeout`.
+//!
+//! Built from systemd alone, so it outlives the SSH session, a SIGKILLed client, a cut network
+//! and a reboot:
+//!
+//! * `<unit>-guard.timer` (`OnActiveSec=<confirm_timeout>`, `AccuracySec=1s`) is (re)started
+//!   by the switch script *before* `current` flips, after `.ship/pending` records the switch
+//!   (`release=`, `previous=`, `holder=`, `deadline=`);
+//! * when it elapses it starts `<unit>-guard.service`, a oneshot whose `ExecStart` is the
+//!   revert script below (root-owned, inside the unit file); the same service runs at boot
+//!   when a `pending` record survived a reboot;
+//! * the deploy's confirmation stops the timer and removes `pending`.
+//!
+//! Confirmation and revert both hold `flock .ship/guard.lock` for their whole run, and each
+//! first checks `pending`: whichever gets the lock first wins, and the other sees it (the
+//! confirmation then exits [`EXIT_REVERTED`], so the deploy reports the truth). The revert
+//! restores the previous unit files and sockets, marks the release failed, writes a
+//! revisions.log line, and releases the deploy lock of the deploy that armed it.
+
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::remote::script::{Script, EXIT_REVERTED};
+
+use super::unit::{self, UnitFile, HEADER};
+use super::{escape_specifiers, exec_arg, strategy};
+
+/// `<unit>-guard.timer`.
+pub fn timer(config: &Config) -> String {
+    format!("{}-guard.timer", config.systemd.unit)
+}
+
+/// `<unit>-guard.service`.
+pub fn service(config: &Config) -> String {
+    format!("{}-guard.service", config.systemd.unit)
+}
+
+/// True when `health.confirm_timeout` is not zero.
+pub fn enabled(config: &Config) -> bool {
+    !config.health.confirm_timeout.is_zero()
+}
+
+fn secs(config: &Config) -> u64 {
+    config.health.confirm_timeout.as_secs().max(1)
+}
+
+/// A glob matching exactly a release id (14 digits).
+#[cfg(test)]
+const RELEASE_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]";
+
+/// The guard's two unit files.
+pub fn units(config: &Config) -> Vec<UnitFile> {
+    let layout = Layout::new(&config.deploy_to);
+    let unit = &config.systemd.unit;
+    let script = revert_script(config)
+        .render()
+        .unwrap_or_else(|e| format!("echo {}; exit 1", exec_arg(&e.to_string())));
+    let stop_budget = config.health.timeout * 2 + config.systemd.drain_timeout;
+    let guard = format!(
+        "{HEADER}\n[Unit]\n\
+         Description=cargo-ship dead-man's switch of {u}: puts the previous release back unless the deploy confirmed the new one\n\
+         ConditionPathExists={pending}\n\
+         After={u}.service {u}.socket {u}@blue.service {u}@green.service\n\n\
+         [Service]\nType=oneshot\nExecStart=/bin/sh -c {script}\nTimeoutStartSec={budget}\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        u = escape_specifiers(unit),
+        pending = escape_specifiers(&layout.pending()),
+        script = exec_arg(&script),
+        budget = stop_budget.as_secs() + 300,
+    );
+    let timer = format!(
+        "{HEADER}\n[Unit]\nDescription=cargo-ship dead-man's switch timer of {u}\n\n\
+         [Timer]\nOnActiveSec={secs}s\nAccuracySec=1s\nRemainAfterElapse=no\nUnit={svc}\n",
+        u = escape_specifiers(unit),
+        secs = secs(config),
+        svc = escape_specifiers(&service(config)),
+    );
+    vec![
+        UnitFile {
+            name: service(config),
+            text: guard,
+        },
+        UnitFile {
+            name: self::timer(config),
+            text: timer,
+        },
+    ]
+}
+
+/// Installs (or, when the switch is off, removes) the guard's unit files; reloads systemd when
+/// they changed. Needs `$SUDO`.
+pub fn install(s: &mut Script, config: &Config) {
+    let layout = Layout::new(&config.deploy_to);
+    if !enabled(config) {
+        let (t, sv) = (timer(config), service(config));
+        s.line("if [ -f {} ]; then", &[&unit::path(&t)]);
+        s.line(
+            "  $SUDO systemctl stop {} 2>/dev/null || true; $SUDO systemctl disable -q {} 2>/dev/null || true",
+            &[&t, &sv],
+        );
+        s.line(
+            "  $SUDO rm -f -- {} {}; $SUDO systemctl daemon-reload",
+            &[&unit::path(&t), &unit::path(&sv)],
+        );
+        s.lines("fi");
+        return;
+    }
+    s.lines("_changed=0");
+    for f in units(config) {
+        strategy::write_unit(s, &layout, &f, false);
+    }
+    s.line(
+        "if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload; $SUDO systemctl enable -q {}; fi",
+        &[&service(config)],
+    );
+}
+
+/// Records the switch in `pending` and (re)starts the timer: from now on the host reverts by
+/// itself unless [`confirm`] runs in time. Shell variable `$_prev` holds the release to go back
+/// to. Prints `guard_deadline=<unix seconds>`. Needs `$SUDO`.
+pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
+    if !enabled(config) {
+        return;
+    }
+    let layout = Layout::new(&config.deploy_to);
+    let tmp = format!("{}.tmp", layout.pending());
+    s.line(
+        "_deadline=$(( $(date +%s) + {} ))",
+        &[&secs(config).to_string()],
+    );
+    s.line(
+        "printf 'release=%s\\nprevious=%s\\nholder=%s\\ndeadline=%s\\n' {} \"$_prev\" {} \"$_deadline\" > {}",
+        &[release, holder, &tmp],
+    );
+    s.line("mv -f -- {} {}", &[&tmp, &layout.pending()]);
+    s.line("$SUDO systemctl restart {}", &[&timer(config)]);
+    s.lines("echo guard_deadline=$_deadline");
+}
+
+/// Restarts the timer of a host still waiting for the rest of the fleet (a later batch), so
+/// the wait does not count against it. Needs `$SUDO`.
+pub fn extend(s: &mut Script, config: &Config, release: &str) {
+    if !enabled(config) {
+        return;
+    }
+    let layout = Layout::new(&config.deploy_to);
+    let pending = layout.pending();
+    s.line(
+        "if [ \"$(sed -n 's/^release=//p' {} 2>/dev/null)\" = {} ]; then",
+        &[&pending, release],
+    );
+    s.line(
+        "  _deadline=$(( $(date +%s) + {} )); sed -i \"s/^deadline=.*/deadline=$_deadline/\" {}",
+        &[&secs(config).to_string(), &pending],
+    );
+    s.line(
+        "  $SUDO systemctl restart {}; echo guard_deadline=$_deadline",
+        &[&timer(config)],
+    );
+    s.lines("fi");
+}
+
+/// Takes the guard's flock for the rest of the script, so a firing revert waits for it (and
+/// then finds nothing to do) and this script never runs beside one.
+pub fn hold(s: &mut Script, config: &Config) {
+    let layout = Layout::new(&config.deploy_to);
+    s.line("mkdir -p -- {}", &[&layout.state()]);
+    s.line(
+        "exec 9>>{}; if ! flock -w 300 9; then echo 'the dead-man'\\''s switch lock stayed busy for 300s' >&2; exit 1; fi",
+        &[&layout.guard_lock()],
+    );
+}
+
+/// Confirms `release`: stops the timer and removes `pending`, under the flock. When the
+/// revert got there first (`current` is no longer `release`), exits [`EXIT_REVERTED`].
+pub fn confirm(s: &mut Script, config: &Config, release: &str) {
+    if !enabled(config) {
+        return;
+    }
+    let layout = Layout::new(&config.deploy_to);
+    hold(s, config);
+    s.line(
+        "if [ -f {} ] && [ \"$(sed -n 's/^release=//p' {})\" = {} ]; then",
+        &[&layout.pending(), &layout.pending(), release],
+    );
+    s.line(
+        "  $SUDO systemctl stop {} 2>/dev/null || true; rm -f -- {}; echo confirmed=1",
+        &[&timer(config), &layout.pending()],
+    );
+    s.line(
+        "else _c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
+        &[&layout.current()],
+    );
+    s.line(
+        "  if [ \"$_c\" != {} ]; then echo \"the dead-man's switch put ${{_c:-nothing}} back before release \"{}\" was confirmed\" >&2; exit {}; fi",
+        &[release, release, &EXIT_REVERTED.to_string()],
+    );
+    s.lines("fi");
+}
+
+/// Exits [`EXIT_REVERTED`] when the dead-man's switch already put the previous release back
+/// (no switch pending and `current` is not `release`): the client's own revert then leaves
+/// the host alone. Must run under [`hold`].
+pub fn already_reverted(s: &mut Script, config: &Config, release: &str) {
+    if !enabled(config) {
+        return;
+    }
+    let layout = Layout::new(&config.deploy_to);
+    s.line(
+        "_c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
+        &[&layout.current()],
+    );
+    s.line(
+        "if ! [ -f {} ] && [ \"$_c\" != {} ]; then echo \"the dead-man's switch put ${{_c:-nothing}} back before release \"{}\" was confirmed\" >&2; exit {}; fi",
+        &[&layout.pending(), release, release, &EXIT_REVERTED.to_string()],
+    );
+}
+
+/// Clears the switch after the client itself undid it (revert, abort): stops the timer and
+/// removes `pending`. Must run under [`hold`].
+pub fn disarm(s: &mut Script, config: &Config) {
+    let layout = Layout::new(&config.deploy_to);
+    if enabled(config) {
+        s.line(
+            "$SUDO systemctl stop {} 2>/dev/null || true",
+            &[&timer(config)],
+        );
+    }
+    s.line(
+        "rm -rf -- {} {}",
+        &[&layout.pending(), &layout.units_prev()],
+    );
+}
+
+/// What `<unit>-guard.service` runs (as root): under the flock, if a switch is still pending,
+/// put its previous release back with the unit files it replaced, mark the release failed,
+/// log it, clear the switch records and release the lock of the deploy that armed it.
+pub fn revert_script(config: &Config) -> Script {
+    let layout = Layout::new(&config.deploy_to);
+    let pending = layout.pending();
+    let mut s = Script::new(format!(
+        "put the previous release of {} back (dead-man's switch)",
+        config.systemd.unit
+    ));
+    s.lines("SUDO=''");
+    hold(&mut s, config);
+    s.line(
+        "if ! [ -f {} ]; then echo 'no unconfirmed switch: nothing to revert'; exit 0; fi",
+        &[&pending],
+    );
+    s.line(
+        "_rel=$(sed -n 's/^release=//p' {}); _to=$(sed -n 's/^previous=//p' {}); _holder=$(sed -n 's/^holder=//p' {})",
+        &[&pending, &pending, &pending],
+    );
+    // Release ids are 14 digits (the glob is RELEASE_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9], written out: it must stay unquoted).
+    s.lines("case $_rel in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]) ;; *) echo \"pending names no release: $_rel\" >&2; exit 1 ;; esac");
+    s.lines("case $_to in ''|[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]) ;; *) echo \"pending names no previous release: $_to\" >&2; exit 1 ;; esac");
+    s.line(
+        "echo \"release $_rel was not confirmed within \"{}\"s: putting back ${{_to:-nothing}}\"",
+        &[&secs(config).to_string()],
+    );
+    s.line(
+        "printf 'not confirmed within %ss: the deploy never came back to confirm it\\n' {} > {}/\"$_rel\"",
+        &[&secs(config).to_string(), &layout.failed_dir()],
+    );
+    strategy::restore(&mut s, config);
+    s.line(
+        "if [ -n \"$_to\" ] && [ -d {}/\"$_to\" ]; then",
+        &[&layout.releases()],
+    );
+    strategy::bring_up(&mut s, config, true, false);
+    strategy::retire(&mut s);
+    s.lines("else");
+    strategy::stop_everything(&mut s, config);
+    s.line("  rm -f -- {}", &[&layout.current()]);
+    s.lines("fi");
+    s.line(
+        "printf '%s auto-revert release=%s to=%s by=cargo-ship-guard result=unconfirmed\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$_rel\" \"${{_to:-none}}\" >> {}",
+        &[&layout.revisions_log()],
+    );
+    s.line(
+        "rm -f -- {} {}",
+        &[&crate::journal::switching(&layout), &pending],
+    );
+    s.line(
+        "if [ \"$(cat {} 2>/dev/null || true)\" = \"$_holder\" ]; then rm -rf -- {}; echo 'released the deploy lock'; fi",
+        &[&layout.lock_holder(), &layout.lock()],
+    );
+    s.lines("echo \"reverted release $_rel\"");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests_support::config_from;
+
+    #[test]
+    fn guard_units() {
+        let c = config_from(
+            "",
+            "timeout = \"5s\"\nsettle = \"1s\"\nconfirm_timeout = \"20s\"\n",
+        );
+        let u = units(&c);
+        assert_eq!(u[0].name, "hello-guard.service");
+        assert_eq!(u[1].name, "hello-guard.timer");
+        let timer = &u[1].text;
+        assert!(
+            timer.contains(
+                "OnActiveSec=20s\nAccuracySec=1s\nRemainAfterElapse=no\nUnit=hello-guard.service\n"
+            ),
+            "{timer}"
+        );
+        let svc = &u[0].text;
+        assert!(
+            svc.contains("ConditionPathExists=/opt/hello/.ship/pending\n"),
+            "{svc}"
+        );
+        assert!(
+            svc.contains("ExecStart=/bin/sh -c \"set -eu\\nSUDO=''\\n"),
+            "{svc}"
+        );
+        // The release glob reaches the shell unquoted.
+        assert!(
+            svc.contains(&format!("case $$_rel in {RELEASE_GLOB})")),
+            "{svc}"
+        );
+    }
+
+    #[test]
+    fn off_when_zero() {
+        let c = config_from("", "confirm_timeout = \"0s\"\n");
+        assert!(!enabled(&c));
+        let mut s = Script::new("x");
+        arm(&mut s, &c, "20260101000000", "me");
+        assert_eq!(s.render().unwrap(), "set -eu\n");
+    }
+}
