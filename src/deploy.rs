@@ -22,6 +22,7 @@ use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
 use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED, EXIT_REVERTED};
 use crate::remote::session::Connection;
 use crate::remote::transfer::{self, Encoding, Payload};
+use crate::secrets::{self, Secrets};
 use crate::steps::{self, RevertInput, StageInput};
 use crate::systemd::{self, guard};
 use crate::target::Target;
@@ -55,6 +56,7 @@ struct Plan<'a> {
     requirements: Requirements,
     env_name: String,
     payloads: Mutex<HashMap<&'static str, Payload>>,
+    secrets: Secrets,
 }
 
 impl Plan<'_> {
@@ -88,8 +90,11 @@ struct HostRun {
 pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()> {
     let env = config.env()?;
     let hosts = fleet::select_hosts(env, &opts.hosts)?;
+    // Every secret must have a value before anything is built or connected.
+    let secrets = secrets::resolve(config, ui)?;
     let artifact = obtain_artifact(config, opts, ui)?;
     let plan = Plan {
+        secrets,
         config,
         release: layout::new_release_id(chrono::Utc::now()),
         holder: lock::holder(&format!("cargo ship deploy {}", env.name)),
@@ -663,7 +668,12 @@ async fn switch_host(
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let host = run.conn.host().to_string();
-    let script = steps::switch(plan.config, &plan.release, &plan.holder);
+    let script = steps::switch(
+        plan.config,
+        &plan.release,
+        &plan.holder,
+        Some(&plan.secrets),
+    );
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
@@ -951,7 +961,12 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             s
         },
         steps::stage(plan.config, &stage_in),
-        steps::switch(plan.config, &plan.release, &plan.holder),
+        steps::switch(
+            plan.config,
+            &plan.release,
+            &plan.holder,
+            Some(&plan.secrets),
+        ),
         steps::verify(
             plan.config,
             &plan.release,

@@ -57,7 +57,7 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
             let log = format!("<revisions.log line: rollback release={target} result=ok>");
             for s in [
                 steps::preflight(config, None, &holder, lock_wait),
-                steps::switch(config, &target, &holder),
+                steps::switch(config, &target, &holder, None),
                 steps::verify(
                     config,
                     &target,
@@ -176,7 +176,9 @@ async fn rollback_host(
         "Rolling back",
         format!("{} -> {target}", from.as_deref().unwrap_or("nothing")),
     );
-    let out = conn.run(&steps::switch(config, &target, holder)).await?;
+    let out = conn
+        .run(&steps::switch(config, &target, holder, None))
+        .await?;
     let layout = Layout::new(&config.deploy_to);
     let rel_dir = layout.release(&target);
     let env_name = config.env()?.name.clone();

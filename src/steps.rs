@@ -23,6 +23,7 @@ use crate::package::Manifest;
 use crate::preflight::{self, Requirements};
 use crate::remote::script::{Script, EXIT_CHECKSUM, EXIT_LOCKED, EXIT_UNSTABLE};
 use crate::remote::transfer::Encoding;
+use crate::secrets::Secrets;
 use crate::systemd::{self, guard, strategy};
 
 /// Lock + state, with the artifact checks when `req` is given (deploy), without (rollback,
@@ -181,7 +182,10 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
 /// configured restart strategy, waiting for a new active process (and the health command).
 /// Prints `previous=`, `unit_changed=`, `outage=` (when the sockets close for a moment),
 /// `guard_deadline=`, `new_unit=`, `retire=` and the `new_*` unit state.
-pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
+///
+/// With `secrets` (a deploy), the unit's secret file is written when its values changed; a
+/// rollback passes `None` and keeps the values the host has.
+pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Secrets>) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
         "switch `current` to release {release} and start it ({} restart of {})",
@@ -206,6 +210,9 @@ pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
     strategy::install(&mut s, config);
+    if let Some(secrets) = secrets {
+        crate::secrets::install(&mut s, config, secrets);
+    }
     // The version now live, for reports.
     journal::print_version(&mut s, "version", &layout.release(release));
     s.lines("echo switched_at=@$(date +%s)");
@@ -286,6 +293,7 @@ fn finish_lines(s: &mut Script, config: &Config, release: &str, log_line: &str, 
         "printf '%s\\n' {} >> {}",
         &[log_line, &layout.revisions_log()],
     );
+    crate::secrets::forget_previous(s, config);
     s.line(
         "rm -rf -- {} {}",
         &[&journal::switching(&layout), &layout.units_prev()],

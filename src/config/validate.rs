@@ -291,12 +291,7 @@ fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConf
     };
     let mut environment = BTreeMap::new();
     for (name, (name_at, value)) in &s.environment {
-        let mut chars = name.chars();
-        let ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
+        if !is_env_name(name) {
             return Err(name_at.error(
                 format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{name}`"),
                 None,
@@ -349,7 +344,44 @@ fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConf
             None => Duration::from_secs(30),
             Some(v) => duration(v)?,
         },
+        secrets: resolve_secrets(s)?,
     })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `systemd.secrets`: variable names, none of them also in `environment` (whose values are in
+/// Cargo.toml, i.e. not secret).
+fn resolve_secrets(s: &SystemdLayer) -> Result<Vec<String>> {
+    let Some(list) = &s.secrets else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for v in &list.value {
+        if !is_env_name(&v.value) {
+            return Err(v.at.error(
+                format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found \"{}\"", v.value),
+                None,
+            ));
+        }
+        if s.environment.contains_key(&v.value) {
+            return Err(v.at.error(
+                format!("`{}` is both a secret and a value in `systemd.environment`", v.value),
+                Some("values in `environment` live in Cargo.toml, i.e. in git: remove it there and pass the value in the deploying process's environment or the environment's `secrets_file`".into()),
+            ));
+        }
+        if !names.contains(&v.value) {
+            names.push(v.value.clone());
+        }
+    }
+    Ok(names)
 }
 
 fn resolve_restart(s: &SystemdLayer) -> Result<(RestartStrategy, Vec<String>)> {
@@ -540,6 +572,21 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
             Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
         }
     };
+    let secrets_file = match &l.secrets_file {
+        None => None,
+        Some(v) => {
+            if !v.value.is_file() {
+                return Err(v.at.error(
+                    format!("the secrets file `{}` does not exist", v.value.display()),
+                    Some(
+                        "`secrets_file` is relative to the directory of the Cargo.toml that sets it; it stays on the deploying machine (keep it out of git)"
+                            .into(),
+                    ),
+                ));
+            }
+            Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
+        }
+    };
     let parallel = match &l.parallel {
         None => 10,
         Some(v) => at_least_one(v)?,
@@ -557,6 +604,7 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
         name: name.to_string(),
         hosts,
         ssh_config,
+        secrets_file,
         parallel,
         batch,
     })
@@ -1055,6 +1103,8 @@ struct SystemdView<'a> {
     notify: bool,
     drain_timeout: String,
     environment: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    secrets: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -1074,6 +1124,8 @@ struct EnvView<'a> {
     hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ssh_config: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secrets_file: Option<String>,
     parallel: usize,
     batch: BatchView,
 }
@@ -1119,6 +1171,7 @@ impl<'a> From<&'a Config> for View<'a> {
                 notify: c.systemd.notify,
                 drain_timeout: human(c.systemd.drain_timeout),
                 environment: &c.systemd.environment,
+                secrets: &c.systemd.secrets,
             },
             health: HealthView {
                 http: c.health.http.as_deref(),
@@ -1132,6 +1185,7 @@ impl<'a> From<&'a Config> for View<'a> {
                 name: &e.name,
                 hosts: e.hosts.iter().map(ToString::to_string).collect(),
                 ssh_config: e.ssh_config.as_ref().map(|p| p.display().to_string()),
+                secrets_file: e.secrets_file.as_ref().map(|p| p.display().to_string()),
                 parallel: e.parallel,
                 batch: match e.batch {
                     Batch::All => BatchView::Text("all".into()),

@@ -173,17 +173,31 @@ impl Connection {
         }
     }
 
+    /// Runs `text` on the host. The script travels on `sh`'s standard input, never on a
+    /// command line, so no value in it (unit text, secrets) shows in the host's process list:
+    /// the remote command is a bare `sh`. The script is one `{ ... }` group with its own
+    /// standard input from /dev/null, so `sh` reads all of it before running any of it and
+    /// nothing the script runs can read the rest of it.
     async fn run_once(&self, purpose: &str, text: &str) -> Result<Output> {
+        use tokio::io::AsyncWriteExt;
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         let session = self.session();
-        let out = session
+        let mut child = session
             .command("sh")
-            .arg("-c")
-            .arg(text)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
+            .await
+            .map_err(|e| self.lost(purpose, e))?;
+        if let Some(mut stdin) = child.stdin().take() {
+            let program = format!("{{\n{text}}} </dev/null\n");
+            // A failed write shows as the script's failure below.
+            let _ = stdin.write_all(program.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        }
+        let out = child
+            .wait_with_output()
             .await
             .map_err(|e| self.lost(purpose, e))?;
         Ok(Output {

@@ -189,7 +189,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");
     s.line(
-        "    case $_n in *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO cp -- \"$_f\" {}/\"$_n\" ;; esac",
+        "    case $_n in secrets.changed) ;; *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO cp -- \"$_f\" {}/\"$_n\" ;; esac",
         &[unit::UNIT_DIR, unit::UNIT_DIR],
     );
     s.lines("  done");
@@ -198,6 +198,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.lines("  if [ \"$_old\" != \"$_strategy\" ] || [ \"$_old_listen\" != \"$_cur_listen\" ]; then echo outage=restore");
     stop_all(s, config, "_old");
     s.lines("  fi");
+    crate::secrets::restore(s, config);
     s.lines("  $SUDO systemctl daemon-reload");
     enable(s, config);
     s.line("  rm -rf -- {}", &[&prev]);

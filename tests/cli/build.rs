@@ -60,6 +60,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
             listen: vec![],
             notify: false,
             drain_timeout: Duration::from_secs(30),
+            secrets: vec![],
         },
         health: HealthConfig {
             http: Some("http://127.0.0.1:8080/healthz".into()),

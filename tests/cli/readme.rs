@@ -24,6 +24,7 @@ fn readme_config_reference_loads_as_written() {
     p.set_manifest(&format!("{package}{}", reference_block()));
     p.write("deploy/ssh_config", "Host web1.example.com\n");
     p.write("config/production.toml", "");
+    p.write("deploy/prod.env", "DATABASE_URL=postgres://example\n");
     let c = config::load(&LoadOptions {
         manifest_path: Some(p.path("Cargo.toml")),
         environment: Some("prod".into()),
@@ -43,6 +44,7 @@ fn readme_config_reference_loads_as_written() {
         cargo_ship::config::RestartStrategy::Socket
     );
     assert_eq!(c.systemd.listen, ["0.0.0.0:8080"]);
+    assert_eq!(c.systemd.secrets, ["DATABASE_URL", "API_TOKEN"]);
     assert!(c.systemd.notify);
     assert_eq!(c.systemd.drain_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.hooks.before_switch, ["./hello check-config"]);

@@ -23,5 +23,6 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod secrets;
 mod security;
 mod zero_downtime;

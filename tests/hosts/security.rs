@@ -24,7 +24,7 @@ fn issue_9_prune_dry_run_changes_nothing_on_the_host() {
     let Some(hosts) = host::shared_or_skip() else {
         return;
     };
-    let app = App::new(hosts, "ship-sec-prune", 18901, Spec::default());
+    let app = App::new(hosts, "ship-sec-prune", 18951, Spec::default());
     let h = app.host(0);
     app.deploy(&[], 0);
     let d = app.deploy_to();
@@ -102,7 +102,7 @@ fn issue_9_foreign_unit_and_world_writable_deploy_to_are_refused() {
     let socket_before = h.exec_ok(&format!("sha256sum /etc/systemd/system/{name}.socket"));
     // Where systemd says it loads the unit from (/lib/... on merged-/usr Debian).
     let fragment = h.unit_property(&format!("{name}.service"), "FragmentPath");
-    let app = App::new(hosts, name, 18902, Spec::default());
+    let app = App::new(hosts, name, 18952, Spec::default());
     app.project.edit(
         "Cargo.toml",
         &format!("deploy_to = \"/opt/{name}\""),
@@ -169,7 +169,7 @@ fn issue_9_rollback_refuses_a_foreign_unit() {
     let name = "ship-sec-rbunit";
     let foreign = "ship-sec-rbforeign";
     let h = hosts.host(0);
-    let app = App::new(hosts, name, 18905, Spec::default());
+    let app = App::new(hosts, name, 18955, Spec::default());
     app.deploy(&[], 0);
     let second = app.deploy(&[], 0);
     let current = app.deployed_release(&second, "host0");
@@ -246,7 +246,7 @@ fn issue_9_crafted_artifact_is_refused_before_and_on_the_host() {
     let Some(hosts) = host::shared_or_skip() else {
         return;
     };
-    let app = App::new(hosts, "ship-sec-crafted", 18903, Spec::default());
+    let app = App::new(hosts, "ship-sec-crafted", 18953, Spec::default());
     let h = app.host(0);
     let built = app.run_expect(&["build", "--message-format", "json"], 0);
     // Where the store is depends on CARGO_TARGET_DIR: take the path the build reports.
@@ -359,7 +359,7 @@ fn issue_9_escape_sequences_from_hosts_do_not_reach_the_terminal() {
         before_switch: vec!["printf 'boom \\033]0;owned\\007\\033[2J\\n' >&2; exit 1".into()],
         ..Spec::default()
     };
-    let app = App::new(hosts, "ship-sec-escape", 18904, spec);
+    let app = App::new(hosts, "ship-sec-escape", 18954, spec);
     let run = app.run_expect(&["deploy", "test"], EXIT_REMOTE);
     app.check(
         !run.stderr.contains('\x1b') && !run.stderr.contains('\x07'),
