@@ -167,7 +167,11 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
 
 fn obtain_artifact(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Artifact> {
     match &opts.artifact {
-        Some(path) => package::open_artifact(path),
+        Some(path) => {
+            let artifact = package::open_artifact(path)?;
+            package::unpack::check_is_this_package(config, &artifact)?;
+            Ok(artifact)
+        }
         None => tokio::task::block_in_place(|| package::build_artifact(config, ui)),
     }
 }

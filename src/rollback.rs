@@ -117,6 +117,13 @@ pub async fn lock_and_read(
                 .cloned()
                 .unwrap_or_else(|| "unknown".into()),
         }),
+        crate::preflight::EXIT_PREFLIGHT => Err(Error::Preflight {
+            host: conn.host().to_string(),
+            problem: crate::preflight::Facts::parse(&out.stdout)
+                .problems
+                .join("; "),
+            help: Some("nothing was changed on this host".into()),
+        }),
         _ => Err(conn.remote_error(&script, &out)),
     }
 }

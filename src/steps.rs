@@ -40,8 +40,9 @@ pub fn preflight(
         layout.root()
     ));
     s.lines("umask 022");
-    if let Some(req) = req {
-        preflight::checks(&mut s, config, &layout, req);
+    match req {
+        Some(req) => preflight::checks(&mut s, config, &layout, req),
+        None => preflight::unit_guard(&mut s, config),
     }
     lock::take(&mut s, &layout, holder, lock_wait.as_secs());
     for d in [
@@ -132,11 +133,14 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     );
     s.line(": > {}", &[&layout.unfinished(input.release)]);
     s.line("mkdir -- {}", &[&rel]);
-    match input.encoding {
-        Encoding::Zstd => s.line("zstd -dcq -- {} | tar -xf - -C {}", &[&art, &rel]),
-        Encoding::Gzip => s.line("gzip -dc -- {} | tar -xf - -C {}", &[&art, &rel]),
-        Encoding::Tar => s.line("tar -xf {} -C {}", &[&art, &rel]),
-    };
+    crate::package::unpack::unpack_lines(
+        &mut s,
+        input.encoding,
+        &art,
+        &rel,
+        &layout.unfinished(input.release),
+        input.manifest,
+    );
     let checklist: String = input
         .manifest
         .files

@@ -39,7 +39,9 @@ pub const BOOTSTRAP: &str = "IFS= read -r _n && _s=$(head -c \"$_n\") && eval \"
 #[derive(Debug, Clone)]
 pub struct Script {
     purpose: String,
-    lines: Vec<String>,
+    /// Each line as its template and the values of its placeholders, filled at render time
+    /// (so the redacted rendering can decide per placeholder, see [`Script::redact`]).
+    lines: Vec<(&'static str, Vec<String>)>,
     redact: Vec<String>,
     error: Option<String>,
     idempotent: bool,
@@ -51,7 +53,7 @@ impl Script {
     pub fn new(purpose: impl Into<String>) -> Self {
         Script {
             purpose: purpose.into(),
-            lines: vec!["set -eu".into()],
+            lines: vec![("set -eu", Vec::new())],
             redact: Vec::new(),
             error: None,
             idempotent: false,
@@ -63,8 +65,10 @@ impl Script {
     /// A wrong number of args, or a value that cannot be quoted (a NUL byte), is remembered and
     /// reported by [`Script::render`], so building never panics on user input.
     pub fn line(&mut self, template: &'static str, args: &[&str]) -> &mut Self {
-        match fill(template, args) {
-            Ok(l) => self.lines.push(l),
+        match fill(template, args, &|_| false) {
+            Ok(_) => self
+                .lines
+                .push((template, args.iter().map(|a| a.to_string()).collect())),
             Err(e) => {
                 self.error.get_or_insert(e);
             }
@@ -77,12 +81,13 @@ impl Script {
         self.line(template, &[])
     }
 
-    /// Marks a value as secret: `--dry-run` shows `[redacted]` where it would appear.
+    /// Marks a value as secret: every placeholder filled with exactly this value (before or
+    /// after this call) is shown as `'[redacted]'` by [`Script::render_redacted`]. The decision
+    /// is made per placeholder where the text is built, never by searching the rendered text,
+    /// so a short or unquoted secret cannot garble other values or unmask another secret.
     pub fn redact(&mut self, value: &str) -> &mut Self {
         if !value.is_empty() {
-            if let Ok(q) = quote(value) {
-                self.redact.push(q);
-            }
+            self.redact.push(value.to_string());
         }
         self
     }
@@ -112,9 +117,7 @@ impl Script {
                 None,
             ));
         }
-        let mut s = self.lines.join("\n");
-        s.push('\n');
-        Ok(s)
+        self.fill_all(&|_| false)
     }
 
     /// What goes to [`BOOTSTRAP`]'s standard input: the length of the script, a newline and
@@ -126,11 +129,30 @@ impl Script {
         Ok(out)
     }
 
-    /// The shell text for `--dry-run` and logs, with secret values replaced by `'[redacted]'`.
+    /// The shell text for `--dry-run` and logs, with each placeholder whose value was marked
+    /// by [`Script::redact`] shown as `'[redacted]'`.
     pub fn render_redacted(&self) -> Result<String> {
-        let mut s = self.render()?;
-        for r in &self.redact {
-            s = s.replace(r.as_str(), "'[redacted]'");
+        if let Some(e) = &self.error {
+            return Err(Error::usage(
+                format!("cannot build the script to {}: {e}", self.purpose),
+                None,
+            ));
+        }
+        self.fill_all(&|v| self.redact.iter().any(|r| r == v))
+    }
+
+    fn fill_all(&self, secret: &dyn Fn(&str) -> bool) -> Result<String> {
+        let mut s = String::new();
+        for (template, args) in &self.lines {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let line = fill(template, &args, secret).map_err(|e| {
+                Error::usage(
+                    format!("cannot build the script to {}: {e}", self.purpose),
+                    None,
+                )
+            })?;
+            s.push_str(&line);
+            s.push('\n');
         }
         Ok(s)
     }
@@ -148,7 +170,12 @@ pub fn quote(value: &str) -> std::result::Result<String, String> {
         })
 }
 
-fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, String> {
+/// Fills `template`; a value for which `secret` is true is shown as `'[redacted]'`.
+fn fill(
+    template: &'static str,
+    args: &[&str],
+    secret: &dyn Fn(&str) -> bool,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(template.len() + 16 * args.len());
     let mut it = args.iter();
     let mut chars = template.chars().peekable();
@@ -167,7 +194,12 @@ fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, St
                 let v = it
                     .next()
                     .ok_or_else(|| format!("template `{template}` has more `{{}}` than values"))?;
-                out.push_str(&quote(v)?);
+                let q = quote(v)?;
+                if secret(v) {
+                    out.push_str("'[redacted]'");
+                } else {
+                    out.push_str(&q);
+                }
             }
             c => out.push(c),
         }
@@ -254,6 +286,26 @@ mod tests {
         let r = s.render_redacted().unwrap();
         assert!(!r.contains("pw@db"), "{r}");
         assert!(r.contains("[redacted]"));
+    }
+
+    /// Issue #9: a secret that needs no quoting (`info`) used to be replaced inside the quoted
+    /// unit text, which then no longer matched and was shown in clear; a short one (`1`)
+    /// garbled every number. Redaction is per placeholder now.
+    #[test]
+    fn redaction_is_structural() {
+        let unit = "[Service]\nEnvironment=\"RUST_LOG=info\"\nEnvironment=\"DATABASE_URL=postgres://u:pw@db/x y\"\n";
+        let mut s = Script::new("install");
+        s.redact("info").redact("1");
+        s.line("unit_text={}", &[unit]).redact(unit);
+        s.line("sleep {}; echo {} {}", &["1.0", "1", "info"]);
+        s.line("printf '%s\\n' {}", &["release 20250101T000001Z is fine"]);
+        assert_eq!(
+            s.render_redacted().unwrap(),
+            "set -eu\nunit_text='[redacted]'\nsleep 1.0; echo '[redacted]' '[redacted]'\nprintf '%s\\n' 'release 20250101T000001Z is fine'\n"
+        );
+        // The script that runs is unchanged.
+        assert!(s.render().unwrap().contains("pw@db/x y"));
+        assert!(s.render().unwrap().contains("echo 1 info\n"));
     }
 
     /// Every hostile value survives a round trip through the real /bin/sh unchanged, and

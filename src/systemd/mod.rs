@@ -53,8 +53,10 @@ fn quote(s: &str, double_dollar: bool) -> String {
     out
 }
 
+/// A value written bare into a unit file (Description=, WorkingDirectory=...): `%` doubled,
+/// and every control character (systemd ends a line at CR as well as LF) shown as a space.
 pub(crate) fn escape_specifiers(s: &str) -> String {
-    s.replace('%', "%%").replace('\n', " ")
+    s.replace('%', "%%").replace(|c: char| c.is_control(), " ")
 }
 
 /// Sets `$SUDO` for the script: `sudo -n ` when the config asks for it, empty otherwise.

@@ -7,6 +7,7 @@
 
 mod human;
 mod json;
+pub mod sanitize;
 
 use std::sync::Arc;
 
@@ -188,7 +189,10 @@ impl Ui {
     pub fn emit(&self, event: Event) {
         match self.inner.format {
             Format::Json => json::emit(&event),
-            Format::Human => self.inner.human.emit(&event, self.inner.verbosity),
+            Format::Human => self
+                .inner
+                .human
+                .emit(&sanitize::event(&event), self.inner.verbosity),
         }
     }
 

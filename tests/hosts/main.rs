@@ -24,4 +24,5 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod secrets;
+mod security;
 mod zero_downtime;
