@@ -441,7 +441,7 @@ async fn rollout(
         }
         let results = fleet::bounded(batch.to_vec(), env.parallel, |i| {
             let run = &runs[i];
-            async move { (i, switch_host(plan, run, ui).await) }
+            async move { (i, switch_host(plan, run, total == 1, ui).await) }
         })
         .await;
         for (i, r) in results {
@@ -463,11 +463,16 @@ async fn rollout(
     }
 
     if failed.is_empty() {
-        // 5. Finish: revisions.log, prune, unlock.
-        let results = fleet::bounded(runs.iter().collect(), env.parallel, |run| {
-            finish_host(plan, run, ui)
-        })
-        .await;
+        // 5. Finish: confirm, revisions.log, prune, unlock (done by the verify script already
+        // when there is one host).
+        let results = if total == 1 {
+            vec![Ok(())]
+        } else {
+            fleet::bounded(runs.iter().collect(), env.parallel, |run| {
+                finish_host(plan, run, ui)
+            })
+            .await
+        };
         for (run, r) in runs.iter_mut().zip(results) {
             run.outcome = Some(match r {
                 Ok(()) => ("deployed".into(), None),
@@ -662,10 +667,12 @@ fn payload(plan: &Plan<'_>, encoding: Encoding) -> Result<Payload> {
 
 type SwitchFailure = (Option<String>, (String, Option<String>), Error);
 
-/// Switch, probe, verify. On failure the host is rolled back here and then.
+/// Switch, probe, verify (and, when `alone`, finish in the same script). On failure the host
+/// is rolled back here and then.
 async fn switch_host(
     plan: &Plan<'_>,
     run: &HostRun,
+    alone: bool,
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let host = run.conn.host().to_string();
@@ -723,8 +730,23 @@ async fn switch_host(
     );
     let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
     let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
-    let verdict =
-        health::judge_switch(plan.config, &run.conn, &plan.release, &out, &env, None, ui).await;
+    // A deploy to one host has nobody else to wait for: its verify script also confirms,
+    // records and unlocks (one round trip less).
+    let (log, prune) = finish_parts(plan, run);
+    let finish = alone.then_some(steps::Finish {
+        log: &log,
+        prune: &prune,
+    });
+    let verdict = health::judge_switch(
+        plan.config,
+        &run.conn,
+        &plan.release,
+        &out,
+        &env,
+        finish,
+        ui,
+    )
+    .await;
     match verdict {
         Ok(()) => {
             ui.host(
@@ -847,15 +869,22 @@ async fn revert_host(
     Ok(journal.to_string())
 }
 
-async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+/// The revisions.log line of a finished deploy and the releases to prune on this host.
+fn finish_parts(plan: &Plan<'_>, run: &HostRun) -> (String, Vec<String>) {
     let mut state = run.state.clone();
     if !state.releases.contains(&plan.release) {
         state.releases.push(plan.release.clone());
         state.releases.sort();
     }
     state.current = Some(plan.release.clone());
-    let prune = state.prune_candidates(plan.config.keep_releases);
-    let log = plan.revision("deploy", "ok");
+    (
+        plan.revision("deploy", "ok"),
+        state.prune_candidates(plan.config.keep_releases),
+    )
+}
+
+async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+    let (log, prune) = finish_parts(plan, run);
     let script = steps::finish(plan.config, &plan.release, &log, &prune);
     let out = run.conn.run(&script).await?;
     match out.status {

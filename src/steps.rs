@@ -209,7 +209,7 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     ));
     systemd::sudo_prelude(&mut s, config);
     s.line(
-        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}",
+        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; _now=$(date +%s)",
         &[&layout.current()],
     );
     s.line(
@@ -230,13 +230,23 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     }
     // The version now live, for reports.
     journal::print_version(&mut s, "version", &layout.release(release));
-    s.lines("echo switched_at=@$(date +%s)");
+    s.lines("echo switched_at=@$_now");
     s.line("_to={}", &[release]);
     strategy::bring_up(&mut s, config, false, true);
     if let Some(cmd) = &config.health.command {
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
     s
+}
+
+/// The [`finish`] lines to run at the end of [`verify`], when nothing else must be waited for
+/// (a rollback, a deploy to one host): one round trip less.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// The revisions.log line.
+    pub log: &'a str,
+    /// Releases to remove.
+    pub prune: &'a [String],
 }
 
 /// What [`verify`] checks: the unit the switch started and its process.
@@ -251,7 +261,7 @@ pub struct Started<'a> {
 }
 
 /// Waits `settle`, then checks the unit still runs the process started by the switch and is
-/// active; retires the old blue-green instance; runs after_switch hooks. With `finish_log`,
+/// active; retires the old blue-green instance; runs after_switch hooks. With `finish`,
 /// the [`finish`] lines follow in the same script (one round trip less), reached only when
 /// all that passed; a host that must wait for the rest of the fleet (deploy) passes `None`.
 pub fn verify(
@@ -259,7 +269,7 @@ pub fn verify(
     release: &str,
     started: &Started<'_>,
     hook_env: &HookEnv<'_>,
-    finish_log: Option<&str>,
+    finish: Option<Finish<'_>>,
 ) -> Script {
     let mut s = Script::new(format!("verify release {release} stays up"));
     systemd::sudo_prelude(&mut s, config);
@@ -280,8 +290,8 @@ pub fn verify(
     s.line("_retire={}", &[started.retire]);
     strategy::retire(&mut s);
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
-    if let Some(log_line) = finish_log {
-        finish_lines(&mut s, config, release, log_line, &[]);
+    if let Some(f) = finish {
+        finish_lines(&mut s, config, release, f.log, f.prune);
     }
     s
 }

@@ -79,12 +79,18 @@ pub fn show_state(script: &mut Script, prefix: Option<&'static str>) {
     script.lines("$_props");
     script.lines("SHIP_EOF");
     if let Some(prefix) = prefix {
-        script.line(
-            "printf '%s_active=%s\\n%s_invocation=%s\\n%s_pid=%s\\n%s_restarts=%s\\n%s_since=%s\\n' \
-             {} \"$_st\" {} \"$_inv\" {} \"$_pid\" {} \"$_nr\" {} \"$_since\"",
-            &[prefix, prefix, prefix, prefix, prefix],
-        );
+        print_state(script, prefix);
     }
+}
+
+/// Prints the state [`show_state`] read last as `<prefix>_active=`, `_invocation=`, `_pid=`,
+/// `_restarts=`, `_since=` lines (no process).
+pub fn print_state(script: &mut Script, prefix: &'static str) {
+    script.line(
+        "printf '%s_active=%s\\n%s_invocation=%s\\n%s_pid=%s\\n%s_restarts=%s\\n%s_since=%s\\n' \
+         {} \"$_st\" {} \"$_inv\" {} \"$_pid\" {} \"$_nr\" {} \"$_since\"",
+        &[prefix, prefix, prefix, prefix, prefix],
+    );
 }
 
 /// Prints the last `lines` journal lines of the unit after a `--journal--` marker line.
