@@ -1,13 +1,20 @@
 //! `cargo-ship`: parse the command line, run one flow of the library, render the error once.
 
 mod cli;
+mod completions;
 
 use clap::Parser;
 
 use cargo_ship::ui::Event;
 
 fn main() {
-    let cli::Cargo::Ship(ship) = cli::Cargo::parse();
+    // `cargo ship deploy` runs `cargo-ship ship deploy`; `cargo-ship deploy` works too (that is
+    // also the word list shell completion sees).
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != "ship") {
+        args.insert(1.min(args.len()), "ship".into());
+    }
+    let cli::Cargo::Ship(ship) = cli::Cargo::parse_from(args);
     let ui = ship.ui();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
