@@ -319,7 +319,19 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
         .unwrap_or_default();
     let all = format!("{detail}{source}");
     let cfg = super::ssh_files::hint_args(env);
-    let help = if all.contains("Host key verification failed")
+    let outside_kh = super::ssh_files::outside().known_hosts.is_some();
+    let help = if (all.contains("Host key verification failed")
+        || all.contains("REMOTE HOST IDENTIFICATION"))
+        && outside_kh
+    {
+        format!(
+            "the host key of {host} is not in the known_hosts given with --known-hosts / \
+             CARGO_SHIP_KNOWN_HOSTS (the GitHub Action's `known-hosts` input), and cargo-ship never \
+             accepts keys silently. Compare `ssh-keyscan -t ed25519 <address> | ssh-keygen -lf -` \
+             with the server's own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` (console or a \
+             trusted channel), then put the scanned line into that known_hosts"
+        )
+    } else if all.contains("Host key verification failed")
         || all.contains("REMOTE HOST IDENTIFICATION")
     {
         format!(

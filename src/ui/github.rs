@@ -290,7 +290,8 @@ pub fn annotations(e: &Error) -> String {
             Some(h) => format!("cargo-ship: {h} ({})", result_word(e.exit_code())),
             None => format!("cargo-ship ({})", result_word(e.exit_code())),
         };
-        let mut message = e.to_string();
+        // ssh ends its lines with \r\n; one line break each is enough.
+        let mut message = e.to_string().replace("\r\n", "\n");
         if let Some(help) = e.help() {
             message.push_str(&format!("\nhelp: {help}"));
         }

@@ -21,7 +21,10 @@ impl Human {
                 term.is_term() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         };
-        let draw = if term.is_term() {
+        // No progress bars in CI logs: GitHub Actions (and act, which gives steps a pty)
+        // read workflow commands only at the start of a line.
+        let ci = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+        let draw = if term.is_term() && !ci {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()

@@ -14,6 +14,7 @@ mod harness;
 
 mod glibc;
 
+mod action;
 mod app;
 mod deploy;
 mod failures;
