@@ -254,28 +254,48 @@ impl ActApp {
         self.write_manifest();
     }
 
-    /// Runs the workflow with `inputs` through act; checks ~/.ssh and the agents around it.
+    /// Runs the test workflow with `inputs` through act.
     fn run(&self, inputs: &Inputs) -> ActRun {
+        let vars = [
+            format!("SHIP_COMMAND={}", inputs.command),
+            format!("SHIP_ENVIRONMENT={}", inputs.environment),
+            format!("SHIP_ARGS={}", inputs.args),
+        ];
+        let label = format!("{} {}", inputs.command, inputs.args);
+        self.act(
+            &label,
+            &["push", "-W", ".github/workflows/deploy.yml"],
+            &vars,
+            inputs.known_hosts.clone(),
+        )
+    }
+
+    /// Runs `act <args>` (event, workflow...) with the key as the secrets `SSH_PRIVATE_KEY`
+    /// and `DEPLOY_SSH_KEY`, known_hosts as the variables `KNOWN_HOSTS` and
+    /// `DEPLOY_KNOWN_HOSTS` (the test hosts' own unless `known_hosts`), and `vars`; checks
+    /// ~/.ssh and the agents around it.
+    fn act(
+        &self,
+        label: &str,
+        args: &[&str],
+        vars: &[String],
+        known_hosts: Option<String>,
+    ) -> ActRun {
         let _one = ACT.lock().unwrap_or_else(|e| e.into_inner());
         let act = act_program().expect("act was found by the caller");
         let hosts = self.app.hosts;
         let key = std::fs::read_to_string(hosts.dir.join("id_ed25519")).unwrap();
-        let known_hosts = inputs
-            .known_hosts
-            .clone()
+        let known_hosts = known_hosts
             .unwrap_or_else(|| std::fs::read_to_string(hosts.dir.join("known_hosts")).unwrap());
         let work = tempfile::Builder::new()
             .prefix("ship-act-")
             .tempdir()
             .unwrap();
         let secrets = work.path().join("secrets");
-        std::fs::write(
-            &secrets,
-            format!(
-                "SSH_PRIVATE_KEY=\"{}\"\n",
-                key.trim_end().replace('\n', "\\n")
-            ),
-        )
+        std::fs::write(&secrets, {
+            let k = key.trim_end().replace('\n', "\\n");
+            format!("SSH_PRIVATE_KEY=\"{k}\"\nDEPLOY_SSH_KEY=\"{k}\"\n")
+        })
         .unwrap();
         let cache = work.path().join("action-cache");
         let path = format!(
@@ -289,14 +309,19 @@ impl ActApp {
         let started = Instant::now();
         let out = assert_cmd::Command::new(act)
             .current_dir(&self.app.project.root)
-            .args(["push", "-W", ".github/workflows/deploy.yml"])
-            .args(["-P", "ubuntu-latest=-self-hosted", "--json"])
+            .args(args)
+            .args([
+                "-P",
+                "ubuntu-latest=-self-hosted",
+                "-P",
+                "ubuntu-24.04=-self-hosted",
+            ])
+            .arg("--json")
             .arg("--secret-file")
             .arg(&secrets)
-            .args(["--var", &format!("SHIP_COMMAND={}", inputs.command)])
-            .args(["--var", &format!("SHIP_ENVIRONMENT={}", inputs.environment)])
-            .args(["--var", &format!("SHIP_ARGS={}", inputs.args)])
+            .args(vars.iter().flat_map(|v| ["--var", v.as_str()]))
             .args(["--var", &format!("KNOWN_HOSTS={known_hosts}")])
+            .args(["--var", &format!("DEPLOY_KNOWN_HOSTS={known_hosts}")])
             .arg("--local-repository")
             .arg(format!(
                 "cargo-ship/cargo-ship@act-test={}",
@@ -336,10 +361,8 @@ impl ActApp {
         let raw = format!("(whole log: {})\n{raw}", saved.display());
         let run = ActRun { log, raw };
         eprintln!(
-            "[{}] act {} {}: {:.1?}, job {}",
+            "[{}] act {label}: {:.1?}, job {}",
             self.app.name,
-            inputs.command,
-            inputs.args,
             started.elapsed(),
             run.job_result()
         );
@@ -690,4 +713,114 @@ fn issue_8_action_refuses_missing_or_wrong_known_hosts() {
         &bad_env,
     );
     a.assert_untouched(&bad_env);
+}
+
+/// The README's example workflows (`examples/workflows/*.yml`), run as written except for the
+/// action reference and the environment name: deploy on push twice, then the rollback workflow
+/// with a `release` input (and a bad one).
+#[test]
+fn issue_8_readme_example_workflows_deploy_and_roll_back() {
+    let Some(hosts) = setup() else { return };
+    let mut a = ActApp::new(hosts, "ship-action-ex", 18803, &[2]);
+    let h = a.app.host(2);
+    let root = a.app.project.root.clone();
+    for name in ["deploy.yml", "rollback.yml"] {
+        let text =
+            std::fs::read_to_string(repo_root().join("examples/workflows").join(name)).unwrap();
+        let pinned = "cargo-ship/cargo-ship@1111111111111111111111111111111111111111";
+        assert!(text.contains(pinned) && text.contains("          environment: prod\n"));
+        let text = text
+            .replace(pinned, "cargo-ship/cargo-ship@act-test")
+            .replace(
+                "          environment: prod\n",
+                "          environment: test\n",
+            );
+        std::fs::write(root.join(".github/workflows").join(name), text).unwrap();
+    }
+    let deploy = |a: &ActApp| {
+        a.act(
+            "example deploy",
+            &["push", "-W", ".github/workflows/deploy.yml"],
+            &[],
+            None,
+        )
+    };
+    let live = |run: &ActRun| -> String {
+        run.messages()
+            .iter()
+            .find_map(|m| {
+                m.strip_prefix("deploy success; live release ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "the example's last step printed no success\n{}",
+                    run.describe()
+                )
+            })
+    };
+
+    let first = deploy(&a);
+    let r1 = live(&first);
+    a.app.assert_version(h, "0.1.0", None);
+    a.set_version("0.2.0");
+    let second = deploy(&a);
+    let r2 = live(&second);
+    a.app.assert_version(h, "0.2.0", None);
+    a.check(r2 > r1, &format!("release ids {r1} then {r2}"), &second);
+
+    let rollback = |a: &ActApp, release: &str| {
+        let input = format!("release={release}");
+        a.act(
+            &format!("example rollback --input {input}"),
+            &[
+                "workflow_dispatch",
+                "-W",
+                ".github/workflows/rollback.yml",
+                "--input",
+                &input,
+            ],
+            &[],
+            None,
+        )
+    };
+    let bad = rollback(&a, "yesterday");
+    a.check(
+        bad.job_result() == "failure",
+        "a bad release id must fail the job",
+        &bad,
+    );
+    a.check(
+        bad.errors()
+            .iter()
+            .any(|(_, m)| m.contains("release must be a release id")),
+        &format!("annotations: {:?}", bad.errors()),
+        &bad,
+    );
+    a.check(
+        a.app.current(h).as_deref() == Some(r2.as_str()),
+        "a refused rollback changes nothing",
+        &bad,
+    );
+
+    let back = rollback(&a, &r1);
+    a.check(
+        back.job_result() == "success",
+        "the rollback job should succeed",
+        &back,
+    );
+    a.app.assert_version(h, "0.1.0", None);
+    a.check(
+        a.app.current(h).as_deref() == Some(r1.as_str()),
+        &format!("{} should be back on {r1}", h.name),
+        &back,
+    );
+    a.check(
+        back.summary().contains(&format!(
+            "| root@{} | ✅ rolled back | {r1} | 0.1.0 |",
+            h.ip
+        )),
+        &format!("job summary: {}", back.summary()),
+        &back,
+    );
 }
