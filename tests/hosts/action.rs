@@ -49,6 +49,10 @@ struct ActApp {
     action: tempfile::TempDir,
     /// A private directory with the cargo-ship binary, put first on PATH.
     bin: tempfile::TempDir,
+    /// False: no cargo-ship on PATH at all, so the action must install one.
+    on_path: bool,
+    /// Extra environment for act (and so for the steps, in host mode).
+    env: Vec<(String, String)>,
 }
 
 /// What one `act` run printed, parsed from its `--json` log.
@@ -151,6 +155,8 @@ struct Inputs<'a> {
     args: &'a str,
     /// `None`: the real known_hosts of the test hosts.
     known_hosts: Option<String>,
+    /// The `version` input (empty: omitted).
+    version: &'a str,
 }
 
 impl Default for Inputs<'_> {
@@ -160,6 +166,7 @@ impl Default for Inputs<'_> {
             environment: "test",
             args: "",
             known_hosts: None,
+            version: "",
         }
     }
 }
@@ -183,6 +190,7 @@ jobs:
           args: ${{ vars.SHIP_ARGS }}
           ssh-private-key: ${{ secrets.SSH_PRIVATE_KEY }}
           known-hosts: ${{ vars.KNOWN_HOSTS }}
+          version: ${{ vars.SHIP_VERSION }}
       - if: always()
         env:
           RESULT: ${{ steps.ship.outputs.result }}
@@ -207,6 +215,8 @@ impl ActApp {
             hosts: on.to_vec(),
             action: snapshot_action(),
             bin: private_bin(),
+            on_path: true,
+            env: Vec::new(),
         };
         a.write_manifest();
         let root = &a.app.project.root;
@@ -260,6 +270,7 @@ impl ActApp {
             format!("SHIP_COMMAND={}", inputs.command),
             format!("SHIP_ENVIRONMENT={}", inputs.environment),
             format!("SHIP_ARGS={}", inputs.args),
+            format!("SHIP_VERSION={}", inputs.version),
         ];
         let label = format!("{} {}", inputs.command, inputs.args);
         self.act(
@@ -298,11 +309,14 @@ impl ActApp {
         })
         .unwrap();
         let cache = work.path().join("action-cache");
-        let path = format!(
-            "{}:{}",
-            self.bin.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let outer = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&outer)
+            .filter(|d| self.on_path || !d.join("cargo-ship").exists())
+            .collect();
+        if self.on_path {
+            dirs.insert(0, self.bin.path().to_path_buf());
+        }
+        let path = std::env::join_paths(dirs).unwrap();
 
         let ssh_before = ssh_dir_state();
         let agents_before = action_agents();
@@ -330,6 +344,7 @@ impl ActApp {
             .arg("--action-cache-path")
             .arg(&cache)
             .env("PATH", path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .env("CARGO_TERM_COLOR", "never")
             // Only the action may hand cargo-ship its ssh files.
@@ -822,5 +837,131 @@ fn issue_8_readme_example_workflows_deploy_and_roll_back() {
         )),
         &format!("job summary: {}", back.summary()),
         &back,
+    );
+}
+
+/// Serves the files under `root` over HTTP/1.0 on 127.0.0.1 (GET only) and records each path
+/// asked for, until the test process ends.
+fn serve(root: PathBuf) -> (u16, std::sync::Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h.trim().is_empty() {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(path.clone());
+            let file = root.join(path.trim_start_matches('/'));
+            let mut out = &stream;
+            match std::fs::read(&file) {
+                Ok(body) if !path.contains("..") => {
+                    let _ = write!(
+                        out,
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = out.write_all(&body);
+                }
+                _ => {
+                    let _ = write!(out, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                }
+            }
+        }
+    });
+    (port, seen)
+}
+
+/// With no cargo-ship on PATH and `version` set, the action downloads the release archive and
+/// checks its sha256: a tampered archive is refused before anything runs; the real one is
+/// installed and deploys. (The archive here is packed from the test build in the release
+/// layout, which tests/release.rs checks against scripts/release-archives and binstall.)
+#[test]
+fn issue_8_action_installs_a_pinned_release_and_checks_its_sha256() {
+    let Some(hosts) = setup() else { return };
+    let mut a = ActApp::new(hosts, "ship-action-inst", 18804, &[0]);
+    let h0 = a.app.host(0);
+    let version = env!("CARGO_PKG_VERSION");
+    let target = match std::env::consts::ARCH {
+        "aarch64" => "aarch64-unknown-linux-musl",
+        _ => "x86_64-unknown-linux-musl",
+    };
+    let name = format!("cargo-ship-{target}");
+    let site = tempfile::tempdir().unwrap();
+    let dir = site.path().join(format!("v{version}"));
+    let stage = site.path().join("stage").join(&name);
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(a.bin.path().join("cargo-ship"), stage.join("cargo-ship")).unwrap();
+    let archive = dir.join(format!("{name}.tar.gz"));
+    let sh = |script: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .current_dir(site.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    };
+    sh(&format!(
+        "tar -C stage -czf v{version}/{name}.tar.gz {name} && cd v{version} && sha256sum {name}.tar.gz > {name}.tar.gz.sha256"
+    ));
+    let (port, seen) = serve(site.path().to_path_buf());
+    a.on_path = false;
+    a.env = vec![(
+        "CARGO_SHIP_DOWNLOAD_URL".into(),
+        format!("http://127.0.0.1:{port}"),
+    )];
+
+    // Tampered: one more byte than the sha256 covers.
+    let good = std::fs::read(&archive).unwrap();
+    let mut bad = good.clone();
+    bad.push(0);
+    std::fs::write(&archive, &bad).unwrap();
+    let refused = a.run(&Inputs {
+        version,
+        ..Inputs::default()
+    });
+    a.check(
+        refused.job_result() == "failure"
+            && refused
+                .errors()
+                .iter()
+                .any(|(_, m)| m.contains("does not match its sha256")),
+        &format!("a tampered archive must be refused: {:?}", refused.errors()),
+        &refused,
+    );
+    a.assert_untouched(&refused);
+
+    std::fs::write(&archive, &good).unwrap();
+    let ok = a.run(&Inputs {
+        version,
+        ..Inputs::default()
+    });
+    a.check(ok.job_result() == "success", "the job should succeed", &ok);
+    a.check(
+        ok.messages()
+            .iter()
+            .any(|m| m.contains(&format!("Installing cargo-ship {version} ({target})"))),
+        "the action should say what it installs",
+        &ok,
+    );
+    a.app.assert_version(h0, "0.1.0", None);
+    let asked = seen.lock().unwrap().clone();
+    let want = format!("/v{version}/{name}.tar.gz");
+    assert!(
+        asked.contains(&want) && asked.contains(&format!("{want}.sha256")),
+        "the server saw {asked:?}"
     );
 }
