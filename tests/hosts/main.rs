@@ -20,3 +20,4 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod sshfiles;
