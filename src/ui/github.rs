@@ -81,6 +81,9 @@ struct State {
     held: Vec<(String, Vec<String>)>,
     /// Annotations (`::warning ...`) to print with the host's group.
     held_annotations: Vec<(String, String)>,
+    /// Lines about no host that came while host lines were held (`Finished ...`): printed
+    /// after the groups, so the log reads in order.
+    trailer: Vec<String>,
     /// `(operation, rows)` of every summary event.
     summaries: Vec<(String, Vec<HostRow>)>,
     finished: bool,
@@ -146,6 +149,16 @@ impl Github {
         true
     }
 
+    /// Holds a line about no host while some host's lines are held (see [`Github::hold`]).
+    pub fn hold_trailer(&self, line: String) -> bool {
+        let mut st = self.state();
+        if !self.group_hosts || st.held.is_empty() {
+            return false;
+        }
+        st.trailer.push(line);
+        true
+    }
+
     /// A warning about `host` (or none): an annotation, printed with the host's group.
     pub fn warning(&self, host: Option<&str>, message: &str) {
         let title = match host {
@@ -179,6 +192,7 @@ impl Github {
                 };
                 take_group(&mut st, &row.host, &outcome, &mut text);
             }
+            take_trailer(&mut st, &mut text);
             text
         };
         self.write(&text);
@@ -195,6 +209,7 @@ impl Github {
             }
             let rest: Vec<String> = st.held_annotations.drain(..).map(|(_, l)| l).collect();
             text.push_str(&rest.concat());
+            take_trailer(&mut st, &mut text);
             text
         };
         self.write(&text);
@@ -224,6 +239,15 @@ impl Github {
         }
         if let Some(path) = &self.output_file {
             append(path, &outputs(code, &summaries));
+        }
+    }
+}
+
+fn take_trailer(st: &mut State, text: &mut String) {
+    if st.held.is_empty() {
+        for l in st.trailer.drain(..) {
+            text.push_str(&l);
+            text.push('\n');
         }
     }
 }
@@ -473,6 +497,7 @@ mod tests {
         assert!(gh.hold("web2", "   Uploading web2: 1.0 MiB".into()));
         gh.warning(Some("web2"), "clock skew: 3s");
         assert!(gh.hold("web2", "   Unhealthy web2: /healthz answered 500".into()));
+        assert!(gh.hold_trailer("  Rolled back web1, web2".into()));
         let rows = vec![
             row(
                 "web1",
@@ -503,7 +528,7 @@ mod tests {
             log,
             "::group::web1: rolled back (batch failed)\n   Uploading web1: 1.0 MiB\n::endgroup::\n\
              ::group::web2: rolled back (release 20261128060000 is unhealthy: 500)\n   Uploading web2: 1.0 MiB\n   Unhealthy web2: /healthz answered 500\n::endgroup::\n\
-             ::warning title=cargo-ship%3A web2::clock skew: 3s\n\
+             ::warning title=cargo-ship%3A web2::clock skew: 3s\n  Rolled back web1, web2\n\
              ::error title=cargo-ship%3A web2 (unhealthy)::web2: release 20261128060000 is unhealthy: GET /healthz answered 500; rolled back to 20261128050000%0Ahelp: the failed release is marked and will not be deployed again without `--force`; check the journal lines above, fix, bump the version and deploy again\n"
         );
         assert_eq!(
@@ -557,6 +582,7 @@ mod tests {
             Box::new(err.clone()),
         );
         assert!(!gh.hold("web1", "line".into()), "JSON mode does not group");
+        assert!(!gh.hold_trailer("line".into()));
         gh.finish("cargo ship build", None);
         assert_eq!(err.text(), "");
         assert!(!summary.exists(), "no table, no failure: no job summary");

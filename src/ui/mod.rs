@@ -240,19 +240,20 @@ impl Ui {
                 if *tone == Tone::Warning {
                     gh.warning(host.as_deref(), message);
                 }
-                let Some(h) = host else { return false };
                 if self.inner.format != Format::Human {
                     return false;
                 }
-                match self.inner.human.status_line(
+                let line = self.inner.human.status_line(
                     verb,
                     message,
                     *tone,
                     host.as_deref(),
                     self.inner.verbosity,
-                ) {
-                    Some(line) => gh.hold(h, line),
-                    None => true,
+                );
+                match (host, line) {
+                    (_, None) => true,
+                    (Some(h), Some(line)) => gh.hold(h, line),
+                    (None, Some(line)) => gh.hold_trailer(line),
                 }
             }
             Event::Summary { operation, hosts } => {
