@@ -46,7 +46,11 @@ Exit codes:
     7  another deploy holds the lock
     8  the new release was unhealthy and was rolled back
     9  a remote step failed (stage, hook, switch, rollback)
-  130  interrupted; hosts were put back as they were";
+  130  interrupted; hosts were put back as they were
+
+Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
+1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
+9 failed, 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
@@ -486,5 +490,25 @@ mod tests {
     fn verify_cli() {
         use clap::CommandFactory;
         super::Cargo::command().debug_assert();
+    }
+
+    /// The `result` words `--help` lists are the ones the GitHub output writes.
+    #[test]
+    fn help_lists_the_result_word_of_every_exit_code() {
+        let text = super::EXIT_CODES;
+        let words = &text[text.find("names the code:").expect("the result paragraph")..];
+        let words = words
+            .trim_start_matches("names the code:")
+            .replace('\n', " ");
+        for pair in words.trim_end_matches('.').split(',') {
+            let mut it = pair.split_whitespace();
+            let code: i32 = it.next().unwrap().parse().unwrap();
+            let word = it.next().unwrap();
+            assert_eq!(cargo_ship::ui::github::result_word(code), word, "{code}");
+            assert!(
+                text.contains(&format!("\n  {code:>3}  ")),
+                "{code} is not in the exit code table"
+            );
+        }
     }
 }
