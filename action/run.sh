@@ -139,8 +139,14 @@ cd "$workdir"
 export GITHUB_ACTIONS=${GITHUB_ACTIONS:-true}
 # cargo's own progress bar would break the log's lines (workflow commands start a line).
 export CARGO_TERM_PROGRESS_WHEN=never
+size() { if [ -n "${GITHUB_OUTPUT:-}" ]; then wc -c <"$GITHUB_OUTPUT" 2>/dev/null || echo 0; fi; }
+before=$(size)
 set +e
 "$ship" ship "$command" "$environment" "${extra[@]}"
 code=$?
 set -e
+# A cargo-ship that died before writing its outputs (killed, crashed) still leaves some.
+if [ -n "${GITHUB_OUTPUT:-}" ] && [ "$(size)" = "$before" ]; then
+  printf 'result=error\nexit-code=%s\nrelease=\n' "$code" >>"$GITHUB_OUTPUT"
+fi
 exit "$code"
