@@ -25,8 +25,9 @@ pub const EXIT_NOT_ACTIVE: i32 = 78;
 pub const EXIT_UNSTABLE: i32 = 79;
 /// Nothing to do / no such release (rollback target missing, not locked...).
 pub const EXIT_MISSING: i32 = 80;
-/// The dead-man's switch put the previous release back before the deploy confirmed.
-pub const EXIT_REVERTED: i32 = 81;
+/// The dead-man's switch put the previous release back before the deploy confirmed (81 is
+/// `preflight::EXIT_PREFLIGHT`).
+pub const EXIT_REVERTED: i32 = 82;
 
 /// The whole remote command line of every script: a fixed reader, no value in it. The script
 /// follows on standard input as `<length>\n<script>`; `read` takes the length line byte by

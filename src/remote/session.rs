@@ -4,7 +4,9 @@
 //!
 //! Host keys are checked strictly (known_hosts or the environment's ssh_config): an unknown or
 //! changed key is an error, never silently accepted. ~/.ssh/config, `-F <ssh_config>` and
-//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection.
+//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection;
+//! `--ssh-config`/`--known-hosts` replace ~/.ssh/config with a generated `-F` file
+//! (`ssh_files.rs`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -122,7 +124,8 @@ async fn connect(spec: &HostSpec, env: &Environment, stats: &Stats) -> Result<Se
         if let Some(p) = spec.port {
             b.port(p);
         }
-        if let Some(f) = &env.ssh_config {
+        // The environment's ssh_config, or one generated for --ssh-config/--known-hosts.
+        if let Some(f) = super::ssh_files::config_for(env, &control_dir())? {
             b.config_file(f);
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +332,7 @@ fn control_dir() -> std::path::PathBuf {
 /// Removes this process's control directory once every connection is closed (called by the
 /// binary on exit; a no-op when it is not empty or was never created).
 pub fn remove_control_dir() {
+    super::ssh_files::remove_generated();
     let dir = control_dir();
     if dir
         .file_name()
@@ -344,12 +348,20 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
         .map(|s| format!(": {s}"))
         .unwrap_or_default();
     let all = format!("{detail}{source}");
-    let cfg = env
-        .ssh_config
-        .as_ref()
-        .map(|p| format!(" -F {}", p.display()))
-        .unwrap_or_default();
-    let help = if all.contains("Host key verification failed")
+    let cfg = super::ssh_files::hint_args(env);
+    let outside_kh = super::ssh_files::outside().known_hosts.is_some();
+    let help = if (all.contains("Host key verification failed")
+        || all.contains("REMOTE HOST IDENTIFICATION"))
+        && outside_kh
+    {
+        format!(
+            "the host key of {host} is not in the known_hosts given with --known-hosts / \
+             CARGO_SHIP_KNOWN_HOSTS (the GitHub Action's `known-hosts` input), and cargo-ship never \
+             accepts keys silently. Compare `ssh-keyscan -t ed25519 <address> | ssh-keygen -lf -` \
+             with the server's own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` (console or a \
+             trusted channel), then put the scanned line into that known_hosts"
+        )
+    } else if all.contains("Host key verification failed")
         || all.contains("REMOTE HOST IDENTIFICATION")
     {
         format!(

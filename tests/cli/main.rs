@@ -1,6 +1,7 @@
 //! Fast tests of the `cargo ship` binary and the library: no hosts needed.
 
 mod build;
+mod completions;
 mod config;
 mod init;
 mod json;

@@ -17,6 +17,7 @@ mod load;
 
 mod glibc;
 
+mod action;
 mod app;
 mod deadman;
 mod deploy;
@@ -25,4 +26,5 @@ mod fleet;
 mod hostkey;
 mod secrets;
 mod security;
+mod sshfiles;
 mod zero_downtime;
