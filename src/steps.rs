@@ -289,6 +289,8 @@ pub fn verify(
     );
     s.line("_retire={}", &[started.retire]);
     strategy::retire(&mut s);
+    // The hooks may take long: a revert that comes due meanwhile must not wait for them.
+    guard::release(&mut s);
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
     if let Some(f) = finish {
         finish_lines(&mut s, config, release, f.log, f.prune);

@@ -169,6 +169,11 @@ pub fn hold(s: &mut Script, config: &Config) {
     );
 }
 
+/// Releases the flock taken by [`hold`] (closes its descriptor).
+pub fn release(s: &mut Script) {
+    s.lines("exec 9>&-");
+}
+
 /// Confirms `release`: stops the timer and removes `pending`, under the flock. When the
 /// revert got there first (`current` is no longer `release`), exits [`EXIT_REVERTED`].
 pub fn confirm(s: &mut Script, config: &Config, release: &str) {
