@@ -18,6 +18,7 @@ mod load;
 mod glibc;
 
 mod app;
+mod arm64;
 mod deadman;
 mod deploy;
 mod failures;
