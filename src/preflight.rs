@@ -208,6 +208,93 @@ mod tests {
         }
     }
 
+    /// Runs [`checks`] through the real /bin/sh on this machine: the host's `uname -m` picks
+    /// the requirements (and only their glibc is compared), and a host no artifact runs on is
+    /// a problem naming its architecture and the targets there are.
+    #[test]
+    fn checks_pick_the_artifact_for_the_hosts_architecture() {
+        let here = String::from_utf8(
+            std::process::Command::new("uname")
+                .arg("-m")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+        let other = if here == "aarch64" {
+            "x86_64"
+        } else {
+            "aarch64"
+        };
+        let req = |machine: &str, target: &str, glibc: Option<&str>| Requirements {
+            machine: machine.into(),
+            target: target.into(),
+            glibc: glibc.map(String::from),
+            disk_kib: 1,
+            artifact_sha: None,
+            force: false,
+        };
+        let config = crate::config::tests_support::config_with("");
+        let layout = Layout::new(&config.deploy_to);
+        let run = |reqs: &[Requirements]| {
+            let mut s = Script::new("t");
+            checks(&mut s, &config, &layout, reqs);
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
+            let facts = Facts::parse(&String::from_utf8_lossy(&out.stdout));
+            // Only the problems about the artifact (not root, disk or tools of this machine).
+            let problems: Vec<String> = facts
+                .problems
+                .iter()
+                .filter(|p| p.contains("uname -m") || p.contains("glibc"))
+                .cloned()
+                .collect();
+            (facts.target, problems)
+        };
+
+        // Two artifacts: this machine's is chosen; the other's glibc need is not compared.
+        let (target, problems) = run(&[
+            req(other, "other-unknown-linux-gnu", Some("9.99")),
+            req(&here, "here-unknown-linux-musl", None),
+        ]);
+        assert_eq!(target, "here-unknown-linux-musl");
+        assert!(problems.is_empty(), "{problems:?}");
+        // This machine's artifact needs a glibc nobody has: that is the problem reported.
+        let (_, problems) = run(&[
+            req(other, "other-unknown-linux-gnu", None),
+            req(&here, "here-unknown-linux-gnu", Some("9.99")),
+        ]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("the binary needs glibc 9.99 but this host has"));
+        // No artifact for this machine.
+        let (target, problems) = run(&[
+            req(other, "other-unknown-linux-gnu", None),
+            req("riscv64", "riscv64gc-unknown-linux-gnu", None),
+        ]);
+        assert_eq!(target, "");
+        assert_eq!(
+            problems,
+            [format!(
+                "this host is {here} (uname -m), and none of the configured targets runs there \
+                 (targets: other-unknown-linux-gnu, riscv64gc-unknown-linux-gnu)"
+            )]
+        );
+        // One artifact, for another machine.
+        let (_, problems) = run(&[req(other, "other-unknown-linux-gnu", Some("9.99"))]);
+        assert_eq!(
+            problems,
+            [format!(
+                "this host is {here} (uname -m) but the artifact is built for \
+                 other-unknown-linux-gnu, which runs on {other}"
+            )]
+        );
+    }
+
     #[test]
     fn parses_facts() {
         let f = Facts::parse(
