@@ -299,7 +299,7 @@ fn build_one(project: &Project, target: &str) -> String {
 /// nothing changed anywhere; a deploy builds one artifact per target and each host runs the
 /// binary of its own architecture (the ELF header of the running process's binary); the
 /// summary, `status` and `releases` show each host's target; a rollback puts each host back
-/// on its own previous build.
+/// on its own previous build, and the next deploy prunes each host's oldest release.
 #[test]
 fn issue_12_mixed_environment_two_x86_64_hosts_and_one_arm64_host() {
     let started = Instant::now();
@@ -459,5 +459,35 @@ fn issue_12_mixed_environment_two_x86_64_hosts_and_one_arm64_host() {
         assert_eq!(host.current_release(&deploy_to).as_ref(), Some(&first[i]));
         let running = running_binary(host, unit, &deploy_to);
         assert_eq!(&running.machine, machine, "{name} after rollback");
+    }
+
+    // A third deploy prunes on each host (keep_releases = 2): the oldest release goes, the
+    // rollback target (0.2.0) and the new one stay.
+    set("0.3.0");
+    let (code, stderr) = ship(
+        &project,
+        &["deploy", "prod"],
+        "mixed deploy of 0.3.0 (prunes)",
+    );
+    assert_eq!(code, Some(0), "mixed deploy of 0.3.0 failed:\n{stderr}");
+    for (i, (name, host, machine)) in hosts.iter().enumerate() {
+        host.wait_http_unit(
+            port,
+            "/version",
+            "0.3.0",
+            Duration::from_secs(20),
+            Some(unit),
+        );
+        let listing = host.exec_ok(&format!("ls {deploy_to}/releases"));
+        let kept: Vec<&str> = listing.split_whitespace().collect();
+        let current = host.current_release(&deploy_to).unwrap();
+        assert_eq!(kept.len(), 2, "{name} keeps 2 releases: {kept:?}");
+        assert!(
+            !kept.contains(&first[i].as_str()) && kept.contains(&current.as_str()),
+            "{name}: the oldest release ({}) is pruned, the current one kept: {kept:?}",
+            first[i]
+        );
+        let running = running_binary(host, unit, &deploy_to);
+        assert_eq!(&running.machine, machine, "{name} after the pruning deploy");
     }
 }
