@@ -221,6 +221,7 @@ mod tests {
                 })
                 .collect(),
             ssh_config: None,
+            secrets_file: None,
             parallel: 2,
             batch: Batch::All,
         }

@@ -17,6 +17,7 @@ mod load;
 
 mod glibc;
 
+mod action;
 mod app;
 mod arm64;
 mod deadman;
@@ -24,4 +25,7 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod secrets;
+mod security;
+mod sshfiles;
 mod zero_downtime;
