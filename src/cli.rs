@@ -341,9 +341,13 @@ impl Ship {
             }
             Command::Build { package, build } => {
                 let config = config::load(&load_options(&package, Some(&build), None))?;
-                let artifact =
-                    tokio::task::block_in_place(|| package::build_artifact(&config, ui))?;
-                let _ = artifact;
+                // One artifact per configured target (`targets = [...]`: one per architecture).
+                for target in &config.targets {
+                    let mut one = config.clone();
+                    one.target = target.clone();
+                    one.targets = vec![target.clone()];
+                    tokio::task::block_in_place(|| package::build_artifact(&one, ui))?;
+                }
                 Ok(())
             }
             Command::Deploy {

@@ -9,6 +9,7 @@
 //! `rollback` / `prune` / `status`, with `fleet` running hosts in parallel and in batches.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod arch;
 pub mod build;
 pub mod config;
 pub mod deploy;

@@ -142,8 +142,9 @@ impl HostStatus {
                             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
                         out.push_str(&format!(
-                            "  current:   {c}  v{}  git {}{}  since {}\n",
+                            "  current:   {c}  v{}  {}  git {}{}  since {}\n",
                             m.map(|m| m.version.as_str()).unwrap_or("?"),
+                            m.map(|m| m.target.as_str()).unwrap_or("?"),
                             m.and_then(|m| m.git_commit.as_deref())
                                 .map(|g| &g[..g.len().min(12)])
                                 .unwrap_or("-"),
@@ -207,8 +208,9 @@ impl HostStatus {
                         marks.push(format!("failed: {why}"));
                     }
                     out.push_str(&format!(
-                        "  {id}  v{:<10} {:<12}  {}\n",
+                        "  {id}  v{:<10} {:<30} {:<12}  {}\n",
                         m.map(|m| m.version.as_str()).unwrap_or("?"),
+                        m.map(|m| m.target.as_str()).unwrap_or("?"),
                         m.and_then(|m| m.git_commit.as_deref())
                             .map(|g| &g[..g.len().min(12)])
                             .unwrap_or("-"),
@@ -249,6 +251,7 @@ impl HostStatus {
                 json!({
                     "id": id,
                     "version": m.map(|m| m.version.clone()),
+                    "target": m.map(|m| m.target.clone()),
                     "git_commit": m.and_then(|m| m.git_commit.clone()),
                     "current": self.state.current.as_deref() == Some(id),
                     "unfinished": self.state.unfinished.contains(id),
@@ -277,16 +280,12 @@ pub async fn status(config: &Config, hosts: &[String], view: View, ui: &Ui) -> R
                 text: st.render(conn.host(), view),
                 data: st.to_json(conn.host()),
             });
-            let version = st
-                .state
-                .current
-                .as_deref()
-                .and_then(|c| st.manifest(c))
-                .map(|m| m.version.clone());
+            let current = st.state.current.as_deref().and_then(|c| st.manifest(c));
             Ok(HostRow {
                 outcome: st.fact("unit_active").to_string(),
                 release: st.state.current.clone(),
-                version,
+                version: current.map(|m| m.version.clone()),
+                target: current.map(|m| m.target.clone()),
                 ..fleet::row(&conn)
             })
         }

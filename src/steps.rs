@@ -26,11 +26,12 @@ use crate::remote::transfer::Encoding;
 use crate::secrets::Secrets;
 use crate::systemd::{self, guard, strategy};
 
-/// Lock + state, with the artifact checks when `req` is given (deploy), without (rollback,
-/// prune). Also reports which cached artifact files exist for `artifact_sha`.
+/// Lock + state, with the artifact checks when `req` is given (deploy: one per artifact, the
+/// host's `uname -m` picks), without (rollback, prune). Also reports which cached files of
+/// the host's artifact exist.
 pub fn preflight(
     config: &Config,
-    req: Option<&Requirements>,
+    req: Option<&[Requirements]>,
     holder: &str,
     lock_wait: Duration,
 ) -> Script {
@@ -65,13 +66,8 @@ pub fn preflight(
         &[&layout.releases()],
     );
     s.lines("done");
-    if let Some(sha) = req.and_then(|r| r.artifact_sha.as_deref()) {
-        for e in [Encoding::Zstd, Encoding::Gzip, Encoding::Tar] {
-            s.line(
-                "[ -f {} ] && echo cached={} || true",
-                &[&layout.artifact(sha, e.ext()), e.ext()],
-            );
-        }
+    if let Some(req) = req {
+        preflight::cached(&mut s, &layout, req);
     }
     // An unconfirmed switch (its deploy vanished, and someone removed the lock): the host is
     // about to put the previous release back by itself; nothing may switch before that.

@@ -19,6 +19,7 @@ mod glibc;
 
 mod action;
 mod app;
+mod arm64;
 mod deadman;
 mod deploy;
 mod failures;
