@@ -146,6 +146,9 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
             &[&link, &link, &shared, &link],
         );
     }
+    if !config.hooks.before_switch.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(
         &mut s,
         "before_switch",
@@ -164,6 +167,9 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
         "run the before_switch_once hooks in release {}",
         hook_env.release
     ));
+    if !config.hooks.before_switch_once.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(
         &mut s,
         "before_switch_once",
@@ -215,6 +221,7 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     s.line("_to={}", &[release]);
     strategy::bring_up(&mut s, config, false, true);
     if let Some(cmd) = &config.health.command {
+        hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
     s
@@ -260,6 +267,9 @@ pub fn verify(
     );
     s.line("_retire={}", &[started.retire]);
     strategy::retire(&mut s);
+    if !config.hooks.after_switch.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
     if let Some(log_line) = finish_log {
         finish_lines(&mut s, config, release, log_line, &[]);

@@ -24,4 +24,5 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod secrets;
+mod setup;
 mod zero_downtime;
