@@ -267,5 +267,23 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         format!("{r2}\n{r3}\n"),
         "prune removed {r1} only"
     );
+
+    // The dead-man's switch fires as the deploy user and puts the previous release back
+    // through the helper: an unconfirmed switch to r3 (recorded as its deploy would).
+    h.exec_ok(&format!(
+        "runuser -u {DEPLOY_USER} -- sh -c 'printf \"release={r3}\\nprevious={r2}\\nholder=test\\ndeadline=0\\n\" > /opt/ship-setup/.ship/pending' && systemctl start ship-setup-guard.service"
+    ));
+    let journal = h.exec_ok("journalctl -u ship-setup-guard.service --no-pager -o cat");
+    assert!(
+        journal.contains(&format!("reverted release {r3}")),
+        "{journal}"
+    );
+    assert!(!journal.contains("refused"), "{journal}");
+    assert_eq!(
+        app.current(h),
+        Some(r2.clone()),
+        "current after the guard fired"
+    );
+    app.assert_version(h, "0.2.0", None);
     assert_eq!(h.unit_property("ship-setup.service", "User"), SERVICE_USER);
 }
