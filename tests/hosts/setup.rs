@@ -184,12 +184,26 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
     );
     // The installed unit, with the service user swapped for root, or with a root pre-start.
     let unit = h.exec_ok("cat /etc/systemd/system/ship-setup.service");
+    let user_line = unit
+        .lines()
+        .position(|l| l == "User=shipsvc")
+        .expect("User= line")
+        + 1;
+    let line_of = |prefix: &str| {
+        unit.lines()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in\n{unit}"))
+            + 1
+    };
+    let (service_line, exec_line) = (line_of("[Service]"), line_of("ExecStart="));
     let tee = format!("sudo -n {HELPER} tee /etc/systemd/system/ship-setup.service");
     refused(
         h,
         &tee,
         &unit.replace("User=shipsvc", "User=root"),
-        "ship-root: refused ship-setup.service: line ",
+        &format!(
+            "ship-root: refused ship-setup.service: line {user_line} (User=root) is not one cargo-ship writes for unit ship-setup\n"
+        ),
     );
     refused(
         h,
@@ -204,7 +218,10 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
             "[Service]\n",
             "[Service]\nExecStartPre=+/bin/sh -c 'id > /root/x'\n",
         ),
-        "ship-root: refused ship-setup.service: line ",
+        &format!(
+            "ship-root: refused ship-setup.service: line {} (ExecStartPre=+/bin/sh -c 'id > /root/x') is not one cargo-ship writes for unit ship-setup\n",
+            service_line + 1
+        ),
     );
     refused(
         h,
@@ -213,13 +230,17 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
             "ExecStart=\"/opt/ship-setup/current/ship-setup\"",
             "ExecStart=\"/opt/ship-setup/current/ship-setup\" ; +/bin/sh",
         ),
-        "(ExecStart=\"/opt/ship-setup/current/ship-setup\" ; +/bin/sh",
+        &format!(
+            "ship-root: refused ship-setup.service: line {exec_line} (ExecStart=\"/opt/ship-setup/current/ship-setup\" ; +/bin/sh"
+        ),
     );
     refused(
         h,
         &tee,
         &unit.replace("User=shipsvc\n", "User=shipsvc\\\nUser=root\n"),
-        "ship-root: refused ship-setup.service: line ",
+        &format!(
+            "ship-root: refused ship-setup.service: line {user_line} (User=shipsvc\\) is not one cargo-ship writes for unit ship-setup\n"
+        ),
     );
     assert_eq!(
         h.exec_ok("cat /etc/systemd/system/ship-setup.service"),
