@@ -308,3 +308,112 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
     app.assert_version(h, "0.2.0", None);
     assert_eq!(h.unit_property("ship-setup.service", "User"), SERVICE_USER);
 }
+
+/// `cargo ship deploy test --message-format json <extra>` with the secret's value in the
+/// environment, expecting `code`.
+fn deploy_with_secret(app: &App, value: &str, extra: &[&str], code: i32) -> crate::app::Run {
+    let mut args = vec!["deploy", "test", "--message-format", "json"];
+    args.extend_from_slice(extra);
+    let out = app
+        .ship()
+        .env("SHIP_SETUP_SECRET", value)
+        .args(&args)
+        .timeout(std::time::Duration::from_secs(240))
+        .output()
+        .expect("run cargo ship");
+    let run = crate::app::Run::from_output(args.iter().map(|s| s.to_string()).collect(), &out);
+    if run.code != code {
+        app.fail(&format!("expected exit code {code}"), Some(&run));
+    }
+    run
+}
+
+fn secret_seen(app: &App) -> String {
+    match app
+        .host(0)
+        .http_get(app.port, "/env?name=SHIP_SETUP_SECRET")
+    {
+        Some((200, body)) => body,
+        other => app.fail(&format!("GET /env answered {other:?}"), None),
+    }
+}
+
+/// Every other verb of the helper: blue-green instances and the socket, the secret file
+/// (write, rotate, put back by a revert), a revert of an unhealthy release, and a change of
+/// strategy (units removed and disabled), all as a deploy user prepared by setup.
+#[test]
+fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let port = 18742;
+    let spec = Spec {
+        hosts: vec!["shipbg@host0".into()],
+        ship_lines: vec!["sudo = true".into()],
+        timeout: "5s".into(),
+        systemd_lines: vec![
+            "user = \"shipbgsvc\"".into(),
+            "restart = \"blue-green\"".into(),
+            format!("listen = [\"0.0.0.0:{port}\"]"),
+            "notify = true".into(),
+            "secrets = [\"SHIP_SETUP_SECRET\"]".into(),
+        ],
+        ..Spec::default()
+    };
+    let mut app = App::new(hosts, "ship-setup-bg", port, spec);
+    let h = app.host(0);
+    let key = hosts.dir.join("id_ed25519.pub");
+    app.run_expect(
+        &["setup", "test", "--authorized-key", key.to_str().unwrap()],
+        0,
+    );
+
+    let run = deploy_with_secret(&app, "first", &[], 0);
+    app.assert_version(h, "0.1.0", Some(&run));
+    assert_eq!(secret_seen(&app), "first");
+    assert_eq!(
+        h.exec_ok("stat -c '%U %a' /etc/cargo-ship/ship-setup-bg.env"),
+        "root 600\n"
+    );
+    assert_eq!(
+        h.unit_property("ship-setup-bg@blue.service", "User"),
+        "shipbgsvc"
+    );
+
+    // A rotated secret on the second version (the green instance).
+    app.update(|s| s.version = "0.2.0".into());
+    let run = deploy_with_secret(&app, "second", &[], 0);
+    app.assert_version(h, "0.2.0", Some(&run));
+    assert_eq!(secret_seen(&app), "second");
+    assert_eq!(
+        h.unit_property("ship-setup-bg@green.service", "ActiveState"),
+        "active"
+    );
+
+    // An unhealthy third version with a new secret: reverted, the old value put back.
+    app.update(|s| s.version = "0.3.0".into());
+    let run = deploy_with_secret(
+        &app,
+        "third",
+        &["--features", "unhealthy"],
+        crate::app::EXIT_ROLLED_BACK,
+    );
+    app.assert_version(h, "0.2.0", Some(&run));
+    assert_eq!(secret_seen(&app), "second");
+
+    // Another strategy: the template is disabled and removed, the service written.
+    app.update(|s| {
+        s.version = "0.4.0".into();
+        s.systemd_lines[1] = "restart = \"socket\"".into();
+    });
+    let run = deploy_with_secret(&app, "second", &[], 0);
+    app.assert_version(h, "0.4.0", Some(&run));
+    assert_eq!(
+        h.exec_ok("ls /etc/systemd/system | grep '^ship-setup-bg' | sort"),
+        "ship-setup-bg-guard.service\nship-setup-bg-guard.service.d\nship-setup-bg-guard.timer\nship-setup-bg.service\nship-setup-bg.socket\n"
+    );
+    assert_eq!(
+        h.unit_property("ship-setup-bg.service", "User"),
+        "shipbgsvc"
+    );
+}
