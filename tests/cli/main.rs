@@ -5,5 +5,6 @@ mod config;
 mod init;
 mod json;
 mod readme;
+mod setup;
 #[path = "../support/mod.rs"]
 mod support;

@@ -363,8 +363,16 @@ fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
     let mut app = App::new(hosts, "ship-setup-bg", port, spec);
     let h = app.host(0);
     let key = hosts.dir.join("id_ed25519.pub");
+    // An admin other than root: the script runs through its `sudo -n sh`.
     app.run_expect(
-        &["setup", "test", "--authorized-key", key.to_str().unwrap()],
+        &[
+            "setup",
+            "test",
+            "--admin-user",
+            "deploy",
+            "--authorized-key",
+            key.to_str().unwrap(),
+        ],
         0,
     );
 
