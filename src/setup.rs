@@ -179,12 +179,19 @@ pub fn script(config: &Config, deploy_user: &str, keys: &[String]) -> Result<Scr
         }
     }
     s.line("_dgroup=$(id -gn {})", &[deploy_user]);
+    // Never hand over a directory that is not (yet) cargo-ship's: deploy_to = /var/lib or /usr
+    // would give the deploy user the system.
+    s.line(
+        "if [ -d {} ] && ! [ -d {} ] && [ -n \"$(ls -A -- {})\" ]; then problem \"deploy_to \"{}\" exists, is not empty and holds no .ship directory: setup will not give it to \"{}; fi",
+        &[layout.root(), &layout.state(), layout.root(), layout.root(), deploy_user],
+    );
     // deploy_to to the deploy user (links themselves, never their targets), shared dirs to
     // the service user.
     s.line(
-        "mkdir -p -- {} {}; chown -R -h {}:\"$_dgroup\" -- {}; chmod 0755 -- {}",
+        "mkdir -p -- {} {} {}; chown -R -h {}:\"$_dgroup\" -- {}; chmod 0755 -- {}",
         &[
             layout.root(),
+            &layout.state(),
             &layout.shared(),
             deploy_user,
             layout.root(),

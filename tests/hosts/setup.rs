@@ -62,7 +62,7 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         ship_lines: vec!["sudo = true".into()],
         systemd_lines: vec![format!("user = \"{SERVICE_USER}\"")],
         // Hooks and the health command run as the service user.
-        before_switch: vec!["id -un > data/hook-user".into()],
+        before_switch: vec!["echo \"$(id -un) $SHIP_RELEASE\" > data/hook-user".into()],
         health_command: Some(format!("test \"$(id -un)\" = {SERVICE_USER}")),
         ..Spec::default()
     };
@@ -125,7 +125,7 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
     assert_eq!(
         h.exec_ok("cat /opt/ship-setup/shared/data/hook-user")
             .trim(),
-        SERVICE_USER,
+        format!("{SERVICE_USER} {r1}"),
         "before_switch ran as"
     );
     assert_eq!(
@@ -363,6 +363,16 @@ fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
     let mut app = App::new(hosts, "ship-setup-bg", port, spec);
     let h = app.host(0);
     let key = hosts.dir.join("id_ed25519.pub");
+    // A deploy_to that is someone else's directory is never handed over.
+    h.exec_ok("mkdir -p /opt/ship-setup-bg && touch /opt/ship-setup-bg/not-cargo-ship");
+    let refused = app.run_expect(&["setup", "test"], crate::app::EXIT_REMOTE);
+    assert!(
+        refused.stderr.contains("deploy_to /opt/ship-setup-bg exists, is not empty and holds no .ship directory: setup will not give it to shipbg"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(h.exec_ok("stat -c %U /opt/ship-setup-bg"), "root\n");
+    h.exec_ok("rm -r /opt/ship-setup-bg");
     // An admin other than root: the script runs through its `sudo -n sh`.
     app.run_expect(
         &[
