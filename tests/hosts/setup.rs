@@ -435,3 +435,49 @@ fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
         "shipbgsvc"
     );
 }
+
+/// Deploying as root with `systemd.user`: setup creates the service user and gives it the
+/// shared dirs (no helper, no sudoers), and hooks and `health.command` run as that user
+/// (`runuser`), not as root.
+#[test]
+fn issue_9_hooks_run_as_the_service_user_when_root_deploys() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        hosts: vec!["root@host0".into()],
+        systemd_lines: vec!["user = \"shiprootsvc\"".into()],
+        before_switch: vec!["echo \"$(id -un) $SHIP_RELEASE\" > data/before".into()],
+        after_switch: vec!["id -un > data/after".into()],
+        health_command: Some("test \"$(id -un)\" = shiprootsvc".into()),
+        ..Spec::default()
+    };
+    let app = App::new(hosts, "ship-setup-root", 18743, spec);
+    let h = app.host(0);
+    let setup = app.run_expect(&["setup", "test"], 0);
+    assert!(
+        setup
+            .all_output()
+            .contains("created service user shiprootsvc"),
+        "{}",
+        setup.describe()
+    );
+    assert!(
+        !h.exec("test -e /etc/sudoers.d/cargo-ship-ship-setup-root")
+            .status
+            .success(),
+        "a sudoers drop-in for a root deployer"
+    );
+    let run = app.deploy(&[], 0);
+    let r1 = app.deployed_release(&run, "root@host0");
+    assert_eq!(
+        h.exec_ok(
+            "cat /opt/ship-setup-root/shared/data/before /opt/ship-setup-root/shared/data/after"
+        ),
+        format!("shiprootsvc {r1}\nshiprootsvc\n")
+    );
+    assert_eq!(
+        h.unit_property("ship-setup-root.service", "User"),
+        "shiprootsvc"
+    );
+}
