@@ -146,29 +146,31 @@ pub fn probe_once(url: &str, host_header: &str) -> Probe {
 
 /// Script lines that run `health.command` in the release dir every 500 ms until it exits 0,
 /// for up to `timeout`; exit [`crate::remote::script::EXIT_NOT_ACTIVE`] when it never does.
+/// Its output goes to a private file made by `mktemp` (0600, a fresh unpredictable name), never
+/// to a fixed path in /tmp where another local user could plant a symlink.
 pub fn command_check(script: &mut Script, release_dir: &str, command: &str, timeout: Duration) {
     let tries = (timeout.as_millis() / 500).max(1).to_string();
-    script.lines("_h=0");
+    script.lines("_h=0; _hf=$(mktemp)");
     script.line(
-        "until (cd {} && _ship_as sh -c {} 9>&-) >/tmp/.ship-health.$$ 2>&1; do",
+        "until (cd {} && ${{_ship_as:-}} sh -c {} 9>&-) >\"$_hf\" 2>&1; do",
         &[release_dir, command],
     );
     script.line("  _h=$((_h + 1)); if [ \"$_h\" -ge {} ]; then", &[&tries]);
-    script.line("    echo 'health command failed:' {} >&2; tail -n 5 /tmp/.ship-health.$$ >&2; rm -f /tmp/.ship-health.$$; exit 78", &[command]);
+    script.line("    echo 'health command failed:' {} >&2; tail -n 5 -- \"$_hf\" >&2; rm -f -- \"$_hf\"; exit 78", &[command]);
     script.lines("  fi; sleep 0.5");
-    script.lines("done; rm -f /tmp/.ship-health.$$");
+    script.lines("done; rm -f -- \"$_hf\"");
 }
 
 /// Judges a release after [`crate::steps::switch`] ran: a failed switch script means the unit
 /// never became active with a new process; otherwise [`verify_release`] decides (and, with
-/// `finish_log`, records the release and unlocks in the same script).
+/// `finish`, records the release and unlocks in the same script).
 pub async fn judge_switch(
     config: &crate::config::Config,
     conn: &Connection,
     release: &str,
     switch: &crate::remote::session::Output,
     hook_env: &crate::hooks::HookEnv<'_>,
-    finish_log: Option<&str>,
+    finish: Option<crate::steps::Finish<'_>>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     if switch.status != 0 {
@@ -184,7 +186,7 @@ pub async fn judge_switch(
         invocation: get("new_invocation"),
         retire: get("retire"),
     };
-    verify_release(config, conn, release, &started, hook_env, finish_log, ui).await
+    verify_release(config, conn, release, &started, hook_env, finish, ui).await
 }
 
 /// After a switch: the HTTP check (if configured) within `timeout`, answered by the process the
@@ -197,7 +199,7 @@ pub async fn verify_release(
     release: &str,
     started_unit: &crate::steps::Started<'_>,
     hook_env: &crate::hooks::HookEnv<'_>,
-    finish_log: Option<&str>,
+    finish: Option<crate::steps::Finish<'_>>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     let started = Instant::now();
@@ -220,7 +222,7 @@ pub async fn verify_release(
             crate::ui::Tone::Detail,
         );
     }
-    let script = crate::steps::verify(config, release, started_unit, hook_env, finish_log);
+    let script = crate::steps::verify(config, release, started_unit, hook_env, finish);
     let out = conn.run(&script).await.map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(out.tail(3).replace('\n', " "));

@@ -67,7 +67,10 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
                         retire: "<blue-green: the instance of the old release>",
                     },
                     &hook_env,
-                    Some(&log),
+                    Some(steps::Finish {
+                        log: &log,
+                        prune: &[],
+                    }),
                 ),
             ] {
                 ui.emit(Event::Script {
@@ -116,6 +119,13 @@ pub async fn lock_and_read(
                 .get("holder")
                 .cloned()
                 .unwrap_or_else(|| "unknown".into()),
+        }),
+        crate::preflight::EXIT_PREFLIGHT => Err(Error::Preflight {
+            host: conn.host().to_string(),
+            problem: crate::preflight::Facts::parse(&out.stdout)
+                .problems
+                .join("; "),
+            help: Some("nothing was changed on this host".into()),
         }),
         _ => Err(conn.remote_error(&script, &out)),
     }
@@ -198,8 +208,13 @@ async fn rollback_host(
         .line(chrono::Utc::now(), &journal::who())
     };
     // Healthy: the same script records the rollback and unlocks (one round trip less).
+    let ok_log = log("ok");
+    let finish = steps::Finish {
+        log: &ok_log,
+        prune: &[],
+    };
     let verdict =
-        health::judge_switch(config, conn, &target, &out, &hook_env, Some(&log("ok")), ui).await;
+        health::judge_switch(config, conn, &target, &out, &hook_env, Some(finish), ui).await;
     match verdict {
         Ok(()) => {
             ui.host(&host, "Rolled back", format!("to release {target}"));

@@ -212,8 +212,15 @@ fn resolve(
         None => Vec::new(),
         Some(list) => relative_paths(list, "the package")?,
     };
+    check_bin_name(&bin, ship_at)?;
     let deploy_to = match &l.deploy_to {
-        None => format!("/opt/{bin}"),
+        None => derived_default(
+            &bin,
+            "deploy_to",
+            format!("/opt/{bin}"),
+            ship_at,
+            check_deploy_to,
+        )?,
         Some(v) => check_deploy_to(v)?,
     };
     let keep_releases = match &l.keep_releases {
@@ -230,7 +237,7 @@ fn resolve(
     };
     check_shared(l, &bin, &assets)?;
 
-    let systemd = resolve_systemd(l, &bin)?;
+    let systemd = resolve_systemd(l, &bin, ship_at)?;
     let health = resolve_health(l)?;
     let hooks = HooksConfig {
         before_switch: commands(l.hooks.before_switch.as_ref())?,
@@ -275,11 +282,11 @@ fn resolve(
     })
 }
 
-fn resolve_systemd(l: &Layer, bin: &str) -> Result<SystemdConfig> {
+fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConfig> {
     let s = &l.systemd;
     let (restart, listen) = resolve_restart(s)?;
     let unit = match &s.unit {
-        None => bin.to_string(),
+        None => derived_default(bin, "systemd.unit", bin.to_string(), ship_at, check_unit)?,
         Some(v) => check_unit(v)?,
     };
     let mut environment = BTreeMap::new();
@@ -724,7 +731,63 @@ fn overlaps(a: &str, b: &str) -> bool {
     a[..n] == b[..n]
 }
 
+/// The binary's name goes into the unit file (Description=, ExecStart=) and is the file name
+/// at the release root: it must be a plain file name (no `/`, not `.` or `..`) without
+/// control characters (systemd ends a line at a carriage return too).
+fn check_bin_name(bin: &str, ship_at: &Origin) -> Result<()> {
+    let why = if bin.contains(|c: char| c.is_control()) {
+        "it would be written into the unit file"
+    } else if bin.contains('/') || bin == "." || bin == ".." || bin.is_empty() {
+        "it would name a file outside the release root"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config {
+        location: ship_at.location.clone(),
+        key: "package.metadata.ship.bin".into(),
+        problem: format!(
+            "expected a binary name that is a plain file name without control characters, found {bin:?}: {why}"
+        ),
+        help: Some("rename the `[[bin]]` target in Cargo.toml".into()),
+    })
+}
+
+/// A default derived from the binary's name (`deploy_to = "/opt/<bin>"`, `unit = "<bin>"`)
+/// gets the same check as the key written out; its error says where the value came from.
+fn derived_default(
+    bin: &str,
+    key: &str,
+    value: String,
+    ship_at: &Origin,
+    check: fn(&Val<String>) -> Result<String>,
+) -> Result<String> {
+    let at = Origin {
+        location: ship_at.location.clone(),
+        key: format!("package.metadata.ship.{key}"),
+    };
+    check(&Val::new(value.clone(), at)).map_err(|e| match e {
+        Error::Config {
+            location,
+            key: full_key,
+            problem,
+            ..
+        } => Error::Config {
+            location,
+            key: full_key,
+            problem: format!(
+                "the default \"{value}\", derived from the binary name {bin:?}, is not usable: {problem}"
+            ),
+            help: Some(format!(
+                "set `{key}` in `[package.metadata.ship{}]`, or rename the binary",
+                if key == "deploy_to" { "" } else { ".systemd" }
+            )),
+        },
+        other => other,
+    })
+}
+
 fn check_deploy_to(v: &Val<String>) -> Result<String> {
+    const WORLD_WRITABLE: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"];
     const SYSTEM: &[&str] = &[
         "bin", "boot", "dev", "etc", "home", "lib", "lib64", "opt", "proc", "root", "run", "sbin",
         "srv", "sys", "tmp", "usr", "var",
@@ -748,7 +811,14 @@ fn check_deploy_to(v: &Val<String>) -> Result<String> {
     } else if parts.len() == 1 && SYSTEM.contains(&parts[0]) {
         Some("a system directory".to_string())
     } else {
-        None
+        WORLD_WRITABLE
+            .iter()
+            .find(|d| std::path::Path::new(trimmed).starts_with(d))
+            .map(|d| {
+                format!(
+                    "a path under {d}, which every local user can write (they could replace it before the first deploy)"
+                )
+            })
     };
     match problem {
         None => Ok(trimmed.to_string()),

@@ -1,9 +1,12 @@
 //! One OpenSSH master connection per host (ControlMaster via the `openssh` crate's native mux),
-//! shared by every command, the SFTP upload and the health probe's port forward.
+//! shared by every command (artifacts travel on a command's stdin) and the health probe's port
+//! forward.
 //!
 //! Host keys are checked strictly (known_hosts or the environment's ssh_config): an unknown or
 //! changed key is an error, never silently accepted. ~/.ssh/config, `-F <ssh_config>` and
-//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection.
+//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection;
+//! `--ssh-config`/`--known-hosts` replace ~/.ssh/config with a generated `-F` file
+//! (`ssh_files.rs`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 
-use super::script::Script;
+use super::script::{Script, BOOTSTRAP};
 use crate::config::{Environment, HostSpec};
 use crate::ui::{Event, Ui, Verbosity};
 use crate::{Error, Result};
@@ -121,7 +124,8 @@ async fn connect(spec: &HostSpec, env: &Environment, stats: &Stats) -> Result<Se
         if let Some(p) = spec.port {
             b.port(p);
         }
-        if let Some(f) = &env.ssh_config {
+        // The environment's ssh_config, or one generated for --ssh-config/--known-hosts.
+        if let Some(f) = super::ssh_files::config_for(env, &control_dir())? {
             b.config_file(f);
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -142,16 +146,21 @@ impl Connection {
         &self.stats
     }
 
-    /// The shared session (for SFTP).
+    /// The shared session.
     pub(crate) fn session(&self) -> Arc<Session> {
         self.session.lock().expect("session lock").clone()
     }
 
-    /// Runs a script (one `sh -c` argument: one round trip) and returns whatever it exits with.
+    /// Runs a script (one remote command: one round trip) and returns whatever it exits with.
     /// When the connection drops and the script is [`Script::idempotent`], reconnects once and
     /// runs it again.
     pub async fn run(&self, script: &Script) -> Result<Output> {
-        let text = script.render()?;
+        self.run_with_payload(script, &[]).await
+    }
+
+    /// [`Connection::run`], with `payload` (an artifact) on the script's standard input: the
+    /// bytes travel in the same round trip as the script that stores them.
+    pub async fn run_with_payload(&self, script: &Script, payload: &[u8]) -> Result<Output> {
         if self.ui.verbosity() >= Verbosity::Verbose {
             self.ui.emit(Event::Script {
                 host: self.host.clone(),
@@ -159,7 +168,7 @@ impl Connection {
                 script: script.render_redacted()?,
             });
         }
-        match self.run_once(script.purpose(), &text).await {
+        match self.run_once(script, payload).await {
             Err(e) if script.is_idempotent() => {
                 self.ui.warn(format!(
                     "{}: the connection dropped while trying to {} ({e}); reconnecting to run it again",
@@ -167,39 +176,49 @@ impl Connection {
                     script.purpose()
                 ));
                 self.reconnect().await?;
-                self.run_once(script.purpose(), &text).await
+                self.run_once(script, payload).await
             }
             other => other,
         }
     }
 
-    /// Runs `text` on the host. The script travels on `sh`'s standard input, never on a
-    /// command line, so no value in it (unit text, secrets) shows in the host's process list:
-    /// the remote command is a bare `sh`. The script is one `{ ... }` group with its own
-    /// standard input from /dev/null, so `sh` reads all of it before running any of it and
-    /// nothing the script runs can read the rest of it.
-    async fn run_once(&self, purpose: &str, text: &str) -> Result<Output> {
+    /// Runs `script` on the host: the remote command is [`BOOTSTRAP`] (no value in it) and
+    /// the script arrives on its standard input, followed by `payload` (an artifact, read by
+    /// the script itself). Input is written while the output is read, so neither side waits
+    /// for the other.
+    async fn run_once(&self, script: &Script, payload: &[u8]) -> Result<Output> {
         use tokio::io::AsyncWriteExt;
+        let purpose = script.purpose();
+        let framed = script.framed()?;
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         let session = self.session();
         let mut child = session
             .command("sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .await
             .map_err(|e| self.lost(purpose, e))?;
-        if let Some(mut stdin) = child.stdin().take() {
-            let program = format!("{{\n{text}}} </dev/null\n");
-            // A failed write shows as the script's failure below.
-            let _ = stdin.write_all(program.as_bytes()).await;
-            let _ = stdin.shutdown().await;
+        let stdin = child.stdin().take();
+        let write = async move {
+            if let Some(mut stdin) = stdin {
+                // A failed write (the script exited early) shows as the script's failure.
+                if stdin.write_all(&framed).await.is_ok() && !payload.is_empty() {
+                    let _ = stdin.write_all(payload).await;
+                }
+                let _ = stdin.shutdown().await;
+            }
+        };
+        let (_, out) = tokio::join!(write, child.wait_with_output());
+        if !payload.is_empty() {
+            self.stats
+                .bytes_sent
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| self.lost(purpose, e))?;
+        let out = out.map_err(|e| self.lost(purpose, e))?;
         Ok(Output {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -313,6 +332,7 @@ fn control_dir() -> std::path::PathBuf {
 /// Removes this process's control directory once every connection is closed (called by the
 /// binary on exit; a no-op when it is not empty or was never created).
 pub fn remove_control_dir() {
+    super::ssh_files::remove_generated();
     let dir = control_dir();
     if dir
         .file_name()
@@ -328,12 +348,20 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
         .map(|s| format!(": {s}"))
         .unwrap_or_default();
     let all = format!("{detail}{source}");
-    let cfg = env
-        .ssh_config
-        .as_ref()
-        .map(|p| format!(" -F {}", p.display()))
-        .unwrap_or_default();
-    let help = if all.contains("Host key verification failed")
+    let cfg = super::ssh_files::hint_args(env);
+    let outside_kh = super::ssh_files::outside().known_hosts.is_some();
+    let help = if (all.contains("Host key verification failed")
+        || all.contains("REMOTE HOST IDENTIFICATION"))
+        && outside_kh
+    {
+        format!(
+            "the host key of {host} is not in the known_hosts given with --known-hosts / \
+             CARGO_SHIP_KNOWN_HOSTS (the GitHub Action's `known-hosts` input), and cargo-ship never \
+             accepts keys silently. Compare `ssh-keyscan -t ed25519 <address> | ssh-keygen -lf -` \
+             with the server's own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` (console or a \
+             trusted channel), then put the scanned line into that known_hosts"
+        )
+    } else if all.contains("Host key verification failed")
         || all.contains("REMOTE HOST IDENTIFICATION")
     {
         format!(

@@ -189,9 +189,10 @@ fn render_service(config: &Config, dir: &str, template: bool) -> String {
     ));
     if s.hardening {
         u.push_str("NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=full\n");
+        // Whole path components: /rootfs/app is not under /root.
         let home = ["/home", "/root", "/run/user"]
             .iter()
-            .any(|p| config.deploy_to.starts_with(p));
+            .any(|p| std::path::Path::new(&config.deploy_to).starts_with(p));
         if !home {
             u.push_str("ProtectHome=yes\n");
         }

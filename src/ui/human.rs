@@ -21,7 +21,10 @@ impl Human {
                 term.is_term() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         };
-        let draw = if term.is_term() {
+        // No progress bars in CI logs: GitHub Actions (and act, which gives steps a pty)
+        // read workflow commands only at the start of a line.
+        let ci = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+        let draw = if term.is_term() && !ci {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -53,6 +56,35 @@ impl Human {
         }
     }
 
+    /// A status line as printed, or `None` when `verbosity` hides it.
+    pub(super) fn status_line(
+        &self,
+        verb: &str,
+        message: &str,
+        tone: Tone,
+        host: Option<&str>,
+        verbosity: Verbosity,
+    ) -> Option<String> {
+        let shown = match tone {
+            Tone::Error | Tone::Warning => true,
+            Tone::Progress => verbosity >= Verbosity::Normal,
+            Tone::Detail => verbosity >= Verbosity::Verbose,
+        };
+        if !shown {
+            return None;
+        }
+        let msg = match host {
+            Some(h) => format!("{h}: {message}"),
+            None => message.to_string(),
+        };
+        let style = self.style(tone);
+        if matches!(tone, Tone::Warning | Tone::Error) && (verb == "warning" || verb == "error") {
+            Some(format!("{}: {msg}", style.apply_to(verb)))
+        } else {
+            Some(format!("{:>12} {msg}", style.apply_to(verb)))
+        }
+    }
+
     pub(super) fn emit(&self, event: &Event, verbosity: Verbosity) {
         match event {
             Event::Status {
@@ -61,25 +93,10 @@ impl Human {
                 tone,
                 host,
             } => {
-                let shown = match tone {
-                    Tone::Error | Tone::Warning => true,
-                    Tone::Progress => verbosity >= Verbosity::Normal,
-                    Tone::Detail => verbosity >= Verbosity::Verbose,
-                };
-                if !shown {
-                    return;
-                }
-                let msg = match host {
-                    Some(h) => format!("{h}: {message}"),
-                    None => message.clone(),
-                };
-                let style = self.style(*tone);
-                if matches!(tone, Tone::Warning | Tone::Error)
-                    && (verb == "warning" || verb == "error")
+                if let Some(line) =
+                    self.status_line(verb, message, *tone, host.as_deref(), verbosity)
                 {
-                    self.line(&format!("{}: {msg}", style.apply_to(verb)));
-                } else {
-                    self.line(&format!("{:>12} {msg}", style.apply_to(verb)));
+                    self.line(&line);
                 }
             }
             Event::Artifact {

@@ -56,3 +56,19 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(env.hosts[1].port, Some(2222));
     assert_eq!(env.batch, Batch::Percent(25));
 }
+
+/// Issue #8: the README's example workflows are the files zizmor lints
+/// (`examples/workflows/*.yml`), word for word.
+#[test]
+fn issue_8_readme_example_workflows_are_the_linted_files() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for name in ["deploy.yml", "rollback.yml"] {
+        let file =
+            std::fs::read_to_string(repo_root().join("examples/workflows").join(name)).unwrap();
+        assert!(
+            readme.contains(&format!("```yaml\n{file}```")),
+            "README.md does not show examples/workflows/{name} as it is"
+        );
+        assert!(file.contains("cancel-in-progress: false") && file.contains("contents: read"));
+    }
+}

@@ -17,6 +17,7 @@ mod load;
 
 mod glibc;
 
+mod action;
 mod app;
 mod deadman;
 mod deploy;
@@ -24,5 +25,7 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod secrets;
+mod security;
 mod setup;
+mod sshfiles;
 mod zero_downtime;
