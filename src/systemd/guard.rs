@@ -230,7 +230,8 @@ pub fn disarm(s: &mut Script, config: &Config) {
     );
 }
 
-/// What `<unit>-guard.service` runs (as root): under the flock, if a switch is still pending,
+/// What `<unit>-guard.service` runs (as root; after `cargo ship setup`, as the deploy user
+/// through the unit's `ship-root` helper, see [`super::privilege`]): under the flock, if a switch is still pending,
 /// put its previous release back with the unit files it replaced, mark the release failed,
 /// log it, clear the switch records and release the lock of the deploy that armed it.
 pub fn revert_script(config: &Config) -> Script {

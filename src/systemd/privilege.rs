@@ -225,7 +225,7 @@ check_unit() {{
         *) printf '%s\n' "$FIXED" | grep -qxF -e "$_l" || _ok=0 ;;
       esac
     fi
-    [ "$_ok" = 1 ] || die "refused $_n: line $_no ($_l) is not one cargo-ship writes for unit $U"
+    [ "$_ok" = 1 ] || die "refused $_n: line $_no ($_l) is not one cargo-ship writes for unit $U; after changing the config or upgrading cargo-ship, run cargo ship setup again"
   done
   case $_kind in
     app) [ "$_users" -ge 1 ] || die "refused $_n: it has no User=$SVC_USER line (the service never runs as root)"

@@ -202,7 +202,7 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         &tee,
         &unit.replace("User=shipsvc", "User=root"),
         &format!(
-            "ship-root: refused ship-setup.service: line {user_line} (User=root) is not one cargo-ship writes for unit ship-setup\n"
+            "ship-root: refused ship-setup.service: line {user_line} (User=root) is not one cargo-ship writes for unit ship-setup; after changing the config or upgrading cargo-ship, run cargo ship setup again\n"
         ),
     );
     refused(
@@ -219,7 +219,7 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
             "[Service]\nExecStartPre=+/bin/sh -c 'id > /root/x'\n",
         ),
         &format!(
-            "ship-root: refused ship-setup.service: line {} (ExecStartPre=+/bin/sh -c 'id > /root/x') is not one cargo-ship writes for unit ship-setup\n",
+            "ship-root: refused ship-setup.service: line {} (ExecStartPre=+/bin/sh -c 'id > /root/x') is not one cargo-ship writes for unit ship-setup; after changing the config or upgrading cargo-ship, run cargo ship setup again\n",
             service_line + 1
         ),
     );
@@ -239,7 +239,7 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         &tee,
         &unit.replace("User=shipsvc\n", "User=shipsvc\\\nUser=root\n"),
         &format!(
-            "ship-root: refused ship-setup.service: line {user_line} (User=shipsvc\\) is not one cargo-ship writes for unit ship-setup\n"
+            "ship-root: refused ship-setup.service: line {user_line} (User=shipsvc\\) is not one cargo-ship writes for unit ship-setup; after changing the config or upgrading cargo-ship, run cargo ship setup again\n"
         ),
     );
     assert_eq!(
