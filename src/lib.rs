@@ -27,6 +27,7 @@ pub mod prune;
 pub mod remote;
 pub mod rollback;
 pub mod secrets;
+pub mod setup;
 pub mod status;
 pub mod steps;
 pub mod systemd;

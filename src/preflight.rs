@@ -83,7 +83,13 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
         "if command -v gzip >/dev/null 2>&1; then echo has_gzip=1; else echo has_gzip=0; fi",
     );
     if config.sudo {
-        script.lines("sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): allow passwordless sudo for systemctl, journalctl, tee and mv of the unit file\"");
+        // After `cargo ship setup`, the deploy user may run the unit's helper and nothing else.
+        let helper = crate::systemd::privilege::helper_path(config);
+        script.line(
+            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
+            &[&helper, &helper, &helper],
+        );
+        script.lines("else sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): run cargo ship setup for this environment (or allow passwordless sudo)\"; fi");
     } else {
         script.lines("[ \"$(id -u)\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
     }

@@ -161,6 +161,9 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
             &[&link, &link, &shared, &link],
         );
     }
+    if !config.hooks.before_switch.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(
         &mut s,
         "before_switch",
@@ -179,6 +182,9 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
         "run the before_switch_once hooks in release {}",
         hook_env.release
     ));
+    if !config.hooks.before_switch_once.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(
         &mut s,
         "before_switch_once",
@@ -230,6 +236,7 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     s.line("_to={}", &[release]);
     strategy::bring_up(&mut s, config, false, true);
     if let Some(cmd) = &config.health.command {
+        hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
     s
@@ -287,6 +294,9 @@ pub fn verify(
     strategy::retire(&mut s);
     // The hooks may take long: a revert that comes due meanwhile must not wait for them.
     guard::release(&mut s);
+    if !config.hooks.after_switch.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
     if let Some(f) = finish {
         finish_lines(&mut s, config, release, f.log, f.prune);

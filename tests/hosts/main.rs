@@ -27,5 +27,6 @@ mod fleet;
 mod hostkey;
 mod secrets;
 mod security;
+mod setup;
 mod sshfiles;
 mod zero_downtime;
