@@ -599,36 +599,28 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
                 hosts
             }
         };
-    let ssh_config = match &l.ssh_config {
-        None => None,
-        Some(v) => {
-            if !v.value.is_file() {
-                return Err(v.at.error(
-                    format!("the ssh config file `{}` does not exist", v.value.display()),
-                    Some(
-                        "`ssh_config` is relative to the directory of the Cargo.toml that sets it"
-                            .into(),
-                    ),
-                ));
-            }
-            Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
-        }
-    };
-    let secrets_file = match &l.secrets_file {
-        None => None,
-        Some(v) => {
-            if !v.value.is_file() {
-                return Err(v.at.error(
-                    format!("the secrets file `{}` does not exist", v.value.display()),
-                    Some(
-                        "`secrets_file` is relative to the directory of the Cargo.toml that sets it; it stays on the deploying machine (keep it out of git)"
-                            .into(),
-                    ),
-                ));
-            }
-            Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
-        }
-    };
+    let ssh_config = l
+        .ssh_config
+        .as_ref()
+        .map(|v| {
+            existing_file(
+                v,
+                "ssh config file",
+                "`ssh_config` is relative to the directory of the Cargo.toml that sets it",
+            )
+        })
+        .transpose()?;
+    let secrets_file = l
+        .secrets_file
+        .as_ref()
+        .map(|v| {
+            existing_file(
+                v,
+                "secrets file",
+                "`secrets_file` is relative to the directory of the Cargo.toml that sets it; it stays on the deploying machine (keep it out of git)",
+            )
+        })
+        .transpose()?;
     let parallel = match &l.parallel {
         None => 10,
         Some(v) => at_least_one(v)?,
@@ -650,6 +642,21 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
         parallel,
         batch,
     })
+}
+
+/// A path key that must name an existing file (`what`: "ssh config file"); canonical once found.
+fn existing_file(
+    v: &Val<std::path::PathBuf>,
+    what: &str,
+    help: &str,
+) -> Result<std::path::PathBuf> {
+    if !v.value.is_file() {
+        return Err(v.at.error(
+            format!("the {what} `{}` does not exist", v.value.display()),
+            Some(help.into()),
+        ));
+    }
+    Ok(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
 }
 
 fn at_least_one(v: &Val<i64>) -> Result<usize> {
