@@ -25,7 +25,7 @@ use crate::remote::script::{Script, EXIT_REVERTED};
 use super::unit::{self, UnitFile, HEADER};
 use super::{escape_specifiers, exec_arg, strategy};
 
-/// `<unit>-guard.timer`.
+/// `<unit>-guard.timer`: what earlier versions armed; removed when found.
 pub fn timer(config: &Config) -> String {
     format!("{}-guard.timer", config.systemd.unit)
 }
@@ -48,59 +48,56 @@ fn secs(config: &Config) -> u64 {
 #[cfg(test)]
 const RELEASE_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]";
 
-/// The guard's two unit files.
+/// The guard's unit file: one service that waits until the deadline recorded in `pending`
+/// and then reverts. It is a running process, not a monotonic timer: a `daemon-reload` on the
+/// host (another deploy, a package upgrade) re-bases a timer's `OnActiveSec=` and so delays the
+/// revert (seen on the test hosts: 35 s instead of 15), while a process waiting for a wall-clock
+/// deadline is not moved. Stopping it (the confirmation) ends the wait; the revert itself runs
+/// under the flock, so a stop can never cut one short.
 pub fn units(config: &Config) -> Vec<UnitFile> {
     let layout = Layout::new(&config.deploy_to);
     let unit = &config.systemd.unit;
     let script = revert_script(config)
         .render()
         .unwrap_or_else(|e| format!("echo {}; exit 1", exec_arg(&e.to_string())));
-    let stop_budget = config.health.timeout * 2 + config.systemd.drain_timeout;
     let guard = format!(
         "{HEADER}\n[Unit]\n\
          Description=cargo-ship dead-man's switch of {u}: puts the previous release back unless the deploy confirmed the new one\n\
          ConditionPathExists={pending}\n\
          After={u}.service {u}.socket {u}@blue.service {u}@green.service\n\n\
-         [Service]\nType=oneshot\nExecStart=/bin/sh -c {script}\nTimeoutStartSec={budget}\n\n\
+         [Service]\nType=exec\nExecStart=/bin/sh -c {script}\nTimeoutStopSec=10\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         u = escape_specifiers(unit),
         pending = escape_specifiers(&layout.pending()),
         script = exec_arg(&script),
-        budget = stop_budget.as_secs() + 300,
     );
-    let timer = format!(
-        "{HEADER}\n[Unit]\nDescription=cargo-ship dead-man's switch timer of {u}\n\n\
-         [Timer]\nOnActiveSec={secs}s\nAccuracySec=1s\nRemainAfterElapse=no\nUnit={svc}\n",
-        u = escape_specifiers(unit),
-        secs = secs(config),
-        svc = escape_specifiers(&service(config)),
-    );
-    vec![
-        UnitFile {
-            name: service(config),
-            text: guard,
-        },
-        UnitFile {
-            name: self::timer(config),
-            text: timer,
-        },
-    ]
+    vec![UnitFile {
+        name: service(config),
+        text: guard,
+    }]
 }
 
 /// Installs (or, when the switch is off, removes) the guard's unit files; reloads systemd when
 /// they changed. Needs `$SUDO`.
 pub fn install(s: &mut Script, config: &Config) {
     let layout = Layout::new(&config.deploy_to);
+    let (t, sv) = (timer(config), service(config));
+    // The timer of earlier versions goes (the service now waits by itself).
+    s.line("if [ -f {} ]; then", &[&unit::path(&t)]);
+    s.line(
+        "  $SUDO systemctl stop {} 2>/dev/null || true; $SUDO rm -f -- {}; $SUDO systemctl daemon-reload",
+        &[&t, &unit::path(&t)],
+    );
+    s.lines("fi");
     if !enabled(config) {
-        let (t, sv) = (timer(config), service(config));
-        s.line("if [ -f {} ]; then", &[&unit::path(&t)]);
+        s.line("if [ -f {} ]; then", &[&unit::path(&sv)]);
         s.line(
             "  $SUDO systemctl stop {} 2>/dev/null || true; $SUDO systemctl disable -q {} 2>/dev/null || true",
-            &[&t, &sv],
+            &[&sv, &sv],
         );
         s.line(
-            "  $SUDO rm -f -- {} {}; $SUDO systemctl daemon-reload",
-            &[&unit::path(&t), &unit::path(&sv)],
+            "  $SUDO rm -f -- {}; $SUDO systemctl daemon-reload",
+            &[&unit::path(&sv)],
         );
         s.lines("fi");
         return;
@@ -111,7 +108,7 @@ pub fn install(s: &mut Script, config: &Config) {
     }
     s.line(
         "if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload; $SUDO systemctl enable -q {}; fi",
-        &[&service(config)],
+        &[&sv],
     );
 }
 
@@ -131,7 +128,8 @@ pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
         &[release, holder, &tmp],
     );
     s.line("mv -f -- {} {}", &[&tmp, &layout.pending()]);
-    s.line("$SUDO systemctl restart {}", &[&timer(config)]);
+    // Type=exec: returns once the waiting process runs.
+    s.line("$SUDO systemctl restart {}", &[&service(config)]);
     s.lines("echo guard_deadline=$_deadline");
 }
 
@@ -153,7 +151,7 @@ pub fn extend(s: &mut Script, config: &Config, release: &str) {
     );
     s.line(
         "  $SUDO systemctl restart {}; echo guard_deadline=$_deadline",
-        &[&timer(config)],
+        &[&service(config)],
     );
     s.lines("fi");
 }
@@ -187,8 +185,8 @@ pub fn confirm(s: &mut Script, config: &Config, release: &str) {
         &[&layout.pending(), &layout.pending(), release],
     );
     s.line(
-        "  $SUDO systemctl stop {} 2>/dev/null || true; rm -f -- {}; echo confirmed=1",
-        &[&timer(config), &layout.pending()],
+        "  rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo confirmed=1",
+        &[&layout.pending(), &service(config)],
     );
     s.line(
         "else _c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
@@ -226,7 +224,7 @@ pub fn disarm(s: &mut Script, config: &Config) {
     if enabled(config) {
         s.line(
             "$SUDO systemctl stop {} 2>/dev/null || true",
-            &[&timer(config)],
+            &[&service(config)],
         );
     }
     s.line(
@@ -253,6 +251,12 @@ pub fn revert_script(config: &Config) -> Script {
         "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; else SUDO=''; fi",
         &[&helper, &helper],
     );
+    // Wait (outside the lock) until the recorded deadline; at boot it is usually past.
+    s.line(
+        "_dl=$(sed -n 's/^deadline=//p' {} 2>/dev/null || true); case $_dl in ''|*[!0-9]*) _dl=0 ;; esac",
+        &[&pending],
+    );
+    s.lines("_left=$(( _dl - $(date +%s) )); if [ \"$_left\" -gt 0 ]; then sleep \"$_left\"; fi");
     hold(&mut s, config);
     s.line(
         "if ! [ -f {} ]; then echo 'no unconfirmed switch: nothing to revert'; exit 0; fi",
@@ -312,15 +316,15 @@ mod tests {
             "timeout = \"5s\"\nsettle = \"1s\"\nconfirm_timeout = \"20s\"\n",
         );
         let u = units(&c);
+        assert_eq!(u.len(), 1);
         assert_eq!(u[0].name, "hello-guard.service");
-        assert_eq!(u[1].name, "hello-guard.timer");
-        let timer = &u[1].text;
         assert!(
-            timer.contains(
-                "OnActiveSec=20s\nAccuracySec=1s\nRemainAfterElapse=no\nUnit=hello-guard.service\n"
-            ),
-            "{timer}"
+            u[0].text.contains("[Service]\nType=exec\n"),
+            "{}",
+            u[0].text
         );
+        // It waits for the deadline in `pending` (wall clock), before taking the lock.
+        assert!(u[0].text.contains("sleep \\\"$$_left\\\""), "{}", u[0].text);
         let svc = &u[0].text;
         assert!(
             svc.contains("ConditionPathExists=/opt/hello/.ship/pending\n"),

@@ -258,7 +258,7 @@ case $_cmd in
       case $_u in
         "$U.service"|"$U.socket"|"$U@.service"|"$U@blue.service"|"$U@green.service") ;;
         "$U-guard.timer") case $_verb in start|stop|restart) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
-        "$U-guard.service") case $_verb in enable|disable|stop|reset-failed) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
+        "$U-guard.service") case $_verb in enable|disable|stop|restart|reset-failed) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
         *) refuse "systemctl $_verb $_u" ;;
       esac
     done
@@ -335,7 +335,10 @@ mod tests {
             "{f:?}"
         );
         assert!(f.contains("Service=hello@blue.service"), "{f:?}");
-        assert!(f.contains("Unit=hello-guard.service"), "{f:?}");
+        assert!(
+            f.contains("ConditionPathExists=/opt/hello/.ship/pending"),
+            "{f:?}"
+        );
         assert!(
             f.contains("EnvironmentFile=/etc/cargo-ship/hello.env") || c.systemd.secrets.is_empty()
         );
