@@ -326,7 +326,7 @@ async fn preflight_host(
         return Err((conn, e));
     }
     let state = HostState::parse(&out.stdout);
-    warn_unverified_switch(conn.host(), &state, ui);
+    crate::host::warn_unverified_switch(conn.host(), &state, ui);
     for id in parse_kv_all(&out.stdout, "cleared") {
         ui.host(
             conn.host(),
@@ -343,17 +343,6 @@ async fn preflight_host(
         outcome: None,
         conn,
     })
-}
-
-/// Warns when a deploy killed mid-switch left `current` on a release nobody verified.
-pub(crate) fn warn_unverified_switch(host: &str, state: &HostState, ui: &Ui) {
-    if let Some(prev) = &state.switching {
-        ui.warn(format!(
-            "{host}: an earlier deploy was killed while switching from release {} to {}, which was never verified; this run replaces it",
-            if prev.is_empty() { "(none)" } else { prev },
-            state.current.as_deref().unwrap_or("(none)")
-        ));
-    }
 }
 
 /// Stage everywhere, then switch batch by batch; finish or put hosts back.

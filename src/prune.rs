@@ -4,11 +4,11 @@
 
 use crate::config::{Config, Environment};
 use crate::fleet;
+use crate::host::lock_and_read;
 use crate::layout::Layout;
 use crate::lock;
 use crate::package::store;
 use crate::remote::script::Script;
-use crate::rollback::lock_and_read;
 use crate::ui::{Event, HostRow, Ui};
 use crate::Result;
 

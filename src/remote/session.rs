@@ -92,7 +92,7 @@ impl Connection {
     }
 
     /// Replaces a master connection that died with a new one.
-    async fn reconnect(&self) -> Result<()> {
+    pub async fn reconnect(&self) -> Result<()> {
         let session = connect(&self.spec, &self.env, &self.stats).await?;
         *self.session.lock().expect("session lock") = Arc::new(session);
         Ok(())
@@ -191,6 +191,34 @@ impl Connection {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+
+    /// Whether the master connection still answers.
+    pub async fn alive(&self) -> bool {
+        self.session().check().await.is_ok()
+    }
+
+    /// Starts a script whose output is read while it runs (`logs -f`, `exec`): stdin null,
+    /// stdout and stderr piped. Dropping the child closes its channel.
+    pub async fn spawn(&self, script: &Script) -> Result<openssh::Child<Arc<Session>>> {
+        let text = script.render()?;
+        if self.ui.verbosity() >= Verbosity::Verbose {
+            self.ui.emit(Event::Script {
+                host: self.host.clone(),
+                purpose: script.purpose().to_string(),
+                script: script.render_redacted()?,
+            });
+        }
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        Session::arc_command(self.session(), "sh")
+            .arg("-c")
+            .arg(&text)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.lost(script.purpose(), e))
     }
 
     /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.

@@ -33,6 +33,10 @@ impl Human {
         }
     }
 
+    pub(super) fn color(&self) -> bool {
+        self.color
+    }
+
     fn style(&self, tone: Tone) -> Style {
         let s = Style::new().bold();
         let s = match tone {

@@ -179,6 +179,12 @@ impl Ui {
         self.inner.format
     }
 
+    /// Whether human output is coloured (`--color`, `CARGO_TERM_COLOR`, `NO_COLOR`, a
+    /// terminal); always false in JSON mode.
+    pub fn color(&self) -> bool {
+        self.inner.format == Format::Human && self.inner.human.color()
+    }
+
     /// The verbosity.
     pub fn verbosity(&self) -> Verbosity {
         self.inner.verbosity
@@ -220,6 +226,18 @@ impl Ui {
             tone,
             host: host.map(Into::into),
         });
+    }
+
+    /// Asks a yes/no question on the terminal (stderr), reading the answer from stdin; only
+    /// `y` or `yes` is a yes. Callers ask only when stdin is a terminal.
+    pub fn confirm(&self, question: &str) -> bool {
+        let term = console::Term::stderr();
+        let _ = term.write_str(&format!("{question} [y/N] "));
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return false;
+        }
+        matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
     }
 
     /// A progress bar for a long step (upload, build). Hidden in JSON mode, with `-q`, and

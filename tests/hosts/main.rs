@@ -23,4 +23,5 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod ops;
 mod zero_downtime;
