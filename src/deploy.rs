@@ -374,7 +374,18 @@ async fn rollout(
 
     // 3b. Hooks that must run once per deploy (migrations): on the first host, now that every
     // host has staged, before any switch.
-    if let Err(e) = run_once_hooks(plan, &runs[0], ui).await {
+    // On `hooks.once_on` (default: the first host of this deploy).
+    let once = match &plan.config.hooks.once_on {
+        Some(h) => match runs.iter().position(|r| r.conn.host() == h) {
+            Some(i) => i,
+            None => {
+                ui.warn(format!("hooks.once_on names {h}, which this deploy does not include; running before_switch_once on {}", runs[0].conn.host()));
+                0
+            }
+        },
+        None => 0,
+    };
+    if let Err(e) = run_once_hooks(plan, &runs[once], ui).await {
         for r in runs.iter_mut() {
             r.outcome = Some((
                 "aborted".into(),
@@ -498,18 +509,19 @@ async fn rollout(
 }
 
 async fn run_once_hooks(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
-    if plan.config.hooks.before_switch_once.is_empty() {
+    let config = plan.config.for_host(run.conn.host());
+    if config.hooks.before_switch_once.is_empty() {
         return Ok(());
     }
     let host = run.conn.host().to_string();
-    let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+    let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
     let previous = run.state.current.clone().unwrap_or_default();
     ui.host(
         &host,
         "Running",
         "before_switch_once hooks (this host only)",
     );
-    let script = steps::once_hooks(plan.config, &hook_env(plan, &host, &rel_dir, &previous));
+    let script = steps::once_hooks(config, &hook_env(plan, &host, &rel_dir, &previous));
     run.conn.run_ok(&script).await.map(|_| ())
 }
 
@@ -523,14 +535,11 @@ async fn stop_host(
     reason: &str,
     ui: &Ui,
 ) -> (String, Option<String>) {
+    let config = plan.config.for_host(run.conn.host());
     if !switched {
         let _ = run
             .conn
-            .run(&steps::abort(
-                plan.config,
-                &plan.holder,
-                Some(&plan.release),
-            ))
+            .run(&steps::abort(config, &plan.holder, Some(&plan.release)))
             .await;
         return (
             "skipped".into(),
@@ -562,7 +571,8 @@ async fn stop_host(
 }
 
 async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
-    let layout = Layout::new(&plan.config.deploy_to);
+    let config = plan.config.for_host(run.conn.host());
+    let layout = Layout::new(&config.deploy_to);
     let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
     let payload = payload(plan, encoding)?;
     if run.cached.iter().any(|c| c == encoding.ext()) {
@@ -606,7 +616,7 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, &host, &rel_dir, &prev),
     };
-    run.conn.run_ok(&steps::stage(plan.config, &input)).await?;
+    run.conn.run_ok(&steps::stage(config, &input)).await?;
     ui.host(&host, "Staged", format!("release {}", plan.release));
     Ok(())
 }
@@ -647,14 +657,15 @@ async fn switch_host(
     run: &HostRun,
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
+    let config = plan.config.for_host(run.conn.host());
     let host = run.conn.host().to_string();
-    let script = steps::switch(plan.config, &plan.release, &plan.holder);
+    let script = steps::switch(config, &plan.release, &plan.holder);
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
             // The connection dropped mid-switch: `current` may already point at the new
             // release. The abort is idempotent (it reconnects) and restores the recorded one.
-            let abort = steps::abort(plan.config, &plan.holder, Some(&plan.release));
+            let abort = steps::abort(config, &plan.holder, Some(&plan.release));
             let detail = match run.conn.run(&abort).await {
                 Ok(o) if o.status == 0 => format!("{e}; the host was put back as it was"),
                 Ok(o) => format!("{e}; putting it back failed too: {}", o.tail(3)),
@@ -675,7 +686,7 @@ async fn switch_host(
             match why.as_str() {
                 "strategy" => format!(
                     "the restart strategy changed to `{}`",
-                    plan.config.systemd.restart.as_str()
+                    config.systemd.restart.as_str()
                 ),
                 _ => "`systemd.listen` changed".to_string(),
             }
@@ -689,16 +700,16 @@ async fn switch_host(
             plan.release,
             previous.as_deref().unwrap_or("nothing"),
             match kv.get("new_unit") {
-                Some(u) if plan.config.systemd.restart == RestartStrategy::BlueGreen =>
+                Some(u) if config.systemd.restart == RestartStrategy::BlueGreen =>
                     format!(", started {u} beside the running instance"),
                 _ => String::new(),
             }
         ),
     );
-    let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+    let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
     let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
     let verdict =
-        health::judge_switch(plan.config, &run.conn, &plan.release, &out, &env, None, ui).await;
+        health::judge_switch(config, &run.conn, &plan.release, &out, &env, None, ui).await;
     match verdict {
         Ok(()) => {
             ui.host(
@@ -743,8 +754,8 @@ async fn switch_host(
                     if !journal.trim().is_empty() {
                         ui.emit(Event::Output {
                             kind: "journal".into(),
-                            text: format!("--- last journal lines of {} on {host} ---\n{}", systemd::unit_name(plan.config), journal.trim_end()),
-                            data: serde_json::json!({ "host": host, "unit": systemd::unit_name(plan.config), "lines": journal.lines().collect::<Vec<_>>() }),
+                            text: format!("--- last journal lines of {} on {host} ---\n{}", systemd::unit_name(config), journal.trim_end()),
+                            data: serde_json::json!({ "host": host, "unit": systemd::unit_name(config), "lines": journal.lines().collect::<Vec<_>>() }),
                         });
                     }
                     Err((previous, ("rolled back".into(), Some(reason)), e))
@@ -775,6 +786,7 @@ async fn revert_host(
     since: Option<&str>,
     ui: &Ui,
 ) -> Result<String> {
+    let config = plan.config.for_host(conn.host());
     let log = if ghost {
         plan.revision("auto-rollback", "unhealthy")
     } else {
@@ -789,7 +801,7 @@ async fn revert_host(
         journal_lines: 30,
         since,
     };
-    let script = steps::revert(plan.config, &input);
+    let script = steps::revert(config, &input);
     let out = conn.run(&script).await?;
     match out.status {
         0 => {}
@@ -803,8 +815,8 @@ async fn revert_host(
         _ => return Err(conn.remote_error(&script, &out)),
     }
     let (_, journal) = systemd::split_journal(&out.stdout);
-    if let (Some(prev), Some(target)) = (previous, health::http_target(plan.config)?) {
-        if let Err(e) = health::wait_http(conn, &target, plan.config.health.timeout).await {
+    if let (Some(prev), Some(target)) = (previous, health::http_target(config)?) {
+        if let Err(e) = health::wait_http(conn, &target, config.health.timeout).await {
             ui.step(
                 Some(conn.host()),
                 "warning",
@@ -822,15 +834,16 @@ async fn revert_host(
 }
 
 async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+    let config = plan.config.for_host(run.conn.host());
     let mut state = run.state.clone();
     if !state.releases.contains(&plan.release) {
         state.releases.push(plan.release.clone());
         state.releases.sort();
     }
     state.current = Some(plan.release.clone());
-    let prune = state.prune_candidates(plan.config.keep_releases);
+    let prune = state.prune_candidates(config.keep_releases);
     let log = plan.revision("deploy", "ok");
-    let script = steps::finish(plan.config, &plan.release, &log, &prune);
+    let script = steps::finish(config, &plan.release, &log, &prune);
     let out = run.conn.run(&script).await?;
     match out.status {
         0 => Ok(()),
@@ -846,16 +859,14 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
 /// Removes the staged release and releases the lock on every host (after a failed stage,
 /// before any switch), over the open connections.
 async fn abort_all(plan: &Plan<'_>, runs: &[HostRun]) {
-    let script = steps::abort(plan.config, &plan.holder, Some(&plan.release));
     let parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
     fleet::bounded(
         runs.iter().map(|r| r.conn.clone()).collect(),
         parallel,
-        |conn| {
-            let script = &script;
-            async move {
-                let _ = conn.run(script).await;
-            }
+        |conn| async move {
+            let config = plan.config.for_host(conn.host());
+            let script = steps::abort(config, &plan.holder, Some(&plan.release));
+            let _ = conn.run(&script).await;
         },
     )
     .await;

@@ -104,10 +104,9 @@ pub async fn exec(config: &Config, opts: &ExecOptions, ui: &Ui) -> Result<()> {
             None,
         ));
     }
-    let script = exec_script(config, &opts.command);
     let results = crate::host::each(config, &opts.hosts, ui, |conn| {
-        let script = &script;
-        async move { run_on(&conn, script, ui).await }
+        let script = exec_script(config.for_host(conn.host()), &opts.command);
+        async move { run_on(&conn, &script, ui).await }
     })
     .await;
     let mut failed = Vec::new();

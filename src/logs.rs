@@ -161,7 +161,7 @@ fn emit(ui: &Ui, host: &str, colour: usize, e: &Entry) {
 pub async fn logs(config: &Config, opts: &LogsOptions, ui: &Ui) -> Result<()> {
     if !opts.follow {
         let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| async move {
-            let script = journal_script(config, opts, false, None);
+            let script = journal_script(config.for_host(conn.host()), opts, false, None);
             let out = conn.run(&script).await?;
             if out.status != 0 {
                 return Err(conn.remote_error(&script, &out));
@@ -221,6 +221,7 @@ async fn follow_host(
     ui: &Ui,
 ) -> Error {
     let host = conn.host().to_string();
+    let config = config.for_host(&host);
     let mut cursor: Option<String> = None;
     loop {
         let script = journal_script(config, opts, true, cursor.as_deref());

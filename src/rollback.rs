@@ -90,6 +90,7 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
     }
     let work = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
         let holder = holder.clone();
+        let config = config.for_host(conn.host());
         async move { rollback_host(config, &conn, opts, &holder, lock_wait, ui).await }
     });
     tokio::select! {
@@ -111,6 +112,7 @@ async fn confirm_plan(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
         async move {
             let out = conn.run_ok(script).await?;
             let st = crate::status::HostStatus::parse(&out);
+            // Only the release state is used here: it lives under deploy_to, the same on every host.
             let line = match choose_target(&st.state, opts.to.as_deref()) {
                 Ok(t) if st.state.current.as_deref() == Some(t.as_str()) => {
                     format!("{t} (already current, unchanged)")

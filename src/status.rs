@@ -278,11 +278,10 @@ impl HostStatus {
 /// `cargo ship status` / `cargo ship releases`.
 pub async fn status(config: &Config, hosts: &[String], view: View, ui: &Ui) -> Result<()> {
     let env = config.env()?;
-    let script = status_script(config);
     let results = crate::host::each(config, hosts, ui, |conn| {
-        let script = &script;
+        let script = status_script(config.for_host(conn.host()));
         async move {
-            let out = conn.run_ok(script).await?;
+            let out = conn.run_ok(&script).await?;
             Ok((conn.host().to_string(), HostStatus::parse(&out)))
         }
     })

@@ -70,6 +70,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
         },
         hooks: HooksConfig::default(),
         environment: None,
+        per_host: BTreeMap::new(),
     }
 }
 

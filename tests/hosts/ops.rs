@@ -585,3 +585,45 @@ fn issue_11_rollback_shows_the_plan_and_asks_on_a_terminal() {
         );
     }
 }
+
+/// `per_host."host1".systemd.environment` reaches host1's service only; `hooks.once_on =
+/// "host1"` runs before_switch_once there and nowhere else.
+#[test]
+fn issue_11_a_per_host_override_reaches_only_its_host() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let name = "ship-ovr11";
+    let marker = format!("/tmp/once-{name}");
+    let spec = Spec {
+        hosts: hosts_list(2),
+        environment: vec![("GREETING".into(), "base".into())],
+        before_switch_once: vec![format!("touch {marker}")],
+        env_lines: vec![
+            "[package.metadata.ship.environments.test.hooks]".into(),
+            "once_on = \"host1\"".into(),
+            "[package.metadata.ship.environments.test.per_host.\"host1\".systemd]".into(),
+            "environment = { GREETING = \"only host1\" }".into(),
+        ],
+        ..Spec::default()
+    };
+    let app = App::new(hosts, name, 18116, spec);
+    for i in 0..2 {
+        app.host(i).exec_ok(&format!("rm -f {marker}"));
+    }
+    let run = app.deploy(&[], 0);
+    app.check(
+        !app.exists(app.host(0), &marker) && app.exists(app.host(1), &marker),
+        "before_switch_once must run on host1 only",
+        Some(&run),
+    );
+    let ex = app.run_expect(&["exec", "test", "--", "printenv", "GREETING"], 0);
+    let mut lines: Vec<&str> = ex.stdout.lines().collect();
+    lines.sort();
+    app.check_eq(
+        lines,
+        vec!["host0: base", "host1: only host1"],
+        "each service's environment",
+        Some(&ex),
+    );
+}
