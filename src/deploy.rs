@@ -709,7 +709,7 @@ async fn switch_host(
     let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
     let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
     let verdict =
-        health::judge_switch(config, &run.conn, &plan.release, &out, &env, None, ui).await;
+        crate::host::judge_switch(config, &run.conn, &plan.release, &out, &env, None, ui).await;
     match verdict {
         Ok(()) => {
             ui.host(

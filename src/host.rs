@@ -1,5 +1,7 @@
 //! The per-host steps every flow shares, below the flows: connect, take the deploy lock and
-//! read the host's state, release the lock, and the warning about an interrupted switch.
+//! read the host's state (one winner across hosts), release the lock, the warning about an
+//! interrupted switch, and judging a switch (probe, settle, verify) for deploy and rollback.
+//! `health` only probes and `steps` only builds scripts; neither reaches up into a flow.
 //!
 //! `deploy`, `rollback`, `prune`, `status`, `logs`, `exec` and `lock` are siblings above this
 //! module; none of them reaches into another for these steps.
@@ -194,4 +196,73 @@ where
         (name, result)
     })
     .await
+}
+
+/// Judges a release after [`crate::steps::switch`] ran: a failed switch script means the unit
+/// never became active with a new process; otherwise [`verify_release`] decides (and, with
+/// `finish_log`, records the release and unlocks in the same script).
+pub async fn judge_switch(
+    config: &crate::config::Config,
+    conn: &Connection,
+    release: &str,
+    switch: &crate::remote::session::Output,
+    hook_env: &crate::hooks::HookEnv<'_>,
+    finish_log: Option<&str>,
+    ui: &crate::ui::Ui,
+) -> std::result::Result<(), String> {
+    if switch.status != 0 {
+        return Err(format!(
+            "the service did not start: {}",
+            switch.tail(3).replace('\n', " ")
+        ));
+    }
+    let kv = crate::remote::script::parse_kv(&switch.stdout);
+    let get = |k: &str| kv.get(k).map(String::as_str).unwrap_or_default();
+    let started = crate::steps::Started {
+        unit: get("new_unit"),
+        invocation: get("new_invocation"),
+        retire: get("retire"),
+    };
+    verify_release(config, conn, release, &started, hook_env, finish_log, ui).await
+}
+
+/// After a switch: the HTTP check (if configured) within `timeout`, answered by the process the
+/// switch started, then the settle period in which that process must stay active, then the
+/// old blue-green instance is retired and the after_switch hooks run. Returns why the release
+/// is not healthy.
+pub async fn verify_release(
+    config: &crate::config::Config,
+    conn: &Connection,
+    release: &str,
+    started_unit: &crate::steps::Started<'_>,
+    hook_env: &crate::hooks::HookEnv<'_>,
+    finish_log: Option<&str>,
+    ui: &crate::ui::Ui,
+) -> std::result::Result<(), String> {
+    let started = std::time::Instant::now();
+    if let Some(target) = crate::health::http_target(config).map_err(|e| e.to_string())? {
+        let code = crate::health::wait_http_from(
+            conn,
+            &target,
+            config.health.timeout,
+            Some(started_unit.invocation).filter(|i| !i.is_empty()),
+        )
+        .await?;
+        ui.step(
+            Some(conn.host()),
+            "Probed",
+            format!(
+                "{} answered {code} after {:.1}s",
+                target.path,
+                started.elapsed().as_secs_f64()
+            ),
+            crate::ui::Tone::Detail,
+        );
+    }
+    let script = crate::steps::verify(config, release, started_unit, hook_env, finish_log);
+    let out = conn.run(&script).await.map_err(|e| e.to_string())?;
+    if out.status != 0 {
+        return Err(out.tail(3).replace('\n', " "));
+    }
+    Ok(())
 }

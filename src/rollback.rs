@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::fleet;
-use crate::health;
 use crate::hooks::HookEnv;
 use crate::host::{lock_and_read, unlock_quietly};
 use crate::journal::{self, HostState, Revision};
@@ -223,7 +222,8 @@ async fn rollback_host(
     };
     // Healthy: the same script records the rollback and unlocks (one round trip less).
     let verdict =
-        health::judge_switch(config, conn, &target, &out, &hook_env, Some(&log("ok")), ui).await;
+        crate::host::judge_switch(config, conn, &target, &out, &hook_env, Some(&log("ok")), ui)
+            .await;
     match verdict {
         Ok(()) => {
             ui.host(&host, "Rolled back", format!("to release {target}"));
