@@ -286,6 +286,43 @@ fn issue_11_exec_on_three_hosts_with_one_failing() {
         "human exec output is prefixed with the host",
         Some(&human),
     );
+
+    // `ssh --host host1`: a shell on a terminal, in the current release; its exit code is ours.
+    let bin = assert_cmd::cargo::cargo_bin!("cargo-ship");
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} ship ssh test --host host1", bin.display()),
+            "/dev/null",
+        ])
+        .current_dir(app.project.path("."))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1)");
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo \"in $(pwd -P) tty=$(tty)\"; exit 3\n");
+    let out = child.wait_with_output().unwrap();
+    let shell = Run::from_output(vec!["ssh test --host host1".into()], &out);
+    app.check(
+        shell.code == 3
+            && shell
+                .stdout
+                .contains(&format!("in /opt/{name}/releases/{release} tty=/dev/pts/")),
+        "ssh opens a shell with a terminal in the current release and passes its exit code",
+        Some(&shell),
+    );
+    let many = app.run_expect(&["ssh", "test"], 2);
+    app.check(
+        many.stderr
+            .contains("error: the following required arguments were not provided"),
+        "ssh needs --host",
+        Some(&many),
+    );
 }
 
 /// A `cargo ship` process whose stdout lines are collected while it runs.
@@ -514,12 +551,8 @@ fn issue_11_rollback_shows_the_plan_and_asks_on_a_terminal() {
             .expect("script(1)");
         // Answer once the question is up (script forwards our stdin to the terminal).
         std::thread::sleep(Duration::from_secs(4));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(answer.as_bytes())
-            .unwrap();
+        // (A run that never asks may have exited already: the assertions below say so.)
+        let _ = child.stdin.take().unwrap().write_all(answer.as_bytes());
         let out = child.wait_with_output().unwrap();
         Run::from_output(vec![args.to_string()], &out)
     };
