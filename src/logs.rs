@@ -157,6 +157,16 @@ fn emit(ui: &Ui, host: &str, colour: usize, e: &Entry) {
     });
 }
 
+/// A host's colour: its place in the environment's `hosts`, so it keeps its colour whatever
+/// `--host` selects.
+fn colour_of(config: &Config, host: &str) -> usize {
+    config
+        .environment
+        .as_ref()
+        .and_then(|e| e.hosts.iter().position(|h| h.to_string() == host))
+        .unwrap_or(0)
+}
+
 /// `cargo ship logs`.
 pub async fn logs(config: &Config, opts: &LogsOptions, ui: &Ui) -> Result<()> {
     if !opts.follow {
@@ -166,9 +176,10 @@ pub async fn logs(config: &Config, opts: &LogsOptions, ui: &Ui) -> Result<()> {
             if out.status != 0 {
                 return Err(conn.remote_error(&script, &out));
             }
+            let colour = colour_of(config, conn.host());
             for line in out.stdout.lines() {
                 if let Some(e) = Entry::parse(line) {
-                    emit(ui, conn.host(), 0, &e);
+                    emit(ui, conn.host(), colour, &e);
                 }
             }
             Ok(fleet::row(&conn))
@@ -193,8 +204,7 @@ pub async fn logs(config: &Config, opts: &LogsOptions, ui: &Ui) -> Result<()> {
         let all = futures_util::future::join_all(
             conns
                 .iter()
-                .enumerate()
-                .map(|(i, c)| follow_host(config, opts, c.clone(), i, ui)),
+                .map(|c| follow_host(config, opts, c.clone(), colour_of(config, c.host()), ui)),
         );
         tokio::select! {
             errors = all => {

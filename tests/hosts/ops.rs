@@ -492,6 +492,24 @@ fn issue_11_logs_follow_every_host_through_a_restart_and_a_drop() {
         "ssh processes left behind:\n{}\n{dump}",
         String::from_utf8_lossy(&left.stdout)
     );
+    // Nothing of ours is left on the hosts either: journalctl ends with its channel.
+    for i in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = app
+                .host(i)
+                .exec(&format!("pgrep -af 'journalctl -u {unit} -o json'"));
+            let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "journalctl still runs on host{i} after Ctrl-C: {left}\n{dump}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
     // Every log line carried its host and a timestamp; no line was shown twice.
     let logs: Vec<serde_json::Value> = live
         .lines
@@ -514,6 +532,44 @@ fn issue_11_logs_follow_every_host_through_a_restart_and_a_drop() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), n, "a line was shown twice\n{dump}");
+
+    // Without -f, human output: each line prefixed by its host, one colour per host with
+    // --color always, none without.
+    let plain = app.run_expect(&["logs", "test", "-n", "2"], 0);
+    app.check(
+        !plain.stdout.contains('\u{1b}')
+            && plain
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("host0: "))
+                .count()
+                == 2
+            && plain
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("host1: "))
+                .count()
+                == 2,
+        "two lines per host, prefixed, no colour",
+        Some(&plain),
+    );
+    let coloured = app.run_expect(&["logs", "test", "-n", "1", "--color", "always"], 0);
+    let prefix = |l: &str| l.split(':').next().unwrap_or("").to_string();
+    let prefixes: Vec<String> = coloured.stdout.lines().map(prefix).collect();
+    let style_of = |h: &str| {
+        prefixes
+            .iter()
+            .find(|p| p.contains(h))
+            .map(|p| p.replace(h, ""))
+    };
+    app.check(
+        prefixes.len() == 2
+            && style_of("host0").is_some_and(|s| s.contains("\u{1b}["))
+            && style_of("host1").is_some()
+            && style_of("host0") != style_of("host1"),
+        format!("each host in its own colour: {prefixes:?}"),
+        Some(&coloured),
+    );
 }
 
 /// rollback on a terminal shows the plan and asks: "n" changes nothing (exit 1), "y" rolls
