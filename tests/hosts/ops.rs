@@ -716,3 +716,36 @@ fn issue_11_a_per_host_override_reaches_only_its_host() {
         Some(&ex),
     );
 }
+
+/// With `systemd.user`, exec runs as that user (the service's), with the service's environment.
+#[test]
+fn issue_11_exec_runs_as_the_service_user() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        hosts: hosts_list(1),
+        environment: vec![("GREETING".into(), "as nobody".into())],
+        systemd_lines: vec!["user = \"nobody\"".into()],
+        ..Spec::default()
+    };
+    let app = App::new(hosts, "ship-user11", 18117, spec);
+    app.deploy(&[], 0);
+    let ex = app.run_expect(
+        &[
+            "exec",
+            "test",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$(id -un) $GREETING\"",
+        ],
+        0,
+    );
+    app.check_eq(
+        ex.stdout.trim_end(),
+        "host0: nobody as nobody",
+        "exec as the service's user",
+        Some(&ex),
+    );
+}
