@@ -715,6 +715,18 @@ fn issue_11_a_per_host_override_reaches_only_its_host() {
         "each service's environment",
         Some(&ex),
     );
+
+    // A deploy that leaves the once_on host out runs the hook on its first host, saying so.
+    app.host(1).exec_ok(&format!("rm -f {marker}"));
+    let only0 = app.run_expect(&["deploy", "test", "--host", "host0"], 0);
+    app.check(
+        only0.stderr.contains(
+            "warning: hooks.once_on names host1, which this deploy does not include; running before_switch_once on host0",
+        ) && app.exists(app.host(0), &marker)
+            && !app.exists(app.host(1), &marker),
+        "once_on outside the deploy falls back to its first host, with a warning",
+        Some(&only0),
+    );
 }
 
 /// With `systemd.user`, exec runs as that user (the service's), with the service's environment.
