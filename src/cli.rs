@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cargo_ship::config::{self, LoadOptions};
+use cargo_ship::remote::ssh_files::{self, SshFiles};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
 use cargo_ship::{deploy, exec, init, lock, logs, package, prune, rollback, status, Result};
 
@@ -19,7 +20,11 @@ pub enum Cargo {
     Ship(Ship),
 }
 
-const LONG_ABOUT: &str = "\
+/// The one-line description (also the first line of `LONG_ABOUT`).
+pub(crate) const ABOUT: &str =
+    "Build, deploy and roll back a Rust service on Linux servers running systemd.";
+
+pub(crate) const LONG_ABOUT: &str = "\
 Build, deploy and roll back a Rust service on Linux servers running systemd.
 
 cargo ship reads [package.metadata.ship] from Cargo.toml, builds a reproducible release artifact,
@@ -29,7 +34,7 @@ is not healthy after the restart is rolled back by itself.
 
 Run `cargo ship init` to add a commented configuration to Cargo.toml.";
 
-const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
     0  success
     1  anything else (local I/O...)
@@ -42,7 +47,11 @@ Exit codes:
     8  the new release was unhealthy and was rolled back
     9  a remote step failed (stage, hook, switch, rollback), or `exec`'s command failed on a host
    10  status: the hosts do not all run the same healthy release
-  130  interrupted; hosts were put back as they were";
+  130  interrupted; hosts were put back as they were
+
+Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
+1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
+9 failed, 10 not healthy (status), 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
@@ -67,6 +76,24 @@ struct GlobalArgs {
     /// Output format: human (on stderr) or json (one event per line on stdout)
     #[arg(long, global = true, value_name = "FMT", default_value = "human")]
     message_format: FormatArg,
+    /// ssh config for every host, read instead of ~/.ssh/config; its settings win over the
+    /// environment's `ssh_config`, which is still read after it
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "CARGO_SHIP_SSH_CONFIG"
+    )]
+    ssh_config: Option<PathBuf>,
+    /// The only known_hosts file to trust (GlobalKnownHostsFile is /dev/null, host keys are
+    /// checked strictly); ~/.ssh/config is then not read
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "CARGO_SHIP_KNOWN_HOSTS"
+    )]
+    known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -282,6 +309,18 @@ enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script for `cargo-ship` (see the README for `cargo ship <TAB>`)
+    #[command(visible_alias = "completion")]
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for cargo-ship and each of its subcommands into a directory
+    Man {
+        /// Where to write `cargo-ship.1`, `cargo-ship-deploy.1`, ...
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,9 +368,30 @@ impl Ship {
         Ui::new(format, color, verbosity)
     }
 
+    /// The ssh files given with `--ssh-config`/`--known-hosts` (or their variables).
+    fn ssh_files(&self) -> SshFiles {
+        SshFiles {
+            config: self.global.ssh_config.clone(),
+            known_hosts: self.global.known_hosts.clone(),
+        }
+    }
+
     /// Runs the subcommand.
     pub async fn run(self, ui: &Ui) -> Result<()> {
+        ssh_files::set_outside(self.ssh_files().checked()?);
         match self.command {
+            Command::Completions { shell } => {
+                crate::completions::print_completions(shell);
+                Ok(())
+            }
+            Command::Man { out_dir } => {
+                let pages = crate::completions::write_man_pages(&out_dir)?;
+                ui.status(
+                    "Generated",
+                    format!("{pages} man pages in {}", out_dir.display()),
+                );
+                Ok(())
+            }
             Command::Build { package, build } => {
                 let config = config::load(&load_options(&package, Some(&build), None))?;
                 let artifact =
@@ -538,5 +598,25 @@ mod tests {
     fn verify_cli() {
         use clap::CommandFactory;
         super::Cargo::command().debug_assert();
+    }
+
+    /// The `result` words `--help` lists are the ones the GitHub output writes.
+    #[test]
+    fn help_lists_the_result_word_of_every_exit_code() {
+        let text = super::EXIT_CODES;
+        let words = &text[text.find("names the code:").expect("the result paragraph")..];
+        let words = words
+            .trim_start_matches("names the code:")
+            .replace('\n', " ");
+        for pair in words.trim_end_matches('.').split(',') {
+            let mut it = pair.split_whitespace();
+            let code: i32 = it.next().unwrap().parse().unwrap();
+            let word = it.next().unwrap();
+            assert_eq!(cargo_ship::ui::github::result_word(code), word, "{code}");
+            assert!(
+                text.contains(&format!("\n  {code:>3}  ")),
+                "{code} is not in the exit code table"
+            );
+        }
     }
 }

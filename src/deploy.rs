@@ -21,7 +21,8 @@ use crate::package::{self, Artifact};
 use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
 use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED, EXIT_REVERTED};
 use crate::remote::session::Connection;
-use crate::remote::transfer::{self, Encoding, Payload};
+use crate::remote::transfer::{Encoding, Payload};
+use crate::secrets::{self, Secrets};
 use crate::steps::{self, RevertInput, StageInput};
 use crate::systemd::{self, guard};
 use crate::target::Target;
@@ -55,6 +56,7 @@ struct Plan<'a> {
     requirements: Requirements,
     env_name: String,
     payloads: Mutex<HashMap<&'static str, Payload>>,
+    secrets: Secrets,
 }
 
 impl Plan<'_> {
@@ -88,8 +90,11 @@ struct HostRun {
 pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()> {
     let env = config.env()?;
     let hosts = fleet::select_hosts(env, &opts.hosts)?;
+    // Every secret must have a value before anything is built or connected.
+    let secrets = secrets::resolve(config, ui)?;
     let artifact = obtain_artifact(config, opts, ui)?;
     let plan = Plan {
+        secrets,
         config,
         release: layout::new_release_id(chrono::Utc::now()),
         holder: lock::holder(&format!("cargo ship deploy {}", env.name)),
@@ -162,7 +167,11 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
 
 fn obtain_artifact(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Artifact> {
     match &opts.artifact {
-        Some(path) => package::open_artifact(path),
+        Some(path) => {
+            let artifact = package::open_artifact(path)?;
+            package::unpack::check_is_this_package(config, &artifact)?;
+            Ok(artifact)
+        }
         None => tokio::task::block_in_place(|| package::build_artifact(config, ui)),
     }
 }
@@ -432,7 +441,7 @@ async fn rollout(
         }
         let results = fleet::bounded(batch.to_vec(), env.parallel, |i| {
             let run = &runs[i];
-            async move { (i, switch_host(plan, run, ui).await) }
+            async move { (i, switch_host(plan, run, total == 1, ui).await) }
         })
         .await;
         for (i, r) in results {
@@ -454,11 +463,16 @@ async fn rollout(
     }
 
     if failed.is_empty() {
-        // 5. Finish: revisions.log, prune, unlock.
-        let results = fleet::bounded(runs.iter().collect(), env.parallel, |run| {
-            finish_host(plan, run, ui)
-        })
-        .await;
+        // 5. Finish: confirm, revisions.log, prune, unlock (done by the verify script already
+        // when there is one host).
+        let results = if total == 1 {
+            vec![Ok(())]
+        } else {
+            fleet::bounded(runs.iter().collect(), env.parallel, |run| {
+                finish_host(plan, run, ui)
+            })
+            .await
+        };
         for (run, r) in runs.iter_mut().zip(results) {
             run.outcome = Some(match r {
                 Ok(()) => ("deployed".into(), None),
@@ -575,37 +589,24 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let layout = Layout::new(&config.deploy_to);
     let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
     let payload = payload(plan, encoding)?;
-    if run.cached.iter().any(|c| c == encoding.ext()) {
+    let cached = run.cached.iter().any(|c| c == encoding.ext());
+    let host = run.conn.host().to_string();
+    if cached {
         ui.host(
-            run.conn.host(),
+            &host,
             "Cached",
             format!(
                 "artifact {} is already on the host, nothing to upload",
                 plan.artifact.short_sha()
             ),
         );
-    } else {
-        if encoding != Encoding::Zstd {
-            ui.host(
-                run.conn.host(),
-                "Recoding",
-                format!("the host has no zstd: sending a {} instead", encoding.ext()),
-            );
-        }
-        transfer::upload(
-            &run.conn,
-            &payload,
-            &layout.artifact(&plan.artifact.sha256, encoding.ext()),
-            ui,
-        )
-        .await?;
+    } else if encoding != Encoding::Zstd {
         ui.host(
-            run.conn.host(),
-            "Uploaded",
-            format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+            &host,
+            "Recoding",
+            format!("the host has no zstd: sending a {} instead", encoding.ext()),
         );
     }
-    let host = run.conn.host().to_string();
     let prev = run.state.current.clone().unwrap_or_default();
     let rel_dir = layout.release(&plan.release);
     let input = StageInput {
@@ -613,10 +614,24 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         artifact_sha: &plan.artifact.sha256,
         encoding,
         sent_sha: &payload.sha256,
+        receive: (!cached).then_some(payload.bytes.len() as u64),
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, &host, &rel_dir, &prev),
     };
-    run.conn.run_ok(&steps::stage(config, &input)).await?;
+    let script = steps::stage(config, &input);
+    // The artifact, when the host lacks it, travels on the stage script's standard input.
+    let bytes: &[u8] = if cached { &[] } else { &payload.bytes };
+    let out = run.conn.run_with_payload(&script, bytes).await?;
+    if out.status != 0 {
+        return Err(run.conn.remote_error(&script, &out));
+    }
+    if !cached {
+        ui.host(
+            &host,
+            "Uploaded",
+            format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+        );
+    }
     ui.host(&host, "Staged", format!("release {}", plan.release));
     Ok(())
 }
@@ -651,15 +666,17 @@ fn payload(plan: &Plan<'_>, encoding: Encoding) -> Result<Payload> {
 
 type SwitchFailure = (Option<String>, (String, Option<String>), Error);
 
-/// Switch, probe, verify. On failure the host is rolled back here and then.
+/// Switch, probe, verify (and, when `alone`, finish in the same script). On failure the host
+/// is rolled back here and then.
 async fn switch_host(
     plan: &Plan<'_>,
     run: &HostRun,
+    alone: bool,
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let config = plan.config.for_host(run.conn.host());
     let host = run.conn.host().to_string();
-    let script = steps::switch(config, &plan.release, &plan.holder);
+    let script = steps::switch(config, &plan.release, &plan.holder, Some(&plan.secrets));
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
@@ -708,8 +725,15 @@ async fn switch_host(
     );
     let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
     let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
+    // A deploy to one host has nobody else to wait for: its verify script also confirms,
+    // records and unlocks (one round trip less).
+    let (log, prune) = finish_parts(plan, run);
+    let finish = alone.then_some(steps::Finish {
+        log: &log,
+        prune: &prune,
+    });
     let verdict =
-        crate::host::judge_switch(config, &run.conn, &plan.release, &out, &env, None, ui).await;
+        crate::host::judge_switch(config, &run.conn, &plan.release, &out, &env, finish, ui).await;
     match verdict {
         Ok(()) => {
             ui.host(
@@ -833,16 +857,23 @@ async fn revert_host(
     Ok(journal.to_string())
 }
 
-async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
-    let config = plan.config.for_host(run.conn.host());
+/// The revisions.log line of a finished deploy and the releases to prune on this host.
+fn finish_parts(plan: &Plan<'_>, run: &HostRun) -> (String, Vec<String>) {
     let mut state = run.state.clone();
     if !state.releases.contains(&plan.release) {
         state.releases.push(plan.release.clone());
         state.releases.sort();
     }
     state.current = Some(plan.release.clone());
-    let prune = state.prune_candidates(config.keep_releases);
-    let log = plan.revision("deploy", "ok");
+    (
+        plan.revision("deploy", "ok"),
+        state.prune_candidates(plan.config.for_host(run.conn.host()).keep_releases),
+    )
+}
+
+async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+    let config = plan.config.for_host(run.conn.host());
+    let (log, prune) = finish_parts(plan, run);
     let script = steps::finish(config, &plan.release, &log, &prune);
     let out = run.conn.run(&script).await?;
     match out.status {
@@ -925,6 +956,8 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         artifact_sha: &plan.artifact.sha256,
         encoding: Encoding::Zstd,
         sent_sha: &plan.artifact.sha256,
+        // Shown with the receiving lines; a host that has the artifact skips them.
+        receive: Some(plan.artifact.size),
         manifest: &plan.artifact.manifest,
         hook_env: hook_env(plan, "<host>", &release_dir, "<previous>"),
     };
@@ -936,18 +969,13 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             &plan.holder,
             plan.lock_wait,
         ),
-        {
-            let mut s = Script::new(format!(
-                "upload {} ({} bytes) by SFTP to {} unless the host has it (hosts without zstd get a .tar.gz or .tar)",
-                plan.artifact.path.display(),
-                plan.artifact.size,
-                layout.artifact(&plan.artifact.sha256, "tar.zst")
-            ));
-            s.lines(": sftp upload");
-            s
-        },
         steps::stage(plan.config, &stage_in),
-        steps::switch(plan.config, &plan.release, &plan.holder),
+        steps::switch(
+            plan.config,
+            &plan.release,
+            &plan.holder,
+            Some(&plan.secrets),
+        ),
         steps::verify(
             plan.config,
             &plan.release,

@@ -219,6 +219,7 @@ mod tests {
                 })
                 .collect(),
             ssh_config: None,
+            secrets_file: None,
             parallel: 2,
             batch: Batch::All,
         }

@@ -146,17 +146,19 @@ pub fn probe_once(url: &str, host_header: &str) -> Probe {
 
 /// Script lines that run `health.command` in the release dir every 500 ms until it exits 0,
 /// for up to `timeout`; exit [`crate::remote::script::EXIT_NOT_ACTIVE`] when it never does.
+/// Its output goes to a private file made by `mktemp` (0600, a fresh unpredictable name), never
+/// to a fixed path in /tmp where another local user could plant a symlink.
 pub fn command_check(script: &mut Script, release_dir: &str, command: &str, timeout: Duration) {
     let tries = (timeout.as_millis() / 500).max(1).to_string();
-    script.lines("_h=0");
+    script.lines("_h=0; _hf=$(mktemp)");
     script.line(
-        "until (cd {} && sh -c {} 9>&-) >/tmp/.ship-health.$$ 2>&1; do",
+        "until (cd {} && sh -c {} 9>&-) >\"$_hf\" 2>&1; do",
         &[release_dir, command],
     );
     script.line("  _h=$((_h + 1)); if [ \"$_h\" -ge {} ]; then", &[&tries]);
-    script.line("    echo 'health command failed:' {} >&2; tail -n 5 /tmp/.ship-health.$$ >&2; rm -f /tmp/.ship-health.$$; exit 78", &[command]);
+    script.line("    echo 'health command failed:' {} >&2; tail -n 5 -- \"$_hf\" >&2; rm -f -- \"$_hf\"; exit 78", &[command]);
     script.lines("  fi; sleep 0.5");
-    script.lines("done; rm -f /tmp/.ship-health.$$");
+    script.lines("done; rm -f -- \"$_hf\"");
 }
 
 /// Shorthand used by flows: the configured HTTP target, if any.

@@ -59,6 +59,13 @@ pub async fn lock_and_read(
             Ok(state)
         }
         EXIT_LOCKED => Err(locked_error(conn.host(), &out.stdout)),
+        crate::preflight::EXIT_PREFLIGHT => Err(Error::Preflight {
+            host: conn.host().to_string(),
+            problem: crate::preflight::Facts::parse(&out.stdout)
+                .problems
+                .join("; "),
+            help: Some("nothing was changed on this host".into()),
+        }),
         _ => Err(conn.remote_error(&script, &out)),
     }
 }
@@ -200,14 +207,14 @@ where
 
 /// Judges a release after [`crate::steps::switch`] ran: a failed switch script means the unit
 /// never became active with a new process; otherwise [`verify_release`] decides (and, with
-/// `finish_log`, records the release and unlocks in the same script).
+/// `finish`, records the release and unlocks in the same script).
 pub async fn judge_switch(
     config: &crate::config::Config,
     conn: &Connection,
     release: &str,
     switch: &crate::remote::session::Output,
     hook_env: &crate::hooks::HookEnv<'_>,
-    finish_log: Option<&str>,
+    finish: Option<crate::steps::Finish<'_>>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     if switch.status != 0 {
@@ -223,7 +230,7 @@ pub async fn judge_switch(
         invocation: get("new_invocation"),
         retire: get("retire"),
     };
-    verify_release(config, conn, release, &started, hook_env, finish_log, ui).await
+    verify_release(config, conn, release, &started, hook_env, finish, ui).await
 }
 
 /// After a switch: the HTTP check (if configured) within `timeout`, answered by the process the
@@ -236,7 +243,7 @@ pub async fn verify_release(
     release: &str,
     started_unit: &crate::steps::Started<'_>,
     hook_env: &crate::hooks::HookEnv<'_>,
-    finish_log: Option<&str>,
+    finish: Option<crate::steps::Finish<'_>>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     let started = std::time::Instant::now();
@@ -259,7 +266,7 @@ pub async fn verify_release(
             crate::ui::Tone::Detail,
         );
     }
-    let script = crate::steps::verify(config, release, started_unit, hook_env, finish_log);
+    let script = crate::steps::verify(config, release, started_unit, hook_env, finish);
     let out = conn.run(&script).await.map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(out.tail(3).replace('\n', " "));

@@ -31,6 +31,7 @@ pub mod preflight;
 pub mod prune;
 pub mod remote;
 pub mod rollback;
+pub mod secrets;
 pub mod status;
 pub mod steps;
 pub mod systemd;

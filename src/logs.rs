@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use console::Style;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
@@ -119,36 +118,21 @@ pub fn journal_script(
     s
 }
 
-const PALETTE: [fn(Style) -> Style; 6] = [
-    Style::cyan,
-    Style::magenta,
-    Style::yellow,
-    Style::blue,
-    Style::green,
-    Style::red,
-];
-
-/// Emits one entry: `host: <time> <ident>: <message>` (the host in its colour), or in JSON
-/// one `{"event":"output","kind":"log",...}` line with host and timestamp.
+/// Emits one entry: `host: <time> <ident>: <message>` (the human renderer colours the host by
+/// `host_index`), or in JSON one `{"event":"output","kind":"log",...}` line with host and
+/// timestamp.
 fn emit(ui: &Ui, host: &str, colour: usize, e: &Entry) {
-    let prefix = if ui.color() {
-        PALETTE[colour % PALETTE.len()](Style::new().bold())
-            .force_styling(true)
-            .apply_to(host)
-            .to_string()
-    } else {
-        host.to_string()
-    };
     ui.emit(Event::Output {
         kind: "log".into(),
         text: format!(
-            "{prefix}: {} {}: {}",
+            "{host}: {} {}: {}",
             &e.timestamp[..19.min(e.timestamp.len())],
             e.ident,
             e.message
         ),
         data: json!({
             "host": host,
+            "host_index": colour,
             "timestamp": e.timestamp,
             "unit": e.unit,
             "ident": e.ident,

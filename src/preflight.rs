@@ -44,7 +44,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         script.line("_need={}", &[need]);
         glibc_compare(script);
     }
-    script.lines("for _t in sh tar sha256sum systemctl mkdir ln mv readlink df; do command -v $_t >/dev/null 2>&1 || problem \"missing command: $_t\"; done");
+    script.lines("for _t in sh tar sha256sum systemctl mkdir ln mv readlink df find mktemp; do command -v $_t >/dev/null 2>&1 || problem \"missing command: $_t\"; done");
     script.lines(
         "if command -v zstd >/dev/null 2>&1; then echo has_zstd=1; else echo has_zstd=0; fi",
     );
@@ -67,6 +67,8 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         "if [ -n \"$_avail\" ] && [ \"$_avail\" -lt {} ]; then problem \"only ${{_avail}} KiB free under $_p, the release needs about\" {} KiB; fi",
         &[&req.disk_kib.to_string(), &req.disk_kib.to_string()],
     );
+    world_writable_ancestors(script, layout);
+    foreign_unit(script, config);
     for f in &config.shared_files {
         let path = format!("{}/{f}", layout.shared());
         script.line("[ -f {} ] || problem \"shared file $(printf %s {}) is missing: create it on the host before deploying\"", &[&path, &path]);
@@ -82,6 +84,54 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         "[ \"$_problems\" = 0 ] || exit {}",
         &[&EXIT_PREFLIGHT.to_string()],
     );
+}
+
+/// The one check of flows that take the lock without an artifact (rollback, prune): the unit
+/// must not be one cargo-ship did not write ([`foreign_unit`]), since rollback rewrites and
+/// restarts it. Exits [`EXIT_PREFLIGHT`] before touching anything; problems go to stdout as
+/// `problem=` lines and to stderr.
+pub fn unit_guard(script: &mut Script, config: &Config) {
+    script.lines("_problems=0");
+    script.lines("problem() { printf 'problem=%s\\n' \"$*\"; printf '%s\\n' \"$*\" >&2; _problems=$((_problems + 1)); }");
+    foreign_unit(script, config);
+    script.line(
+        "[ \"$_problems\" = 0 ] || exit {}",
+        &[&EXIT_PREFLIGHT.to_string()],
+    );
+}
+
+/// A problem for each existing directory on the way to deploy_to (itself included) that every
+/// local user can write: they could swap the releases, or the binary root runs, under it.
+fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
+    script.line("_p={}; while :; do", &[layout.root()]);
+    script.lines("  if [ -n \"$(find -H \"$_p\" -maxdepth 0 -type d -perm -0002 2>/dev/null)\" ]; then problem \"$_p is writable by every local user (mode $(stat -L -c %a \"$_p\")): deploy_to must not be in or under such a directory; choose another deploy_to, or chmod o-w $_p\"; fi");
+    script.lines("  [ \"$_p\" = / ] && break; _p=$(dirname \"$_p\")");
+    script.lines("done");
+}
+
+/// A problem for each unit file cargo-ship may write or remove for this config (the app units
+/// of every restart strategy and the guard's) that exists and was not written by it (in
+/// /etc/systemd/system, or wherever systemd loads the unit from, e.g. `ssh` from
+/// /lib/systemd/system): a deploy or rollback would replace or remove it, and a failed first
+/// deploy would stop and disable it.
+fn foreign_unit(script: &mut Script, config: &Config) {
+    use crate::systemd::{guard, unit};
+    let mut names = unit::managed(config).to_vec();
+    names.extend([guard::timer(config), guard::service(config)]);
+    for name in &names {
+        script.line(
+            "_frag=$(systemctl show -p FragmentPath --value -- {} 2>/dev/null || true)",
+            &[name],
+        );
+        script.line(
+            "for _f in {} \"$_frag\"; do if [ -n \"$_f\" ] && {{ [ -e \"$_f\" ] || [ -L \"$_f\" ]; }} && [ \"$(head -n 1 -- \"$_f\" 2>/dev/null || true)\" != {} ]; then",
+            &[&unit::path(name), unit::HEADER],
+        );
+        script.line(
+            "  problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name of its own, or remove that unit first\"; break; fi; done",
+            &[name],
+        );
+    }
 }
 
 /// Compares `$_glibc` (the host's, maybe empty) with `$_need` and calls `problem` when the

@@ -56,36 +56,35 @@ async fn prune_hosts(
     let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
         let (holder, layout) = (holder.clone(), layout.clone());
         async move {
-            let state =
-                lock_and_read(config, &conn, &holder, std::time::Duration::ZERO, ui).await?;
+            let state = if opts.dry_run {
+                read_only_state(&conn, &layout, ui).await?
+            } else {
+                lock_and_read(config, &conn, &holder, std::time::Duration::ZERO, ui).await?
+            };
             let doomed = state.prune_candidates(keep);
             let mut s = Script::new(format!(
                 "remove {} old release(s) in {}",
                 doomed.len(),
                 layout.root()
             ));
+            crate::steps::prune_lines(&mut s, &layout, &doomed, keep);
+            lock::release(&mut s, &layout);
             if opts.dry_run {
+                // The script a real prune would run; nothing runs on the host.
                 ui.emit(Event::Script {
                     host: conn.host().into(),
                     purpose: s.purpose().into(),
-                    script: doomed.join("\n"),
+                    script: s.render_redacted()?,
                 });
-                lock::release(&mut s, &layout);
-            } else {
-                crate::steps::prune_lines(&mut s, &layout, &doomed, keep);
-                lock::release(&mut s, &layout);
             }
-            let out = conn.run_ok(&s).await?;
-            let removed = out.lines().filter(|l| l.starts_with("pruned=")).count();
+            let removed = if opts.dry_run {
+                0
+            } else {
+                let out = conn.run_ok(&s).await?;
+                out.lines().filter(|l| l.starts_with("pruned=")).count()
+            };
             let detail = if opts.dry_run {
-                format!(
-                    "would remove {}",
-                    if doomed.is_empty() {
-                        "nothing".into()
-                    } else {
-                        doomed.join(", ")
-                    }
-                )
+                dry_run_detail(&doomed, &state)
             } else {
                 format!(
                     "removed {removed} release(s), kept {}",
@@ -103,4 +102,46 @@ async fn prune_hosts(
     })
     .await;
     fleet::summarize("prune", results, ui)
+}
+
+/// `--dry-run`: reads the releases, marks and lock holder without taking the lock or changing
+/// anything (a real prune's first script creates directories, clears unfinished releases and
+/// the switch record: none of that may happen in a dry run).
+async fn read_only_state(
+    conn: &crate::remote::session::Connection,
+    layout: &Layout,
+    ui: &Ui,
+) -> Result<crate::journal::HostState> {
+    let mut s = Script::new(format!("read the releases in {}", layout.root()));
+    crate::journal::state_lines(&mut s, layout);
+    s.line(
+        "if [ -f {} ]; then printf 'lock=%s\\n' \"$(cat {})\"; fi",
+        &[&layout.lock_holder(), &layout.lock_holder()],
+    );
+    let out = conn.run_ok(&s).await?;
+    let state = crate::journal::HostState::parse(&out);
+    crate::host::warn_unverified_switch(conn.host(), &state, ui);
+    Ok(state)
+}
+
+/// What a dry run reports for one host.
+fn dry_run_detail(doomed: &[String], state: &crate::journal::HostState) -> String {
+    let mut d = format!(
+        "would remove {}",
+        if doomed.is_empty() {
+            "nothing".into()
+        } else {
+            doomed.join(", ")
+        }
+    );
+    if !state.unfinished.is_empty() {
+        d.push_str(&format!(
+            " (and unfinished release(s) {} left by an interrupted deploy)",
+            state.unfinished.join(", ")
+        ));
+    }
+    if let Some(h) = &state.lock_holder {
+        d.push_str(&format!("; the deploy lock is held by {h}"));
+    }
+    d
 }

@@ -60,7 +60,7 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
             let log = format!("<revisions.log line: rollback release={target} result=ok>");
             for s in [
                 steps::preflight(config, None, &holder, lock_wait),
-                steps::switch(config, &target, &holder),
+                steps::switch(config, &target, &holder, None),
                 steps::verify(
                     config,
                     &target,
@@ -70,7 +70,10 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
                         retire: "<blue-green: the instance of the old release>",
                     },
                     &hook_env,
-                    Some(&log),
+                    Some(steps::Finish {
+                        log: &log,
+                        prune: &[],
+                    }),
                 ),
             ] {
                 ui.emit(Event::Script {
@@ -194,7 +197,9 @@ async fn rollback_host(
         "Rolling back",
         format!("{} -> {target}", from.as_deref().unwrap_or("nothing")),
     );
-    let out = conn.run(&steps::switch(config, &target, holder)).await?;
+    let out = conn
+        .run(&steps::switch(config, &target, holder, None))
+        .await?;
     let layout = Layout::new(&config.deploy_to);
     let rel_dir = layout.release(&target);
     let env_name = config.env()?.name.clone();
@@ -221,9 +226,13 @@ async fn rollback_host(
         .line(chrono::Utc::now(), &journal::who())
     };
     // Healthy: the same script records the rollback and unlocks (one round trip less).
+    let ok_log = log("ok");
+    let finish = steps::Finish {
+        log: &ok_log,
+        prune: &[],
+    };
     let verdict =
-        crate::host::judge_switch(config, conn, &target, &out, &hook_env, Some(&log("ok")), ui)
-            .await;
+        crate::host::judge_switch(config, conn, &target, &out, &hook_env, Some(finish), ui).await;
     match verdict {
         Ok(()) => {
             ui.host(&host, "Rolled back", format!("to release {target}"));

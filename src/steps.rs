@@ -23,6 +23,7 @@ use crate::package::Manifest;
 use crate::preflight::{self, Requirements};
 use crate::remote::script::{Script, EXIT_CHECKSUM, EXIT_LOCKED, EXIT_UNSTABLE};
 use crate::remote::transfer::Encoding;
+use crate::secrets::Secrets;
 use crate::systemd::{self, guard, strategy};
 
 /// Lock + state, with the artifact checks when `req` is given (deploy), without (rollback,
@@ -39,8 +40,9 @@ pub fn preflight(
         layout.root()
     ));
     s.lines("umask 022");
-    if let Some(req) = req {
-        preflight::checks(&mut s, config, &layout, req);
+    match req {
+        Some(req) => preflight::checks(&mut s, config, &layout, req),
+        None => preflight::unit_guard(&mut s, config),
     }
     lock::take(&mut s, &layout, holder, lock_wait.as_secs());
     for d in [
@@ -95,6 +97,9 @@ pub struct StageInput<'a> {
     pub encoding: Encoding,
     /// sha256 of the bytes sent (equals `artifact_sha` for zstd).
     pub sent_sha: &'a str,
+    /// The artifact arrives on the script's standard input (this many bytes), to be stored in
+    /// the host's cache first; `None` when the host has it already.
+    pub receive: Option<u64>,
     /// The manifest (file checksums).
     pub manifest: &'a Manifest,
     /// Hook context.
@@ -109,6 +114,18 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     let art = layout.artifact(input.artifact_sha, input.encoding.ext());
     let mut s = Script::new(format!("stage release {} in {rel}", input.release));
     s.lines("umask 022");
+    if let Some(size) = input.receive {
+        // The artifact follows the script on standard input: no SFTP session, no extra round
+        // trip. A short or corrupted transfer fails the sha256 check below.
+        s.line(
+            "mkdir -p -- {}; cat > {}.part; mv -f -- {}.part {}",
+            &[&layout.artifacts(), &art, &art, &art],
+        );
+        s.line(
+            "_len=$(wc -c < {}); if [ \"$_len\" -ne {} ]; then rm -f -- {}; echo \"the artifact arrived with $_len bytes, expected \"{} >&2; exit {}; fi",
+            &[&art, &size.to_string(), &art, &size.to_string(), &EXIT_CHECKSUM.to_string()],
+        );
+    }
     s.line("_sum=$(sha256sum < {} | cut -d' ' -f1)", &[&art]);
     s.line(
         "if [ \"$_sum\" != {} ]; then rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected\" {} >&2; exit {}; fi",
@@ -116,11 +133,14 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     );
     s.line(": > {}", &[&layout.unfinished(input.release)]);
     s.line("mkdir -- {}", &[&rel]);
-    match input.encoding {
-        Encoding::Zstd => s.line("zstd -dcq -- {} | tar -xf - -C {}", &[&art, &rel]),
-        Encoding::Gzip => s.line("gzip -dc -- {} | tar -xf - -C {}", &[&art, &rel]),
-        Encoding::Tar => s.line("tar -xf {} -C {}", &[&art, &rel]),
-    };
+    crate::package::unpack::unpack_lines(
+        &mut s,
+        input.encoding,
+        &art,
+        &rel,
+        &layout.unfinished(input.release),
+        input.manifest,
+    );
     let checklist: String = input
         .manifest
         .files
@@ -177,7 +197,10 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
 /// configured restart strategy, waiting for a new active process (and the health command).
 /// Prints `previous=`, `unit_changed=`, `outage=` (when the sockets close for a moment),
 /// `guard_deadline=`, `new_unit=`, `retire=` and the `new_*` unit state.
-pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
+///
+/// With `secrets` (a deploy), the unit's secret file is written when its values changed; a
+/// rollback passes `None` and keeps the values the host has.
+pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Secrets>) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
         "switch `current` to release {release} and start it ({} restart of {})",
@@ -186,7 +209,7 @@ pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
     ));
     systemd::sudo_prelude(&mut s, config);
     s.line(
-        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}",
+        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; _now=$(date +%s)",
         &[&layout.current()],
     );
     s.line(
@@ -202,15 +225,28 @@ pub fn switch(config: &Config, release: &str, holder: &str) -> Script {
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
     strategy::install(&mut s, config);
+    if let Some(secrets) = secrets {
+        crate::secrets::install(&mut s, config, secrets);
+    }
     // The version now live, for reports.
     journal::print_version(&mut s, "version", &layout.release(release));
-    s.lines("echo switched_at=@$(date +%s)");
+    s.lines("echo switched_at=@$_now");
     s.line("_to={}", &[release]);
     strategy::bring_up(&mut s, config, false, true);
     if let Some(cmd) = &config.health.command {
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
     s
+}
+
+/// The [`finish`] lines to run at the end of [`verify`], when nothing else must be waited for
+/// (a rollback, a deploy to one host): one round trip less.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// The revisions.log line.
+    pub log: &'a str,
+    /// Releases to remove.
+    pub prune: &'a [String],
 }
 
 /// What [`verify`] checks: the unit the switch started and its process.
@@ -225,7 +261,7 @@ pub struct Started<'a> {
 }
 
 /// Waits `settle`, then checks the unit still runs the process started by the switch and is
-/// active; retires the old blue-green instance; runs after_switch hooks. With `finish_log`,
+/// active; retires the old blue-green instance; runs after_switch hooks. With `finish`,
 /// the [`finish`] lines follow in the same script (one round trip less), reached only when
 /// all that passed; a host that must wait for the rest of the fleet (deploy) passes `None`.
 pub fn verify(
@@ -233,7 +269,7 @@ pub fn verify(
     release: &str,
     started: &Started<'_>,
     hook_env: &HookEnv<'_>,
-    finish_log: Option<&str>,
+    finish: Option<Finish<'_>>,
 ) -> Script {
     let mut s = Script::new(format!("verify release {release} stays up"));
     systemd::sudo_prelude(&mut s, config);
@@ -254,8 +290,8 @@ pub fn verify(
     s.line("_retire={}", &[started.retire]);
     strategy::retire(&mut s);
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
-    if let Some(log_line) = finish_log {
-        finish_lines(&mut s, config, release, log_line, &[]);
+    if let Some(f) = finish {
+        finish_lines(&mut s, config, release, f.log, f.prune);
     }
     s
 }
@@ -282,6 +318,7 @@ fn finish_lines(s: &mut Script, config: &Config, release: &str, log_line: &str, 
         "printf '%s\\n' {} >> {}",
         &[log_line, &layout.revisions_log()],
     );
+    crate::secrets::forget_previous(s, config);
     s.line(
         "rm -rf -- {} {}",
         &[&journal::switching(&layout), &layout.units_prev()],

@@ -44,6 +44,8 @@ pub struct Layer {
     pub(crate) hosts: Option<Strings>,
     /// Environment tables only; already resolved against the directory of the declaring file.
     pub(crate) ssh_config: Option<Val<PathBuf>>,
+    /// Environment tables only; already resolved against the directory of the declaring file.
+    pub(crate) secrets_file: Option<Val<PathBuf>>,
     /// Environment tables only.
     pub(crate) parallel: Option<Val<i64>>,
     /// Environment tables only.
@@ -69,6 +71,7 @@ pub(crate) struct SystemdLayer {
     pub listen: Option<Strings>,
     pub notify: Option<Val<bool>>,
     pub drain_timeout: Option<Val<String>>,
+    pub secrets: Option<Strings>,
 }
 
 /// `[...health]`.
@@ -131,7 +134,14 @@ const COMMON_KEYS: &[&str] = &[
     "health",
     "hooks",
 ];
-const ENV_ONLY_KEYS: &[&str] = &["hosts", "ssh_config", "parallel", "batch", "per_host"];
+const ENV_ONLY_KEYS: &[&str] = &[
+    "hosts",
+    "ssh_config",
+    "secrets_file",
+    "parallel",
+    "batch",
+    "per_host",
+];
 const SYSTEMD_KEYS: &[&str] = &[
     "unit",
     "args",
@@ -144,6 +154,7 @@ const SYSTEMD_KEYS: &[&str] = &[
     "listen",
     "notify",
     "drain_timeout",
+    "secrets",
 ];
 const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle", "confirm_timeout"];
 const HOOKS_KEYS: &[&str] = &[
@@ -208,6 +219,7 @@ impl Layer {
         set(&mut s.listen, &o.listen);
         set(&mut s.notify, &o.notify);
         set(&mut s.drain_timeout, &o.drain_timeout);
+        set(&mut s.secrets, &o.secrets);
 
         let (h, o) = (&mut self.health, &over.health);
         set(&mut h.http, &o.http);
@@ -226,6 +238,7 @@ impl Layer {
 
         set(&mut self.hosts, &over.hosts);
         set(&mut self.ssh_config, &over.ssh_config);
+        set(&mut self.secrets_file, &over.secrets_file);
         set(&mut self.parallel, &over.parallel);
         set(&mut self.batch, &over.batch);
 
@@ -305,6 +318,10 @@ impl Reader<'_> {
                 "ssh_config" if scope == Scope::Environment => {
                     let s = self.string(value, &path, "a path to an ssh config file")?;
                     l.ssh_config = Some(Val::new(self.src.dir().join(&s.value), s.at));
+                }
+                "secrets_file" if scope == Scope::Environment => {
+                    let s = self.string(value, &path, "a path to a dotenv file")?;
+                    l.secrets_file = Some(Val::new(self.src.dir().join(&s.value), s.at));
                 }
                 "parallel" if scope == Scope::Environment => {
                     l.parallel = Some(self.integer(value, &path, "a positive integer")?)
@@ -416,6 +433,13 @@ impl Reader<'_> {
                 }
                 "notify" => s.notify = Some(self.boolean(value, &path)?),
                 "drain_timeout" => s.drain_timeout = Some(self.string(value, &path, DURATION)?),
+                "secrets" => {
+                    s.secrets = Some(self.strings(
+                        value,
+                        &path,
+                        "an array of environment variable names like [\"DATABASE_URL\"]",
+                    )?)
+                }
                 _ => {
                     return Err(unknown_key(
                         &self.src.origin(&path, key.span()),

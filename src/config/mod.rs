@@ -143,6 +143,10 @@ pub struct SystemdConfig {
     /// `TimeoutStopSec=`, then SIGKILL.
     #[serde(with = "humantime_serde_compat")]
     pub drain_timeout: Duration,
+    /// Names of environment variables whose values are secrets: read on the deploying machine
+    /// (its environment, else the environment's `secrets_file`), never from Cargo.toml, and
+    /// given to the service through a root-only file on the host.
+    pub secrets: Vec<String>,
 }
 
 /// `systemd.restart`: how a new release replaces the running one.
@@ -218,6 +222,8 @@ pub struct Environment {
     pub hosts: Vec<HostSpec>,
     /// ssh config file passed as `-F` (absolute after resolving against the package root).
     pub ssh_config: Option<PathBuf>,
+    /// Dotenv file on the deploying machine with secret values (absolute once resolved).
+    pub secrets_file: Option<PathBuf>,
     /// Hosts handled at once (default 10).
     pub parallel: usize,
     /// Switch batch size.

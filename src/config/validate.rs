@@ -277,8 +277,15 @@ fn resolve(
         None => Vec::new(),
         Some(list) => relative_paths(list, "the package")?,
     };
+    check_bin_name(&bin, ship_at)?;
     let deploy_to = match &l.deploy_to {
-        None => format!("/opt/{bin}"),
+        None => derived_default(
+            &bin,
+            "deploy_to",
+            format!("/opt/{bin}"),
+            ship_at,
+            check_deploy_to,
+        )?,
         Some(v) => check_deploy_to(v)?,
     };
     let keep_releases = match &l.keep_releases {
@@ -295,7 +302,7 @@ fn resolve(
     };
     check_shared(l, &bin, &assets)?;
 
-    let systemd = resolve_systemd(l, &bin)?;
+    let systemd = resolve_systemd(l, &bin, ship_at)?;
     let health = resolve_health(l)?;
     let hooks = HooksConfig {
         before_switch: commands(l.hooks.before_switch.as_ref())?,
@@ -342,21 +349,16 @@ fn resolve(
     })
 }
 
-fn resolve_systemd(l: &Layer, bin: &str) -> Result<SystemdConfig> {
+fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConfig> {
     let s = &l.systemd;
     let (restart, listen) = resolve_restart(s)?;
     let unit = match &s.unit {
-        None => bin.to_string(),
+        None => derived_default(bin, "systemd.unit", bin.to_string(), ship_at, check_unit)?,
         Some(v) => check_unit(v)?,
     };
     let mut environment = BTreeMap::new();
     for (name, (name_at, value)) in &s.environment {
-        let mut chars = name.chars();
-        let ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
+        if !is_env_name(name) {
             return Err(name_at.error(
                 format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{name}`"),
                 None,
@@ -409,7 +411,44 @@ fn resolve_systemd(l: &Layer, bin: &str) -> Result<SystemdConfig> {
             None => Duration::from_secs(30),
             Some(v) => duration(v)?,
         },
+        secrets: resolve_secrets(s)?,
     })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `systemd.secrets`: variable names, none of them also in `environment` (whose values are in
+/// Cargo.toml, i.e. not secret).
+fn resolve_secrets(s: &SystemdLayer) -> Result<Vec<String>> {
+    let Some(list) = &s.secrets else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for v in &list.value {
+        if !is_env_name(&v.value) {
+            return Err(v.at.error(
+                format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found \"{}\"", v.value),
+                None,
+            ));
+        }
+        if s.environment.contains_key(&v.value) {
+            return Err(v.at.error(
+                format!("`{}` is both a secret and a value in `systemd.environment`", v.value),
+                Some("values in `environment` live in Cargo.toml, i.e. in git: remove it there and pass the value in the deploying process's environment or the environment's `secrets_file`".into()),
+            ));
+        }
+        if !names.contains(&v.value) {
+            names.push(v.value.clone());
+        }
+    }
+    Ok(names)
 }
 
 fn resolve_restart(s: &SystemdLayer) -> Result<(RestartStrategy, Vec<String>)> {
@@ -600,6 +639,21 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
             Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
         }
     };
+    let secrets_file = match &l.secrets_file {
+        None => None,
+        Some(v) => {
+            if !v.value.is_file() {
+                return Err(v.at.error(
+                    format!("the secrets file `{}` does not exist", v.value.display()),
+                    Some(
+                        "`secrets_file` is relative to the directory of the Cargo.toml that sets it; it stays on the deploying machine (keep it out of git)"
+                            .into(),
+                    ),
+                ));
+            }
+            Some(std::fs::canonicalize(&v.value).unwrap_or_else(|_| v.value.clone()))
+        }
+    };
     let parallel = match &l.parallel {
         None => 10,
         Some(v) => at_least_one(v)?,
@@ -617,6 +671,7 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
         name: name.to_string(),
         hosts,
         ssh_config,
+        secrets_file,
         parallel,
         batch,
     })
@@ -743,7 +798,63 @@ fn overlaps(a: &str, b: &str) -> bool {
     a[..n] == b[..n]
 }
 
+/// The binary's name goes into the unit file (Description=, ExecStart=) and is the file name
+/// at the release root: it must be a plain file name (no `/`, not `.` or `..`) without
+/// control characters (systemd ends a line at a carriage return too).
+fn check_bin_name(bin: &str, ship_at: &Origin) -> Result<()> {
+    let why = if bin.contains(|c: char| c.is_control()) {
+        "it would be written into the unit file"
+    } else if bin.contains('/') || bin == "." || bin == ".." || bin.is_empty() {
+        "it would name a file outside the release root"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config {
+        location: ship_at.location.clone(),
+        key: "package.metadata.ship.bin".into(),
+        problem: format!(
+            "expected a binary name that is a plain file name without control characters, found {bin:?}: {why}"
+        ),
+        help: Some("rename the `[[bin]]` target in Cargo.toml".into()),
+    })
+}
+
+/// A default derived from the binary's name (`deploy_to = "/opt/<bin>"`, `unit = "<bin>"`)
+/// gets the same check as the key written out; its error says where the value came from.
+fn derived_default(
+    bin: &str,
+    key: &str,
+    value: String,
+    ship_at: &Origin,
+    check: fn(&Val<String>) -> Result<String>,
+) -> Result<String> {
+    let at = Origin {
+        location: ship_at.location.clone(),
+        key: format!("package.metadata.ship.{key}"),
+    };
+    check(&Val::new(value.clone(), at)).map_err(|e| match e {
+        Error::Config {
+            location,
+            key: full_key,
+            problem,
+            ..
+        } => Error::Config {
+            location,
+            key: full_key,
+            problem: format!(
+                "the default \"{value}\", derived from the binary name {bin:?}, is not usable: {problem}"
+            ),
+            help: Some(format!(
+                "set `{key}` in `[package.metadata.ship{}]`, or rename the binary",
+                if key == "deploy_to" { "" } else { ".systemd" }
+            )),
+        },
+        other => other,
+    })
+}
+
 fn check_deploy_to(v: &Val<String>) -> Result<String> {
+    const WORLD_WRITABLE: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"];
     const SYSTEM: &[&str] = &[
         "bin", "boot", "dev", "etc", "home", "lib", "lib64", "opt", "proc", "root", "run", "sbin",
         "srv", "sys", "tmp", "usr", "var",
@@ -767,7 +878,14 @@ fn check_deploy_to(v: &Val<String>) -> Result<String> {
     } else if parts.len() == 1 && SYSTEM.contains(&parts[0]) {
         Some("a system directory".to_string())
     } else {
-        None
+        WORLD_WRITABLE
+            .iter()
+            .find(|d| std::path::Path::new(trimmed).starts_with(d))
+            .map(|d| {
+                format!(
+                    "a path under {d}, which every local user can write (they could replace it before the first deploy)"
+                )
+            })
     };
     match problem {
         None => Ok(trimmed.to_string()),
@@ -1052,6 +1170,8 @@ struct SystemdView<'a> {
     notify: bool,
     drain_timeout: String,
     environment: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    secrets: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -1071,6 +1191,8 @@ struct EnvView<'a> {
     hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ssh_config: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secrets_file: Option<String>,
     parallel: usize,
     batch: BatchView,
 }
@@ -1116,6 +1238,7 @@ impl<'a> From<&'a Config> for View<'a> {
                 notify: c.systemd.notify,
                 drain_timeout: human(c.systemd.drain_timeout),
                 environment: &c.systemd.environment,
+                secrets: &c.systemd.secrets,
             },
             health: HealthView {
                 http: c.health.http.as_deref(),
@@ -1129,6 +1252,7 @@ impl<'a> From<&'a Config> for View<'a> {
                 name: &e.name,
                 hosts: e.hosts.iter().map(ToString::to_string).collect(),
                 ssh_config: e.ssh_config.as_ref().map(|p| p.display().to_string()),
+                secrets_file: e.secrets_file.as_ref().map(|p| p.display().to_string()),
                 parallel: e.parallel,
                 batch: match e.batch {
                     Batch::All => BatchView::Text("all".into()),

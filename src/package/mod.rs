@@ -13,6 +13,7 @@
 
 pub mod manifest;
 pub mod store;
+pub mod unpack;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -186,10 +187,12 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     Err(damaged(format!("it has no {MANIFEST_FILE}")))
 }
 
-/// Opens an existing artifact file (`deploy --artifact`): its sha256, size and manifest.
+/// Opens an existing artifact file (`deploy --artifact`): its sha256, size and manifest,
+/// after checking it holds only what its manifest lists ([`unpack::check_entries`]).
 /// `reused` is true: nothing was built.
 pub fn open_artifact(path: &Path) -> Result<Artifact> {
     let manifest = read_manifest(path)?;
+    unpack::check_entries(path, &manifest)?;
     let (sha256, size) = hash_file(path).map_err(|e| Error::io("read the artifact", path, e))?;
     Ok(Artifact {
         path: path.to_path_buf(),
@@ -228,6 +231,18 @@ fn collect_assets(config: &Config, what: &str) -> Result<BTreeMap<String, Entry>
         })?;
         let rel = parts.join("/");
         let source = config.package_root.join(&rel);
+        // `walk` refuses symlinks inside an asset; a symlinked directory on the way to it
+        // would pack files from outside the package.
+        if let Some((link, to)) = symlinked_parent(&config.package_root, &parts) {
+            return Err(fail(
+                format!(
+                    "asset `{asset}` in package.metadata.ship.assets is under a symlink, which is not followed: {} -> {}",
+                    link.display(),
+                    to.display()
+                ),
+                "list assets by their real path inside the package, or replace the symlinked directory with a real one",
+            ));
+        }
         let meta = match std::fs::symlink_metadata(&source) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -276,6 +291,21 @@ fn collect_assets(config: &Config, what: &str) -> Result<BTreeMap<String, Entry>
         }
     }
     Ok(entries)
+}
+
+/// The first directory on the way from `root` to the asset `parts` (the asset itself
+/// excluded) that is a symlink, and where it points.
+fn symlinked_parent(root: &Path, parts: &[String]) -> Option<(PathBuf, PathBuf)> {
+    let mut p = root.to_path_buf();
+    for part in &parts[..parts.len() - 1] {
+        p.push(part);
+        let meta = std::fs::symlink_metadata(&p).ok()?;
+        if meta.file_type().is_symlink() {
+            let to = std::fs::read_link(&p).unwrap_or_default();
+            return Some((p, to));
+        }
+    }
+    None
 }
 
 /// Splits an asset path into normal components; refuses absolute paths and `..`.

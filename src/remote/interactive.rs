@@ -15,7 +15,9 @@ pub fn run(spec: &HostSpec, env: &Environment, script: &Script) -> Result<i32> {
     let remote = format!("sh -c {}", quote(&text).map_err(|e| Error::usage(e, None))?);
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-t").args(["-o", "StrictHostKeyChecking=yes"]);
-    if let Some(f) = &env.ssh_config {
+    // The same ssh config as every other connection: the environment's ssh_config, or the
+    // one generated for --ssh-config/--known-hosts.
+    if let Some(f) = super::ssh_files::config_for(env, &super::session::control_dir())? {
         cmd.arg("-F").arg(f);
     }
     if let Some(p) = spec.port {

@@ -1,7 +1,9 @@
 //! Talking to hosts: one OpenSSH master connection per host (`session.rs`), the one shell
-//! builder (`script.rs`) and artifact transfer over SFTP (`transfer.rs`).
+//! builder (`script.rs`), the artifact's encodings (`transfer.rs`) and the ssh files given from
+//! outside the project (`ssh_files.rs`).
 
 pub mod interactive;
 pub mod script;
 pub mod session;
+pub mod ssh_files;
 pub mod transfer;

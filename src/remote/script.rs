@@ -25,14 +25,24 @@ pub const EXIT_NOT_ACTIVE: i32 = 78;
 pub const EXIT_UNSTABLE: i32 = 79;
 /// Nothing to do / no such release (rollback target missing, not locked...).
 pub const EXIT_MISSING: i32 = 80;
-/// The dead-man's switch put the previous release back before the deploy confirmed.
-pub const EXIT_REVERTED: i32 = 81;
+/// The dead-man's switch put the previous release back before the deploy confirmed (81 is
+/// `preflight::EXIT_PREFLIGHT`).
+pub const EXIT_REVERTED: i32 = 82;
+
+/// The whole remote command line of every script: a fixed reader, no value in it. The script
+/// follows on standard input as `<length>\n<script>`; `read` takes the length line byte by
+/// byte and `head -c` exactly the script, so whatever follows (an artifact, see
+/// [`Script::framed`]) is left on standard input for the script itself. Nothing a script holds
+/// (unit texts, secrets) ever appears in the host's process list.
+pub const BOOTSTRAP: &str = "IFS= read -r _n && _s=$(head -c \"$_n\") && eval \"$_s\"";
 
 /// A shell script for one phase on one host.
 #[derive(Debug, Clone)]
 pub struct Script {
     purpose: String,
-    lines: Vec<String>,
+    /// Each line as its template and the values of its placeholders, filled at render time
+    /// (so the redacted rendering can decide per placeholder, see [`Script::redact`]).
+    lines: Vec<(&'static str, Vec<String>)>,
     redact: Vec<String>,
     error: Option<String>,
     idempotent: bool,
@@ -44,7 +54,7 @@ impl Script {
     pub fn new(purpose: impl Into<String>) -> Self {
         Script {
             purpose: purpose.into(),
-            lines: vec!["set -eu".into()],
+            lines: vec![("set -eu", Vec::new())],
             redact: Vec::new(),
             error: None,
             idempotent: false,
@@ -56,8 +66,10 @@ impl Script {
     /// A wrong number of args, or a value that cannot be quoted (a NUL byte), is remembered and
     /// reported by [`Script::render`], so building never panics on user input.
     pub fn line(&mut self, template: &'static str, args: &[&str]) -> &mut Self {
-        match fill(template, args) {
-            Ok(l) => self.lines.push(l),
+        match fill(template, args, &|_| false) {
+            Ok(_) => self
+                .lines
+                .push((template, args.iter().map(|a| a.to_string()).collect())),
             Err(e) => {
                 self.error.get_or_insert(e);
             }
@@ -70,12 +82,13 @@ impl Script {
         self.line(template, &[])
     }
 
-    /// Marks a value as secret: `--dry-run` shows `[redacted]` where it would appear.
+    /// Marks a value as secret: every placeholder filled with exactly this value (before or
+    /// after this call) is shown as `'[redacted]'` by [`Script::render_redacted`]. The decision
+    /// is made per placeholder where the text is built, never by searching the rendered text,
+    /// so a short or unquoted secret cannot garble other values or unmask another secret.
     pub fn redact(&mut self, value: &str) -> &mut Self {
         if !value.is_empty() {
-            if let Ok(q) = quote(value) {
-                self.redact.push(q);
-            }
+            self.redact.push(value.to_string());
         }
         self
     }
@@ -105,16 +118,42 @@ impl Script {
                 None,
             ));
         }
-        let mut s = self.lines.join("\n");
-        s.push('\n');
-        Ok(s)
+        self.fill_all(&|_| false)
     }
 
-    /// The shell text for `--dry-run` and logs, with secret values replaced by `'[redacted]'`.
+    /// What goes to [`BOOTSTRAP`]'s standard input: the length of the script, a newline and
+    /// the script (a payload, if any, follows it).
+    pub fn framed(&self) -> Result<Vec<u8>> {
+        let text = self.render()?;
+        let mut out = format!("{}\n", text.len()).into_bytes();
+        out.extend_from_slice(text.as_bytes());
+        Ok(out)
+    }
+
+    /// The shell text for `--dry-run` and logs, with each placeholder whose value was marked
+    /// by [`Script::redact`] shown as `'[redacted]'`.
     pub fn render_redacted(&self) -> Result<String> {
-        let mut s = self.render()?;
-        for r in &self.redact {
-            s = s.replace(r.as_str(), "'[redacted]'");
+        if let Some(e) = &self.error {
+            return Err(Error::usage(
+                format!("cannot build the script to {}: {e}", self.purpose),
+                None,
+            ));
+        }
+        self.fill_all(&|v| self.redact.iter().any(|r| r == v))
+    }
+
+    fn fill_all(&self, secret: &dyn Fn(&str) -> bool) -> Result<String> {
+        let mut s = String::new();
+        for (template, args) in &self.lines {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let line = fill(template, &args, secret).map_err(|e| {
+                Error::usage(
+                    format!("cannot build the script to {}: {e}", self.purpose),
+                    None,
+                )
+            })?;
+            s.push_str(&line);
+            s.push('\n');
         }
         Ok(s)
     }
@@ -132,7 +171,12 @@ pub fn quote(value: &str) -> std::result::Result<String, String> {
         })
 }
 
-fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, String> {
+/// Fills `template`; a value for which `secret` is true is shown as `'[redacted]'`.
+fn fill(
+    template: &'static str,
+    args: &[&str],
+    secret: &dyn Fn(&str) -> bool,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(template.len() + 16 * args.len());
     let mut it = args.iter();
     let mut chars = template.chars().peekable();
@@ -151,7 +195,12 @@ fn fill(template: &'static str, args: &[&str]) -> std::result::Result<String, St
                 let v = it
                     .next()
                     .ok_or_else(|| format!("template `{template}` has more `{{}}` than values"))?;
-                out.push_str(&quote(v)?);
+                let q = quote(v)?;
+                if secret(v) {
+                    out.push_str("'[redacted]'");
+                } else {
+                    out.push_str(&q);
+                }
             }
             c => out.push(c),
         }
@@ -240,6 +289,26 @@ mod tests {
         assert!(r.contains("[redacted]"));
     }
 
+    /// Issue #9: a secret that needs no quoting (`info`) used to be replaced inside the quoted
+    /// unit text, which then no longer matched and was shown in clear; a short one (`1`)
+    /// garbled every number. Redaction is per placeholder now.
+    #[test]
+    fn redaction_is_structural() {
+        let unit = "[Service]\nEnvironment=\"RUST_LOG=info\"\nEnvironment=\"DATABASE_URL=postgres://u:pw@db/x y\"\n";
+        let mut s = Script::new("install");
+        s.redact("info").redact("1");
+        s.line("unit_text={}", &[unit]).redact(unit);
+        s.line("sleep {}; echo {} {}", &["1.0", "1", "info"]);
+        s.line("printf '%s\\n' {}", &["release 20250101T000001Z is fine"]);
+        assert_eq!(
+            s.render_redacted().unwrap(),
+            "set -eu\nunit_text='[redacted]'\nsleep 1.0; echo '[redacted]' '[redacted]'\nprintf '%s\\n' 'release 20250101T000001Z is fine'\n"
+        );
+        // The script that runs is unchanged.
+        assert!(s.render().unwrap().contains("pw@db/x y"));
+        assert!(s.render().unwrap().contains("echo 1 info\n"));
+    }
+
     /// Every hostile value survives a round trip through the real /bin/sh unchanged, and
     /// nothing in it executes.
     #[test]
@@ -262,6 +331,34 @@ mod tests {
             assert_eq!(String::from_utf8(out.stdout).unwrap(), *v);
         }
         assert!(!std::path::Path::new("/tmp/pwned").exists());
+    }
+
+    /// The framed script runs under the real /bin/sh through BOOTSTRAP, and a payload after
+    /// it reaches the script's standard input byte for byte.
+    #[test]
+    fn framed_script_and_payload_through_bootstrap() {
+        use std::io::Write;
+        let mut s = Script::new("frame");
+        s.line("printf '%s|' {}", &["it's $HOME"]);
+        s.lines("cat");
+        let mut input = s.framed().unwrap();
+        let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        input.extend_from_slice(&payload);
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success());
+        let (head, rest) = out.stdout.split_at("it's $HOME|".len());
+        assert_eq!(head, b"it's $HOME|");
+        assert_eq!(rest, &payload[..]);
     }
 
     #[test]

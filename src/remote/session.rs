@@ -1,9 +1,12 @@
 //! One OpenSSH master connection per host (ControlMaster via the `openssh` crate's native mux),
-//! shared by every command, the SFTP upload and the health probe's port forward.
+//! shared by every command (artifacts travel on a command's stdin) and the health probe's port
+//! forward.
 //!
 //! Host keys are checked strictly (known_hosts or the environment's ssh_config): an unknown or
 //! changed key is an error, never silently accepted. ~/.ssh/config, `-F <ssh_config>` and
-//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection.
+//! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection;
+//! `--ssh-config`/`--known-hosts` replace ~/.ssh/config with a generated `-F` file
+//! (`ssh_files.rs`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 
-use super::script::Script;
+use super::script::{Script, BOOTSTRAP};
 use crate::config::{Environment, HostSpec};
 use crate::ui::{Event, Ui, Verbosity};
 use crate::{Error, Result};
@@ -121,7 +124,8 @@ async fn connect(spec: &HostSpec, env: &Environment, stats: &Stats) -> Result<Se
         if let Some(p) = spec.port {
             b.port(p);
         }
-        if let Some(f) = &env.ssh_config {
+        // The environment's ssh_config, or one generated for --ssh-config/--known-hosts.
+        if let Some(f) = super::ssh_files::config_for(env, &control_dir())? {
             b.config_file(f);
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -142,16 +146,21 @@ impl Connection {
         &self.stats
     }
 
-    /// The shared session (for SFTP).
+    /// The shared session.
     pub(crate) fn session(&self) -> Arc<Session> {
         self.session.lock().expect("session lock").clone()
     }
 
-    /// Runs a script (one `sh -c` argument: one round trip) and returns whatever it exits with.
+    /// Runs a script (one remote command: one round trip) and returns whatever it exits with.
     /// When the connection drops and the script is [`Script::idempotent`], reconnects once and
     /// runs it again.
     pub async fn run(&self, script: &Script) -> Result<Output> {
-        let text = script.render()?;
+        self.run_with_payload(script, &[]).await
+    }
+
+    /// [`Connection::run`], with `payload` (an artifact) on the script's standard input: the
+    /// bytes travel in the same round trip as the script that stores them.
+    pub async fn run_with_payload(&self, script: &Script, payload: &[u8]) -> Result<Output> {
         if self.ui.verbosity() >= Verbosity::Verbose {
             self.ui.emit(Event::Script {
                 host: self.host.clone(),
@@ -159,7 +168,7 @@ impl Connection {
                 script: script.render_redacted()?,
             });
         }
-        match self.run_once(script.purpose(), &text).await {
+        match self.run_once(script, payload).await {
             Err(e) if script.is_idempotent() => {
                 self.ui.warn(format!(
                     "{}: the connection dropped while trying to {} ({e}); reconnecting to run it again",
@@ -167,25 +176,49 @@ impl Connection {
                     script.purpose()
                 ));
                 self.reconnect().await?;
-                self.run_once(script.purpose(), &text).await
+                self.run_once(script, payload).await
             }
             other => other,
         }
     }
 
-    async fn run_once(&self, purpose: &str, text: &str) -> Result<Output> {
+    /// Runs `script` on the host: the remote command is [`BOOTSTRAP`] (no value in it) and
+    /// the script arrives on its standard input, followed by `payload` (an artifact, read by
+    /// the script itself). Input is written while the output is read, so neither side waits
+    /// for the other.
+    async fn run_once(&self, script: &Script, payload: &[u8]) -> Result<Output> {
+        use tokio::io::AsyncWriteExt;
+        let purpose = script.purpose();
+        let framed = script.framed()?;
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         let session = self.session();
-        let out = session
+        let mut child = session
             .command("sh")
             .arg("-c")
-            .arg(text)
-            .stdin(Stdio::null())
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .await
             .map_err(|e| self.lost(purpose, e))?;
+        let stdin = child.stdin().take();
+        let write = async move {
+            if let Some(mut stdin) = stdin {
+                // A failed write (the script exited early) shows as the script's failure.
+                if stdin.write_all(&framed).await.is_ok() && !payload.is_empty() {
+                    let _ = stdin.write_all(payload).await;
+                }
+                let _ = stdin.shutdown().await;
+            }
+        };
+        let (_, out) = tokio::join!(write, child.wait_with_output());
+        if !payload.is_empty() {
+            self.stats
+                .bytes_sent
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        }
+        let out = out.map_err(|e| self.lost(purpose, e))?;
         Ok(Output {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -198,10 +231,12 @@ impl Connection {
         self.session().check().await.is_ok()
     }
 
-    /// Starts a script whose output is read while it runs (`logs -f`, `exec`): stdin null,
-    /// stdout and stderr piped. Dropping the child closes its channel.
+    /// Starts a script whose output is read while it runs (`logs -f`, `exec`): the script on
+    /// stdin (then end of input), stdout and stderr piped. Dropping the child closes its
+    /// channel.
     pub async fn spawn(&self, script: &Script) -> Result<openssh::Child<Arc<Session>>> {
-        let text = script.render()?;
+        use tokio::io::AsyncWriteExt;
+        let framed = script.framed()?;
         if self.ui.verbosity() >= Verbosity::Verbose {
             self.ui.emit(Event::Script {
                 host: self.host.clone(),
@@ -210,15 +245,22 @@ impl Connection {
             });
         }
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        Session::arc_command(self.session(), "sh")
+        // Like every script: BOOTSTRAP on the command line, the script on standard input
+        // (then end of input), so nothing it holds shows in the host's process list.
+        let mut child = Session::arc_command(self.session(), "sh")
             .arg("-c")
-            .arg(&text)
-            .stdin(Stdio::null())
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .await
-            .map_err(|e| self.lost(script.purpose(), e))
+            .map_err(|e| self.lost(script.purpose(), e))?;
+        if let Some(mut stdin) = child.stdin().take() {
+            let _ = stdin.write_all(&framed).await;
+            let _ = stdin.shutdown().await;
+        }
+        Ok(child)
     }
 
     /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.
@@ -306,7 +348,7 @@ pub struct PortForward {
 /// This process's own control directory: a short path under the temp dir (control socket
 /// paths must stay under ~100 bytes), created on first use and removed by
 /// [`remove_control_dir`].
-fn control_dir() -> std::path::PathBuf {
+pub(crate) fn control_dir() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let tmp = std::env::temp_dir();
@@ -327,6 +369,7 @@ fn control_dir() -> std::path::PathBuf {
 /// Removes this process's control directory once every connection is closed (called by the
 /// binary on exit; a no-op when it is not empty or was never created).
 pub fn remove_control_dir() {
+    super::ssh_files::remove_generated();
     let dir = control_dir();
     if dir
         .file_name()
@@ -342,12 +385,20 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
         .map(|s| format!(": {s}"))
         .unwrap_or_default();
     let all = format!("{detail}{source}");
-    let cfg = env
-        .ssh_config
-        .as_ref()
-        .map(|p| format!(" -F {}", p.display()))
-        .unwrap_or_default();
-    let help = if all.contains("Host key verification failed")
+    let cfg = super::ssh_files::hint_args(env);
+    let outside_kh = super::ssh_files::outside().known_hosts.is_some();
+    let help = if (all.contains("Host key verification failed")
+        || all.contains("REMOTE HOST IDENTIFICATION"))
+        && outside_kh
+    {
+        format!(
+            "the host key of {host} is not in the known_hosts given with --known-hosts / \
+             CARGO_SHIP_KNOWN_HOSTS (the GitHub Action's `known-hosts` input), and cargo-ship never \
+             accepts keys silently. Compare `ssh-keyscan -t ed25519 <address> | ssh-keygen -lf -` \
+             with the server's own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` (console or a \
+             trusted channel), then put the scanned line into that known_hosts"
+        )
+    } else if all.contains("Host key verification failed")
         || all.contains("REMOTE HOST IDENTIFICATION")
     {
         format!(

@@ -1,24 +1,17 @@
-//! Artifact transfer over SFTP on the host's existing connection.
-//!
-//! The upload goes to `<name>.part` and is renamed into place (posix-rename, atomic), so a
-//! half-sent file never looks like a cached artifact. Writes go through `TokioCompatFile` with
-//! an 8 MiB write-ahead limit (few round trips per MiB, see shared/crate-notes.md).
+//! What travels to a host: the artifact, as the bytes of its encoding. They follow the stage
+//! script on its standard input (see `steps::stage` and `Connection::run_with_payload`): one
+//! round trip for the transfer and the staging, no SFTP session. The stage script writes
+//! `<name>.part`, renames it into the cache and checks the size and sha256, so a half-sent
+//! file never looks like a cached artifact.
 //!
 //! Hosts without zstd get the same tar re-compressed with gzip (Debian's gzip is essential),
 //! or the plain tar when gzip is missing too; the stage script unpacks whichever arrived.
 
 use std::io::Read;
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
-use openssh_sftp_client::file::TokioCompatFile;
-use openssh_sftp_client::{Sftp, SftpOptions};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use super::session::Connection;
-use crate::ui::Ui;
 use crate::{Error, Result};
 
 /// How an artifact travels to a host that cannot read zstd.
@@ -96,68 +89,6 @@ impl Payload {
             sha256,
         })
     }
-}
-
-/// Uploads `payload` to `remote_path` on the host: write `<remote_path>.part`, then rename.
-pub async fn upload(
-    conn: &Connection,
-    payload: &Payload,
-    remote_path: &str,
-    ui: &Ui,
-) -> Result<()> {
-    let host = conn.host().to_string();
-    let fail = |what: &str, e: openssh_sftp_client::Error| Error::Remote {
-        host: host.clone(),
-        purpose: format!("upload the artifact to {remote_path} ({what})"),
-        status: -1,
-        stderr_tail: if what == "open sftp" {
-            format!("sftp: {e}; the host needs sshd's sftp subsystem enabled")
-        } else {
-            format!("sftp: {e}; check that the deploy user can write to {remote_path}'s directory")
-        },
-    };
-    let opts = SftpOptions::new()
-        .tokio_compat_file_write_limit(NonZeroUsize::new(8 << 20).expect("nonzero"));
-    conn.stats().commands.fetch_add(1, Ordering::Relaxed);
-    let sftp = Sftp::from_clonable_session(conn.session(), opts)
-        .await
-        .map_err(|e| fail("open sftp", e))?;
-    let part = format!("{remote_path}.part");
-    let bar = ui.progress(&host, "Uploading", payload.bytes.len() as u64);
-    let result = async {
-        let file = sftp.create(&part).await.map_err(|e| fail("create", e))?;
-        let mut file = Box::pin(TokioCompatFile::new(file));
-        for chunk in payload.bytes.chunks(1 << 20) {
-            file.write_all(chunk)
-                .await
-                .map_err(|e| fail("write", openssh_sftp_client::Error::IOError(e)))?;
-            bar.inc(chunk.len() as u64);
-        }
-        file.flush()
-            .await
-            .map_err(|e| fail("flush", openssh_sftp_client::Error::IOError(e)))?;
-        file.shutdown()
-            .await
-            .map_err(|e| fail("close", openssh_sftp_client::Error::IOError(e)))?;
-        drop(file);
-        sftp.fs()
-            .rename(&part, remote_path)
-            .await
-            .map_err(|e| fail("rename", e))?;
-        Ok::<(), Error>(())
-    }
-    .await;
-    bar.finish_and_clear();
-    // Dropped, not `sftp.close()`: openssh-sftp-client 0.15's close() unwraps
-    // `Arc::try_unwrap` of its session, which panics (exit 101, host left locked) when a
-    // dropped file's background close still holds it: seen under load after complete uploads.
-    // Dropping shuts the sftp channel down too; stage verifies the file's sha256 anyway.
-    drop(sftp);
-    result?;
-    conn.stats()
-        .bytes_sent
-        .fetch_add(payload.bytes.len() as u64, Ordering::Relaxed);
-    Ok(())
 }
 
 #[cfg(test)]

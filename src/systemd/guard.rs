@@ -116,18 +116,16 @@ pub fn install(s: &mut Script, config: &Config) {
 }
 
 /// Records the switch in `pending` and (re)starts the timer: from now on the host reverts by
-/// itself unless [`confirm`] runs in time. Shell variable `$_prev` holds the release to go back
-/// to. Prints `guard_deadline=<unix seconds>`. Needs `$SUDO`.
+/// itself unless [`confirm`] runs in time. Shell variables: `$_prev`, the release to go back
+/// to, and `$_now`, the time (unix seconds). Prints `guard_deadline=<unix seconds>`. Needs
+/// `$SUDO`.
 pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
     if !enabled(config) {
         return;
     }
     let layout = Layout::new(&config.deploy_to);
     let tmp = format!("{}.tmp", layout.pending());
-    s.line(
-        "_deadline=$(( $(date +%s) + {} ))",
-        &[&secs(config).to_string()],
-    );
+    s.line("_deadline=$(( _now + {} ))", &[&secs(config).to_string()]);
     s.line(
         "printf 'release=%s\\nprevious=%s\\nholder=%s\\ndeadline=%s\\n' {} \"$_prev\" {} \"$_deadline\" > {}",
         &[release, holder, &tmp],

@@ -53,8 +53,10 @@ fn quote(s: &str, double_dollar: bool) -> String {
     out
 }
 
+/// A value written bare into a unit file (Description=, WorkingDirectory=...): `%` doubled,
+/// and every control character (systemd ends a line at CR as well as LF) shown as a space.
 pub(crate) fn escape_specifiers(s: &str) -> String {
-    s.replace('%', "%%").replace('\n', " ")
+    s.replace('%', "%%").replace(|c: char| c.is_control(), " ")
 }
 
 /// Sets `$SUDO` for the script: `sudo -n ` when the config asks for it, empty otherwise.
@@ -77,12 +79,18 @@ pub fn show_state(script: &mut Script, prefix: Option<&'static str>) {
     script.lines("$_props");
     script.lines("SHIP_EOF");
     if let Some(prefix) = prefix {
-        script.line(
-            "printf '%s_active=%s\\n%s_invocation=%s\\n%s_pid=%s\\n%s_restarts=%s\\n%s_since=%s\\n' \
-             {} \"$_st\" {} \"$_inv\" {} \"$_pid\" {} \"$_nr\" {} \"$_since\"",
-            &[prefix, prefix, prefix, prefix, prefix],
-        );
+        print_state(script, prefix);
     }
+}
+
+/// Prints the state [`show_state`] read last as `<prefix>_active=`, `_invocation=`, `_pid=`,
+/// `_restarts=`, `_since=` lines (no process).
+pub fn print_state(script: &mut Script, prefix: &'static str) {
+    script.line(
+        "printf '%s_active=%s\\n%s_invocation=%s\\n%s_pid=%s\\n%s_restarts=%s\\n%s_since=%s\\n' \
+         {} \"$_st\" {} \"$_inv\" {} \"$_pid\" {} \"$_nr\" {} \"$_since\"",
+        &[prefix, prefix, prefix, prefix, prefix],
+    );
 }
 
 /// Prints the last `lines` journal lines of the unit after a `--journal--` marker line.

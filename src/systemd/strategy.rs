@@ -13,7 +13,7 @@ use crate::layout::Layout;
 use crate::remote::script::{Script, EXIT_NOT_ACTIVE};
 
 use super::unit::{self, UnitFile};
-use super::{escape_specifiers, show_state};
+use super::{escape_specifiers, print_state, show_state};
 
 /// Sets `$_strategy` from the unit files installed on the host.
 pub fn detect(s: &mut Script, config: &Config) {
@@ -29,11 +29,15 @@ pub fn detect(s: &mut Script, config: &Config) {
 
 /// Sets shell variable `$<var>` to the installed socket unit's `ListenStream=` lines.
 fn read_listen(s: &mut Script, config: &Config, var: &'static str) {
+    // No grep at all when there is no socket unit (the plain restart strategy).
     let line = match var {
-        "_old_listen" => "_old_listen=$(grep '^ListenStream=' {} 2>/dev/null || true)",
-        _ => "_cur_listen=$(grep '^ListenStream=' {} 2>/dev/null || true)",
+        "_old_listen" => {
+            "_old_listen=; if [ -f {} ]; then _old_listen=$(grep '^ListenStream=' {} || true); fi"
+        }
+        _ => "_cur_listen=; if [ -f {} ]; then _cur_listen=$(grep '^ListenStream=' {} || true); fi",
     };
-    s.line(line, &[&unit::path(&unit::socket(config))]);
+    let path = unit::path(&unit::socket(config));
+    s.line(line, &[&path, &path]);
 }
 
 /// The `ListenStream=` lines the config's socket unit has (empty without one).
@@ -129,9 +133,11 @@ pub fn install(s: &mut Script, config: &Config) {
     detect(s, config);
     s.lines("_old=$_strategy");
     read_listen(s, config, "_old_listen");
+    // Empty (created once, emptied file by file: no process when it is already empty).
+    let prev = layout.units_prev();
     s.line(
-        "rm -rf -- {}; mkdir -p -- {}; _changed=0",
-        &[&layout.units_prev(), &layout.units_prev()],
+        "if [ -d {} ]; then for _f in {}/*; do [ -e \"$_f\" ] && rm -f -- \"$_f\"; done; else mkdir -- {}; fi; _changed=0",
+        &[&prev, &prev, &prev],
     );
     for file in &wanted {
         write_unit(s, &layout, file, true);
@@ -189,7 +195,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");
     s.line(
-        "    case $_n in *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO cp -- \"$_f\" {}/\"$_n\" ;; esac",
+        "    case $_n in secrets.changed) ;; *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO cp -- \"$_f\" {}/\"$_n\" ;; esac",
         &[unit::UNIT_DIR, unit::UNIT_DIR],
     );
     s.lines("  done");
@@ -198,6 +204,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.lines("  if [ \"$_old\" != \"$_strategy\" ] || [ \"$_old_listen\" != \"$_cur_listen\" ]; then echo outage=restore");
     stop_all(s, config, "_old");
     s.lines("  fi");
+    crate::secrets::restore(s, config);
     s.lines("  $SUDO systemctl daemon-reload");
     enable(s, config);
     s.line("  rm -rf -- {}", &[&prev]);
@@ -260,13 +267,14 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     );
     s.lines("  fi");
     s.line(
-        "  $SUDO systemctl reset-failed {} 2>/dev/null || true; $SUDO systemctl start {} || true ;;",
-        &[&unit::socket(config), &unit::socket(config)],
+        "  systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null; $SUDO systemctl start {} || true; }} ;;",
+        &[&unit::socket(config), &unit::socket(config), &unit::socket(config)],
     );
     s.line(
-        "socket) _svc={}; $SUDO systemctl reset-failed {} 2>/dev/null || true; $SUDO systemctl start {} || true ;;",
+        "socket) _svc={}; systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null; $SUDO systemctl start {} || true; }} ;;",
         &[
             &unit::service(config),
+            &unit::socket(config),
             &unit::socket(config),
             &unit::socket(config),
         ],
@@ -276,19 +284,17 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     s.lines("esac");
     let tries = (config.health.timeout.as_secs().max(1) * 5).to_string();
     s.lines("old_inv=$(systemctl show -p InvocationID --value \"$_svc\" 2>/dev/null || true)");
-    s.lines("if [ \"$_reused\" = 0 ]; then");
-    s.lines("  $SUDO systemctl reset-failed \"$_svc\" 2>/dev/null || true");
     // A failed start is retried by Restart=on-failure; the loop below judges the outcome.
-    // With Type=notify, restart returns once the service said READY=1 (or gave up).
-    s.lines("  $SUDO systemctl restart \"$_svc\" 2>/dev/null || true");
-    s.lines("else old_inv=; fi");
+    // `restart` starts a failed or stopped unit too, and returns once it is started (Type=exec:
+    // the binary was exec'd; Type=notify: it said READY=1), so the loop rarely goes round.
+    s.lines("if [ \"$_reused\" = 0 ]; then $SUDO systemctl restart \"$_svc\" 2>/dev/null || true; else old_inv=; fi");
     s.lines("_i=0");
     s.line("while [ \"$_i\" -lt {} ]; do", &[&tries]);
     show_state(s, None);
     s.lines("  if [ \"$_st\" = active ] && [ -n \"$_inv\" ] && [ \"$_inv\" != \"$old_inv\" ]; then break; fi");
     s.lines("  _i=$((_i + 1)); sleep 0.2");
     s.lines("done");
-    show_state(s, Some("new"));
+    print_state(s, "new");
     s.lines("echo new_unit=$_svc; echo retire=$_retire");
     if must {
         s.line(

@@ -152,6 +152,14 @@ fn render_service(config: &Config, dir: &str, template: bool) -> String {
         "Environment={}\n",
         env_arg(&format!("SHIP_DEPLOY_TO={}", config.deploy_to))
     ));
+    if !s.secrets.is_empty() {
+        // Read by systemd (as root) at each start; the file holds the values, the unit only
+        // its path.
+        u.push_str(&format!(
+            "EnvironmentFile={}\n",
+            escape_specifiers(&crate::secrets::host_path(config))
+        ));
+    }
     u.push_str(&format!(
         "Environment={}\n",
         env_arg(&format!(
@@ -181,9 +189,10 @@ fn render_service(config: &Config, dir: &str, template: bool) -> String {
     ));
     if s.hardening {
         u.push_str("NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=full\n");
+        // Whole path components: /rootfs/app is not under /root.
         let home = ["/home", "/root", "/run/user"]
             .iter()
-            .any(|p| config.deploy_to.starts_with(p));
+            .any(|p| std::path::Path::new(&config.deploy_to).starts_with(p));
         if !home {
             u.push_str("ProtectHome=yes\n");
         }

@@ -5,6 +5,19 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{ColorChoice, Event, Tone, Verbosity};
 
+/// One colour per host (by its place in the environment's `hosts`), for `logs`.
+fn host_style(index: u64) -> Style {
+    const PALETTE: [fn(Style) -> Style; 6] = [
+        Style::cyan,
+        Style::magenta,
+        Style::yellow,
+        Style::blue,
+        Style::green,
+        Style::red,
+    ];
+    PALETTE[(index % PALETTE.len() as u64) as usize](Style::new().bold()).force_styling(true)
+}
+
 pub(super) struct Human {
     color: bool,
     bars: MultiProgress,
@@ -21,7 +34,10 @@ impl Human {
                 term.is_term() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         };
-        let draw = if term.is_term() {
+        // No progress bars in CI logs: GitHub Actions (and act, which gives steps a pty)
+        // read workflow commands only at the start of a line.
+        let ci = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+        let draw = if term.is_term() && !ci {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -31,10 +47,6 @@ impl Human {
             bars: MultiProgress::with_draw_target(draw),
             term,
         }
-    }
-
-    pub(super) fn color(&self) -> bool {
-        self.color
     }
 
     fn style(&self, tone: Tone) -> Style {
@@ -57,6 +69,35 @@ impl Human {
         }
     }
 
+    /// A status line as printed, or `None` when `verbosity` hides it.
+    pub(super) fn status_line(
+        &self,
+        verb: &str,
+        message: &str,
+        tone: Tone,
+        host: Option<&str>,
+        verbosity: Verbosity,
+    ) -> Option<String> {
+        let shown = match tone {
+            Tone::Error | Tone::Warning => true,
+            Tone::Progress => verbosity >= Verbosity::Normal,
+            Tone::Detail => verbosity >= Verbosity::Verbose,
+        };
+        if !shown {
+            return None;
+        }
+        let msg = match host {
+            Some(h) => format!("{h}: {message}"),
+            None => message.to_string(),
+        };
+        let style = self.style(tone);
+        if matches!(tone, Tone::Warning | Tone::Error) && (verb == "warning" || verb == "error") {
+            Some(format!("{}: {msg}", style.apply_to(verb)))
+        } else {
+            Some(format!("{:>12} {msg}", style.apply_to(verb)))
+        }
+    }
+
     pub(super) fn emit(&self, event: &Event, verbosity: Verbosity) {
         match event {
             Event::Status {
@@ -65,25 +106,10 @@ impl Human {
                 tone,
                 host,
             } => {
-                let shown = match tone {
-                    Tone::Error | Tone::Warning => true,
-                    Tone::Progress => verbosity >= Verbosity::Normal,
-                    Tone::Detail => verbosity >= Verbosity::Verbose,
-                };
-                if !shown {
-                    return;
-                }
-                let msg = match host {
-                    Some(h) => format!("{h}: {message}"),
-                    None => message.clone(),
-                };
-                let style = self.style(*tone);
-                if matches!(tone, Tone::Warning | Tone::Error)
-                    && (verb == "warning" || verb == "error")
+                if let Some(line) =
+                    self.status_line(verb, message, *tone, host.as_deref(), verbosity)
                 {
-                    self.line(&format!("{}: {msg}", style.apply_to(verb)));
-                } else {
-                    self.line(&format!("{:>12} {msg}", style.apply_to(verb)));
+                    self.line(&line);
                 }
             }
             Event::Artifact {
@@ -146,8 +172,18 @@ impl Human {
                     }
                 }
             }
-            Event::Output { text, .. } => {
-                // Requested output goes to stdout, like `cargo metadata`.
+            Event::Output { kind, text, data } => {
+                // Requested output goes to stdout, like `cargo metadata`. A journal line's
+                // host prefix gets the host's own colour (`host_index`, #11).
+                let host = data.get("host").and_then(|h| h.as_str());
+                let index = data.get("host_index").and_then(|i| i.as_u64());
+                let coloured = match (kind.as_str(), host, index) {
+                    ("log", Some(h), Some(i)) if self.color => text
+                        .strip_prefix(h)
+                        .map(|rest| format!("{}{rest}", host_style(i).apply_to(h))),
+                    _ => None,
+                };
+                let text = coloured.as_deref().unwrap_or(text);
                 let _ = Term::stdout().write_line(text.trim_end_matches('\n'));
             }
             Event::Error { message, help, .. } => {

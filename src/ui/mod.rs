@@ -3,10 +3,14 @@
 //! The library never prints: it sends [`Event`]s to a [`Ui`]. In human mode they are rendered
 //! with cargo's look (a bold verb right-aligned to 12 columns, on stderr; see `human.rs`),
 //! honouring `NO_COLOR`, `CARGO_TERM_COLOR` and `--color`. In JSON mode (`--message-format
-//! json`) every event is one JSON object on its own line on stdout (see `json.rs`).
+//! json`) every event is one JSON object on its own line on stdout (see `json.rs`). Under
+//! GitHub Actions (`GITHUB_ACTIONS=true`), `github.rs` adds host groups, annotations, the job
+//! summary and step outputs on top of either.
 
+pub mod github;
 mod human;
 mod json;
+pub mod sanitize;
 
 use std::sync::Arc;
 
@@ -68,7 +72,7 @@ pub struct HostRow {
     pub release: Option<String>,
     /// The version now current on the host.
     pub version: Option<String>,
-    /// Remote commands run on this host: scripts, the SFTP session, port forwards. Each costs
+    /// Remote commands run on this host: scripts (with the artifact, when sent), port forwards. Each costs
     /// about two network round trips on the open connection.
     pub commands: u32,
     /// SSH connections opened to this host (one master connection is the goal).
@@ -155,34 +159,55 @@ struct Inner {
     format: Format,
     verbosity: Verbosity,
     human: human::Human,
+    github: Option<github::Github>,
 }
 
 impl Ui {
     /// A reporter with the given format, colour choice and verbosity.
+    /// Under GitHub Actions it also writes GitHub's workflow commands and files (`github.rs`).
     pub fn new(format: Format, color: ColorChoice, verbosity: Verbosity) -> Self {
+        Self::with_github(
+            format,
+            color,
+            verbosity,
+            github::Github::from_env(format == Format::Human),
+        )
+    }
+
+    /// A reporter with an explicit GitHub output (or none).
+    pub fn with_github(
+        format: Format,
+        color: ColorChoice,
+        verbosity: Verbosity,
+        github: Option<github::Github>,
+    ) -> Self {
         Ui {
             inner: Arc::new(Inner {
                 format,
                 verbosity,
                 human: human::Human::new(color),
+                github,
             }),
         }
     }
 
     /// A reporter that prints nothing (for tests and library users).
     pub fn silent() -> Self {
-        Self::new(Format::Human, ColorChoice::Never, Verbosity::Quiet)
+        Self::with_github(Format::Human, ColorChoice::Never, Verbosity::Quiet, None)
+    }
+
+    /// The end of the run (called once by the binary): under GitHub Actions, prints held host
+    /// groups and error annotations, and writes the job summary and the step outputs.
+    /// `command` is the command line, shown as the job summary's heading.
+    pub fn finish(&self, command: &str, error: Option<&crate::Error>) {
+        if let Some(gh) = &self.inner.github {
+            gh.finish(command, error);
+        }
     }
 
     /// The output format.
     pub fn format(&self) -> Format {
         self.inner.format
-    }
-
-    /// Whether human output is coloured (`--color`, `CARGO_TERM_COLOR`, `NO_COLOR`, a
-    /// terminal); always false in JSON mode.
-    pub fn color(&self) -> bool {
-        self.inner.format == Format::Human && self.inner.human.color()
     }
 
     /// The verbosity.
@@ -192,9 +217,54 @@ impl Ui {
 
     /// Reports one event.
     pub fn emit(&self, event: Event) {
+        if let Some(gh) = &self.inner.github {
+            if self.github(gh, &event) {
+                return;
+            }
+        }
         match self.inner.format {
             Format::Json => json::emit(&event),
-            Format::Human => self.inner.human.emit(&event, self.inner.verbosity),
+            Format::Human => self
+                .inner
+                .human
+                .emit(&sanitize::event(&event), self.inner.verbosity),
+        }
+    }
+
+    /// The GitHub side of an event; true when it was fully handled (a line held for its host's
+    /// group, or one hidden at this verbosity).
+    fn github(&self, gh: &github::Github, event: &Event) -> bool {
+        match event {
+            Event::Status {
+                verb,
+                message,
+                tone,
+                host,
+            } => {
+                if *tone == Tone::Warning {
+                    gh.warning(host.as_deref(), message);
+                }
+                if self.inner.format != Format::Human {
+                    return false;
+                }
+                let line = self.inner.human.status_line(
+                    verb,
+                    message,
+                    *tone,
+                    host.as_deref(),
+                    self.inner.verbosity,
+                );
+                match (host, line) {
+                    (_, None) => true,
+                    (Some(h), Some(line)) => gh.hold(h, line),
+                    (None, Some(line)) => gh.hold_trailer(line),
+                }
+            }
+            Event::Summary { operation, hosts } => {
+                gh.summary(operation, hosts);
+                false
+            }
+            _ => false,
         }
     }
 

@@ -60,6 +60,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
             listen: vec![],
             notify: false,
             drain_timeout: Duration::from_secs(30),
+            secrets: vec![],
         },
         health: HealthConfig {
             http: Some("http://127.0.0.1:8080/healthz".into()),
@@ -455,6 +456,32 @@ fn symlinks_in_assets_are_refused() {
         )
     );
     assert!(e.help().unwrap().contains("replace symlinks"));
+}
+
+/// Issue #9: an asset under a symlinked directory (`ext/secret.txt`, `ext` -> a directory
+/// outside the package) was packed from outside the package.
+#[test]
+fn assets_under_a_symlinked_directory_are_refused() {
+    let project = Project::fixture("hello");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "not part of the package").unwrap();
+    std::os::unix::fs::symlink(outside.path(), project.path("ext")).unwrap();
+    let mut config = hello_config(&project, "x86_64-unknown-linux-gnu");
+    config.assets = vec!["ext/secret.txt".into()];
+    let e = build_error(&config);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "failed to pack hello v0.1.0: asset `ext/secret.txt` in package.metadata.ship.assets is under a \
+             symlink, which is not followed: {} -> {}",
+            project.path("ext").display(),
+            outside.path().display()
+        )
+    );
+    assert_eq!(
+        e.help().unwrap(),
+        "list assets by their real path inside the package, or replace the symlinked directory with a real one"
+    );
 }
 
 #[test]

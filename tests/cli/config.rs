@@ -780,6 +780,37 @@ fn restart_strategies_and_the_dead_mans_switch() {
     assert_eq!(c.health.confirm_timeout, Duration::from_secs(133));
 }
 
+/// Issue #9: secret names are validated and never also plain `environment` values; a
+/// `secrets_file` must exist.
+#[test]
+fn secrets_keys() {
+    let sd = "[package.metadata.ship.systemd]\n";
+    assert_eq!(
+        error(&format!("{sd}secrets = [\"DATABASE-URL\"]\n")),
+        "<p>/Cargo.toml:9:12: `package.metadata.ship.systemd.secrets[0]`: expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found \"DATABASE-URL\""
+    );
+    let (e, help) = error_with(
+        &format!("{sd}environment = {{ API_TOKEN = \"x\" }}\nsecrets = [\"API_TOKEN\"]\n"),
+        None,
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:10:12: `package.metadata.ship.systemd.secrets[0]`: `API_TOKEN` is both a secret and a value in `systemd.environment`"
+    );
+    assert!(help
+        .unwrap()
+        .starts_with("values in `environment` live in Cargo.toml"));
+    let (e, _) = error_with(
+        "[package.metadata.ship.environments.prod]\nhosts = [\"web1\"]\nsecrets_file = \"deploy/prod.env\"\n",
+        Some("prod"),
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:10:16: `package.metadata.ship.environments.prod.secrets_file`: the secrets file `<p>/deploy/prod.env` does not exist"
+    );
+    assert!(error("[package.metadata.ship]\nsecrets_file = \"x.env\"\n").contains("secrets_file"));
+}
+
 /// Issue #11: `[...environments.<env>.per_host."<host>"]` overrides reach only that host,
 /// merged like an environment's; `hooks.once_on` names the host of before_switch_once.
 #[test]

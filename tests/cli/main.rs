@@ -1,9 +1,11 @@
 //! Fast tests of the `cargo ship` binary and the library: no hosts needed.
 
 mod build;
+mod completions;
 mod config;
 mod init;
 mod json;
 mod readme;
+mod security;
 #[path = "../support/mod.rs"]
 mod support;

@@ -24,6 +24,7 @@ fn readme_config_reference_loads_as_written() {
     p.set_manifest(&format!("{package}{}", reference_block()));
     p.write("deploy/ssh_config", "Host web1.example.com\n");
     p.write("config/production.toml", "");
+    p.write("deploy/prod.env", "DATABASE_URL=postgres://example\n");
     let c = config::load(&LoadOptions {
         manifest_path: Some(p.path("Cargo.toml")),
         environment: Some("prod".into()),
@@ -43,6 +44,7 @@ fn readme_config_reference_loads_as_written() {
         cargo_ship::config::RestartStrategy::Socket
     );
     assert_eq!(c.systemd.listen, ["0.0.0.0:8080"]);
+    assert_eq!(c.systemd.secrets, ["DATABASE_URL", "API_TOKEN"]);
     assert!(c.systemd.notify);
     assert_eq!(c.systemd.drain_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.hooks.before_switch, ["./hello check-config"]);
@@ -59,4 +61,20 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(web2.systemd.environment["RUST_LOG"], "info");
     assert!(!c.systemd.environment.contains_key("WORKERS"));
     assert_eq!(c.hooks.once_on.as_deref(), Some("deploy@web1.example.com"));
+}
+
+/// Issue #8: the README's example workflows are the files zizmor lints
+/// (`examples/workflows/*.yml`), word for word.
+#[test]
+fn issue_8_readme_example_workflows_are_the_linted_files() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for name in ["deploy.yml", "rollback.yml"] {
+        let file =
+            std::fs::read_to_string(repo_root().join("examples/workflows").join(name)).unwrap();
+        assert!(
+            readme.contains(&format!("```yaml\n{file}```")),
+            "README.md does not show examples/workflows/{name} as it is"
+        );
+        assert!(file.contains("cancel-in-progress: false") && file.contains("contents: read"));
+    }
 }

@@ -341,7 +341,14 @@ fn issue_3_dry_run_touches_nothing() {
         Some(&run),
     );
     let text = run.all_output();
-    for needle in ["mkdir", "systemctl", "restart", &app.deploy_to(), "sftp"] {
+    // `.part`: the stage script receives the artifact on its standard input (no SFTP).
+    for needle in [
+        "mkdir",
+        "systemctl",
+        "restart",
+        &app.deploy_to(),
+        ".tar.zst.part",
+    ] {
         app.check(
             text.contains(needle),
             format!("--dry-run output does not show {needle:?}"),

@@ -17,6 +17,7 @@ mod load;
 
 mod glibc;
 
+mod action;
 mod app;
 mod deadman;
 mod deploy;
@@ -24,4 +25,7 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod ops;
+mod secrets;
+mod security;
+mod sshfiles;
 mod zero_downtime;

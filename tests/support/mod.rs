@@ -83,7 +83,11 @@ pub fn ship_command() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("cargo-ship"));
     cmd.arg("ship")
         .env("CARGO_TERM_COLOR", "never")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        // Run under GitHub Actions, cargo-ship would group its lines and write the job's files.
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_STEP_SUMMARY");
     cmd
 }
 
