@@ -51,7 +51,7 @@ Exit codes:
 
 Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
 1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
-9 failed, 10 not healthy (status), 130 interrupted.";
+9 failed, 10 not-healthy, 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
