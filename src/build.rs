@@ -45,19 +45,31 @@ pub struct Selection {
     pub reason: String,
 }
 
+/// What [`select_builder`] may probe on this machine; each probe is only called when the
+/// answer depends on it (a foreign target under `auto`, or an explicit `cross`).
+pub struct Probes<Z, E> {
+    /// cargo-zigbuild and zig are installed (see [`zigbuild_available`]).
+    pub zigbuild: Z,
+    /// A container engine answers (see [`container_engine`]).
+    pub engine: E,
+}
+
 /// Picks the builder for `target` on a machine whose CPU architecture is `host_arch`
-/// (`std::env::consts::ARCH` spelling). `engine_running` is only called when the answer
-/// depends on it (a foreign target under `auto`, or an explicit `cross`).
+/// (`std::env::consts::ARCH` spelling).
 ///
-/// `auto`: zigbuild when the target has a glibc pin; cross when the target's architecture
-/// differs from this machine's and a container engine runs; plain cargo otherwise.
+/// `auto`: zigbuild when the target has a glibc pin. For a foreign architecture (an aarch64
+/// server built on an x86_64 laptop), a builder that can link for it: zigbuild when it is
+/// installed (zig links any Linux target, glibc or musl, with no container), else cross when a
+/// container engine runs, else plain cargo (which then needs a linker configured for the
+/// target, and says so if the link fails). Plain cargo for a native target.
 /// An error message (what is wrong and what to do) comes back for impossible combinations.
 pub fn select_builder(
     requested: BuilderKind,
     target: &Target,
     host_arch: &str,
-    engine_running: impl FnOnce() -> bool,
+    probes: Probes<impl FnOnce() -> bool, impl FnOnce() -> bool>,
 ) -> std::result::Result<Selection, String> {
+    let engine_running = probes.engine;
     let sel = |builder, reason: &str| {
         Ok(Selection {
             builder,
@@ -69,15 +81,21 @@ pub fn select_builder(
             if target.glibc.is_some() {
                 sel(BuilderKind::Zigbuild, "auto: glibc pin")
             } else if !same_arch(host_arch, target.arch()) {
-                if engine_running() {
+                let foreign = format!("auto: {} target on this {host_arch} machine", target.arch());
+                if (probes.zigbuild)() {
+                    sel(BuilderKind::Zigbuild, &format!("{foreign}, zig links it"))
+                } else if engine_running() {
                     sel(
                         BuilderKind::Cross,
-                        "auto: foreign target, container engine running",
+                        &format!("{foreign}, no cargo-zigbuild, container engine running"),
                     )
                 } else {
                     sel(
                         BuilderKind::Cargo,
-                        "auto: foreign target, no container engine for cross",
+                        &format!(
+                            "{foreign}, neither cargo-zigbuild nor a container engine for cross: \
+                             plain cargo needs a linker for it"
+                        ),
                     )
                 }
             } else {
@@ -327,6 +345,11 @@ fn find_zigbuild(purpose: &str) -> Result<Zigbuild> {
     Ok(Zigbuild { program, path })
 }
 
+/// True when cargo-zigbuild and zig are installed (on PATH or in the project's venv).
+pub fn zigbuild_available(purpose: &str) -> bool {
+    find_zigbuild(purpose).is_ok()
+}
+
 /// The cargo arguments shared by every builder (after `build`), for `config`.
 pub fn cargo_args(config: &Config, target_arg: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
@@ -395,7 +418,10 @@ pub fn build(config: &Config, ui: &Ui) -> Result<BuildOutput> {
         config.builder,
         &config.target,
         std::env::consts::ARCH,
-        || container_engine().is_some(),
+        Probes {
+            zigbuild: || zigbuild_available(&purpose),
+            engine: || container_engine().is_some(),
+        },
     )
     .map_err(|detail| Error::Build {
         purpose: purpose.clone(),
@@ -558,13 +584,29 @@ mod tests {
         Target::parse(s).unwrap()
     }
 
+    /// Probes answering `zig` and `engine` (zigbuild installed, container engine running).
+    fn probes(zig: bool, engine: bool) -> Probes<impl FnOnce() -> bool, impl FnOnce() -> bool> {
+        Probes {
+            zigbuild: move || zig,
+            engine: move || engine,
+        }
+    }
+
+    /// Probes that fail the test when asked: the answer must not depend on them.
+    fn no_probes() -> Probes<impl FnOnce() -> bool, impl FnOnce() -> bool> {
+        Probes {
+            zigbuild: || panic!("zigbuild probed"),
+            engine: || panic!("container engine probed"),
+        }
+    }
+
     fn pick(
         req: BuilderKind,
         target: &str,
         host: &str,
         engine: bool,
     ) -> std::result::Result<BuilderKind, String> {
-        select_builder(req, &t(target), host, || engine).map(|s| s.builder)
+        select_builder(req, &t(target), host, probes(false, engine)).map(|s| s.builder)
     }
 
     #[test]
@@ -573,7 +615,7 @@ mod tests {
             BuilderKind::Auto,
             &t("x86_64-unknown-linux-gnu.2.17"),
             "x86_64",
-            || panic!("the engine does not matter for a pin"),
+            no_probes(),
         )
         .unwrap();
         assert_eq!(s.builder, BuilderKind::Zigbuild);
@@ -592,10 +634,7 @@ mod tests {
     #[test]
     fn auto_picks_cargo_for_native_targets_without_probing_the_engine() {
         for target in ["x86_64-unknown-linux-gnu", "x86_64-unknown-linux-musl"] {
-            let s = select_builder(BuilderKind::Auto, &t(target), "x86_64", || {
-                panic!("no probe for a native target")
-            })
-            .unwrap();
+            let s = select_builder(BuilderKind::Auto, &t(target), "x86_64", no_probes()).unwrap();
             assert_eq!(s.builder, BuilderKind::Cargo);
             assert_eq!(s.reason, "auto: native target");
         }
@@ -624,25 +663,61 @@ mod tests {
     }
 
     #[test]
-    fn auto_picks_cross_for_foreign_targets_only_with_an_engine() {
-        assert_eq!(
-            pick(
+    fn auto_picks_zigbuild_for_foreign_targets_when_it_is_installed() {
+        for target in ["aarch64-unknown-linux-gnu", "aarch64-unknown-linux-musl"] {
+            let s = select_builder(
                 BuilderKind::Auto,
-                "aarch64-unknown-linux-gnu",
+                &t(target),
                 "x86_64",
-                true
-            ),
-            Ok(BuilderKind::Cross)
+                Probes {
+                    zigbuild: || true,
+                    engine: || panic!("zigbuild is there: no engine probe"),
+                },
+            )
+            .unwrap();
+            assert_eq!(s.builder, BuilderKind::Zigbuild, "{target}");
+            assert_eq!(
+                s.reason,
+                "auto: aarch64 target on this x86_64 machine, zig links it"
+            );
+        }
+        let s = select_builder(
+            BuilderKind::Auto,
+            &t("x86_64-unknown-linux-gnu"),
+            "aarch64",
+            probes(true, true),
+        )
+        .unwrap();
+        assert_eq!(s.builder, BuilderKind::Zigbuild);
+    }
+
+    #[test]
+    fn auto_picks_cross_for_foreign_targets_without_zigbuild_only_with_an_engine() {
+        let s = select_builder(
+            BuilderKind::Auto,
+            &t("aarch64-unknown-linux-gnu"),
+            "x86_64",
+            probes(false, true),
+        )
+        .unwrap();
+        assert_eq!(s.builder, BuilderKind::Cross);
+        assert_eq!(
+            s.reason,
+            "auto: aarch64 target on this x86_64 machine, no cargo-zigbuild, container engine running"
         );
         let s = select_builder(
             BuilderKind::Auto,
             &t("aarch64-unknown-linux-gnu"),
             "x86_64",
-            || false,
+            probes(false, false),
         )
         .unwrap();
         assert_eq!(s.builder, BuilderKind::Cargo);
-        assert!(s.reason.contains("no container engine"), "{}", s.reason);
+        assert_eq!(
+            s.reason,
+            "auto: aarch64 target on this x86_64 machine, neither cargo-zigbuild nor a container \
+             engine for cross: plain cargo needs a linker for it"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cargo_ship::config::{self, LoadOptions};
 use cargo_ship::remote::ssh_files::{self, SshFiles};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
-use cargo_ship::{deploy, exec, init, lock, logs, package, prune, rollback, status, Result};
+use cargo_ship::{deploy, exec, init, lock, logs, package, prune, rollback, setup, status, Result};
 
 /// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
 #[derive(Debug, Parser)]
@@ -165,6 +165,26 @@ enum Command {
         #[arg(long)]
         keep_switched: bool,
         /// Only these hosts of the environment (repeatable)
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Prepare each host once, as an admin: deploy and service users, directories, and sudo
+    /// rights for exactly this unit
+    Setup {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Log in as this user to prepare the hosts (root, or a user with passwordless sudo)
+        #[arg(long, value_name = "USER", default_value = "root")]
+        admin_user: String,
+        /// Public key file to authorize for the deploy user
+        #[arg(long, value_name = "FILE")]
+        authorized_key: Option<PathBuf>,
+        /// Print the script each host would run; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
@@ -394,9 +414,13 @@ impl Ship {
             }
             Command::Build { package, build } => {
                 let config = config::load(&load_options(&package, Some(&build), None))?;
-                let artifact =
-                    tokio::task::block_in_place(|| package::build_artifact(&config, ui))?;
-                let _ = artifact;
+                // One artifact per configured target (`targets = [...]`: one per architecture).
+                for target in &config.targets {
+                    let mut one = config.clone();
+                    one.target = target.clone();
+                    one.targets = vec![target.clone()];
+                    tokio::task::block_in_place(|| package::build_artifact(&one, ui))?;
+                }
                 Ok(())
             }
             Command::Deploy {
@@ -420,6 +444,23 @@ impl Ship {
                     hosts,
                 };
                 deploy::deploy(&config, &opts, ui).await
+            }
+            Command::Setup {
+                env,
+                package,
+                admin_user,
+                authorized_key,
+                dry_run,
+                hosts,
+            } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                let opts = setup::SetupOptions {
+                    admin_user,
+                    authorized_key,
+                    dry_run,
+                    hosts,
+                };
+                setup::setup(&config, &opts, ui).await
             }
             Command::Rollback {
                 env,

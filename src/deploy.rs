@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::arch;
 use crate::config::{Config, HostSpec, RestartStrategy};
 use crate::fleet;
 use crate::health;
@@ -49,25 +50,28 @@ pub struct DeployOptions {
 /// Everything decided before the first host is touched.
 struct Plan<'a> {
     config: &'a Config,
-    artifact: Artifact,
+    /// One artifact per configured target (`targets = [...]`), or the one given/built.
+    artifacts: Vec<Artifact>,
     release: String,
     holder: String,
     lock_wait: Duration,
-    requirements: Requirements,
+    /// What each artifact needs from a host, in the order of `artifacts`.
+    requirements: Vec<Requirements>,
     env_name: String,
-    payloads: Mutex<HashMap<&'static str, Payload>>,
+    /// Payloads prepared so far, by artifact index and encoding.
+    payloads: Mutex<HashMap<(usize, &'static str), Payload>>,
     secrets: Secrets,
 }
 
 impl Plan<'_> {
-    /// The revisions.log line for this deploy's release.
-    fn revision(&self, action: &str, result: &str) -> String {
+    /// The revisions.log line for this deploy's release of `art` on a host.
+    fn revision(&self, art: &Artifact, action: &str, result: &str) -> String {
         Revision {
             action,
             release: &self.release,
-            version: Some(&self.artifact.manifest.version),
-            artifact: Some(&self.artifact.sha256),
-            git: self.artifact.manifest.git_commit.as_deref(),
+            version: Some(&art.manifest.version),
+            artifact: Some(&art.sha256),
+            git: art.manifest.git_commit.as_deref(),
             result,
         }
         .line(chrono::Utc::now(), &journal::who())
@@ -80,6 +84,8 @@ struct HostRun {
     started: Instant,
     state: HostState,
     facts: Facts,
+    /// Index in `Plan::artifacts` of the artifact for this host's architecture.
+    art: usize,
     cached: Vec<String>,
     /// `current` before the switch (None on a first deploy).
     previous: Option<String>,
@@ -92,28 +98,39 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
     let hosts = fleet::select_hosts(env, &opts.hosts)?;
     // Every secret must have a value before anything is built or connected.
     let secrets = secrets::resolve(config, ui)?;
-    let artifact = obtain_artifact(config, opts, ui)?;
+    let artifacts = obtain_artifacts(config, opts, ui)?;
     let plan = Plan {
         secrets,
         config,
         release: layout::new_release_id(chrono::Utc::now()),
         holder: lock::holder(&format!("cargo ship deploy {}", env.name)),
         lock_wait: opts.lock_wait.unwrap_or_default(),
-        requirements: requirements(&artifact, opts.force)?,
+        requirements: artifacts
+            .iter()
+            .map(|a| requirements(a, opts.force))
+            .collect::<Result<_>>()?,
         env_name: env.name.clone(),
-        artifact,
+        artifacts,
         payloads: Mutex::new(HashMap::new()),
     };
     if opts.dry_run {
         return dry_run(&plan, &hosts, ui);
     }
+    let first = &plan.artifacts[0];
     ui.status(
         "Deploying",
         format!(
             "{} v{} ({}) to {} ({} host{}) as release {}",
-            plan.artifact.manifest.bin,
-            plan.artifact.manifest.version,
-            plan.artifact.short_sha(),
+            first.manifest.bin,
+            first.manifest.version,
+            plan.artifacts
+                .iter()
+                .map(|a| match plan.artifacts.len() {
+                    1 => a.short_sha().to_string(),
+                    _ => format!("{} {}", a.manifest.target, a.short_sha()),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             env.name,
             hosts.len(),
             if hosts.len() == 1 { "" } else { "s" },
@@ -165,14 +182,27 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
     result
 }
 
-fn obtain_artifact(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Artifact> {
+/// The artifact given with `--artifact`, or one built per configured target (`targets`
+/// lists one per host architecture; each host gets the one for its `uname -m`).
+fn obtain_artifacts(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Vec<Artifact>> {
     match &opts.artifact {
         Some(path) => {
             let artifact = package::open_artifact(path)?;
             package::unpack::check_is_this_package(config, &artifact)?;
-            Ok(artifact)
+            Ok(vec![artifact])
         }
-        None => tokio::task::block_in_place(|| package::build_artifact(config, ui)),
+        None => tokio::task::block_in_place(|| {
+            config
+                .targets
+                .iter()
+                .map(|target| {
+                    let mut one = config.clone();
+                    one.target = target.clone();
+                    one.targets = vec![target.clone()];
+                    package::build_artifact(&one, ui)
+                })
+                .collect()
+        }),
     }
 }
 
@@ -236,7 +266,7 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
     let mut rest = conns.into_iter();
     let mut results = Vec::new();
     if let Some((first, started)) = rest.next() {
-        let r = preflight_host(&script, first, started, ui).await;
+        let r = preflight_host(&script, plan, first, started, ui).await;
         let refused = r.is_err();
         results.push(r);
         if refused {
@@ -249,7 +279,7 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
         }
     }
     let others = fleet::bounded(rest.collect(), env.parallel, |(conn, started)| {
-        preflight_host(&script, conn, started, ui)
+        preflight_host(&script, plan, conn, started, ui)
     })
     .await;
     results.extend(others);
@@ -301,6 +331,7 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
 /// Runs the preflight + lock script on one connected host.
 async fn preflight_host(
     script: &Script,
+    plan: &Plan<'_>,
     conn: Arc<Connection>,
     started: Instant,
     ui: &Ui,
@@ -315,6 +346,7 @@ async fn preflight_host(
         Err(e) => return Err((conn, e)),
     };
     let host = conn.host().to_string();
+    let reqs = &plan.requirements[..];
     let error = match out.status {
         0 => None,
         EXIT_LOCKED => {
@@ -324,17 +356,43 @@ async fn preflight_host(
                 .unwrap_or_else(|| "unknown".into());
             Some(Error::Locked { host, holder })
         }
-        EXIT_PREFLIGHT => Some(Error::Preflight {
-            host,
-            problem: Facts::parse(&out.stdout).problems.join("; "),
-            help: Some("nothing was changed on this host".into()),
-        }),
+        EXIT_PREFLIGHT => {
+            let facts = Facts::parse(&out.stdout);
+            let help = if let ([one], false) = (
+                reqs,
+                facts.arch.is_empty() || reqs.iter().any(|r| r.machine == facts.arch),
+            ) {
+                arch::mismatch_help(&facts.arch, &one.target)
+            } else if !facts.arch.is_empty() && !reqs.iter().any(|r| r.machine == facts.arch) {
+                arch::uncovered_help(&facts.arch)
+            } else {
+                "nothing was changed on this host".into()
+            };
+            Some(Error::Preflight {
+                host,
+                problem: facts.problems.join("; "),
+                help: Some(help),
+            })
+        }
         _ => Some(conn.remote_error(script, &out)),
     };
     if let Some(e) = error {
         return Err((conn, e));
     }
     let state = HostState::parse(&out.stdout);
+    let facts = Facts::parse(&out.stdout);
+    let Some(art) = reqs.iter().position(|r| r.machine == facts.arch) else {
+        // The script refuses such a host; this is only reached if it printed something else.
+        let mut s = Script::new("release the deploy lock");
+        lock::release(&mut s, &Layout::new(&plan.config.deploy_to));
+        let _ = conn.run(&s).await;
+        let e = Error::Preflight {
+            host: conn.host().to_string(),
+            problem: format!("the host reported architecture {:?}, which no artifact of this deploy is built for", facts.arch),
+            help: Some(arch::uncovered_help(&facts.arch)),
+        };
+        return Err((conn, e));
+    };
     crate::host::warn_unverified_switch(conn.host(), &state, ui);
     for id in parse_kv_all(&out.stdout, "cleared") {
         ui.host(
@@ -346,7 +404,8 @@ async fn preflight_host(
     Ok(HostRun {
         started,
         state,
-        facts: Facts::parse(&out.stdout),
+        facts,
+        art,
         cached: parse_kv_all(&out.stdout, "cached"),
         previous: None,
         outcome: None,
@@ -535,7 +594,8 @@ async fn run_once_hooks(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         "Running",
         "before_switch_once hooks (this host only)",
     );
-    let script = steps::once_hooks(config, &hook_env(plan, &host, &rel_dir, &previous));
+    let art = &plan.artifacts[run.art];
+    let script = steps::once_hooks(config, &hook_env(plan, art, &host, &rel_dir, &previous));
     run.conn.run_ok(&script).await.map(|_| ())
 }
 
@@ -575,7 +635,7 @@ async fn stop_host(
         "Reverting",
         format!("to {} ({reason})", previous.unwrap_or("nothing")),
     );
-    match revert_host(plan, &run.conn, previous, reason, false, None, ui).await {
+    match revert_host(plan, run, previous, reason, false, None, ui).await {
         Ok(_) => (
             "rolled back".into(),
             Some("the rollout stopped on another host".into()),
@@ -588,7 +648,8 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let config = plan.config.for_host(run.conn.host());
     let layout = Layout::new(&config.deploy_to);
     let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
-    let payload = payload(plan, encoding)?;
+    let art = &plan.artifacts[run.art];
+    let payload = payload(plan, run.art, encoding)?;
     let cached = run.cached.iter().any(|c| c == encoding.ext());
     let host = run.conn.host().to_string();
     if cached {
@@ -597,7 +658,7 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
             "Cached",
             format!(
                 "artifact {} is already on the host, nothing to upload",
-                plan.artifact.short_sha()
+                art.short_sha()
             ),
         );
     } else if encoding != Encoding::Zstd {
@@ -611,12 +672,12 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let rel_dir = layout.release(&plan.release);
     let input = StageInput {
         release: &plan.release,
-        artifact_sha: &plan.artifact.sha256,
+        artifact_sha: &art.sha256,
         encoding,
         sent_sha: &payload.sha256,
         receive: (!cached).then_some(payload.bytes.len() as u64),
-        manifest: &plan.artifact.manifest,
-        hook_env: hook_env(plan, &host, &rel_dir, &prev),
+        manifest: &art.manifest,
+        hook_env: hook_env(plan, art, &host, &rel_dir, &prev),
     };
     let script = steps::stage(config, &input);
     // The artifact, when the host lacks it, travels on the stage script's standard input.
@@ -629,7 +690,16 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         ui.host(
             &host,
             "Uploaded",
-            format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+            match plan.artifacts.len() {
+                1 => format!("{} ({} bytes)", encoding.ext(), payload.bytes.len()),
+                _ => format!(
+                    "{} ({} bytes) built for {} (this host is {})",
+                    encoding.ext(),
+                    payload.bytes.len(),
+                    art.manifest.target,
+                    run.facts.arch
+                ),
+            },
         );
     }
     ui.host(&host, "Staged", format!("release {}", plan.release));
@@ -638,6 +708,7 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
 
 fn hook_env<'a>(
     plan: &'a Plan<'_>,
+    art: &'a Artifact,
     host: &'a str,
     release_dir: &'a str,
     previous: &'a str,
@@ -647,20 +718,21 @@ fn hook_env<'a>(
         release_dir,
         deploy_to: &plan.config.deploy_to,
         previous,
-        version: &plan.artifact.manifest.version,
+        version: &art.manifest.version,
         environment: &plan.env_name,
         host,
     }
 }
 
-/// The payload for an encoding, prepared once per deploy.
-fn payload(plan: &Plan<'_>, encoding: Encoding) -> Result<Payload> {
+/// The payload of artifact `art` for an encoding, prepared once per deploy.
+fn payload(plan: &Plan<'_>, art: usize, encoding: Encoding) -> Result<Payload> {
     let mut cache = plan.payloads.lock().expect("payload cache");
-    if let Some(p) = cache.get(encoding.ext()) {
+    if let Some(p) = cache.get(&(art, encoding.ext())) {
         return Ok(p.clone());
     }
-    let p = tokio::task::block_in_place(|| Payload::prepare(&plan.artifact.path, encoding))?;
-    cache.insert(encoding.ext(), p.clone());
+    let path = &plan.artifacts[art].path;
+    let p = tokio::task::block_in_place(|| Payload::prepare(path, encoding))?;
+    cache.insert((art, encoding.ext()), p.clone());
     Ok(p)
 }
 
@@ -724,7 +796,14 @@ async fn switch_host(
         ),
     );
     let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
-    let env = hook_env(plan, &host, &rel_dir, previous.as_deref().unwrap_or(""));
+    let art = &plan.artifacts[run.art];
+    let env = hook_env(
+        plan,
+        art,
+        &host,
+        &rel_dir,
+        previous.as_deref().unwrap_or(""),
+    );
     // A deploy to one host has nobody else to wait for: its verify script also confirms,
     // records and unlocks (one round trip less).
     let (log, prune) = finish_parts(plan, run);
@@ -739,10 +818,7 @@ async fn switch_host(
             ui.host(
                 &host,
                 "Healthy",
-                format!(
-                    "release {} (v{})",
-                    plan.release, plan.artifact.manifest.version
-                ),
+                format!("release {} (v{})", plan.release, art.manifest.version),
             );
             Ok(previous)
         }
@@ -755,7 +831,7 @@ async fn switch_host(
             );
             match revert_host(
                 plan,
-                &run.conn,
+                run,
                 previous.as_deref(),
                 &reason,
                 true,
@@ -803,23 +879,25 @@ async fn switch_host(
 /// Rolls one host back to `previous`; returns the journal lines captured from the failure.
 async fn revert_host(
     plan: &Plan<'_>,
-    conn: &Connection,
+    run: &HostRun,
     previous: Option<&str>,
     reason: &str,
     ghost: bool,
     since: Option<&str>,
     ui: &Ui,
 ) -> Result<String> {
+    let conn = &*run.conn;
+    let art = &plan.artifacts[run.art];
     let config = plan.config.for_host(conn.host());
     let log = if ghost {
-        plan.revision("auto-rollback", "unhealthy")
+        plan.revision(art, "auto-rollback", "unhealthy")
     } else {
-        plan.revision("rollback", "reverted")
+        plan.revision(art, "rollback", "reverted")
     };
     let input = RevertInput {
         failed: &plan.release,
         previous,
-        ghost: ghost.then_some(plan.artifact.sha256.as_str()),
+        ghost: ghost.then_some(art.sha256.as_str()),
         reason,
         log_line: &log,
         journal_lines: 30,
@@ -866,7 +944,7 @@ fn finish_parts(plan: &Plan<'_>, run: &HostRun) -> (String, Vec<String>) {
     }
     state.current = Some(plan.release.clone());
     (
-        plan.revision("deploy", "ok"),
+        plan.revision(&plan.artifacts[run.art], "deploy", "ok"),
         state.prune_candidates(plan.config.for_host(run.conn.host()).keep_releases),
     )
 }
@@ -912,7 +990,7 @@ impl HostRun {
         let (release, version) = match outcome.as_str() {
             "deployed" => (
                 Some(plan.release.clone()),
-                Some(plan.artifact.manifest.version.clone()),
+                Some(plan.artifacts[self.art].manifest.version.clone()),
             ),
             // Every other outcome leaves (or puts back) the release that was current before.
             _ => (
@@ -920,10 +998,15 @@ impl HostRun {
                 self.state.current_version.clone(),
             ),
         };
+        let target = match outcome.as_str() {
+            "deployed" => Some(plan.artifacts[self.art].manifest.target.clone()),
+            _ => None,
+        };
         HostRow {
             outcome,
             release,
             version,
+            target,
             millis: self.started.elapsed().as_millis() as u64,
             detail,
             ..fleet::row(&self.conn)
@@ -951,17 +1034,20 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
             hosts.len()
         ),
     );
+    // The scripts of the first target's artifact; with `targets`, each host gets the one for
+    // its architecture, which only preflight learns.
+    let art = &plan.artifacts[0];
     let stage_in = StageInput {
         release: &plan.release,
-        artifact_sha: &plan.artifact.sha256,
+        artifact_sha: &art.sha256,
         encoding: Encoding::Zstd,
-        sent_sha: &plan.artifact.sha256,
+        sent_sha: &art.sha256,
         // Shown with the receiving lines; a host that has the artifact skips them.
-        receive: Some(plan.artifact.size),
-        manifest: &plan.artifact.manifest,
-        hook_env: hook_env(plan, "<host>", &release_dir, "<previous>"),
+        receive: Some(art.size),
+        manifest: &art.manifest,
+        hook_env: hook_env(plan, art, "<host>", &release_dir, "<previous>"),
     };
-    let finish_log = plan.revision("deploy", "ok");
+    let finish_log = plan.revision(art, "deploy", "ok");
     let scripts = [
         steps::preflight(
             plan.config,

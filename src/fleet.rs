@@ -61,6 +61,7 @@ pub fn row(conn: &Connection) -> HostRow {
         outcome: String::new(),
         release: None,
         version: None,
+        target: None,
         commands: conn.stats().commands(),
         connections: conn
             .stats()
@@ -166,6 +167,7 @@ pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &
                     outcome: "failed".into(),
                     release: None,
                     version: None,
+                    target: None,
                     commands: 0,
                     connections: 0,
                     bytes_sent: 0,

@@ -152,7 +152,7 @@ pub fn command_check(script: &mut Script, release_dir: &str, command: &str, time
     let tries = (timeout.as_millis() / 500).max(1).to_string();
     script.lines("_h=0; _hf=$(mktemp)");
     script.line(
-        "until (cd {} && sh -c {} 9>&-) >\"$_hf\" 2>&1; do",
+        "until (cd {} && ${{_ship_as:-}} sh -c {} 9>&-) >\"$_hf\" 2>&1; do",
         &[release_dir, command],
     );
     script.line("  _h=$((_h + 1)); if [ \"$_h\" -ge {} ]; then", &[&tries]);

@@ -22,7 +22,31 @@ pub struct HookEnv<'a> {
     pub host: &'a str,
 }
 
-/// Appends the hooks: each runs in a subshell in the release dir; the first failure exits the
+/// Sets the shell variable `$_ship_as` to the words that run a command as the service user
+/// (`systemd.user`) when one is set: `runuser -u <user> --` as root, `sudo -n -u <user> --`
+/// otherwise (keeping the `SHIP_*` variables), nothing when the script already runs as that
+/// user. Hooks and `health.command` are run as `${_ship_as:-} sh -c ...` (unset: as the
+/// script's user), so they never run as root when the service does not. User names are
+/// validated (no spaces), so the unquoted expansion splits into exactly those words.
+pub fn as_service_user(script: &mut Script, config: &crate::config::Config) {
+    match config.systemd.user.as_deref() {
+        Some(user) if user != "root" => {
+            script.line(
+                "if [ \"$(id -u)\" = 0 ]; then _ship_as=\"runuser -u \"{}' --'; elif [ \"$(id -un)\" = {} ]; then _ship_as=",
+                &[user, user],
+            );
+            script.line(
+                "else _ship_as=\"sudo -n --preserve-env=SHIP_RELEASE,SHIP_RELEASE_DIR,SHIP_DEPLOY_TO,SHIP_PREVIOUS_RELEASE,SHIP_VERSION,SHIP_ENV,SHIP_HOST -u \"{}' --'; fi",
+                &[user],
+            );
+        }
+        _ => {
+            script.lines("_ship_as=");
+        }
+    }
+}
+
+/// Appends the hooks (after [`as_service_user`]): each runs in a subshell in the release dir; the first failure exits the
 /// script with [`EXIT_HOOK`] after printing which hook failed.
 pub fn run(script: &mut Script, stage: &'static str, hooks: &[String], env: &HookEnv<'_>) {
     if hooks.is_empty() {
@@ -41,7 +65,7 @@ pub fn run(script: &mut Script, stage: &'static str, hooks: &[String], env: &Hoo
         script.line(
             // fd 9 is the dead-man's switch lock of the script (see systemd::guard): a hook
             // that leaves a process behind must not keep it held.
-            "if ! (cd {} && sh -c {} 9>&-) >&2; then printf '%s hook failed: %s\\n' {} {} >&2; exit {}; fi",
+            "if ! (cd {} && ${{_ship_as:-}} sh -c {} 9>&-) >&2; then printf '%s hook failed: %s\\n' {} {} >&2; exit {}; fi",
             &[env.release_dir, hook, stage, hook, &code],
         );
     }

@@ -12,6 +12,7 @@
 //! interrupted switch) live below them in `host`.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod arch;
 pub mod build;
 pub mod config;
 pub mod deploy;
@@ -32,6 +33,7 @@ pub mod prune;
 pub mod remote;
 pub mod rollback;
 pub mod secrets;
+pub mod setup;
 pub mod status;
 pub mod steps;
 pub mod systemd;

@@ -7,11 +7,14 @@
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::remote::script::Script;
+use crate::remote::transfer::Encoding;
 
 /// Exit code of a preflight script that found problems (nothing was changed).
 pub const EXIT_PREFLIGHT: i32 = 81;
 
-/// What the artifact needs from a host.
+/// What an artifact needs from a host. A deploy has one per artifact: one for a single
+/// target, one per architecture for `targets = [...]` (each host is checked against the one
+/// for its `uname -m`).
 #[derive(Debug, Clone, Default)]
 pub struct Requirements {
     /// `uname -m` the binary runs on.
@@ -30,20 +33,48 @@ pub struct Requirements {
 
 /// Appends the checks. Prints `problem=<text>` lines and `arch=`, `glibc=`, `has_zstd=`,
 /// `has_gzip=` facts; exits [`EXIT_PREFLIGHT`] when there is any problem, before touching
-/// anything.
-pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requirements) {
+/// anything. The host's `uname -m` picks which of `reqs` applies; a host no artifact runs on
+/// is a problem naming its architecture and what there is.
+pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Requirements]) {
     script.lines("_problems=0");
     script.lines("problem() { printf 'problem=%s\\n' \"$*\"; _problems=$((_problems + 1)); }");
     script.lines("_arch=$(uname -m); echo arch=$_arch");
-    script.line(
-        "[ \"$_arch\" = {} ] || problem \"this host is $_arch but the artifact is built for\" {}",
-        &[&req.machine, &req.target],
-    );
     script.lines("_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null || true); _glibc=${_glibc#glibc }; echo glibc=$_glibc");
-    if let Some(need) = &req.glibc {
-        script.line("_need={}", &[need]);
-        glibc_compare(script);
+    // The artifact for this host's architecture: its target, glibc, disk and ghost mark.
+    script.lines("_target=; _need=; _disk=0; _ghost=");
+    script.lines("case \"$_arch\" in");
+    for r in reqs {
+        let ghost = match (&r.artifact_sha, r.force) {
+            (Some(sha), false) => layout.ghost(sha),
+            _ => String::new(),
+        };
+        script.line(
+            "  {}) _target={}; _need={}; _disk={}; _ghost={} ;;",
+            &[
+                &r.machine,
+                &r.target,
+                r.glibc.as_deref().unwrap_or(""),
+                &r.disk_kib.to_string(),
+                &ghost,
+            ],
+        );
     }
+    match reqs {
+        [one] => {
+            script.line("  *) _m={}; _t={}", &[&one.machine, &one.target]);
+            script.lines("     problem \"this host is $_arch (uname -m) but the artifact is built for $_t, which runs on $_m\" ;;");
+        }
+        many => {
+            let list: Vec<&str> = many.iter().map(|r| r.target.as_str()).collect();
+            script.line("  *) _ts={}", &[&list.join(", ")]);
+            script.lines("     problem \"this host is $_arch (uname -m), and none of the configured targets runs there (targets: $_ts)\" ;;");
+        }
+    }
+    script.lines("esac");
+    script.lines("[ -z \"$_target\" ] || echo target=$_target");
+    script.lines("if [ -n \"$_need\" ]; then");
+    glibc_compare(script);
+    script.lines("fi");
     script.lines("for _t in sh tar sha256sum systemctl mkdir ln mv readlink df find mktemp; do command -v $_t >/dev/null 2>&1 || problem \"missing command: $_t\"; done");
     script.lines(
         "if command -v zstd >/dev/null 2>&1; then echo has_zstd=1; else echo has_zstd=0; fi",
@@ -52,7 +83,13 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         "if command -v gzip >/dev/null 2>&1; then echo has_gzip=1; else echo has_gzip=0; fi",
     );
     if config.sudo {
-        script.lines("sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): allow passwordless sudo for systemctl, journalctl, tee and mv of the unit file\"");
+        // After `cargo ship setup`, the deploy user may run the unit's helper and nothing else.
+        let helper = crate::systemd::privilege::helper_path(config);
+        script.line(
+            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
+            &[&helper, &helper, &helper],
+        );
+        script.lines("else sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): run cargo ship setup for this environment (or allow passwordless sudo)\"; fi");
     } else {
         script.lines("[ \"$(id -u)\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
     }
@@ -63,9 +100,8 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
     );
     script.lines("[ -w \"$_p\" ] || problem \"$_p is not writable by $(id -un)\"");
     script.lines("_avail=$(df -Pk \"$_p\" | awk 'NR==2 {print $4}')");
-    script.line(
-        "if [ -n \"$_avail\" ] && [ \"$_avail\" -lt {} ]; then problem \"only ${{_avail}} KiB free under $_p, the release needs about\" {} KiB; fi",
-        &[&req.disk_kib.to_string(), &req.disk_kib.to_string()],
+    script.lines(
+        "if [ -n \"$_avail\" ] && [ \"$_avail\" -lt \"$_disk\" ]; then problem \"only ${_avail} KiB free under $_p, the release needs about $_disk KiB\"; fi",
     );
     world_writable_ancestors(script, layout);
     foreign_unit(script, config);
@@ -73,17 +109,29 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, req: &Requi
         let path = format!("{}/{f}", layout.shared());
         script.line("[ -f {} ] || problem \"shared file $(printf %s {}) is missing: create it on the host before deploying\"", &[&path, &path]);
     }
-    if let (Some(sha), false) = (&req.artifact_sha, req.force) {
-        let ghost = layout.ghost(sha);
-        script.line(
-            "if [ -f {} ]; then problem \"this artifact failed its health check here before ($(cat {})); deploy a fixed build, or pass --force to try it again\"; fi",
-            &[&ghost, &ghost],
-        );
-    }
+    script.lines(
+        "if [ -n \"$_ghost\" ] && [ -f \"$_ghost\" ]; then problem \"this artifact failed its health check here before ($(cat \"$_ghost\")); deploy a fixed build, or pass --force to try it again\"; fi",
+    );
     script.line(
         "[ \"$_problems\" = 0 ] || exit {}",
         &[&EXIT_PREFLIGHT.to_string()],
     );
+}
+
+/// Prints `cached=<ext>` for each form of this host's artifact (the one for its `uname -m`,
+/// as [`checks`] ran first) already in the host's artifact cache.
+pub fn cached(script: &mut Script, layout: &Layout, reqs: &[Requirements]) {
+    for r in reqs {
+        let Some(sha) = r.artifact_sha.as_deref() else {
+            continue;
+        };
+        for e in [Encoding::Zstd, Encoding::Gzip, Encoding::Tar] {
+            script.line(
+                "[ \"$_arch\" = {} ] && [ -f {} ] && echo cached={} || true",
+                &[&r.machine, &layout.artifact(sha, e.ext()), e.ext()],
+            );
+        }
+    }
 }
 
 /// The one check of flows that take the lock without an artifact (rollback, prune): the unit
@@ -152,6 +200,8 @@ fn glibc_compare(script: &mut Script) {
 pub struct Facts {
     /// `uname -m`.
     pub arch: String,
+    /// The target of the artifact this host gets (empty when none runs there).
+    pub target: String,
     /// glibc version, empty when none.
     pub glibc: String,
     /// `zstd` is installed.
@@ -173,6 +223,7 @@ impl Facts {
             match k {
                 "arch" => f.arch = v.to_string(),
                 "glibc" => f.glibc = v.to_string(),
+                "target" => f.target = v.to_string(),
                 "has_zstd" => f.has_zstd = v == "1",
                 "has_gzip" => f.has_gzip = v == "1",
                 "problem" => f.problems.push(v.to_string()),
@@ -211,6 +262,93 @@ mod tests {
             let text = String::from_utf8_lossy(&out.stdout);
             assert_eq!(!text.contains("problem="), ok, "{have} vs {need}: {text}");
         }
+    }
+
+    /// Runs [`checks`] through the real /bin/sh on this machine: the host's `uname -m` picks
+    /// the requirements (and only their glibc is compared), and a host no artifact runs on is
+    /// a problem naming its architecture and the targets there are.
+    #[test]
+    fn checks_pick_the_artifact_for_the_hosts_architecture() {
+        let here = String::from_utf8(
+            std::process::Command::new("uname")
+                .arg("-m")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+        let other = if here == "aarch64" {
+            "x86_64"
+        } else {
+            "aarch64"
+        };
+        let req = |machine: &str, target: &str, glibc: Option<&str>| Requirements {
+            machine: machine.into(),
+            target: target.into(),
+            glibc: glibc.map(String::from),
+            disk_kib: 1,
+            artifact_sha: None,
+            force: false,
+        };
+        let config = crate::config::tests_support::config_with("");
+        let layout = Layout::new(&config.deploy_to);
+        let run = |reqs: &[Requirements]| {
+            let mut s = Script::new("t");
+            checks(&mut s, &config, &layout, reqs);
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
+            let facts = Facts::parse(&String::from_utf8_lossy(&out.stdout));
+            // Only the problems about the artifact (not root, disk or tools of this machine).
+            let problems: Vec<String> = facts
+                .problems
+                .iter()
+                .filter(|p| p.contains("uname -m") || p.contains("glibc"))
+                .cloned()
+                .collect();
+            (facts.target, problems)
+        };
+
+        // Two artifacts: this machine's is chosen; the other's glibc need is not compared.
+        let (target, problems) = run(&[
+            req(other, "other-unknown-linux-gnu", Some("9.99")),
+            req(&here, "here-unknown-linux-musl", None),
+        ]);
+        assert_eq!(target, "here-unknown-linux-musl");
+        assert!(problems.is_empty(), "{problems:?}");
+        // This machine's artifact needs a glibc nobody has: that is the problem reported.
+        let (_, problems) = run(&[
+            req(other, "other-unknown-linux-gnu", None),
+            req(&here, "here-unknown-linux-gnu", Some("9.99")),
+        ]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("the binary needs glibc 9.99 but this host has"));
+        // No artifact for this machine.
+        let (target, problems) = run(&[
+            req(other, "other-unknown-linux-gnu", None),
+            req("riscv64", "riscv64gc-unknown-linux-gnu", None),
+        ]);
+        assert_eq!(target, "");
+        assert_eq!(
+            problems,
+            [format!(
+                "this host is {here} (uname -m), and none of the configured targets runs there \
+                 (targets: other-unknown-linux-gnu, riscv64gc-unknown-linux-gnu)"
+            )]
+        );
+        // One artifact, for another machine.
+        let (_, problems) = run(&[req(other, "other-unknown-linux-gnu", Some("9.99"))]);
+        assert_eq!(
+            problems,
+            [format!(
+                "this host is {here} (uname -m) but the artifact is built for \
+                 other-unknown-linux-gnu, which runs on {other}"
+            )]
+        );
     }
 
     #[test]

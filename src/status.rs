@@ -156,8 +156,9 @@ impl HostStatus {
                             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
                         out.push_str(&format!(
-                            "  current:   {c}  v{}  git {}{}  since {}\n",
+                            "  current:   {c}  v{}  {}  git {}{}  since {}\n",
                             m.map(|m| m.version.as_str()).unwrap_or("?"),
+                            m.map(|m| m.target.as_str()).unwrap_or("?"),
                             m.and_then(|m| m.git_commit.as_deref())
                                 .map(|g| &g[..g.len().min(12)])
                                 .unwrap_or("-"),
@@ -221,8 +222,9 @@ impl HostStatus {
                         marks.push(format!("failed: {why}"));
                     }
                     out.push_str(&format!(
-                        "  {id}  v{:<10} {:<12}  {}\n",
+                        "  {id}  v{:<10} {:<30} {:<12}  {}\n",
                         m.map(|m| m.version.as_str()).unwrap_or("?"),
+                        m.map(|m| m.target.as_str()).unwrap_or("?"),
                         m.and_then(|m| m.git_commit.as_deref())
                             .map(|g| &g[..g.len().min(12)])
                             .unwrap_or("-"),
@@ -264,6 +266,7 @@ impl HostStatus {
                 json!({
                     "id": id,
                     "version": m.map(|m| m.version.clone()),
+                    "target": m.map(|m| m.target.clone()),
                     "git_commit": m.and_then(|m| m.git_commit.clone()),
                     "current": self.state.current.as_deref() == Some(id),
                     "unfinished": self.state.unfinished.contains(id),

@@ -26,11 +26,12 @@ use crate::remote::transfer::Encoding;
 use crate::secrets::Secrets;
 use crate::systemd::{self, guard, strategy};
 
-/// Lock + state, with the artifact checks when `req` is given (deploy), without (rollback,
-/// prune). Also reports which cached artifact files exist for `artifact_sha`.
+/// Lock + state, with the artifact checks when `req` is given (deploy: one per artifact, the
+/// host's `uname -m` picks), without (rollback, prune). Also reports which cached files of
+/// the host's artifact exist.
 pub fn preflight(
     config: &Config,
-    req: Option<&Requirements>,
+    req: Option<&[Requirements]>,
     holder: &str,
     lock_wait: Duration,
 ) -> Script {
@@ -65,13 +66,8 @@ pub fn preflight(
         &[&layout.releases()],
     );
     s.lines("done");
-    if let Some(sha) = req.and_then(|r| r.artifact_sha.as_deref()) {
-        for e in [Encoding::Zstd, Encoding::Gzip, Encoding::Tar] {
-            s.line(
-                "[ -f {} ] && echo cached={} || true",
-                &[&layout.artifact(sha, e.ext()), e.ext()],
-            );
-        }
+    if let Some(req) = req {
+        preflight::cached(&mut s, &layout, req);
     }
     // An unconfirmed switch (its deploy vanished, and someone removed the lock): the host is
     // about to put the previous release back by itself; nothing may switch before that.
@@ -165,6 +161,9 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
             &[&link, &link, &shared, &link],
         );
     }
+    if !config.hooks.before_switch.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(
         &mut s,
         "before_switch",
@@ -183,6 +182,9 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
         "run the before_switch_once hooks in release {}",
         hook_env.release
     ));
+    if !config.hooks.before_switch_once.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(
         &mut s,
         "before_switch_once",
@@ -234,6 +236,7 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     s.line("_to={}", &[release]);
     strategy::bring_up(&mut s, config, false, true);
     if let Some(cmd) = &config.health.command {
+        hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
     s
@@ -289,6 +292,11 @@ pub fn verify(
     );
     s.line("_retire={}", &[started.retire]);
     strategy::retire(&mut s);
+    // The hooks may take long: a revert that comes due meanwhile must not wait for them.
+    guard::release(&mut s);
+    if !config.hooks.after_switch.is_empty() {
+        hooks::as_service_user(&mut s, config);
+    }
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
     if let Some(f) = finish {
         finish_lines(&mut s, config, release, f.log, f.prune);

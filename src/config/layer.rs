@@ -28,6 +28,9 @@ pub(crate) type Strings = Val<Vec<Val<String>>>;
 pub struct Layer {
     pub(crate) bin: Option<Val<String>>,
     pub(crate) target: Option<Val<String>>,
+    /// Several targets, one per host architecture (a mixed environment); `target` and
+    /// `targets` are one setting: a layer that sets either replaces the other.
+    pub(crate) targets: Option<Strings>,
     pub(crate) builder: Option<Val<String>>,
     pub(crate) profile: Option<Val<String>>,
     pub(crate) strip: Option<Val<bool>>,
@@ -121,6 +124,7 @@ pub(crate) enum Scope {
 const COMMON_KEYS: &[&str] = &[
     "bin",
     "target",
+    "targets",
     "builder",
     "profile",
     "strip",
@@ -194,7 +198,10 @@ impl Layer {
     /// Applies `over` on top of `self`: every key `over` sets wins; tables merge key by key.
     pub(crate) fn merge(&mut self, over: &Layer) {
         set(&mut self.bin, &over.bin);
-        set(&mut self.target, &over.target);
+        if over.target.is_some() || over.targets.is_some() {
+            self.target.clone_from(&over.target);
+            self.targets.clone_from(&over.targets);
+        }
         set(&mut self.builder, &over.builder);
         set(&mut self.profile, &over.profile);
         set(&mut self.strip, &over.strip);
@@ -282,6 +289,13 @@ impl Reader<'_> {
             match name {
                 "bin" => l.bin = Some(self.string(value, &path, "a binary name")?),
                 "target" => l.target = Some(self.string(value, &path, "a target triple")?),
+                "targets" => {
+                    l.targets = Some(self.strings(
+                        value,
+                        &path,
+                        "an array of target triples, one per host architecture",
+                    )?)
+                }
                 "builder" => {
                     l.builder = Some(self.string(
                         value,
@@ -391,6 +405,12 @@ impl Reader<'_> {
                     });
                 }
             }
+        }
+        if let (Some(_), Some(many)) = (&l.target, &l.targets) {
+            return Err(many.at.error(
+                "set either `target` (one) or `targets` (one per host architecture), not both",
+                Some("for an environment whose hosts differ in architecture keep `targets` and remove `target`".into()),
+            ));
         }
         Ok(l)
     }

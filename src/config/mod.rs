@@ -75,8 +75,11 @@ pub struct Config {
     pub version: String,
     /// The binary to ship.
     pub bin: String,
-    /// Target triple, possibly with a glibc pin.
+    /// Target triple, possibly with a glibc pin (the first of `targets`, or `--target`).
     pub target: Target,
+    /// Every configured target, one per host architecture (`targets = [...]`); just `target`
+    /// when one is configured.
+    pub targets: Vec<Target>,
     /// Builder to use.
     pub builder: BuilderKind,
     /// Cargo profile (default `release`).

@@ -138,6 +138,35 @@ pub(crate) fn load_package(package: &Package, opts: &LoadOptions) -> Result<Conf
     Ok(config)
 }
 
+/// `targets = [...]`: each a valid triple, at least one, at most one per architecture (a host
+/// gets the artifact for its `uname -m`, which must be unambiguous). Empty when not set.
+fn resolve_targets(l: &Layer) -> Result<Vec<Target>> {
+    let Some(list) = &l.targets else {
+        return Ok(Vec::new());
+    };
+    if list.value.is_empty() {
+        return Err(list.at.error(
+            "expected at least one target triple, found an empty array",
+            Some("list one target per host architecture, e.g. targets = [\"x86_64-unknown-linux-gnu\", \"aarch64-unknown-linux-gnu\"]".into()),
+        ));
+    }
+    let mut out: Vec<Target> = Vec::new();
+    for v in &list.value {
+        let t = Target::parse(&v.value).map_err(|e| v.at.error(format!("expected {e}"), None))?;
+        if let Some(other) = out.iter().find(|o| o.uname_machine() == t.uname_machine()) {
+            return Err(v.at.error(
+                format!(
+                    "expected one target per host architecture, found `{other}` and `{t}`, which both run on {}",
+                    t.uname_machine()
+                ),
+                Some("a host gets the artifact of its architecture (`uname -m`); keep one of them".into()),
+            ));
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
 fn cli_layer(opts: &LoadOptions) -> Layer {
     Layer {
         target: opts
@@ -218,11 +247,13 @@ fn resolve(
         },
     };
 
-    let target = match &l.target {
-        Some(v) => {
+    let targets = resolve_targets(l)?;
+    let target = match (&l.target, targets.first()) {
+        (Some(v), _) => {
             Target::parse(&v.value).map_err(|e| v.at.error(format!("expected {e}"), None))?
         }
-        None => Target::parse(&host_triple()).map_err(|e| {
+        (None, Some(first)) => first.clone(),
+        (None, None) => Target::parse(&host_triple()).map_err(|e| {
             Error::usage(
                 format!("cannot default the target to this machine's: expected {e}"),
                 Some("set `target` in `[package.metadata.ship]` or pass `--target`".into()),
@@ -244,10 +275,16 @@ fn resolve(
             }
         },
     };
-    if let (Some(glibc), Some(v)) = (&target.glibc, &l.builder) {
+    if let (Some((pinned, glibc)), Some(v)) = (
+        targets
+            .iter()
+            .chain([&target])
+            .find_map(|t| t.glibc.as_ref().map(|g| (t, g))),
+        &l.builder,
+    ) {
         if matches!(builder, BuilderKind::Cargo | BuilderKind::Cross) {
             return Err(v.at.error(
-                format!("expected \"zigbuild\" or \"auto\" with a glibc-pinned target (`{target}`), found \"{}\"", v.value),
+                format!("expected \"zigbuild\" or \"auto\" with a glibc-pinned target (`{pinned}`), found \"{}\"", v.value),
                 Some(format!("only cargo-zigbuild can link against glibc {glibc}; remove the `.{glibc}` suffix to use {}", v.value)),
             ));
         }
@@ -322,6 +359,11 @@ fn resolve(
         package: package.name.clone(),
         version: package.version.clone(),
         bin,
+        targets: if targets.is_empty() {
+            vec![target.clone()]
+        } else {
+            targets
+        },
         target,
         builder,
         profile,
@@ -1135,6 +1177,8 @@ struct View<'a> {
     target_dir: String,
     bin: &'a str,
     target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    targets: Option<Vec<String>>,
     builder: BuilderKind,
     profile: &'a str,
     features: &'a [String],
@@ -1214,6 +1258,8 @@ impl<'a> From<&'a Config> for View<'a> {
             target_dir: c.target_dir.display().to_string(),
             bin: &c.bin,
             target: c.target.to_string(),
+            targets: (c.targets.len() > 1)
+                .then(|| c.targets.iter().map(Target::to_string).collect()),
             builder: c.builder,
             profile: &c.profile,
             features: &c.features,

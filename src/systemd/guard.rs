@@ -169,6 +169,11 @@ pub fn hold(s: &mut Script, config: &Config) {
     );
 }
 
+/// Releases the flock taken by [`hold`] (closes its descriptor).
+pub fn release(s: &mut Script) {
+    s.lines("exec 9>&-");
+}
+
 /// Confirms `release`: stops the timer and removes `pending`, under the flock. When the
 /// revert got there first (`current` is no longer `release`), exits [`EXIT_REVERTED`].
 pub fn confirm(s: &mut Script, config: &Config, release: &str) {
@@ -230,7 +235,8 @@ pub fn disarm(s: &mut Script, config: &Config) {
     );
 }
 
-/// What `<unit>-guard.service` runs (as root): under the flock, if a switch is still pending,
+/// What `<unit>-guard.service` runs (as root; after `cargo ship setup`, as the deploy user
+/// through the unit's `ship-root` helper, see [`super::privilege`]): under the flock, if a switch is still pending,
 /// put its previous release back with the unit files it replaced, mark the release failed,
 /// log it, clear the switch records and release the lock of the deploy that armed it.
 pub fn revert_script(config: &Config) -> Script {
@@ -240,7 +246,13 @@ pub fn revert_script(config: &Config) -> Script {
         "put the previous release of {} back (dead-man's switch)",
         config.systemd.unit
     ));
-    s.lines("SUDO=''");
+    // As root, nothing needs sudo; after `cargo ship setup` the switch runs as the deploy user
+    // (a drop-in of the setup) and goes through the same helper as a deploy.
+    let helper = super::privilege::helper_path(config);
+    s.line(
+        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; else SUDO=''; fi",
+        &[&helper, &helper],
+    );
     hold(&mut s, config);
     s.line(
         "if ! [ -f {} ]; then echo 'no unconfirmed switch: nothing to revert'; exit 0; fi",
@@ -315,7 +327,9 @@ mod tests {
             "{svc}"
         );
         assert!(
-            svc.contains("ExecStart=/bin/sh -c \"set -eu\\nSUDO=''\\n"),
+            svc.contains("ExecStart=/bin/sh -c \"set -eu\\nif [ ")
+                && svc
+                    .contains("/usr/local/lib/cargo-ship/hello/ship-root' '; else SUDO=''; fi\\n"),
             "{svc}"
         );
         // The release glob reaches the shell unquoted.

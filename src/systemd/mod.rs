@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::remote::script::Script;
 
 pub mod guard;
+pub mod privilege;
 pub mod strategy;
 pub mod unit;
 
@@ -59,11 +60,17 @@ pub(crate) fn escape_specifiers(s: &str) -> String {
     s.replace('%', "%%").replace(|c: char| c.is_control(), " ")
 }
 
-/// Sets `$SUDO` for the script: `sudo -n ` when the config asks for it, empty otherwise.
-/// Templates then write `$SUDO systemctl ...` (the variable holds only our literal).
+/// Sets `$SUDO` for the script: when the config asks for sudo, the unit's `ship-root` helper
+/// (through `sudo -n`) if `cargo ship setup` installed it and the script does not run as root,
+/// else `sudo -n `; empty without sudo. Templates then write `$SUDO systemctl ...` (the
+/// variable holds only our literal: the helper path has no spaces, unit names are validated).
 pub fn sudo_prelude(script: &mut Script, config: &Config) {
     if config.sudo {
-        script.lines("SUDO='sudo -n '");
+        let helper = privilege::helper_path(config);
+        script.line(
+            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; else SUDO='sudo -n '; fi",
+            &[&helper, &helper],
+        );
     } else {
         script.lines("SUDO=''");
     }

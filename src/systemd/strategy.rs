@@ -195,7 +195,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");
     s.line(
-        "    case $_n in secrets.changed) ;; *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO cp -- \"$_f\" {}/\"$_n\" ;; esac",
+        "    case $_n in secrets.changed) ;; *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO tee {}/\"$_n\" < \"$_f\" >/dev/null ;; esac",
         &[unit::UNIT_DIR, unit::UNIT_DIR],
     );
     s.lines("  done");

@@ -426,6 +426,7 @@ mod tests {
             outcome: outcome.into(),
             release: release.map(Into::into),
             version: release.map(|_| "0.2.0".into()),
+            target: None,
             commands: 4,
             connections: 1,
             bytes_sent: 0,

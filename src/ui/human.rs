@@ -145,10 +145,31 @@ impl Human {
                     return;
                 }
                 let w = hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+                // A TARGET column when the hosts run builds of different targets (an
+                // environment whose hosts differ in architecture).
+                let mut targets: Vec<&str> =
+                    hosts.iter().filter_map(|h| h.target.as_deref()).collect();
+                targets.sort_unstable();
+                targets.dedup();
+                let tw = match targets.len() {
+                    0 | 1 => 0,
+                    _ => targets.iter().map(|t| t.len()).max().unwrap_or(6).max(6),
+                };
+                let target_cell = |t: &str| match tw {
+                    0 => String::new(),
+                    _ => format!("  {t:<tw$}"),
+                };
                 self.line(&format!("\n{operation} summary:"));
                 self.line(&format!(
-                    "  {:<w$}  {:<14}  {:<15}  {:<10}  {:>6}  {:>10}  {:>7}",
-                    "HOST", "OUTCOME", "RELEASE", "VERSION", "CMDS", "SENT", "TIME"
+                    "  {:<w$}  {:<14}  {:<15}  {:<10}{}  {:>6}  {:>10}  {:>7}",
+                    "HOST",
+                    "OUTCOME",
+                    "RELEASE",
+                    "VERSION",
+                    target_cell("TARGET"),
+                    "CMDS",
+                    "SENT",
+                    "TIME"
                 ));
                 for h in hosts {
                     // "rolled back" is the goal of `rollback` but a failure of `deploy`.
@@ -159,10 +180,11 @@ impl Human {
                     let tone = if good { Tone::Progress } else { Tone::Error };
                     let outcome = self.style(tone).apply_to(format!("{:<14}", h.outcome));
                     self.line(&format!(
-                        "  {:<w$}  {outcome}  {:<15}  {:<10}  {:>6}  {:>10}  {:>6.1}s",
+                        "  {:<w$}  {outcome}  {:<15}  {:<10}{}  {:>6}  {:>10}  {:>6.1}s",
                         h.host,
                         h.release.as_deref().unwrap_or("-"),
                         h.version.as_deref().unwrap_or("-"),
+                        target_cell(h.target.as_deref().unwrap_or("-")),
                         h.commands,
                         human_bytes(h.bytes_sent),
                         h.millis as f64 / 1000.0

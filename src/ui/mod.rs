@@ -72,6 +72,9 @@ pub struct HostRow {
     pub release: Option<String>,
     /// The version now current on the host.
     pub version: Option<String>,
+    /// The target the host's current release was built for (deploy, status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// Remote commands run on this host: scripts (with the artifact, when sent), port forwards. Each costs
     /// about two network round trips on the open connection.
     pub commands: u32,

@@ -36,6 +36,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
         version: "0.1.0".into(),
         bin: "hello".into(),
         target: Target::parse(target).unwrap(),
+        targets: vec![Target::parse(target).unwrap()],
         builder: BuilderKind::Auto,
         profile: "release".into(),
         features: vec![],
@@ -489,9 +490,16 @@ fn cross_without_a_container_engine_says_so() {
     if cargo_ship::build::container_engine().is_some() {
         // With an engine, cross is picked rather than refused; the refusal needs a machine without.
         let target = Target::parse("aarch64-unknown-linux-gnu").unwrap();
-        let picked =
-            cargo_ship::build::select_builder(BuilderKind::Cross, &target, "x86_64", || true)
-                .unwrap();
+        let picked = cargo_ship::build::select_builder(
+            BuilderKind::Cross,
+            &target,
+            "x86_64",
+            cargo_ship::build::Probes {
+                zigbuild: || false,
+                engine: || true,
+            },
+        )
+        .unwrap();
         assert_eq!(picked.builder, BuilderKind::Cross);
         return;
     }

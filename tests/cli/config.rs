@@ -307,7 +307,7 @@ fn unknown_keys_suggest_and_list() {
     assert_eq!(
         help.unwrap(),
         "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `deploy_to`, `environments`, \
-         `health`, `hooks`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`"
+         `health`, `hooks`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`, `targets`"
     );
     assert_eq!(
         error("[package.metadata.ship.health]\nurl = \"http://x:1/\"\n"),
@@ -809,6 +809,70 @@ fn secrets_keys() {
         "<p>/Cargo.toml:10:16: `package.metadata.ship.environments.prod.secrets_file`: the secrets file `<p>/deploy/prod.env` does not exist"
     );
     assert!(error("[package.metadata.ship]\nsecrets_file = \"x.env\"\n").contains("secrets_file"));
+}
+
+/// Issue #12: `targets = [...]` (one per host architecture) for an environment whose hosts
+/// differ; `target` and `targets` are one setting, so an environment's `targets` replaces the
+/// package's `target`, and `--target` replaces both.
+#[test]
+fn issue_12_targets_one_per_architecture() {
+    let p = hello(
+        "[package.metadata.ship]\ntarget = \"x86_64-unknown-linux-gnu\"\n\
+         [package.metadata.ship.environments.mixed]\nhosts = [\"a\", \"b\"]\n\
+         targets = [\"x86_64-unknown-linux-gnu.2.17\", \"aarch64-unknown-linux-musl\"]\n",
+    );
+    let c = load(&p, Some("mixed"));
+    let names: Vec<String> = c.targets.iter().map(|t| t.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "x86_64-unknown-linux-gnu.2.17",
+            "aarch64-unknown-linux-musl"
+        ]
+    );
+    assert_eq!(c.target.to_string(), "x86_64-unknown-linux-gnu.2.17");
+    let single = load(&p, None);
+    assert_eq!(single.targets.len(), 1);
+    assert_eq!(single.targets[0].to_string(), "x86_64-unknown-linux-gnu");
+    let mut o = opts(&p, Some("mixed"));
+    o.target = Some("aarch64-unknown-linux-gnu".into());
+    let flagged = config::load(&o).unwrap();
+    assert_eq!(flagged.targets.len(), 1);
+    assert_eq!(flagged.target.to_string(), "aarch64-unknown-linux-gnu");
+
+    let (e, help) = error_with(
+        "[package.metadata.ship]\ntarget = \"x86_64-unknown-linux-gnu\"\n\
+         targets = [\"aarch64-unknown-linux-gnu\"]\n",
+        None,
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:10:11: `package.metadata.ship.targets`: set either `target` (one) or \
+         `targets` (one per host architecture), not both"
+    );
+    assert_eq!(
+        help.as_deref(),
+        Some("for an environment whose hosts differ in architecture keep `targets` and remove `target`")
+    );
+    assert_eq!(
+        error(
+            "[package.metadata.ship]\ntargets = [\"x86_64-unknown-linux-gnu\", \
+             \"x86_64-unknown-linux-musl\"]\n"
+        ),
+        "<p>/Cargo.toml:9:40: `package.metadata.ship.targets[1]`: expected one target per host \
+         architecture, found `x86_64-unknown-linux-gnu` and `x86_64-unknown-linux-musl`, which \
+         both run on x86_64"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\ntargets = []\n"),
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.targets`: expected at least one target \
+         triple, found an empty array"
+    );
+    assert_eq!(
+        error("[package.metadata.ship]\ntargets = [\"aarch64\"]\n"),
+        "<p>/Cargo.toml:9:12: `package.metadata.ship.targets[0]`: expected a target triple like \
+         `x86_64-unknown-linux-gnu`, found `aarch64`"
+    );
 }
 
 /// Issue #11: `[...environments.<env>.per_host."<host>"]` overrides reach only that host,

@@ -7,5 +7,6 @@ mod init;
 mod json;
 mod readme;
 mod security;
+mod setup;
 #[path = "../support/mod.rs"]
 mod support;

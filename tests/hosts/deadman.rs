@@ -115,14 +115,19 @@ fn wait_reverted(app: &App, h: &TestHost, release: &str, version: &str, since: I
             return since.elapsed().as_secs_f64();
         }
         if Instant::now() > deadline {
+            let guard = h.exec(&format!(
+                "systemctl status --no-pager {n}-guard.timer {n}-guard.service; journalctl --no-pager -n 40 -u {n}-guard.service; ps -eo pid,args | grep -v grep | grep -e flock -e 'sh -c'",
+                n = app.name
+            ));
             app.fail(
                 &format!(
-                    "{}: within confirm_timeout + 10s the host should serve {version} from release {release} with no lock and no pending switch (current {:?}, version {:?}, lock {}, pending {})",
+                    "{}: within confirm_timeout + 10s the host should serve {version} from release {release} with no lock and no pending switch (current {:?}, version {:?}, lock {}, pending {})\n--- the guard ---\n{}",
                     h.name,
                     app.current(h),
                     app.version(h),
                     app.exists(h, ".ship/lock"),
-                    app.exists(h, ".ship/pending")
+                    app.exists(h, ".ship/pending"),
+                    String::from_utf8_lossy(&guard.stdout)
                 ),
                 None,
             );

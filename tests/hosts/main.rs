@@ -19,6 +19,7 @@ mod glibc;
 
 mod action;
 mod app;
+mod arm64;
 mod deadman;
 mod deploy;
 mod failures;
@@ -27,5 +28,6 @@ mod hostkey;
 mod ops;
 mod secrets;
 mod security;
+mod setup;
 mod sshfiles;
 mod zero_downtime;

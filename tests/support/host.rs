@@ -42,6 +42,9 @@ pub struct BootOptions {
     pub timeout: Option<Duration>,
     /// Debian suite of the hosts' root (`bookworm` when `None`; `bullseye` has glibc 2.31).
     pub suite: Option<String>,
+    /// Debian architecture of the hosts' root: this machine's when `None`; `arm64` boots
+    /// aarch64 hosts under qemu-user (`uname -m` there says `aarch64`).
+    pub arch: Option<String>,
 }
 
 /// A set of booted hosts. Dropping it takes them down; should the test process die first, a
@@ -170,6 +173,9 @@ impl TestHosts {
         }
         if let Some(suite) = &opts.suite {
             cmd.env("SHIP_TESTHOSTS_SUITE", suite);
+        }
+        if let Some(arch) = &opts.arch {
+            cmd.env("SHIP_TESTHOSTS_ARCH", arch);
         }
         if let Some(t) = opts.timeout {
             cmd.args(["--timeout", &t.as_secs().max(1).to_string()]);
