@@ -415,8 +415,11 @@ fn host_line(r: &std::result::Result<HostStatus, String>) -> String {
         return format!("nothing deployed  unit {}", st.fact("unit_active"));
     };
     let mut l = format!(
-        "{current}  v{}  {} ({}, {} restarts)",
+        "{current}  v{}  {}  {} ({}, {} restarts)",
         st.version().unwrap_or("?"),
+        st.manifest(current)
+            .map(|m| m.target.as_str())
+            .unwrap_or("?"),
         st.fact("unit_active"),
         st.fact("unit_name"),
         st.fact("unit_restarts"),
@@ -551,7 +554,7 @@ pub fn releases_table(
     let mut text = String::new();
     let mut rows = Vec::new();
     for id in &ids {
-        let (mut version, mut git, mut who) = (None, None, None);
+        let (mut version, mut target, mut git, mut who) = (None, None, None, None);
         let (mut current_on, mut on, mut failed, mut unfinished) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (host, r) in reports {
@@ -561,6 +564,7 @@ pub fn releases_table(
             }
             if let Some(m) = st.manifest(id) {
                 version.get_or_insert(m.version.clone());
+                target.get_or_insert(m.target.clone());
                 if let Some(g) = &m.git_commit {
                     git.get_or_insert(g[..g.len().min(12)].to_string());
                 }
@@ -594,8 +598,9 @@ pub fn releases_table(
             where_.push(format!("failed on {f}"));
         }
         text.push_str(&format!(
-            "{id}  v{:<10} {:<12}  {}  {}\n",
+            "{id}  v{:<10} {:<30} {:<12}  {}  {}\n",
             version.as_deref().unwrap_or("?"),
+            target.as_deref().unwrap_or("?"),
             git.as_deref().unwrap_or("-"),
             who.as_ref()
                 .map(|(when, by)| format!("{when} by {by}"))
@@ -605,6 +610,7 @@ pub fn releases_table(
         rows.push(json!({
             "id": id,
             "version": version,
+            "target": target,
             "git_commit": git,
             "deployed_at": who.as_ref().map(|w| w.0.clone()),
             "deployed_by": who.as_ref().map(|w| w.1.clone()),
@@ -691,8 +697,8 @@ mod tests {
         assert_eq!(
             text.lines().collect::<Vec<_>>(),
             [
-                "20261128000001  v?          -             2026-11-28T00:00:01Z by alice@x  current on b; on disk on a",
-                "20261128000002  v?          -             2026-11-28T00:00:02Z by bob@y  current on a",
+                "20261128000001  v?          ?                              -             2026-11-28T00:00:01Z by alice@x  current on b; on disk on a",
+                "20261128000002  v?          ?                              -             2026-11-28T00:00:02Z by bob@y  current on a",
             ]
         );
         assert_eq!(data["releases"][0]["current_on"], json!(["b"]));

@@ -185,6 +185,7 @@ fn issue_11_drift_after_a_rollback_of_one_host_makes_status_exit_non_zero() {
             && rows[1]["id"] == r2.as_str()
             && rows[1]["current_on"] == serde_json::json!(["host0"])
             && rows[1]["on"] == serde_json::json!(["host1"])
+            && rows[1]["target"] == "x86_64-unknown-linux-gnu"
             && rows[1]["deployed_by"]
                 .as_str()
                 .is_some_and(|b| b.starts_with(&who))
