@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cargo_ship::config::{self, LoadOptions};
 use cargo_ship::remote::ssh_files::{self, SshFiles};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
-use cargo_ship::{deploy, init, lock, package, prune, rollback, setup, status, Result};
+use cargo_ship::{deploy, exec, init, lock, logs, package, prune, rollback, setup, status, Result};
 
 /// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
 #[derive(Debug, Parser)]
@@ -45,12 +45,13 @@ Exit codes:
     6  a host failed preflight; nothing was changed
     7  another deploy holds the lock
     8  the new release was unhealthy and was rolled back
-    9  a remote step failed (stage, hook, switch, rollback)
+    9  a remote step failed (stage, hook, switch, rollback), or `exec`'s command failed on a host
+   10  status: the hosts do not all run the same healthy release
   130  interrupted; hosts were put back as they were
 
 Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
 1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
-9 failed, 130 interrupted.";
+9 failed, 10 not-healthy, 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
@@ -196,6 +197,9 @@ enum Command {
         /// Release id to return to (default: the one before `current`)
         #[arg(long, value_name = "RELEASE")]
         to: Option<String>,
+        /// Do not show the plan and ask first (without a terminal it never asks)
+        #[arg(short = 'y', long)]
+        yes: bool,
         /// Print what would run; change nothing
         #[arg(long)]
         dry_run: bool,
@@ -242,20 +246,69 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Show the last journal lines of the service on each host
+    /// Show (or with -f follow) the service's journal on every host, each line prefixed by its host
     Logs {
         /// Environment
         env: String,
         #[command(flatten)]
         package: PackageArgs,
-        /// Number of lines per host
+        /// Number of lines per host shown first
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: u32,
+        /// Keep following every host's journal until Ctrl-C
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines since this time (journalctl syntax: "1h ago", "2026-11-28 03:00")
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Remove a deploy lock left behind by a deploy whose holder is gone
+    /// Run a command on every host, in the current release, as the service's user with its environment
+    Exec {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Open an interactive shell on one host, in the current release
+    Ssh {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// The host
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+    },
+    /// Take the deploy lock on every host and keep it, with a reason, until `cargo ship unlock`
+    Lock {
+        /// Environment
+        env: String,
+        /// Path to Cargo.toml (`-m` is the reason here)
+        #[arg(long, value_name = "PATH")]
+        manifest_path: Option<PathBuf>,
+        /// Package to ship (in a workspace with several)
+        #[arg(short, long, value_name = "SPEC")]
+        package: Option<String>,
+        /// Why nobody may deploy (shown to whoever tries, and by `status`)
+        #[arg(short = 'm', long = "message", value_name = "REASON", required = true)]
+        message: String,
+        /// Wait up to this long for a lock someone else holds
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lock_wait: Option<Duration>,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Release the deploy lock: one taken by `cargo ship lock`, or left behind by a deploy whose holder is gone
     Unlock {
         /// Environment
         env: String,
@@ -413,6 +466,7 @@ impl Ship {
                 env,
                 package,
                 to,
+                yes,
                 dry_run,
                 lock_wait,
                 hosts,
@@ -423,6 +477,9 @@ impl Ship {
                     dry_run,
                     lock_wait,
                     hosts,
+                    confirm: !yes
+                        && !dry_run
+                        && std::io::IsTerminal::is_terminal(&std::io::stdin()),
                 };
                 rollback::rollback(&config, &opts, ui).await
             }
@@ -465,10 +522,61 @@ impl Ship {
                 env,
                 package,
                 lines,
+                follow,
+                since,
                 hosts,
             } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
-                status::logs(&config, &hosts, lines, ui).await
+                let opts = logs::LogsOptions {
+                    lines,
+                    follow,
+                    since,
+                    hosts,
+                };
+                logs::logs(&config, &opts, ui).await
+            }
+            Command::Exec {
+                env,
+                package,
+                hosts,
+                command,
+            } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                exec::exec(&config, &exec::ExecOptions { command, hosts }, ui).await
+            }
+            Command::Ssh {
+                env,
+                package,
+                hosts,
+            } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                let code = exec::ssh(&config, &hosts)?;
+                if code != 0 {
+                    cargo_ship::remote::session::remove_control_dir();
+                    std::process::exit(code);
+                }
+                Ok(())
+            }
+            Command::Lock {
+                env,
+                manifest_path,
+                package,
+                message,
+                lock_wait,
+                hosts,
+            } => {
+                let mut args = PackageArgs {
+                    package,
+                    ..PackageArgs::default()
+                };
+                args.manifest.manifest_path = manifest_path;
+                let config = config::load(&load_options(&args, None, Some(env)))?;
+                let opts = lock::LockOptions {
+                    reason: message,
+                    lock_wait,
+                    hosts,
+                };
+                lock::lock(&config, &opts, ui).await
             }
             Command::Unlock {
                 env,

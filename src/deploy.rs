@@ -393,7 +393,7 @@ async fn preflight_host(
         };
         return Err((conn, e));
     };
-    warn_unverified_switch(conn.host(), &state, ui);
+    crate::host::warn_unverified_switch(conn.host(), &state, ui);
     for id in parse_kv_all(&out.stdout, "cleared") {
         ui.host(
             conn.host(),
@@ -411,17 +411,6 @@ async fn preflight_host(
         outcome: None,
         conn,
     })
-}
-
-/// Warns when a deploy killed mid-switch left `current` on a release nobody verified.
-pub(crate) fn warn_unverified_switch(host: &str, state: &HostState, ui: &Ui) {
-    if let Some(prev) = &state.switching {
-        ui.warn(format!(
-            "{host}: an earlier deploy was killed while switching from release {} to {}, which was never verified; this run replaces it",
-            if prev.is_empty() { "(none)" } else { prev },
-            state.current.as_deref().unwrap_or("(none)")
-        ));
-    }
 }
 
 /// Stage everywhere, then switch batch by batch; finish or put hosts back.
@@ -453,7 +442,18 @@ async fn rollout(
 
     // 3b. Hooks that must run once per deploy (migrations): on the first host, now that every
     // host has staged, before any switch.
-    if let Err(e) = run_once_hooks(plan, &runs[0], ui).await {
+    // On `hooks.once_on` (default: the first host of this deploy).
+    let once = match &plan.config.hooks.once_on {
+        Some(h) => match runs.iter().position(|r| r.conn.host() == h) {
+            Some(i) => i,
+            None => {
+                ui.warn(format!("hooks.once_on names {h}, which this deploy does not include; running before_switch_once on {}", runs[0].conn.host()));
+                0
+            }
+        },
+        None => 0,
+    };
+    if let Err(e) = run_once_hooks(plan, &runs[once], ui).await {
         for r in runs.iter_mut() {
             r.outcome = Some((
                 "aborted".into(),
@@ -582,11 +582,12 @@ async fn rollout(
 }
 
 async fn run_once_hooks(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
-    if plan.config.hooks.before_switch_once.is_empty() {
+    let config = plan.config.for_host(run.conn.host());
+    if config.hooks.before_switch_once.is_empty() {
         return Ok(());
     }
     let host = run.conn.host().to_string();
-    let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+    let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
     let previous = run.state.current.clone().unwrap_or_default();
     ui.host(
         &host,
@@ -594,10 +595,7 @@ async fn run_once_hooks(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         "before_switch_once hooks (this host only)",
     );
     let art = &plan.artifacts[run.art];
-    let script = steps::once_hooks(
-        plan.config,
-        &hook_env(plan, art, &host, &rel_dir, &previous),
-    );
+    let script = steps::once_hooks(config, &hook_env(plan, art, &host, &rel_dir, &previous));
     run.conn.run_ok(&script).await.map(|_| ())
 }
 
@@ -611,14 +609,11 @@ async fn stop_host(
     reason: &str,
     ui: &Ui,
 ) -> (String, Option<String>) {
+    let config = plan.config.for_host(run.conn.host());
     if !switched {
         let _ = run
             .conn
-            .run(&steps::abort(
-                plan.config,
-                &plan.holder,
-                Some(&plan.release),
-            ))
+            .run(&steps::abort(config, &plan.holder, Some(&plan.release)))
             .await;
         return (
             "skipped".into(),
@@ -650,7 +645,8 @@ async fn stop_host(
 }
 
 async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
-    let layout = Layout::new(&plan.config.deploy_to);
+    let config = plan.config.for_host(run.conn.host());
+    let layout = Layout::new(&config.deploy_to);
     let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
     let art = &plan.artifacts[run.art];
     let payload = payload(plan, run.art, encoding)?;
@@ -683,7 +679,7 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, &host, &rel_dir, &prev),
     };
-    let script = steps::stage(plan.config, &input);
+    let script = steps::stage(config, &input);
     // The artifact, when the host lacks it, travels on the stage script's standard input.
     let bytes: &[u8] = if cached { &[] } else { &payload.bytes };
     let out = run.conn.run_with_payload(&script, bytes).await?;
@@ -750,19 +746,15 @@ async fn switch_host(
     alone: bool,
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
+    let config = plan.config.for_host(run.conn.host());
     let host = run.conn.host().to_string();
-    let script = steps::switch(
-        plan.config,
-        &plan.release,
-        &plan.holder,
-        Some(&plan.secrets),
-    );
+    let script = steps::switch(config, &plan.release, &plan.holder, Some(&plan.secrets));
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
             // The connection dropped mid-switch: `current` may already point at the new
             // release. The abort is idempotent (it reconnects) and restores the recorded one.
-            let abort = steps::abort(plan.config, &plan.holder, Some(&plan.release));
+            let abort = steps::abort(config, &plan.holder, Some(&plan.release));
             let detail = match run.conn.run(&abort).await {
                 Ok(o) if o.status == 0 => format!("{e}; the host was put back as it was"),
                 Ok(o) => format!("{e}; putting it back failed too: {}", o.tail(3)),
@@ -783,7 +775,7 @@ async fn switch_host(
             match why.as_str() {
                 "strategy" => format!(
                     "the restart strategy changed to `{}`",
-                    plan.config.systemd.restart.as_str()
+                    config.systemd.restart.as_str()
                 ),
                 _ => "`systemd.listen` changed".to_string(),
             }
@@ -797,13 +789,13 @@ async fn switch_host(
             plan.release,
             previous.as_deref().unwrap_or("nothing"),
             match kv.get("new_unit") {
-                Some(u) if plan.config.systemd.restart == RestartStrategy::BlueGreen =>
+                Some(u) if config.systemd.restart == RestartStrategy::BlueGreen =>
                     format!(", started {u} beside the running instance"),
                 _ => String::new(),
             }
         ),
     );
-    let rel_dir = Layout::new(&plan.config.deploy_to).release(&plan.release);
+    let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
     let art = &plan.artifacts[run.art];
     let env = hook_env(
         plan,
@@ -819,16 +811,8 @@ async fn switch_host(
         log: &log,
         prune: &prune,
     });
-    let verdict = health::judge_switch(
-        plan.config,
-        &run.conn,
-        &plan.release,
-        &out,
-        &env,
-        finish,
-        ui,
-    )
-    .await;
+    let verdict =
+        crate::host::judge_switch(config, &run.conn, &plan.release, &out, &env, finish, ui).await;
     match verdict {
         Ok(()) => {
             ui.host(
@@ -870,8 +854,8 @@ async fn switch_host(
                     if !journal.trim().is_empty() {
                         ui.emit(Event::Output {
                             kind: "journal".into(),
-                            text: format!("--- last journal lines of {} on {host} ---\n{}", systemd::unit_name(plan.config), journal.trim_end()),
-                            data: serde_json::json!({ "host": host, "unit": systemd::unit_name(plan.config), "lines": journal.lines().collect::<Vec<_>>() }),
+                            text: format!("--- last journal lines of {} on {host} ---\n{}", systemd::unit_name(config), journal.trim_end()),
+                            data: serde_json::json!({ "host": host, "unit": systemd::unit_name(config), "lines": journal.lines().collect::<Vec<_>>() }),
                         });
                     }
                     Err((previous, ("rolled back".into(), Some(reason)), e))
@@ -904,6 +888,7 @@ async fn revert_host(
 ) -> Result<String> {
     let conn = &*run.conn;
     let art = &plan.artifacts[run.art];
+    let config = plan.config.for_host(conn.host());
     let log = if ghost {
         plan.revision(art, "auto-rollback", "unhealthy")
     } else {
@@ -918,7 +903,7 @@ async fn revert_host(
         journal_lines: 30,
         since,
     };
-    let script = steps::revert(plan.config, &input);
+    let script = steps::revert(config, &input);
     let out = conn.run(&script).await?;
     match out.status {
         0 => {}
@@ -932,8 +917,8 @@ async fn revert_host(
         _ => return Err(conn.remote_error(&script, &out)),
     }
     let (_, journal) = systemd::split_journal(&out.stdout);
-    if let (Some(prev), Some(target)) = (previous, health::http_target(plan.config)?) {
-        if let Err(e) = health::wait_http(conn, &target, plan.config.health.timeout).await {
+    if let (Some(prev), Some(target)) = (previous, health::http_target(config)?) {
+        if let Err(e) = health::wait_http(conn, &target, config.health.timeout).await {
             ui.step(
                 Some(conn.host()),
                 "warning",
@@ -960,13 +945,14 @@ fn finish_parts(plan: &Plan<'_>, run: &HostRun) -> (String, Vec<String>) {
     state.current = Some(plan.release.clone());
     (
         plan.revision(&plan.artifacts[run.art], "deploy", "ok"),
-        state.prune_candidates(plan.config.keep_releases),
+        state.prune_candidates(plan.config.for_host(run.conn.host()).keep_releases),
     )
 }
 
 async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+    let config = plan.config.for_host(run.conn.host());
     let (log, prune) = finish_parts(plan, run);
-    let script = steps::finish(plan.config, &plan.release, &log, &prune);
+    let script = steps::finish(config, &plan.release, &log, &prune);
     let out = run.conn.run(&script).await?;
     match out.status {
         0 => Ok(()),
@@ -982,16 +968,14 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
 /// Removes the staged release and releases the lock on every host (after a failed stage,
 /// before any switch), over the open connections.
 async fn abort_all(plan: &Plan<'_>, runs: &[HostRun]) {
-    let script = steps::abort(plan.config, &plan.holder, Some(&plan.release));
     let parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
     fleet::bounded(
         runs.iter().map(|r| r.conn.clone()).collect(),
         parallel,
-        |conn| {
-            let script = &script;
-            async move {
-                let _ = conn.run(script).await;
-            }
+        |conn| async move {
+            let config = plan.config.for_host(conn.host());
+            let script = steps::abort(config, &plan.holder, Some(&plan.release));
+            let _ = conn.run(&script).await;
         },
     )
     .await;

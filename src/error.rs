@@ -31,6 +31,9 @@ pub mod exit {
     pub const ROLLED_BACK: i32 = 8;
     /// A remote step failed (stage, hook, switch, rollback); see the message for the host state.
     pub const REMOTE: i32 = 9;
+    /// `status`: the hosts do not all run the same healthy release (drift, a unit failed or
+    /// restarting, an unconfirmed or unverified switch, nothing deployed).
+    pub const NOT_HEALTHY: i32 = 10;
     /// Interrupted by Ctrl-C; hosts were put back as they were.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -152,6 +155,28 @@ pub enum Error {
         /// The per-host errors.
         errors: Vec<Error>,
     },
+    /// `status` found the environment not running one healthy release everywhere.
+    #[error("environment `{env}` is not healthy: {}", problems.join("; "))]
+    NotHealthy {
+        /// The environment.
+        env: String,
+        /// One line per problem, each naming its host(s).
+        problems: Vec<String>,
+    },
+    /// `exec`: the command exited non-zero (or could not run) on some hosts.
+    #[error("the command failed on {} of {total} host(s): {}", failed.len(), failed.iter().map(|(h, c)| format!("{h} (exit {c})")).collect::<Vec<_>>().join(", "))]
+    CommandFailed {
+        /// Each failed host with its exit code (-1: killed or the connection dropped).
+        failed: Vec<(String, i32)>,
+        /// How many hosts ran it.
+        total: usize,
+    },
+    /// The user answered no to a confirmation.
+    #[error("{what} cancelled: nothing was changed")]
+    Cancelled {
+        /// What was not done.
+        what: String,
+    },
     /// The user pressed Ctrl-C.
     #[error("interrupted{detail}")]
     Interrupted {
@@ -178,7 +203,20 @@ impl Error {
             | Error::Build { help, .. }
             | Error::Connect { help, .. }
             | Error::Preflight { help, .. } => help.clone(),
-            Error::Io { .. } => None,
+            Error::Io { .. } | Error::Cancelled { .. } => None,
+            Error::NotHealthy { .. } => Some(
+                "each line above names the host; `cargo ship logs <env> -f` follows the journals, \
+                 `cargo ship rollback <env>` or `cargo ship deploy <env>` brings every host to one release"
+                    .into(),
+            ),
+            Error::CommandFailed { .. } => Some(
+                "the output above is prefixed with each host; nothing else was changed by cargo-ship".into(),
+            ),
+            Error::Locked { holder, .. } if holder.contains(": cargo ship lock ") => Some(
+                "the environment was locked on purpose, for the reason above; once that is \
+                 over, `cargo ship unlock <env>` releases it"
+                    .into(),
+            ),
             Error::Locked { .. } => Some(
                 "wait for that deploy to finish, pass `--lock-wait <duration>` to wait for it, \
                  or if its holder is gone, run `cargo ship unlock <env>`"
@@ -217,6 +255,9 @@ impl Error {
             Error::Remote { .. } => exit::REMOTE,
             Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::NotHealthy { .. } => exit::NOT_HEALTHY,
+            Error::Cancelled { .. } => exit::FAILURE,
+            Error::CommandFailed { .. } => exit::REMOTE,
             // The most serious code among the hosts decides.
             Error::Fleet { errors, .. } => errors
                 .iter()

@@ -7,6 +7,9 @@
 //! `config` → `workspace`/`target` → `build` → `package` → `remote` (one session per host) →
 //! `lock` + `preflight` → `deploy` (stage, hooks, switch via `systemd`, verify via `health`) →
 //! `rollback` / `prune` / `status`, with `fleet` running hosts in parallel and in batches.
+//! The operator's commands (`logs`, `exec`, `lock`, `status`) are siblings of those flows;
+//! the per-host steps they all share (connect, lock and read the state, the warnings about an
+//! interrupted switch) live below them in `host`.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod arch;
@@ -14,13 +17,16 @@ pub mod build;
 pub mod config;
 pub mod deploy;
 pub mod error;
+pub mod exec;
 pub mod fleet;
 pub mod health;
 pub mod hooks;
+pub mod host;
 pub mod init;
 pub mod journal;
 pub mod layout;
 pub mod lock;
+pub mod logs;
 pub mod package;
 pub mod preflight;
 pub mod prune;

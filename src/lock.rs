@@ -81,3 +81,78 @@ pub async fn unlock(config: &Config, hosts: &[String], ui: &Ui) -> Result<()> {
     .await;
     fleet::summarize("unlock", rows, ui)
 }
+
+/// Options of `cargo ship lock`.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// Why (`-m`): shown to whoever tries to deploy, and by `status`.
+    pub reason: String,
+    /// Wait this long for a lock someone else holds.
+    pub lock_wait: Option<std::time::Duration>,
+    /// Only these hosts.
+    pub hosts: Vec<String>,
+}
+
+/// The holder text of a lock taken on purpose: `alice@laptop since <time>: cargo ship lock
+/// prod: <reason>` (no pid: the lock outlives the command).
+pub fn held_holder(env: &str, reason: &str) -> String {
+    format!(
+        "{} since {}: cargo ship lock {env}: {}",
+        journal::who(),
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        reason.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
+}
+
+/// `cargo ship lock <env> -m <reason>`: takes the deploy lock on every host and keeps it, with
+/// the same one-winner rule as deploys (the first host by name first). Deploys, rollbacks and
+/// prunes are then refused (exit 7) with the holder and the reason until `cargo ship unlock`.
+pub async fn lock(config: &Config, opts: &LockOptions, ui: &Ui) -> Result<()> {
+    let env = config.env()?;
+    if opts.reason.trim().is_empty() {
+        return Err(crate::Error::usage(
+            "`cargo ship lock` needs a reason: `-m \"<why nobody may deploy>\"`",
+            Some(
+                "the reason is shown to whoever tries to deploy, and by `cargo ship status`".into(),
+            ),
+        ));
+    }
+    let hosts = fleet::select_hosts(env, &opts.hosts)?;
+    let holder = held_holder(&env.name, &opts.reason);
+    let conns = crate::host::connect_all(config, &hosts, ui).await?;
+    let locked = crate::host::lock_all(
+        config,
+        &conns,
+        &holder,
+        opts.lock_wait.unwrap_or_default(),
+        ui,
+    )
+    .await;
+    let result = match locked {
+        Ok(states) => {
+            let rows = states
+                .iter()
+                .map(|(conn, state)| {
+                    ui.host(conn.host(), "Locked", opts.reason.trim());
+                    HostRow {
+                        outcome: "locked".into(),
+                        release: state.current.clone(),
+                        version: state.current_version.clone(),
+                        detail: Some(holder.clone()),
+                        ..fleet::row(conn)
+                    }
+                })
+                .collect();
+            ui.emit(crate::ui::Event::Summary {
+                operation: "lock".into(),
+                hosts: rows,
+            });
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    for c in conns {
+        crate::host::close(c).await;
+    }
+    result
+}

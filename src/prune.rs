@@ -4,11 +4,11 @@
 
 use crate::config::{Config, Environment};
 use crate::fleet;
+use crate::host::lock_and_read;
 use crate::layout::Layout;
 use crate::lock;
 use crate::package::store;
 use crate::remote::script::Script;
-use crate::rollback::lock_and_read;
 use crate::ui::{Event, HostRow, Ui};
 use crate::Result;
 
@@ -120,7 +120,7 @@ async fn read_only_state(
     );
     let out = conn.run_ok(&s).await?;
     let state = crate::journal::HostState::parse(&out);
-    crate::deploy::warn_unverified_switch(conn.host(), &state, ui);
+    crate::host::warn_unverified_switch(conn.host(), &state, ui);
     Ok(state)
 }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::fleet;
-use crate::health;
 use crate::hooks::HookEnv;
+use crate::host::{lock_and_read, unlock_quietly};
 use crate::journal::{self, HostState, Revision};
 use crate::layout::Layout;
 use crate::lock;
-use crate::remote::script::{parse_kv, Script, EXIT_LOCKED};
+use crate::remote::script::parse_kv;
 use crate::remote::session::Connection;
 use crate::steps::{self, RevertInput};
 use crate::ui::{Event, HostRow, Tone, Ui};
@@ -30,6 +30,9 @@ pub struct RollbackOptions {
     pub lock_wait: Option<Duration>,
     /// Only these hosts.
     pub hosts: Vec<String>,
+    /// Show the plan and ask before acting (the command line sets it when stdin is a
+    /// terminal and `--yes` was not given).
+    pub confirm: bool,
 }
 
 /// Rolls every selected host back.
@@ -82,8 +85,14 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
         }
         return Ok(());
     }
+    if opts.confirm && !confirm_plan(config, opts, ui).await? {
+        return Err(Error::Cancelled {
+            what: format!("rollback of {}", env.name),
+        });
+    }
     let work = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
         let holder = holder.clone();
+        let config = config.for_host(conn.host());
         async move { rollback_host(config, &conn, opts, &holder, lock_wait, ui).await }
     });
     tokio::select! {
@@ -97,45 +106,54 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
     }
 }
 
-/// Takes the lock and reads the host's state; maps a held lock to [`Error::Locked`].
-pub async fn lock_and_read(
-    config: &Config,
-    conn: &Connection,
-    holder: &str,
-    wait: Duration,
-    ui: &Ui,
-) -> Result<HostState> {
-    let script = steps::preflight(config, None, holder, wait);
-    let out = conn.run(&script).await?;
-    match out.status {
-        0 => {
-            let state = HostState::parse(&out.stdout);
-            crate::deploy::warn_unverified_switch(conn.host(), &state, ui);
-            Ok(state)
+/// Reads every host's state (without locking), shows `host: from -> to` for each, and asks.
+async fn confirm_plan(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Result<bool> {
+    let script = crate::status::status_script(config);
+    let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
+        let script = &script;
+        async move {
+            let out = conn.run_ok(script).await?;
+            let st = crate::status::HostStatus::parse(&out);
+            // Only the release state is used here: it lives under deploy_to, the same on every host.
+            let line = match choose_target(&st.state, opts.to.as_deref()) {
+                Ok(t) if st.state.current.as_deref() == Some(t.as_str()) => {
+                    format!("{t} (already current, unchanged)")
+                }
+                Ok(t) => format!(
+                    "{} -> {t}",
+                    st.state.current.as_deref().unwrap_or("nothing")
+                ),
+                Err(problem) => format!("cannot roll back: {problem}"),
+            };
+            Ok(HostRow {
+                detail: Some(line),
+                ..fleet::row(&conn)
+            })
         }
-        EXIT_LOCKED => Err(Error::Locked {
-            host: conn.host().to_string(),
-            holder: parse_kv(&out.stdout)
-                .get("holder")
-                .cloned()
-                .unwrap_or_else(|| "unknown".into()),
-        }),
-        crate::preflight::EXIT_PREFLIGHT => Err(Error::Preflight {
-            host: conn.host().to_string(),
-            problem: crate::preflight::Facts::parse(&out.stdout)
-                .problems
-                .join("; "),
-            help: Some("nothing was changed on this host".into()),
-        }),
-        _ => Err(conn.remote_error(&script, &out)),
+    })
+    .await;
+    let mut text = String::from("Rollback plan:\n");
+    let mut plan = Vec::new();
+    let mut errors = Vec::new();
+    for (host, r) in results {
+        match r {
+            Ok(row) => {
+                let line = row.detail.unwrap_or_default();
+                text.push_str(&format!("  {host}: {line}\n"));
+                plan.push(serde_json::json!({ "host": host, "plan": line }));
+            }
+            Err(e) if host.is_empty() => return Err(e),
+            Err(e) => errors.push(e),
+        }
     }
-}
-
-/// Releases the lock (used when a flow stops early on a host).
-pub async fn unlock_quietly(config: &Config, conn: &Connection) {
-    let mut s = Script::new("release the deploy lock");
-    lock::release(&mut s, &Layout::new(&config.deploy_to));
-    let _ = conn.run(&s).await;
+    let total = plan.len() + errors.len();
+    fleet::fail_if_any("rollback", total, errors)?;
+    ui.emit(Event::Output {
+        kind: "rollback-plan".into(),
+        text,
+        data: serde_json::json!({ "hosts": plan }),
+    });
+    Ok(ui.confirm("Roll back these hosts?"))
 }
 
 async fn rollback_host(
@@ -214,7 +232,7 @@ async fn rollback_host(
         prune: &[],
     };
     let verdict =
-        health::judge_switch(config, conn, &target, &out, &hook_env, Some(finish), ui).await;
+        crate::host::judge_switch(config, conn, &target, &out, &hook_env, Some(finish), ui).await;
     match verdict {
         Ok(()) => {
             ui.host(&host, "Rolled back", format!("to release {target}"));

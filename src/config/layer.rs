@@ -55,6 +55,8 @@ pub struct Layer {
     pub(crate) batch: Option<Val<BatchValue>>,
     /// Top level only: the declared environments by name.
     pub(crate) environments: BTreeMap<String, EnvLayer>,
+    /// Environment tables only: `per_host."<host>"` overrides, by host as written in `hosts`.
+    pub(crate) per_host: BTreeMap<String, EnvLayer>,
 }
 
 /// `[...systemd]`.
@@ -91,6 +93,7 @@ pub(crate) struct HooksLayer {
     pub before_switch: Option<Strings>,
     pub before_switch_once: Option<Strings>,
     pub after_switch: Option<Strings>,
+    pub once_on: Option<Val<String>>,
 }
 
 /// `batch` as written: `2` or `"25%"`.
@@ -114,6 +117,8 @@ pub(crate) struct EnvLayer {
 pub(crate) enum Scope {
     Top,
     Environment,
+    /// A `per_host."<host>"` table inside an environment.
+    Host,
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -133,7 +138,14 @@ const COMMON_KEYS: &[&str] = &[
     "health",
     "hooks",
 ];
-const ENV_ONLY_KEYS: &[&str] = &["hosts", "ssh_config", "secrets_file", "parallel", "batch"];
+const ENV_ONLY_KEYS: &[&str] = &[
+    "hosts",
+    "ssh_config",
+    "secrets_file",
+    "parallel",
+    "batch",
+    "per_host",
+];
 const SYSTEMD_KEYS: &[&str] = &[
     "unit",
     "args",
@@ -149,7 +161,12 @@ const SYSTEMD_KEYS: &[&str] = &[
     "secrets",
 ];
 const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle", "confirm_timeout"];
-const HOOKS_KEYS: &[&str] = &["before_switch", "before_switch_once", "after_switch"];
+const HOOKS_KEYS: &[&str] = &[
+    "before_switch",
+    "before_switch_once",
+    "after_switch",
+    "once_on",
+];
 
 /// Reads typed values out of one file, naming keys by their full path.
 struct Reader<'s> {
@@ -224,6 +241,7 @@ impl Layer {
             &over.hooks.before_switch_once,
         );
         set(&mut self.hooks.after_switch, &over.hooks.after_switch);
+        set(&mut self.hooks.once_on, &over.hooks.once_on);
 
         set(&mut self.hosts, &over.hosts);
         set(&mut self.ssh_config, &over.ssh_config);
@@ -231,6 +249,17 @@ impl Layer {
         set(&mut self.parallel, &over.parallel);
         set(&mut self.batch, &over.batch);
 
+        for (host, h) in &over.per_host {
+            match self.per_host.get_mut(host) {
+                Some(mine) => {
+                    mine.layer.merge(&h.layer);
+                    mine.at = h.at.clone();
+                }
+                None => {
+                    self.per_host.insert(host.clone(), h.clone());
+                }
+            }
+        }
         for (name, env) in &over.environments {
             match self.environments.get_mut(name) {
                 Some(mine) => {
@@ -328,6 +357,17 @@ impl Reader<'_> {
                     };
                     l.batch = Some(Val::new(v, at));
                 }
+                "per_host" if scope == Scope::Environment => {
+                    for (host, host_key, host_node) in self.table(value, &path)? {
+                        let host_path =
+                            format!("{path}.{}", toml_edit::Key::new(host).display_repr());
+                        let at = self
+                            .src
+                            .origin(&host_path, host_node.span().or(host_key.span()));
+                        let layer = self.layer(host_node, &host_path, Scope::Host)?;
+                        l.per_host.insert(host.to_string(), EnvLayer { at, layer });
+                    }
+                }
                 "environments" if scope == Scope::Top => {
                     for (env, env_key, env_node) in self.table(value, &path)? {
                         let env_path = format!("{path}.{env}");
@@ -347,6 +387,10 @@ impl Reader<'_> {
                             "this key belongs to an environment",
                             Some(format!("move it into an environment's table, e.g. `[{prefix}.environments.prod]`")),
                         ),
+                        (Scope::Host, n) if ENV_ONLY_KEYS.contains(&n) || n == "environments" => at.error(
+                            "this key applies to the whole environment; it cannot be set per host",
+                            Some(format!("move it to `[{}]`", prefix.rsplit_once(".per_host.").map(|p| p.0).unwrap_or(prefix))),
+                        ),
                         (Scope::Environment, "environments") => {
                             at.error("environments cannot be nested", Some(format!("move it to `[{}]`", top_of(prefix))))
                         }
@@ -354,6 +398,7 @@ impl Reader<'_> {
                             let valid: Vec<&str> = match scope {
                                 Scope::Top => COMMON_KEYS.iter().chain(&["environments"]).copied().collect(),
                                 Scope::Environment => ENV_ONLY_KEYS.iter().chain(COMMON_KEYS).copied().collect(),
+                                Scope::Host => COMMON_KEYS.to_vec(),
                             };
                             unknown_key(&at, name, prefix, &valid)
                         }
@@ -471,6 +516,9 @@ impl Reader<'_> {
                 "after_switch" => {
                     h.after_switch =
                         Some(self.strings(value, &path, "an array of shell commands")?)
+                }
+                "once_on" => {
+                    h.once_on = Some(self.string(value, &path, "a host as written in `hosts`")?)
                 }
                 _ => {
                     return Err(unknown_key(

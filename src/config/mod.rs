@@ -112,6 +112,10 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// The environment, when one was asked for.
     pub environment: Option<Environment>,
+    /// `[...environments.<env>.per_host."<host>"]`: the whole configuration as resolved for
+    /// each host that has overrides, keyed by the host as `HostSpec` displays it.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub per_host: std::collections::BTreeMap<String, Config>,
 }
 
 /// `[package.metadata.ship.systemd]`.
@@ -202,11 +206,14 @@ pub struct HooksConfig {
     /// Run on every host after its staging, before any host switches; a failure stops the
     /// deploy.
     pub before_switch: Vec<String>,
-    /// Run once per deploy, on the first host, after every host has staged and before any
+    /// Run once per deploy, on the `once_on` host (default: the first), after every host has staged and before any
     /// switch (database migrations); a failure stops the deploy.
     pub before_switch_once: Vec<String>,
     /// Run after the restart, once the release is healthy.
     pub after_switch: Vec<String>,
+    /// `once_on`: the host (as `HostSpec` displays it) that runs `before_switch_once`;
+    /// `None`: the first host of the deploy.
+    pub once_on: Option<String>,
 }
 
 /// A resolved `[package.metadata.ship.environments.<name>]`.
@@ -274,6 +281,12 @@ impl std::fmt::Display for HostSpec {
 }
 
 impl Config {
+    /// The configuration for one host (as `HostSpec` displays it): its per-host overrides
+    /// applied, or the environment's own.
+    pub fn for_host(&self, host: &str) -> &Config {
+        self.per_host.get(host).unwrap_or(self)
+    }
+
     /// The environment, or a usage error naming the command that needs one.
     pub fn env(&self) -> crate::Result<&Environment> {
         self.environment.as_ref().ok_or_else(|| {

@@ -69,8 +69,73 @@ pub(crate) fn load_package(package: &Package, opts: &LoadOptions) -> Result<Conf
             }
         },
     };
+    // Per-host overrides (issue #11): each host's table on top of the environment's, then the
+    // command line, resolved and validated like the environment itself.
+    let per_host = std::mem::take(&mut layer.per_host);
+    let mut host_layers = Vec::new();
+    for (host, h) in &per_host {
+        let mut hl = layer.clone();
+        hl.merge(&h.layer);
+        hl.merge(&cli_layer(opts));
+        host_layers.push((host, h, hl));
+    }
     layer.merge(&cli_layer(opts));
-    resolve(package, &layer, environment, &ship_at, opts)
+    let mut config = resolve(package, &layer, environment.clone(), &ship_at, opts)?;
+    if let Some(env) = &config.environment {
+        let written: Vec<String> = layer
+            .hosts
+            .as_ref()
+            .map(|l| l.value.iter().map(|v| v.value.clone()).collect())
+            .unwrap_or_default();
+        let spec_of = |h: &str| {
+            written
+                .iter()
+                .position(|w| w == h)
+                .and_then(|i| env.hosts.get(i))
+                .map(|s| s.to_string())
+        };
+        for (host, h, hl) in host_layers {
+            if let Some(d) = &h.layer.deploy_to {
+                return Err(d.at.error(
+                    "deploy_to cannot differ between the hosts of an environment (the deploy lock and the releases live there)",
+                    Some("set it in the environment's table instead".into()),
+                ));
+            }
+            let Some(spec) = spec_of(host) else {
+                return Err(h.at.error(
+                    format!("`{host}` is not a host of environment `{}`", env.name),
+                    Some(format!(
+                        "write the host exactly as in `hosts`: {}",
+                        written.join(", ")
+                    )),
+                ));
+            };
+            let host_config = resolve(package, &hl, environment.clone(), &ship_at, opts)?;
+            config.per_host.insert(spec, host_config);
+        }
+        if let Some(once) = &layer.hooks.once_on {
+            match spec_of(&once.value) {
+                Some(spec) => config.hooks.once_on = Some(spec),
+                None => {
+                    return Err(once.at.error(
+                        format!(
+                            "`{}` is not a host of environment `{}`",
+                            once.value, env.name
+                        ),
+                        Some(format!(
+                            "write the host exactly as in `hosts`: {}",
+                            written.join(", ")
+                        )),
+                    ))
+                }
+            }
+        }
+        let once_on = config.hooks.once_on.clone();
+        for c in config.per_host.values_mut() {
+            c.hooks.once_on = once_on.clone();
+        }
+    }
+    Ok(config)
 }
 
 /// `targets = [...]`: each a valid triple, at least one, at most one per architecture (a host
@@ -280,6 +345,7 @@ fn resolve(
         before_switch: commands(l.hooks.before_switch.as_ref())?,
         before_switch_once: commands(l.hooks.before_switch_once.as_ref())?,
         after_switch: commands(l.hooks.after_switch.as_ref())?,
+        once_on: None,
     };
     let environment = match environment {
         None => None,
@@ -321,6 +387,7 @@ fn resolve(
         health,
         hooks,
         environment,
+        per_host: Default::default(),
     })
 }
 

@@ -95,7 +95,7 @@ impl Connection {
     }
 
     /// Replaces a master connection that died with a new one.
-    async fn reconnect(&self) -> Result<()> {
+    pub async fn reconnect(&self) -> Result<()> {
         let session = connect(&self.spec, &self.env, &self.stats).await?;
         *self.session.lock().expect("session lock") = Arc::new(session);
         Ok(())
@@ -226,6 +226,43 @@ impl Connection {
         })
     }
 
+    /// Whether the master connection still answers.
+    pub async fn alive(&self) -> bool {
+        self.session().check().await.is_ok()
+    }
+
+    /// Starts a script whose output is read while it runs (`logs -f`, `exec`): the script on
+    /// stdin (then end of input), stdout and stderr piped. Dropping the child closes its
+    /// channel.
+    pub async fn spawn(&self, script: &Script) -> Result<openssh::Child<Arc<Session>>> {
+        use tokio::io::AsyncWriteExt;
+        let framed = script.framed()?;
+        if self.ui.verbosity() >= Verbosity::Verbose {
+            self.ui.emit(Event::Script {
+                host: self.host.clone(),
+                purpose: script.purpose().to_string(),
+                script: script.render_redacted()?,
+            });
+        }
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        // Like every script: BOOTSTRAP on the command line, the script on standard input
+        // (then end of input), so nothing it holds shows in the host's process list.
+        let mut child = Session::arc_command(self.session(), "sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.lost(script.purpose(), e))?;
+        if let Some(mut stdin) = child.stdin().take() {
+            let _ = stdin.write_all(&framed).await;
+            let _ = stdin.shutdown().await;
+        }
+        Ok(child)
+    }
+
     /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.
     pub async fn run_ok(&self, script: &Script) -> Result<String> {
         let out = self.run(script).await?;
@@ -311,7 +348,7 @@ pub struct PortForward {
 /// This process's own control directory: a short path under the temp dir (control socket
 /// paths must stay under ~100 bytes), created on first use and removed by
 /// [`remove_control_dir`].
-fn control_dir() -> std::path::PathBuf {
+pub(crate) fn control_dir() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let tmp = std::env::temp_dir();

@@ -8,7 +8,7 @@
 //! | `blue-green` | `<unit>.socket` + `<unit>@.service`         | `<unit>@blue` / `<unit>@green` |
 //!
 //! plus, when `health.confirm_timeout` is not zero, the dead-man's switch:
-//! `<unit>-guard.timer` and `<unit>-guard.service` (see [`super::guard`]).
+//! `<unit>-guard.service`, which waits for the deadline (see [`super::guard`]).
 //!
 //! Unit-file values use systemd's own quoting (not the shell's): see [`super::exec_arg`].
 

@@ -32,6 +32,7 @@ pub fn result_word(code: i32) -> &'static str {
         exit::LOCKED => "locked",
         exit::ROLLED_BACK => "unhealthy",
         exit::REMOTE => "failed",
+        exit::NOT_HEALTHY => "not-healthy",
         exit::INTERRUPTED => "interrupted",
         _ => "error",
     }
@@ -454,7 +455,7 @@ mod tests {
 
     #[test]
     fn every_documented_exit_code_has_its_word() {
-        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130]
+        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130]
             .into_iter()
             .map(|c| (c, result_word(c)))
             .collect();
@@ -471,6 +472,7 @@ mod tests {
                 (7, "locked"),
                 (8, "unhealthy"),
                 (9, "failed"),
+                (10, "not-healthy"),
                 (130, "interrupted")
             ]
         );

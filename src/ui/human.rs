@@ -5,6 +5,19 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{ColorChoice, Event, Tone, Verbosity};
 
+/// One colour per host (by its place in the environment's `hosts`), for `logs`.
+fn host_style(index: u64) -> Style {
+    const PALETTE: [fn(Style) -> Style; 6] = [
+        Style::cyan,
+        Style::magenta,
+        Style::yellow,
+        Style::blue,
+        Style::green,
+        Style::red,
+    ];
+    PALETTE[(index % PALETTE.len() as u64) as usize](Style::new().bold()).force_styling(true)
+}
+
 pub(super) struct Human {
     color: bool,
     bars: MultiProgress,
@@ -181,8 +194,18 @@ impl Human {
                     }
                 }
             }
-            Event::Output { text, .. } => {
-                // Requested output goes to stdout, like `cargo metadata`.
+            Event::Output { kind, text, data } => {
+                // Requested output goes to stdout, like `cargo metadata`. A journal line's
+                // host prefix gets the host's own colour (`host_index`, #11).
+                let host = data.get("host").and_then(|h| h.as_str());
+                let index = data.get("host_index").and_then(|i| i.as_u64());
+                let coloured = match (kind.as_str(), host, index) {
+                    ("log", Some(h), Some(i)) if self.color => text
+                        .strip_prefix(h)
+                        .map(|rest| format!("{}{rest}", host_style(i).apply_to(h))),
+                    _ => None,
+                };
+                let text = coloured.as_deref().unwrap_or(text);
                 let _ = Term::stdout().write_line(text.trim_end_matches('\n'));
             }
             Event::Error { message, help, .. } => {

@@ -301,6 +301,18 @@ impl Ui {
         });
     }
 
+    /// Asks a yes/no question on the terminal (stderr), reading the answer from stdin; only
+    /// `y` or `yes` is a yes. Callers ask only when stdin is a terminal.
+    pub fn confirm(&self, question: &str) -> bool {
+        let term = console::Term::stderr();
+        let _ = term.write_str(&format!("{question} [y/N] "));
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return false;
+        }
+        matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    }
+
     /// A progress bar for a long step (upload, build). Hidden in JSON mode, with `-q`, and
     /// when stderr is not a terminal.
     pub fn progress(&self, host: &str, what: &str, total: u64) -> indicatif::ProgressBar {

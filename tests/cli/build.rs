@@ -72,6 +72,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
         },
         hooks: HooksConfig::default(),
         environment: None,
+        per_host: BTreeMap::new(),
     }
 }
 

@@ -874,3 +874,67 @@ fn issue_12_targets_one_per_architecture() {
          `x86_64-unknown-linux-gnu`, found `aarch64`"
     );
 }
+
+/// Issue #11: `[...environments.<env>.per_host."<host>"]` overrides reach only that host,
+/// merged like an environment's; `hooks.once_on` names the host of before_switch_once.
+#[test]
+fn issue_11_per_host_overrides_and_once_on() {
+    let p = hello(
+        "[package.metadata.ship]\n\
+         [package.metadata.ship.systemd]\nargs = [\"--port\", \"8080\"]\nenvironment = { A = \"1\", B = \"2\" }\n\
+         [package.metadata.ship.hooks]\nbefore_switch_once = [\"./hello migrate\"]\nonce_on = \"deploy@web2:2222\"\n\
+         [package.metadata.ship.environments.prod]\nhosts = [\"web1\", \"deploy@web2:2222\"]\n\
+         [package.metadata.ship.environments.prod.per_host.\"deploy@web2:2222\".systemd]\nargs = [\"--port\", \"9090\"]\nenvironment = { B = \"two\" }\n",
+    );
+    let c = load(&p, Some("prod"));
+    let web1 = c.for_host("web1");
+    assert_eq!(web1.systemd.args, ["--port", "8080"]);
+    let web2 = c.for_host("deploy@web2:2222");
+    assert_eq!(web2.systemd.args, ["--port", "9090"]);
+    assert_eq!(web2.systemd.environment["A"], "1");
+    assert_eq!(web2.systemd.environment["B"], "two");
+    assert_eq!(c.systemd.environment["B"], "2");
+    assert_eq!(c.hooks.once_on.as_deref(), Some("deploy@web2:2222"));
+    assert_eq!(web2.hooks.once_on.as_deref(), Some("deploy@web2:2222"));
+}
+
+#[test]
+fn issue_11_per_host_errors() {
+    let env = "[package.metadata.ship.environments.prod]\nhosts = [\"web1\", \"web2\"]\n";
+    let (msg, help) = error_with(
+        &format!("{env}[package.metadata.ship.environments.prod.per_host.web9.systemd]\nargs = [\"x\"]\n"),
+        Some("prod"),
+    );
+    assert_eq!(
+        msg,
+        "<p>/Cargo.toml:10:51: `package.metadata.ship.environments.prod.per_host.web9`: `web9` is not a host of environment `prod`"
+    );
+    assert_eq!(
+        help.unwrap(),
+        "write the host exactly as in `hosts`: web1, web2"
+    );
+    let (msg, _) = error_with(
+        &format!("{env}[package.metadata.ship.environments.prod.per_host.web2]\nhosts = [\"x\"]\n"),
+        Some("prod"),
+    );
+    assert_eq!(
+        msg,
+        "<p>/Cargo.toml:11:1: `package.metadata.ship.environments.prod.per_host.web2.hosts`: this key applies to the whole environment; it cannot be set per host"
+    );
+    let (msg, _) = error_with(
+        &format!("[package.metadata.ship.hooks]\nonce_on = \"web3\"\n{env}"),
+        Some("prod"),
+    );
+    assert_eq!(
+        msg,
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.hooks.once_on`: `web3` is not a host of environment `prod`"
+    );
+    let (msg, _) = error_with(
+        &format!("{env}[package.metadata.ship.environments.prod.per_host.web2]\ndeploy_to = \"/srv/x\"\n"),
+        Some("prod"),
+    );
+    assert_eq!(
+        msg,
+        "<p>/Cargo.toml:11:13: `package.metadata.ship.environments.prod.per_host.web2.deploy_to`: deploy_to cannot differ between the hosts of an environment (the deploy lock and the releases live there)"
+    );
+}

@@ -55,6 +55,12 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(env.hosts.len(), 2);
     assert_eq!(env.hosts[1].port, Some(2222));
     assert_eq!(env.batch, Batch::Percent(25));
+    // Issue #11: the per-host table and once_on, as the reference shows them.
+    let web2 = c.for_host("web2.example.com:2222");
+    assert_eq!(web2.systemd.environment["WORKERS"], "2");
+    assert_eq!(web2.systemd.environment["RUST_LOG"], "info");
+    assert!(!c.systemd.environment.contains_key("WORKERS"));
+    assert_eq!(c.hooks.once_on.as_deref(), Some("deploy@web1.example.com"));
 }
 
 /// Issue #8: the README's example workflows are the files zizmor lints

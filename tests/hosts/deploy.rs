@@ -118,7 +118,7 @@ fn issue_3_deploy_redeploy_new_version_and_rollback() {
     );
 
     // status (human): the current release and the unit's state.
-    let st = app.run_expect(&["status", "test"], 0);
+    let st = app.run_expect(&["status", "test", "-v"], 0);
     app.check(
         st.stdout.contains(&format!("current:   {r2}  v0.1.0")),
         "status does not show the current release",

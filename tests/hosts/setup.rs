@@ -428,7 +428,7 @@ fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
     app.assert_version(h, "0.4.0", Some(&run));
     assert_eq!(
         h.exec_ok("ls /etc/systemd/system | grep '^ship-setup-bg' | sort"),
-        "ship-setup-bg-guard.service\nship-setup-bg-guard.service.d\nship-setup-bg-guard.timer\nship-setup-bg.service\nship-setup-bg.socket\n"
+        "ship-setup-bg-guard.service\nship-setup-bg-guard.service.d\nship-setup-bg.service\nship-setup-bg.socket\n"
     );
     assert_eq!(
         h.unit_property("ship-setup-bg.service", "User"),

@@ -1,0 +1,214 @@
+//! `cargo ship exec <env> [--host H] -- CMD ARGS...`: runs a command on every host, in the
+//! current release directory, as the service's user and with the service's environment (read
+//! from the running process, so it holds whatever the unit gives it; the configured
+//! `systemd.environment` when the service is not running). Output is prefixed with the host
+//! as it arrives; a summary gives each host's exit code.
+//!
+//! `cargo ship ssh <env> --host H` opens an interactive shell in the release directory.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::config::Config;
+use crate::fleet;
+use crate::layout::Layout;
+use crate::remote::script::{quote, Script, EXIT_MISSING};
+use crate::remote::session::Connection;
+use crate::systemd;
+use crate::ui::{Event, HostRow, Ui};
+use crate::{Error, Result};
+
+/// Options of `cargo ship exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// The command and its arguments (each passed as one word, never re-split).
+    pub command: Vec<String>,
+    /// Only these hosts.
+    pub hosts: Vec<String>,
+}
+
+/// The script that runs `command` in `current`, as the service's user, with the service's
+/// environment. The environment travels from `/proc/<pid>/environ` to the command through a
+/// pipe (never a command line), each variable re-quoted by `sed`.
+pub fn exec_script(config: &Config, command: &[String]) -> Script {
+    let layout = Layout::new(&config.deploy_to);
+    let mut s = Script::new(format!(
+        "run `{}` in {}",
+        command.join(" "),
+        layout.current()
+    ));
+    systemd::sudo_prelude(&mut s, config);
+    s.line(
+        "if [ ! -d {}/ ]; then echo 'cargo-ship: nothing is deployed in' {} >&2; exit {}; fi",
+        &[
+            &layout.current(),
+            &config.deploy_to,
+            &EXIT_MISSING.to_string(),
+        ],
+    );
+    s.line("cd -- {}/", &[&layout.current()]);
+    systemd::strategy::serving(&mut s, config);
+    s.lines("_pid=$(systemctl show -p MainPID --value -- \"$_svc\" 2>/dev/null || echo 0)");
+    s.lines("set --");
+    for a in command {
+        s.line("set -- \"$@\" {}", &[a]);
+    }
+    // The environment as `export K='V'` lines, on the pipe into the command's shell.
+    let fallback: String = config
+        .systemd
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([
+            ("SHIP_DEPLOY_TO".to_string(), config.deploy_to.clone()),
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
+        ])
+        .filter_map(|(k, v)| Some(format!("export {k}={}\n", quote(&v).ok()?)))
+        .collect();
+    s.lines("_env() {");
+    s.lines("  if [ \"${_pid:-0}\" -gt 0 ] && $SUDO test -r /proc/$_pid/environ; then");
+    s.lines(r#"    $SUDO sed -z -e '/^[A-Za-z_][A-Za-z0-9_]*=/!d' -e "s/'/'\\\\''/g" -e "s/=/='/" -e "s/\$/'/" -e 's/^/export /' /proc/$_pid/environ | tr '\0' '\n'"#);
+    s.lines("  else");
+    s.lines("    echo 'cargo-ship: the service is not running here: the command gets the configured systemd.environment' >&2");
+    s.line("    printf '%s' {}", &[&fallback]);
+    s.lines("  fi");
+    s.lines("}");
+    match &config.systemd.user {
+        Some(user) => {
+            s.line("if [ \"$(id -un)\" = {} ]; then", &[user]);
+            s.lines(r#"  _env | env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@""#);
+            s.lines("else");
+            s.line(
+                r#"  _env | $SUDO runuser -u {} -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@""#,
+                &[user],
+            );
+            s.lines("fi");
+        }
+        None => {
+            s.lines(r#"_env | $SUDO env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@""#);
+        }
+    }
+    s
+}
+
+/// `cargo ship exec`.
+pub async fn exec(config: &Config, opts: &ExecOptions, ui: &Ui) -> Result<()> {
+    if opts.command.is_empty() {
+        return Err(Error::usage(
+            "`cargo ship exec` needs a command: `cargo ship exec <env> -- <command> [args...]`",
+            None,
+        ));
+    }
+    let results = crate::host::each(config, &opts.hosts, ui, |conn| {
+        let script = exec_script(config.for_host(conn.host()), &opts.command);
+        async move { run_on(&conn, &script, ui).await }
+    })
+    .await;
+    let mut failed = Vec::new();
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (host, r) in results {
+        match r {
+            Ok((row, code)) => {
+                if code != 0 {
+                    failed.push((host, code));
+                }
+                rows.push(row);
+            }
+            Err(e) if host.is_empty() => return Err(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    let total = rows.len() + errors.len();
+    ui.emit(Event::Summary {
+        operation: "exec".into(),
+        hosts: rows,
+    });
+    fleet::fail_if_any("exec", total, errors)?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CommandFailed { failed, total })
+    }
+}
+
+async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(HostRow, i32)> {
+    let host = conn.host().to_string();
+    let mut child = conn.spawn(script).await?;
+    let out = child.stdout().take();
+    let err = child.stderr().take();
+    let pump = |stream: &'static str, r: Option<openssh::ChildStdout>| {
+        let host = host.clone();
+        async move {
+            let Some(r) = r else { return };
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                emit_line(ui, &host, stream, &line);
+            }
+        }
+    };
+    let pump_err = |r: Option<openssh::ChildStderr>| {
+        let host = host.clone();
+        async move {
+            let Some(r) = r else { return };
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                emit_line(ui, &host, "stderr", &line);
+            }
+        }
+    };
+    tokio::join!(pump("stdout", out), pump_err(err));
+    let code = match child.wait().await {
+        Ok(st) => st.code().unwrap_or(-1),
+        Err(_) => -1,
+    };
+    let row = HostRow {
+        outcome: format!("exit {code}"),
+        detail: (code != 0).then(|| format!("the command exited {code}")),
+        ..fleet::row(conn)
+    };
+    Ok((row, code))
+}
+
+fn emit_line(ui: &Ui, host: &str, stream: &str, line: &str) {
+    ui.emit(Event::Output {
+        kind: "exec".into(),
+        text: format!("{host}: {line}"),
+        data: json!({ "host": host, "stream": stream, "line": line }),
+    });
+}
+
+/// `cargo ship ssh <env> --host H`: an interactive login shell in the current release
+/// directory (or `deploy_to` when nothing is deployed), through the system `ssh` with a
+/// terminal, the environment's ssh_config and strict host-key checking.
+pub fn ssh(config: &Config, hosts: &[String]) -> Result<i32> {
+    let env = config.env()?;
+    if hosts.len() != 1 {
+        return Err(Error::usage(
+            "`cargo ship ssh` opens one shell: name its host with `--host <host>`",
+            Some(format!(
+                "the hosts of `{}` are: {}",
+                env.name,
+                env.hosts
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ));
+    }
+    let spec = fleet::select_hosts(env, hosts)?.remove(0);
+    let layout = Layout::new(&config.deploy_to);
+    let mut s = Script::new(format!("open a shell in {}", layout.current()));
+    s.line(
+        "cd -- {}/ 2>/dev/null || cd -- {}",
+        &[&layout.current(), &config.deploy_to],
+    );
+    s.lines("exec \"${SHELL:-/bin/sh}\" -l");
+    crate::remote::interactive::run(&spec, env, &s)
+}
