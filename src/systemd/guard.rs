@@ -65,7 +65,7 @@ pub fn units(config: &Config) -> Vec<UnitFile> {
          Description=cargo-ship dead-man's switch of {u}: puts the previous release back unless the deploy confirmed the new one\n\
          ConditionPathExists={pending}\n\
          After={u}.service {u}.socket {u}@blue.service {u}@green.service\n\n\
-         [Service]\nType=exec\nExecStart=/bin/sh -c {script}\nTimeoutStopSec=10\n\n\
+         [Service]\nType=exec\nExecStart=/bin/sh -c {script}\nTimeoutStopSec=10000ms\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         u = escape_specifiers(unit),
         pending = escape_specifiers(&layout.pending()),

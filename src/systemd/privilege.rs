@@ -266,18 +266,23 @@ case $_cmd in
   journalctl)
     [ "${{1:-}}" = -u ] && [ $# -ge 2 ] || refuse "journalctl $*"
     case $2 in "$U.service"|"$U@*.service") ;; *) refuse "journalctl -u $2" ;; esac
-    _unit=$2; shift 2; _n=50; _since=
+    _unit=$2; shift 2; _n=50; _since=; _o=short-iso; _after=; _follow=
     while [ $# -gt 0 ]; do
       case $1 in
-        -n) digits "${{2:-}}" || refuse "journalctl -n ${{2:-}}"; _n=$2; shift 2 ;;
+        -n) case ${{2:-}} in all) ;; *) digits "${{2:-}}" || refuse "journalctl -n ${{2:-}}" ;; esac; _n=$2; shift 2 ;;
         --since) [ $# -ge 2 ] || refuse "journalctl --since"; _since=$2; shift 2 ;;
+        --after-cursor) [ $# -ge 2 ] || refuse "journalctl --after-cursor"; _after=$2; shift 2 ;;
+        --follow) _follow=1; shift ;;
         --no-pager) shift ;;
-        -o) [ "${{2:-}}" = short-iso ] || refuse "journalctl -o ${{2:-}}"; shift 2 ;;
+        -o) case ${{2:-}} in short-iso|json) _o=$2 ;; *) refuse "journalctl -o ${{2:-}}" ;; esac; shift 2 ;;
         *) refuse "journalctl $1" ;;
       esac
     done
-    if [ -n "$_since" ]; then exec journalctl -u "$_unit" -n "$_n" --since "$_since" --no-pager -o short-iso; fi
-    exec journalctl -u "$_unit" -n "$_n" --no-pager -o short-iso ;;
+    set -- -u "$_unit" -n "$_n" --no-pager -o "$_o"
+    if [ -n "$_since" ]; then set -- "$@" --since "$_since"; fi
+    if [ -n "$_after" ]; then set -- "$@" --after-cursor "$_after"; fi
+    if [ -n "$_follow" ]; then set -- "$@" --follow; fi
+    exec journalctl "$@" ;;
   tee)
     [ $# -eq 1 ] || refuse "tee $*"
     if [ "$1" = "$S/$U.env.tmp" ]; then
