@@ -477,9 +477,13 @@ impl Ship {
                     dry_run,
                     lock_wait,
                     hosts,
+                    // Ask only a person: a terminal, and not a CI job (act and some runners
+                    // give steps a pseudo-terminal nobody answers).
                     confirm: !yes
                         && !dry_run
-                        && std::io::IsTerminal::is_terminal(&std::io::stdin()),
+                        && std::io::IsTerminal::is_terminal(&std::io::stdin())
+                        && std::env::var_os("CI").is_none()
+                        && std::env::var_os("GITHUB_ACTIONS").is_none(),
                 };
                 rollback::rollback(&config, &opts, ui).await
             }

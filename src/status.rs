@@ -554,7 +554,9 @@ pub fn releases_table(
     let mut text = String::new();
     let mut rows = Vec::new();
     for id in &ids {
-        let (mut version, mut target, mut git, mut who) = (None, None, None, None);
+        let (mut version, mut git, mut who) = (None, None, None);
+        // A mixed fleet runs one release id built for several targets: by target, its hosts.
+        let mut targets: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         let (mut current_on, mut on, mut failed, mut unfinished) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (host, r) in reports {
@@ -564,7 +566,10 @@ pub fn releases_table(
             }
             if let Some(m) = st.manifest(id) {
                 version.get_or_insert(m.version.clone());
-                target.get_or_insert(m.target.clone());
+                targets
+                    .entry(m.target.clone())
+                    .or_default()
+                    .push(host.clone());
                 if let Some(g) = &m.git_commit {
                     git.get_or_insert(g[..g.len().min(12)].to_string());
                 }
@@ -585,6 +590,16 @@ pub fn releases_table(
             }
         }
         let mut where_ = Vec::new();
+        let target = match targets.len() {
+            0 => None,
+            1 => targets.keys().next().cloned(),
+            _ => {
+                for (t, hosts) in &targets {
+                    where_.push(format!("{t} on {}", hosts.join(", ")));
+                }
+                Some("mixed".to_string())
+            }
+        };
         if !current_on.is_empty() {
             where_.push(format!("current on {}", current_on.join(", ")));
         }
@@ -611,6 +626,7 @@ pub fn releases_table(
             "id": id,
             "version": version,
             "target": target,
+            "targets": targets,
             "git_commit": git,
             "deployed_at": who.as_ref().map(|w| w.0.clone()),
             "deployed_by": who.as_ref().map(|w| w.1.clone()),

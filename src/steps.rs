@@ -336,13 +336,15 @@ fn finish_lines(s: &mut Script, config: &Config, release: &str, log_line: &str, 
     lock::release(s, &layout);
 }
 
-/// Restarts the dead-man's switch timer of a host that waits for later batches.
+/// Moves the dead-man's switch deadline of a host that waits for later batches.
 pub fn extend_guard(config: &Config, release: &str) -> Script {
     let mut s = Script::new(format!(
         "give release {release} more time before the host reverts it"
     ));
     s.idempotent();
     systemd::sudo_prelude(&mut s, config);
+    // Under the lock: a revert already under way is never restarted half-done.
+    guard::hold(&mut s, config);
     guard::extend(&mut s, config, release);
     s
 }

@@ -4,13 +4,12 @@
 //! Built from systemd alone, so it outlives the SSH session, a SIGKILLed client, a cut network
 //! and a reboot:
 //!
-//! * `<unit>-guard.timer` (`OnActiveSec=<confirm_timeout>`, `AccuracySec=1s`) is (re)started
-//!   by the switch script *before* `current` flips, after `.ship/pending` records the switch
-//!   (`release=`, `previous=`, `holder=`, `deadline=`);
-//! * when it elapses it starts `<unit>-guard.service`, a oneshot whose `ExecStart` is the
-//!   revert script below (root-owned, inside the unit file); the same service runs at boot
-//!   when a `pending` record survived a reboot;
-//! * the deploy's confirmation stops the timer and removes `pending`.
+//! * `<unit>-guard.service` is (re)started by the switch script *before* `current` flips,
+//!   after `.ship/pending` records the switch (`release=`, `previous=`, `holder=`,
+//!   `deadline=` in wall-clock seconds); its `ExecStart` is the revert script below (inside the
+//!   unit file), which sleeps until the deadline and then reverts; the same service runs at
+//!   boot when a `pending` record survived a reboot (see [`units`] for why not a timer);
+//! * the deploy's confirmation removes `pending` and stops the service.
 //!
 //! Confirmation and revert both hold `flock .ship/guard.lock` for their whole run, and each
 //! first checks `pending`: whichever gets the lock first wins, and the other sees it (the
@@ -112,7 +111,7 @@ pub fn install(s: &mut Script, config: &Config) {
     );
 }
 
-/// Records the switch in `pending` and (re)starts the timer: from now on the host reverts by
+/// Records the switch in `pending` and (re)starts the guard: from now on the host reverts by
 /// itself unless [`confirm`] runs in time. Shell variables: `$_prev`, the release to go back
 /// to, and `$_now`, the time (unix seconds). Prints `guard_deadline=<unix seconds>`. Needs
 /// `$SUDO`.
@@ -133,7 +132,7 @@ pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
     s.lines("echo guard_deadline=$_deadline");
 }
 
-/// Restarts the timer of a host still waiting for the rest of the fleet (a later batch), so
+/// Moves the deadline of a host still waiting for the rest of the fleet (a later batch), so
 /// the wait does not count against it. Needs `$SUDO`.
 pub fn extend(s: &mut Script, config: &Config, release: &str) {
     if !enabled(config) {
@@ -172,7 +171,7 @@ pub fn release(s: &mut Script) {
     s.lines("exec 9>&-");
 }
 
-/// Confirms `release`: stops the timer and removes `pending`, under the flock. When the
+/// Confirms `release`: removes `pending` and stops the guard, under the flock. When the
 /// revert got there first (`current` is no longer `release`), exits [`EXIT_REVERTED`].
 pub fn confirm(s: &mut Script, config: &Config, release: &str) {
     if !enabled(config) {
@@ -217,7 +216,7 @@ pub fn already_reverted(s: &mut Script, config: &Config, release: &str) {
     );
 }
 
-/// Clears the switch after the client itself undid it (revert, abort): stops the timer and
+/// Clears the switch after the client itself undid it (revert, abort): stops the guard and
 /// removes `pending`. Must run under [`hold`].
 pub fn disarm(s: &mut Script, config: &Config) {
     let layout = Layout::new(&config.deploy_to);

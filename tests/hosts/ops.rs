@@ -601,6 +601,9 @@ fn issue_11_rollback_shows_the_plan_and_asks_on_a_terminal() {
             ])
             .current_dir(app.project.path("."))
             .env("CARGO_TERM_COLOR", "never")
+            // A person at a terminal, not a CI job (where rollback never asks).
+            .env_remove("CI")
+            .env_remove("GITHUB_ACTIONS")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
