@@ -448,7 +448,7 @@ fn issue_12_mixed_environment_two_x86_64_hosts_and_one_arm64_host() {
         assert!(
             line.contains("v0.1.0     mixed ")
                 && line.contains(&format!("{machine}-unknown-linux-gnu on "))
-                && line.contains(name.as_str()),
+                && line.contains(*name),
             "{name}: {line:?}"
         );
     }
