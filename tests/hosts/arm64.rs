@@ -446,7 +446,8 @@ fn issue_12_mixed_environment_two_x86_64_hosts_and_one_arm64_host() {
             .find(|l| l.starts_with(&first[i]))
             .unwrap_or_else(|| panic!("no line for {} in\n{releases}", first[i]));
         assert!(
-            line.contains("v0.1.0     mixed ")
+            line.contains("v0.1.0 ")
+                && line.contains(" mixed ")
                 && line.contains(&format!("{machine}-unknown-linux-gnu on "))
                 && line.contains(*name),
             "{name}: {line:?}"
