@@ -768,7 +768,13 @@ async fn switch_host(
         }
     };
     let kv = parse_kv(&out.stdout);
-    let previous = kv.get("previous").filter(|p| !p.is_empty()).cloned();
+    // A switch script that failed before it printed `previous=` (while arming the dead-man's
+    // switch, before `current` flipped) must not be taken for a first deploy: the revert would
+    // stop the service and remove `current`. Fall back to what preflight read.
+    let previous = match kv.get("previous") {
+        Some(p) => Some(p.clone()).filter(|p| !p.is_empty()),
+        None => run.state.current.clone(),
+    };
     if let Some(why) = kv.get("outage") {
         ui.warn(format!(
             "{host}: {}: the listening sockets were closed for a moment, so connections were refused until the new units started (a one-time cost of this deploy)",
