@@ -190,18 +190,7 @@ impl Connection {
         use tokio::io::AsyncWriteExt;
         let purpose = script.purpose();
         let framed = script.framed()?;
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let session = self.session();
-        let mut child = session
-            .command("sh")
-            .arg("-c")
-            .arg(BOOTSTRAP)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .await
-            .map_err(|e| self.lost(purpose, e))?;
+        let mut child = self.start(purpose).await?;
         let stdin = child.stdin().take();
         let write = async move {
             if let Some(mut stdin) = stdin {
@@ -226,6 +215,20 @@ impl Connection {
         })
     }
 
+    /// Starts [`BOOTSTRAP`] on the host with all three streams piped (one remote command).
+    async fn start(&self, purpose: &str) -> Result<openssh::Child<Arc<Session>>> {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        Session::arc_command(self.session(), "sh")
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.lost(purpose, e))
+    }
+
     /// Whether the master connection still answers.
     pub async fn alive(&self) -> bool {
         self.session().check().await.is_ok()
@@ -244,18 +247,9 @@ impl Connection {
                 script: script.render_redacted()?,
             });
         }
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
         // Like every script: BOOTSTRAP on the command line, the script on standard input
         // (then end of input), so nothing it holds shows in the host's process list.
-        let mut child = Session::arc_command(self.session(), "sh")
-            .arg("-c")
-            .arg(BOOTSTRAP)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .await
-            .map_err(|e| self.lost(script.purpose(), e))?;
+        let mut child = self.start(script.purpose()).await?;
         if let Some(mut stdin) = child.stdin().take() {
             let _ = stdin.write_all(&framed).await;
             let _ = stdin.shutdown().await;
