@@ -119,6 +119,24 @@ struct PackageArgs {
     package: Option<String>,
 }
 
+/// Which packages, as cargo selects them: at a workspace root, every member with a
+/// `[package.metadata.ship]` table; `-p` (repeatable), `--workspace`, `--exclude`.
+#[derive(Debug, Args, Clone, Default)]
+struct WorkspaceArgs {
+    #[command(flatten)]
+    manifest: clap_cargo::Manifest,
+    /// Package to ship (repeatable; at a workspace root the default is every member with a
+    /// ship section)
+    #[arg(short, long, value_name = "SPEC")]
+    package: Vec<String>,
+    /// Every workspace member with a ship section, even from inside a member's directory
+    #[arg(long)]
+    workspace: bool,
+    /// Leave this package out (with --workspace or at a workspace root; repeatable)
+    #[arg(long, value_name = "SPEC")]
+    exclude: Vec<String>,
+}
+
 #[derive(Debug, Args, Clone, Default)]
 struct BuildArgs {
     /// Build for the target triple (overrides `target`; `.2.17` pins glibc)
@@ -136,7 +154,7 @@ enum Command {
     /// Compile the binary and pack the release artifact under target/ship/
     Build {
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         #[command(flatten)]
         build: BuildArgs,
     },
@@ -145,7 +163,7 @@ enum Command {
         /// Environment from [package.metadata.ship.environments]
         env: String,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         #[command(flatten)]
         build: BuildArgs,
         /// Deploy this artifact instead of building one
@@ -193,7 +211,7 @@ enum Command {
         /// Environment
         env: String,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         /// Release id to return to (default: the one before `current`)
         #[arg(long, value_name = "RELEASE")]
         to: Option<String>,
@@ -215,7 +233,7 @@ enum Command {
         /// Environment (without one, only the local artifact store is pruned)
         env: Option<String>,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         /// Releases to keep per host (default: keep_releases)
         #[arg(long, value_name = "N")]
         keep: Option<usize>,
@@ -231,7 +249,7 @@ enum Command {
         /// Environment
         env: String,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -241,7 +259,7 @@ enum Command {
         /// Environment
         env: String,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -251,7 +269,7 @@ enum Command {
         /// Environment
         env: String,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         /// Number of lines per host shown first
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: u32,
@@ -413,13 +431,15 @@ impl Ship {
                 Ok(())
             }
             Command::Build { package, build } => {
-                let config = config::load(&load_options(&package, Some(&build), None))?;
-                // One artifact per configured target (`targets = [...]`: one per architecture).
-                for target in &config.targets {
-                    let mut one = config.clone();
-                    one.target = target.clone();
-                    one.targets = vec![target.clone()];
-                    tokio::task::block_in_place(|| package::build_artifact(&one, ui))?;
+                // Every selected package; one artifact per configured target (`targets =
+                // [...]`: one per architecture).
+                for config in selected(&package, Some(&build), None)? {
+                    for target in &config.targets {
+                        let mut one = config.clone();
+                        one.target = target.clone();
+                        one.targets = vec![target.clone()];
+                        tokio::task::block_in_place(|| package::build_artifact(&one, ui))?;
+                    }
                 }
                 Ok(())
             }
@@ -434,7 +454,7 @@ impl Ship {
                 keep_switched,
                 hosts,
             } => {
-                let config = config::load(&load_options(&package, Some(&build), Some(env)))?;
+                let configs = selected(&package, Some(&build), Some(env))?;
                 let opts = deploy::DeployOptions {
                     artifact,
                     dry_run,
@@ -443,7 +463,7 @@ impl Ship {
                     keep_switched,
                     hosts,
                 };
-                deploy::deploy(&config, &opts, ui).await
+                deploy::deploy(&configs, &opts, ui).await
             }
             Command::Setup {
                 env,
@@ -471,7 +491,7 @@ impl Ship {
                 lock_wait,
                 hosts,
             } => {
-                let config = config::load(&load_options(&package, None, Some(env)))?;
+                let configs = selected(&package, None, Some(env))?;
                 let opts = rollback::RollbackOptions {
                     to,
                     dry_run,
@@ -485,7 +505,10 @@ impl Ship {
                         && std::env::var_os("CI").is_none()
                         && std::env::var_os("GITHUB_ACTIONS").is_none(),
                 };
-                rollback::rollback(&config, &opts, ui).await
+                match configs.as_slice() {
+                    [config] => rollback::rollback(config, &opts, ui).await,
+                    services => rollback::rollback_workspace(services, &opts, ui).await,
+                }
             }
             Command::Prune {
                 env,
@@ -494,34 +517,45 @@ impl Ship {
                 dry_run,
                 hosts,
             } => {
-                let config = config::load(&load_options(&package, None, env))?;
-                prune::prune(
-                    &config,
-                    &prune::PruneOptions {
-                        keep,
-                        dry_run,
-                        hosts,
-                    },
-                    ui,
-                )
+                let opts = prune::PruneOptions {
+                    keep,
+                    dry_run,
+                    hosts,
+                };
+                each_service("prune", selected(&package, None, env)?, ui, |config, ui| {
+                    let opts = &opts;
+                    async move { prune::prune(&config, opts, &ui).await }
+                })
                 .await
             }
             Command::Status {
                 env,
                 package,
                 hosts,
-            } => {
-                let config = config::load(&load_options(&package, None, Some(env)))?;
-                status::status(&config, &hosts, status::View::Status, ui).await
-            }
+            } => each_service(
+                "status",
+                selected(&package, None, Some(env))?,
+                ui,
+                |config, ui| {
+                    let hosts = &hosts;
+                    async move { status::status(&config, hosts, status::View::Status, &ui).await }
+                },
+            )
+            .await,
             Command::Releases {
                 env,
                 package,
                 hosts,
-            } => {
-                let config = config::load(&load_options(&package, None, Some(env)))?;
-                status::status(&config, &hosts, status::View::Releases, ui).await
-            }
+            } => each_service(
+                "releases",
+                selected(&package, None, Some(env))?,
+                ui,
+                |config, ui| {
+                    let hosts = &hosts;
+                    async move { status::status(&config, hosts, status::View::Releases, &ui).await }
+                },
+            )
+            .await,
             Command::Logs {
                 env,
                 package,
@@ -530,14 +564,26 @@ impl Ship {
                 since,
                 hosts,
             } => {
-                let config = config::load(&load_options(&package, None, Some(env)))?;
+                let configs = selected(&package, None, Some(env))?;
                 let opts = logs::LogsOptions {
                     lines,
                     follow,
                     since,
                     hosts,
                 };
-                logs::logs(&config, &opts, ui).await
+                match configs.as_slice() {
+                    [config] => logs::logs(config, &opts, ui).await,
+                    // Every service's journal at once (following them all with -f).
+                    services => {
+                        let all = services.iter().map(|c| {
+                            let ui = ui.for_package(&c.package);
+                            let opts = &opts;
+                            async move { logs::logs(c, opts, &ui).await }
+                        });
+                        let results = futures_util::future::join_all(all).await;
+                        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+                    }
+                }
             }
             Command::Exec {
                 env,
@@ -614,6 +660,69 @@ impl Ship {
             }
         }
     }
+}
+
+/// The configurations of the packages the command line selects (one, or the services of a
+/// workspace, in their switch order).
+fn selected(
+    ws: &WorkspaceArgs,
+    build: Option<&BuildArgs>,
+    environment: Option<String>,
+) -> Result<Vec<config::Config>> {
+    let single = PackageArgs {
+        manifest: ws.manifest.clone(),
+        package: None,
+    };
+    let sel = cargo_ship::workspace::Selection {
+        manifest_path: ws.manifest.manifest_path.as_deref(),
+        packages: &ws.package,
+        workspace: ws.workspace,
+        exclude: &ws.exclude,
+    };
+    config::load_selected(&sel, &load_options(&single, build, environment))
+}
+
+/// Runs `f` for each service, one after the other, each reporting under its package name when
+/// there are several (their summary rows in one table); fails with the first error after all
+/// ran.
+async fn each_service<F, Fut>(
+    operation: &str,
+    configs: Vec<config::Config>,
+    ui: &Ui,
+    f: F,
+) -> Result<()>
+where
+    F: Fn(config::Config, Ui) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let several = configs.len() > 1;
+    let collect = ui.collecting_summaries();
+    let mut first_error = None;
+    for config in configs {
+        let ui = match several {
+            true => collect.for_package(&config.package),
+            false => ui.clone(),
+        };
+        if let Err(e) = f(config, ui.clone()).await {
+            if !several {
+                return Err(e);
+            }
+            if first_error.is_some() {
+                // Only the first error ends the run; the others are told as they come.
+                ui.warn(e.to_string());
+            } else {
+                first_error = Some(e);
+            }
+        }
+    }
+    let rows = collect.take_summaries();
+    if !rows.is_empty() {
+        ui.emit(cargo_ship::ui::Event::Summary {
+            operation: operation.into(),
+            hosts: rows,
+        });
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 fn load_options(

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::arch;
-use crate::config::{Config, HostSpec, RestartStrategy};
+use crate::config::{Config, Environment, HostSpec, RestartStrategy};
+use crate::fingerprint;
 use crate::fleet;
 use crate::health;
 use crate::hooks::HookEnv;
@@ -47,9 +48,13 @@ pub struct DeployOptions {
     pub hosts: Vec<String>,
 }
 
-/// Everything decided before the first host is touched.
+/// Everything decided about one service before the first host is touched. A deploy of one
+/// package has one plan; a workspace deploy one per service, in switch order, sharing the
+/// release id (which names the deploy on every host) and the lock holder.
 struct Plan<'a> {
     config: &'a Config,
+    /// The hosts of this service (its environment's, narrowed by `--host`).
+    hosts: Vec<HostSpec>,
     /// One artifact per configured target (`targets = [...]`), or the one given/built.
     artifacts: Vec<Artifact>,
     release: String,
@@ -61,6 +66,10 @@ struct Plan<'a> {
     /// Payloads prepared so far, by artifact index and encoding.
     payloads: Mutex<HashMap<(usize, &'static str), Payload>>,
     secrets: Secrets,
+    /// Reports about this service (tagged with its package in a workspace deploy).
+    ui: Ui,
+    /// The package name, in a workspace deploy (summary rows name it).
+    package: Option<String>,
 }
 
 impl Plan<'_> {
@@ -76,10 +85,17 @@ impl Plan<'_> {
         }
         .line(chrono::Utc::now(), &journal::who())
     }
+
+    /// What `art` deployed on `host` runs with (see [`fingerprint`]).
+    fn fingerprint(&self, host: &str, art: &Artifact) -> String {
+        fingerprint::of(self.config.for_host(host), &art.sha256, &self.secrets)
+    }
 }
 
-/// One host during a deploy.
+/// One service on one host during a deploy.
 struct HostRun {
+    /// Index of its service in the plans.
+    svc: usize,
     conn: Arc<Connection>,
     started: Instant,
     state: HostState,
@@ -92,59 +108,119 @@ struct HostRun {
     outcome: Option<(String, Option<String>)>,
 }
 
-/// Deploys the package's artifact to the environment.
-pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()> {
-    let env = config.env()?;
-    let hosts = fleet::select_hosts(env, &opts.hosts)?;
-    // Every secret must have a value before anything is built or connected.
-    let secrets = secrets::resolve(config, ui)?;
-    let artifacts = obtain_artifacts(config, opts, ui)?;
-    let plan = Plan {
-        secrets,
-        config,
-        release: layout::new_release_id(chrono::Utc::now()),
-        holder: lock::holder(&format!("cargo ship deploy {}", env.name)),
-        lock_wait: opts.lock_wait.unwrap_or_default(),
-        requirements: artifacts
-            .iter()
-            .map(|a| requirements(a, opts.force))
-            .collect::<Result<_>>()?,
-        env_name: env.name.clone(),
-        artifacts,
-        payloads: Mutex::new(HashMap::new()),
-    };
-    if opts.dry_run {
-        return dry_run(&plan, &hosts, ui);
+/// Deploys each package's artifact to its environment: one package, or every service of a
+/// workspace in one rollout (built first, every host locked and staged before any switch,
+/// services switched in order, all put back when one fails).
+pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result<()> {
+    let several = configs.len() > 1;
+    if several && opts.artifact.is_some() {
+        return Err(Error::usage(
+            "--artifact ships one package, and this deploy selects several",
+            Some("pass `-p <package>` with `--artifact`".into()),
+        ));
     }
-    let first = &plan.artifacts[0];
-    ui.status(
-        "Deploying",
-        format!(
-            "{} v{} ({}) to {} ({} host{}) as release {}",
-            first.manifest.bin,
-            first.manifest.version,
-            plan.artifacts
+    let env_name = configs[0].env()?.name.clone();
+    let release = layout::new_release_id(chrono::Utc::now());
+    let holder = lock::holder(&format!("cargo ship deploy {env_name}"));
+    // Every service's hosts and secrets are known before anything is built or connected.
+    let mut selected = Vec::new();
+    for config in configs {
+        let env = config.env()?;
+        let hosts = match (several, fleet::select_hosts(env, &opts.hosts)) {
+            (_, Ok(h)) => h,
+            // `--host` in a workspace deploy: the services that run there.
+            (true, Err(_)) => Vec::new(),
+            (false, Err(e)) => return Err(e),
+        };
+        if hosts.is_empty() {
+            continue;
+        }
+        selected.push((config, hosts, secrets::resolve(config, ui)?));
+    }
+    if selected.is_empty() {
+        return Err(Error::usage(
+            format!(
+                "no service of this deploy runs on {} in environment `{env_name}`",
+                opts.hosts.join(", ")
+            ),
+            Some("run `cargo ship status <env>` to see which hosts each service has".into()),
+        ));
+    }
+    // 0. Build every artifact first.
+    let mut plans = Vec::new();
+    for (config, hosts, secrets) in selected {
+        let pui = match several {
+            true => ui.for_package(&config.package),
+            false => ui.clone(),
+        };
+        let artifacts = obtain_artifacts(config, opts, &pui)?;
+        plans.push(Plan {
+            secrets,
+            config,
+            hosts,
+            release: release.clone(),
+            holder: holder.clone(),
+            lock_wait: opts.lock_wait.unwrap_or_default(),
+            requirements: artifacts
                 .iter()
-                .map(|a| match plan.artifacts.len() {
-                    1 => a.short_sha().to_string(),
-                    _ => format!("{} {}", a.manifest.target, a.short_sha()),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            env.name,
-            hosts.len(),
-            if hosts.len() == 1 { "" } else { "s" },
-            plan.release
-        ),
-    );
+                .map(|a| requirements(a, opts.force))
+                .collect::<Result<_>>()?,
+            env_name: env_name.clone(),
+            artifacts,
+            payloads: Mutex::new(HashMap::new()),
+            ui: pui,
+            package: several.then(|| config.package.clone()),
+        });
+    }
+    if opts.dry_run {
+        for plan in &plans {
+            dry_run(plan, &plan.hosts, &plan.ui)?;
+        }
+        return Ok(());
+    }
+    let all_hosts = distinct_hosts(&plans);
+    for plan in &plans {
+        let first = &plan.artifacts[0];
+        plan.ui.status(
+            "Deploying",
+            format!(
+                "{} v{} ({}) to {} ({} host{}) as release {}",
+                first.manifest.bin,
+                first.manifest.version,
+                plan.artifacts
+                    .iter()
+                    .map(|a| match plan.artifacts.len() {
+                        1 => a.short_sha().to_string(),
+                        _ => format!("{} {}", a.manifest.target, a.short_sha()),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                env_name,
+                plan.hosts.len(),
+                if plan.hosts.len() == 1 { "" } else { "s" },
+                plan.release
+            ),
+        );
+    }
 
     // 1. Connect and 2. preflight + lock everywhere, before changing anything; then 3.-5.
     // stage, switch, verify, finish. Ctrl-C (or SIGTERM) at any point puts every host back.
     let mut runs: Vec<HostRun> = Vec::new();
+    let mut left_alone: Vec<HostRun> = Vec::new();
     let finished = {
         let work = async {
-            runs = open_and_lock(&plan, &hosts, ui).await?;
-            rollout(&plan, &mut runs, opts, ui).await
+            runs = open_and_lock(&plans, &all_hosts, ui).await?;
+            if several {
+                (runs, left_alone) = leave_unchanged_alone(&plans, std::mem::take(&mut runs)).await;
+                if runs.is_empty() {
+                    ui.status(
+                        "Finished",
+                        "every service is unchanged on every host: nothing was restarted",
+                    );
+                    return Ok(());
+                }
+            }
+            rollout(&plans, &mut runs, opts, ui).await
         };
         tokio::select! {
             r = work => Some(r),
@@ -160,26 +236,105 @@ pub async fn deploy(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<()
                 "putting every host back as it was",
                 Tone::Warning,
             );
-            let script = steps::abort(plan.config, &plan.holder, Some(&plan.release));
-            let n = fleet::put_back(plan.config, &hosts, &script, ui).await;
+            let mut n = 0;
+            for plan in &plans {
+                let script = steps::abort(plan.config, &plan.holder, Some(&plan.release));
+                n += fleet::put_back(plan.config, &plan.hosts, &script, &plan.ui).await;
+            }
             for r in runs.iter_mut() {
                 r.outcome = Some(("interrupted".into(), Some("put back as it was".into())));
             }
+            let total: usize = plans.iter().map(|p| p.hosts.len()).sum();
             Err(Error::Interrupted {
                 detail: format!(
-                    ": {n} of {} host(s) checked and put back as they were",
-                    hosts.len()
+                    ": {n} of {total} {} checked and put back as they were",
+                    if several {
+                        "service host(s)"
+                    } else {
+                        "host(s)"
+                    }
                 ),
             })
         }
     };
-    let rows = runs.iter().map(|r| r.row(&plan)).collect();
+    runs.extend(left_alone);
+    runs.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
+    let rows = runs.iter().map(|r| r.row(&plans[r.svc])).collect();
     ui.emit(Event::Summary {
         operation: "deploy".into(),
         hosts: rows,
     });
     close_all(runs).await;
     result
+}
+
+/// Every host of the deploy once (a host shared by several services is one connection), with
+/// the environment it is reached through (the first service's that lists it).
+fn distinct_hosts<'a>(plans: &'a [Plan<'a>]) -> Vec<(HostSpec, &'a Environment)> {
+    let mut out: Vec<(HostSpec, &Environment)> = Vec::new();
+    for plan in plans {
+        let Ok(env) = plan.config.env() else { continue };
+        for h in &plan.hosts {
+            if !out.iter().any(|(o, _)| o.to_string() == h.to_string()) {
+                out.push((h.clone(), env));
+            }
+        }
+    }
+    out
+}
+
+fn position(hosts: &[HostSpec], host: &str) -> usize {
+    hosts
+        .iter()
+        .position(|h| h.to_string() == host)
+        .unwrap_or(usize::MAX)
+}
+
+/// A workspace deploy leaves a service alone on a host where its current release already runs
+/// this artifact with these units and secrets: its lock is released and it is not restarted.
+async fn leave_unchanged_alone(
+    plans: &[Plan<'_>],
+    runs: Vec<HostRun>,
+) -> (Vec<HostRun>, Vec<HostRun>) {
+    let (mut changed, mut same) = (Vec::new(), Vec::new());
+    for run in runs {
+        let plan = &plans[run.svc];
+        let art = &plan.artifacts[run.art];
+        let fp = plan.fingerprint(run.conn.host(), art);
+        if run.state.current_fingerprint.as_deref() == Some(fp.as_str()) {
+            same.push(run);
+        } else {
+            changed.push(run);
+        }
+    }
+    let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
+    let released = fleet::bounded(same, parallel, |mut run| async move {
+        let plan = &plans[run.svc];
+        let mut s = Script::new("release the deploy lock (nothing changed)");
+        lock::release(
+            &mut s,
+            &Layout::new(&plan.config.for_host(run.conn.host()).deploy_to),
+        );
+        let unlocked = run.conn.run_ok(&s).await;
+        plan.ui.host(
+            run.conn.host(),
+            "Unchanged",
+            format!(
+                "release {} already runs this artifact, unit and secrets: left alone",
+                run.state.current.as_deref().unwrap_or("?")
+            ),
+        );
+        run.outcome = Some(match unlocked {
+            Ok(_) => ("unchanged".into(), None),
+            Err(e) => (
+                "failed".into(),
+                Some(format!("unchanged, but releasing the lock failed: {e}")),
+            ),
+        });
+        run
+    })
+    .await;
+    (changed, released)
 }
 
 /// The artifact given with `--artifact`, or one built per configured target (`targets`
@@ -225,22 +380,23 @@ fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {
     })
 }
 
-/// Connects to every host, then takes the locks: first on the host that comes first in a
-/// fixed order (the smallest name), and only then on the others in parallel. Two deploys
-/// started together both go for that host first, so exactly one proceeds; the other is
-/// refused there (or waits with `--lock-wait`) before it holds any other host's lock.
-async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<Vec<HostRun>> {
-    let env = plan.config.env()?;
-    let script = steps::preflight(
-        plan.config,
-        Some(&plan.requirements),
-        &plan.holder,
-        plan.lock_wait,
-    );
-    let total = hosts.len();
-    let mut order: Vec<HostSpec> = hosts.to_vec();
-    order.sort_by_key(|h| h.to_string());
-    let opened = fleet::bounded(order, env.parallel, |spec| async move {
+/// Connects to every host (once, however many services it runs), then takes the locks in one
+/// fixed order, by host name and then service: first the first of that order alone, and only
+/// then all the others in parallel. Two deploys started together both go for that lock first,
+/// so exactly one proceeds; the other is refused there (or waits with `--lock-wait`) before it
+/// holds any other lock.
+async fn open_and_lock(
+    plans: &[Plan<'_>],
+    hosts: &[(HostSpec, &Environment)],
+    ui: &Ui,
+) -> Result<Vec<HostRun>> {
+    let parallel = plans[0].config.env()?.parallel;
+    let scripts: Vec<Script> = plans
+        .iter()
+        .map(|p| steps::preflight(p.config, Some(&p.requirements), &p.holder, p.lock_wait))
+        .collect();
+    let total: usize = plans.iter().map(|p| p.hosts.len()).sum();
+    let opened = fleet::bounded(hosts.to_vec(), parallel, |(spec, env)| async move {
         let started = Instant::now();
         Connection::open(&spec, env, ui)
             .await
@@ -256,82 +412,285 @@ async fn open_and_lock(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<V
         }
     }
     if !errors.is_empty() {
-        for (c, _) in conns {
-            if let Ok(c) = Arc::try_unwrap(c) {
-                c.close().await;
-            }
-        }
+        close_conns(conns.into_iter().map(|(c, _)| c)).await;
         return fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new());
     }
-    let mut rest = conns.into_iter();
+    // Every (service, host) pair, in the lock order.
+    let mut pairs: Vec<(usize, Arc<Connection>, Instant)> = Vec::new();
+    for (svc, plan) in plans.iter().enumerate() {
+        for h in &plan.hosts {
+            let host = h.to_string();
+            if let Some((c, started)) = conns.iter().find(|(c, _)| c.host() == host) {
+                pairs.push((svc, c.clone(), *started));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| (a.1.host(), a.0).cmp(&(b.1.host(), b.0)));
+    let preflight = |(svc, conn, started): (usize, Arc<Connection>, Instant)| {
+        let (plan, script) = (&plans[svc], &scripts[svc]);
+        async move { preflight_host(script, plan, svc, conn, started, &plan.ui).await }
+    };
+    let mut rest = pairs.into_iter();
     let mut results = Vec::new();
-    if let Some((first, started)) = rest.next() {
-        let r = preflight_host(&script, plan, first, started, ui).await;
+    let mut skipped = Vec::new();
+    if let Some(first) = rest.next() {
+        let r = preflight(first).await;
         let refused = r.is_err();
         results.push(r);
         if refused {
             // Nothing is locked anywhere: the others are not even asked.
-            for (c, _) in rest.by_ref() {
-                if let Ok(c) = Arc::try_unwrap(c) {
-                    c.close().await;
-                }
-            }
+            skipped.extend(rest.by_ref().map(|(_, c, _)| c));
         }
     }
-    let others = fleet::bounded(rest.collect(), env.parallel, |(conn, started)| {
-        preflight_host(&script, plan, conn, started, ui)
-    })
-    .await;
+    let others = fleet::bounded(rest.collect(), parallel, preflight).await;
     results.extend(others);
+    drop(conns);
 
-    let (mut ok, mut errors, mut locked_elsewhere) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    let mut refused_conns = Vec::new();
     for r in results {
         match r {
             Ok(run) => ok.push(run),
             Err((conn, e)) => {
-                locked_elsewhere.push(conn);
+                refused_conns.push(conn);
                 errors.push(e);
             }
         }
     }
     if errors.is_empty() {
-        // Back to the configured order for the rollout and the summary.
-        ok.sort_by_key(|r| {
-            hosts
-                .iter()
-                .position(|h| h.to_string() == r.conn.host())
-                .unwrap_or(usize::MAX)
-        });
+        // Back to the switch order: services in order, each service's hosts as configured.
+        ok.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
         return Ok(ok);
     }
     // Nothing has changed anywhere: release the locks we took and report every problem.
-    let layout = Layout::new(&plan.config.deploy_to);
-    fleet::bounded(
-        ok.iter().map(|r| r.conn.clone()).collect(),
-        env.parallel,
-        |conn| {
-            let layout = layout.clone();
-            async move {
-                let mut s = Script::new("release the deploy lock");
-                lock::release(&mut s, &layout);
-                let _ = conn.run(&s).await;
-            }
-        },
-    )
+    fleet::bounded(ok.iter().collect(), parallel, |run| async move {
+        let config = plans[run.svc].config.for_host(run.conn.host());
+        let mut s = Script::new("release the deploy lock");
+        lock::release(&mut s, &Layout::new(&config.deploy_to));
+        let _ = run.conn.run(&s).await;
+    })
     .await;
     close_all(ok).await;
-    for c in locked_elsewhere {
+    refused_conns.extend(skipped);
+    close_conns(refused_conns).await;
+    fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new())
+}
+
+/// Closes connections once nothing else holds them.
+async fn close_conns(conns: impl IntoIterator<Item = Arc<Connection>>) {
+    for c in conns {
         if let Ok(c) = Arc::try_unwrap(c) {
             c.close().await;
         }
     }
-    fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new())
+}
+
+/// Stage everywhere, then switch service by service (in order), each in its batches; finish
+/// everywhere, or put back every host this deploy switched.
+async fn rollout(
+    plans: &[Plan<'_>],
+    runs: &mut [HostRun],
+    opts: &DeployOptions,
+    ui: &Ui,
+) -> Result<()> {
+    let parallel = plans[0].config.env()?.parallel;
+    let total = runs.len();
+
+    // 3. Stage every service on every host before switching any.
+    let staged = fleet::bounded(runs.iter().collect(), parallel, |run| {
+        let plan = &plans[run.svc];
+        stage_host(plan, run, &plan.ui)
+    })
+    .await;
+    let errors: Vec<Error> = staged.into_iter().filter_map(|r| r.err()).collect();
+    if !errors.is_empty() {
+        for r in runs.iter_mut() {
+            r.outcome = Some((
+                "aborted".into(),
+                Some("staging failed on a host; nothing was switched".into()),
+            ));
+        }
+        abort_all(plans, runs).await;
+        return fleet::fail_if_any("stage", total, errors);
+    }
+
+    // 3b. Hooks that must run once per deploy (migrations), per service: now that every host
+    // has staged, before any switch; on `hooks.once_on` (default: the service's first host).
+    for (svc, plan) in plans.iter().enumerate() {
+        let mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        let Some(&first) = mine.first() else { continue };
+        let once = match &plan.config.hooks.once_on {
+            Some(h) => match mine.iter().find(|&&i| runs[i].conn.host() == h) {
+                Some(&i) => i,
+                None => {
+                    plan.ui.warn(format!("hooks.once_on names {h}, which this deploy does not include; running before_switch_once on {}", runs[first].conn.host()));
+                    first
+                }
+            },
+            None => first,
+        };
+        if let Err(e) = run_once_hooks(plan, &runs[once], &plan.ui).await {
+            for r in runs.iter_mut() {
+                r.outcome = Some((
+                    "aborted".into(),
+                    Some("before_switch_once failed; nothing was switched".into()),
+                ));
+            }
+            abort_all(plans, runs).await;
+            return Err(e);
+        }
+    }
+
+    // 4. Switch service by service, each in its batches.
+    let mut failed: Vec<Error> = Vec::new();
+    let mut switched_ok: Vec<usize> = Vec::new();
+    'services: for (svc, plan) in plans.iter().enumerate() {
+        let env = plan.config.env()?;
+        let mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let size = env.batch.size(mine.len());
+        for (b, batch) in mine.chunks(size).enumerate() {
+            if !switched_ok.is_empty() {
+                // Hosts switched earlier wait for this batch: their dead-man's switches get
+                // the full confirm_timeout again (in parallel with this batch).
+                extend_guards(plans, runs, &switched_ok).await;
+            }
+            if size < mine.len() {
+                plan.ui.status(
+                    "Batch",
+                    format!(
+                        "{} of {}: {} host(s)",
+                        b + 1,
+                        mine.len().div_ceil(size),
+                        batch.len()
+                    ),
+                );
+            }
+            let results = fleet::bounded(batch.to_vec(), env.parallel, |i| {
+                let run = &runs[i];
+                async move { (i, switch_host(plan, run, total == 1, &plan.ui).await) }
+            })
+            .await;
+            for (i, r) in results {
+                match r {
+                    Ok(prev) => {
+                        runs[i].previous = prev;
+                        switched_ok.push(i);
+                    }
+                    Err((prev, outcome, e)) => {
+                        runs[i].previous = prev;
+                        runs[i].outcome = Some(outcome);
+                        failed.push(e);
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                break 'services;
+            }
+        }
+    }
+
+    if failed.is_empty() {
+        // 5. Finish: confirm, revisions.log, prune, unlock (done by the verify script already
+        // when there is one host).
+        let results = if total == 1 {
+            vec![Ok(())]
+        } else {
+            fleet::bounded(runs.iter().collect(), parallel, |run| {
+                let plan = &plans[run.svc];
+                finish_host(plan, run, &plan.ui)
+            })
+            .await
+        };
+        for (run, r) in runs.iter_mut().zip(results) {
+            run.outcome = Some(match r {
+                Ok(()) => ("deployed".into(), None),
+                Err(e @ Error::Reverted { .. }) => {
+                    let detail = e.to_string();
+                    failed.push(e);
+                    ("reverted".into(), Some(detail))
+                }
+                Err(e) => {
+                    failed.push(e);
+                    (
+                        "failed".into(),
+                        Some("deployed, but recording it failed".into()),
+                    )
+                }
+            });
+        }
+        if failed.is_empty() {
+            let services = plans.len();
+            ui.status(
+                "Finished",
+                match services {
+                    1 => format!("release {} is live on {} host(s)", plans[0].release, total),
+                    _ => format!(
+                        "release {} is live: {total} service host(s), {} service(s)",
+                        plans[0].release,
+                        runs.iter()
+                            .map(|r| r.svc)
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len()
+                    ),
+                },
+            );
+        }
+        return fleet::fail_if_any("deploy", total, failed);
+    }
+
+    // A batch failed: stop the rollout.
+    let reason = format!(
+        "rollout stopped: {}",
+        fleet::first_line(&failed[0].to_string())
+    );
+    // Hosts that failed were reverted by themselves; the others are put back in parallel.
+    let pending: Vec<usize> = (0..total).filter(|&i| runs[i].outcome.is_none()).collect();
+    let outcomes = fleet::bounded(pending, parallel, |i| {
+        let (run, switched, reason) = (&runs[i], switched_ok.contains(&i), &reason);
+        let plan = &plans[run.svc];
+        async move {
+            (
+                i,
+                stop_host(plan, run, switched, opts.keep_switched, reason, &plan.ui).await,
+            )
+        }
+    })
+    .await;
+    for (i, outcome) in outcomes {
+        runs[i].outcome = Some(outcome);
+    }
+    fleet::fail_if_any("deploy", total, failed)
+}
+
+/// Gives every host switched so far the full confirm_timeout again.
+async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
+    let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
+    let waiting: Vec<&HostRun> = switched
+        .iter()
+        .map(|&i| &runs[i])
+        .filter(|r| guard::enabled(plans[r.svc].config))
+        .collect();
+    fleet::bounded(waiting, parallel, |run| async move {
+        let plan = &plans[run.svc];
+        let extend = steps::extend_guard(plan.config.for_host(run.conn.host()), &plan.release);
+        if let Err(e) = run.conn.run_ok(&extend).await {
+            plan.ui.warn(format!(
+                "{}: could not give the switched release more time before the host reverts it: {e}",
+                run.conn.host()
+            ));
+        }
+    })
+    .await;
 }
 
 /// Runs the preflight + lock script on one connected host.
 async fn preflight_host(
     script: &Script,
     plan: &Plan<'_>,
+    svc: usize,
     conn: Arc<Connection>,
     started: Instant,
     ui: &Ui,
@@ -402,6 +761,7 @@ async fn preflight_host(
         );
     }
     Ok(HostRun {
+        svc,
         started,
         state,
         facts,
@@ -411,174 +771,6 @@ async fn preflight_host(
         outcome: None,
         conn,
     })
-}
-
-/// Stage everywhere, then switch batch by batch; finish or put hosts back.
-async fn rollout(
-    plan: &Plan<'_>,
-    runs: &mut [HostRun],
-    opts: &DeployOptions,
-    ui: &Ui,
-) -> Result<()> {
-    let env = plan.config.env()?;
-    let total = runs.len();
-
-    // 3. Stage on every host before switching any.
-    let staged = fleet::bounded(runs.iter().collect(), env.parallel, |run| {
-        stage_host(plan, run, ui)
-    })
-    .await;
-    let errors: Vec<Error> = staged.into_iter().filter_map(|r| r.err()).collect();
-    if !errors.is_empty() {
-        for r in runs.iter_mut() {
-            r.outcome = Some((
-                "aborted".into(),
-                Some("staging failed on a host; nothing was switched".into()),
-            ));
-        }
-        abort_all(plan, runs).await;
-        return fleet::fail_if_any("stage", total, errors);
-    }
-
-    // 3b. Hooks that must run once per deploy (migrations): on the first host, now that every
-    // host has staged, before any switch.
-    // On `hooks.once_on` (default: the first host of this deploy).
-    let once = match &plan.config.hooks.once_on {
-        Some(h) => match runs.iter().position(|r| r.conn.host() == h) {
-            Some(i) => i,
-            None => {
-                ui.warn(format!("hooks.once_on names {h}, which this deploy does not include; running before_switch_once on {}", runs[0].conn.host()));
-                0
-            }
-        },
-        None => 0,
-    };
-    if let Err(e) = run_once_hooks(plan, &runs[once], ui).await {
-        for r in runs.iter_mut() {
-            r.outcome = Some((
-                "aborted".into(),
-                Some("before_switch_once failed; nothing was switched".into()),
-            ));
-        }
-        abort_all(plan, runs).await;
-        return Err(e);
-    }
-
-    // 4. Switch in batches.
-    let size = env.batch.size(total);
-    let mut failed: Vec<Error> = Vec::new();
-    let mut switched_ok: Vec<usize> = Vec::new();
-    let indices: Vec<usize> = (0..total).collect();
-    for (b, batch) in indices.chunks(size).enumerate() {
-        if b > 0 && guard::enabled(plan.config) {
-            // Hosts of earlier batches wait for this one: their dead-man's switches get the
-            // full confirm_timeout again (in parallel with this batch).
-            let extend = steps::extend_guard(plan.config, &plan.release);
-            let waiting: Vec<Arc<Connection>> =
-                switched_ok.iter().map(|&i| runs[i].conn.clone()).collect();
-            let extend = &extend;
-            fleet::bounded(waiting, env.parallel, |conn| async move {
-                if let Err(e) = conn.run_ok(extend).await {
-                    ui.warn(format!(
-                        "{}: could not give the switched release more time before the host reverts it: {e}",
-                        conn.host()
-                    ));
-                }
-            })
-            .await;
-        }
-        if size < total {
-            ui.status(
-                "Batch",
-                format!(
-                    "{} of {}: {} host(s)",
-                    b + 1,
-                    total.div_ceil(size),
-                    batch.len()
-                ),
-            );
-        }
-        let results = fleet::bounded(batch.to_vec(), env.parallel, |i| {
-            let run = &runs[i];
-            async move { (i, switch_host(plan, run, total == 1, ui).await) }
-        })
-        .await;
-        for (i, r) in results {
-            match r {
-                Ok(prev) => {
-                    runs[i].previous = prev;
-                    switched_ok.push(i);
-                }
-                Err((prev, outcome, e)) => {
-                    runs[i].previous = prev;
-                    runs[i].outcome = Some(outcome);
-                    failed.push(e);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            break;
-        }
-    }
-
-    if failed.is_empty() {
-        // 5. Finish: confirm, revisions.log, prune, unlock (done by the verify script already
-        // when there is one host).
-        let results = if total == 1 {
-            vec![Ok(())]
-        } else {
-            fleet::bounded(runs.iter().collect(), env.parallel, |run| {
-                finish_host(plan, run, ui)
-            })
-            .await
-        };
-        for (run, r) in runs.iter_mut().zip(results) {
-            run.outcome = Some(match r {
-                Ok(()) => ("deployed".into(), None),
-                Err(e @ Error::Reverted { .. }) => {
-                    let detail = e.to_string();
-                    failed.push(e);
-                    ("reverted".into(), Some(detail))
-                }
-                Err(e) => {
-                    failed.push(e);
-                    (
-                        "failed".into(),
-                        Some("deployed, but recording it failed".into()),
-                    )
-                }
-            });
-        }
-        if failed.is_empty() {
-            ui.status(
-                "Finished",
-                format!("release {} is live on {} host(s)", plan.release, total),
-            );
-        }
-        return fleet::fail_if_any("deploy", total, failed);
-    }
-
-    // A batch failed: stop the rollout.
-    let reason = format!(
-        "rollout stopped: {}",
-        fleet::first_line(&failed[0].to_string())
-    );
-    // Hosts that failed were reverted by themselves; the others are put back in parallel.
-    let pending: Vec<usize> = (0..total).filter(|&i| runs[i].outcome.is_none()).collect();
-    let outcomes = fleet::bounded(pending, env.parallel, |i| {
-        let (run, switched, reason) = (&runs[i], switched_ok.contains(&i), &reason);
-        async move {
-            (
-                i,
-                stop_host(plan, run, switched, opts.keep_switched, reason, ui).await,
-            )
-        }
-    })
-    .await;
-    for (i, outcome) in outcomes {
-        runs[i].outcome = Some(outcome);
-    }
-    fleet::fail_if_any("deploy", total, failed)
 }
 
 async fn run_once_hooks(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
@@ -678,6 +870,7 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         receive: (!cached).then_some(payload.bytes.len() as u64),
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, &host, &rel_dir, &prev),
+        fingerprint: &plan.fingerprint(&host, art),
     };
     let script = steps::stage(config, &input);
     // The artifact, when the host lacks it, travels on the stage script's standard input.
@@ -971,19 +1164,16 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
     }
 }
 
-/// Removes the staged release and releases the lock on every host (after a failed stage,
-/// before any switch), over the open connections.
-async fn abort_all(plan: &Plan<'_>, runs: &[HostRun]) {
-    let parallel = plan.config.env().map(|e| e.parallel).unwrap_or(10);
-    fleet::bounded(
-        runs.iter().map(|r| r.conn.clone()).collect(),
-        parallel,
-        |conn| async move {
-            let config = plan.config.for_host(conn.host());
-            let script = steps::abort(config, &plan.holder, Some(&plan.release));
-            let _ = conn.run(&script).await;
-        },
-    )
+/// Removes the staged release and releases the lock of every service on every host (after a
+/// failed stage, before any switch), over the open connections.
+async fn abort_all(plans: &[Plan<'_>], runs: &[HostRun]) {
+    let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
+    fleet::bounded(runs.iter().collect(), parallel, |run| async move {
+        let plan = &plans[run.svc];
+        let config = plan.config.for_host(run.conn.host());
+        let script = steps::abort(config, &plan.holder, Some(&plan.release));
+        let _ = run.conn.run(&script).await;
+    })
     .await;
 }
 
@@ -1009,6 +1199,7 @@ impl HostRun {
             _ => None,
         };
         HostRow {
+            package: plan.package.clone(),
             outcome,
             release,
             version,
@@ -1052,6 +1243,7 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         receive: Some(art.size),
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, "<host>", &release_dir, "<previous>"),
+        fingerprint: &plan.fingerprint("<host>", art),
     };
     let finish_log = plan.revision(art, "deploy", "ok");
     let scripts = [

@@ -58,6 +58,7 @@ where
 pub fn row(conn: &Connection) -> HostRow {
     HostRow {
         host: conn.host().to_string(),
+        package: None,
         outcome: String::new(),
         release: None,
         version: None,
@@ -164,6 +165,7 @@ pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &
             Err(e) => {
                 rows.push(HostRow {
                     host: host.clone(),
+                    package: None,
                     outcome: "failed".into(),
                     release: None,
                     version: None,

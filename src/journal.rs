@@ -24,6 +24,8 @@ pub struct HostState {
     pub lock_holder: Option<String>,
     /// The version of the current release, from its manifest.
     pub current_version: Option<String>,
+    /// The current release's [`crate::fingerprint`], when it has one.
+    pub current_fingerprint: Option<String>,
 }
 
 impl HostState {
@@ -43,6 +45,7 @@ impl HostState {
                 "switching" => s.switching = Some(v),
                 "lock" if !v.is_empty() => s.lock_holder = Some(v),
                 "current_version" if !v.is_empty() => s.current_version = Some(v),
+                "fingerprint" if !v.is_empty() => s.current_fingerprint = Some(v),
                 _ => {}
             }
         }
@@ -118,6 +121,7 @@ pub fn state_lines(script: &mut Script, layout: &Layout) {
         &[&layout.failed_dir()],
     );
     print_version(script, "current_version", &layout.current());
+    crate::fingerprint::state_line(script, layout);
     script.line(
         "if [ -f {} ]; then printf 'switching=%s\\n' \"$(cat {})\"; fi",
         &[&switching(layout), &switching(layout)],

@@ -18,6 +18,7 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod exec;
+pub mod fingerprint;
 pub mod fleet;
 pub mod health;
 pub mod hooks;

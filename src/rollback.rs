@@ -106,6 +106,124 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
     }
 }
 
+/// `rollback` at a workspace root: puts back the set of releases that was live together
+/// before the last deploy. A workspace deploy gives every service the same release id, so the
+/// last deploy is the newest release current anywhere among these services; each service
+/// whose current release on a host is that one rolls back there (to the release before it);
+/// services and hosts that deploy did not change are left alone. With `--to`, every service
+/// goes to that release. Services roll back in the reverse of their switch order.
+pub async fn rollback_workspace(configs: &[Config], opts: &RollbackOptions, ui: &Ui) -> Result<()> {
+    // What is current where, read without locking.
+    let mut current: Vec<Vec<(String, Option<String>)>> = Vec::new();
+    for config in configs {
+        let script = crate::status::status_script(config);
+        let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
+            let script = &script;
+            async move {
+                let out = conn.run_ok(script).await?;
+                let st = crate::status::HostStatus::parse(&out);
+                Ok(HostRow {
+                    release: st.state.current,
+                    ..fleet::row(&conn)
+                })
+            }
+        })
+        .await;
+        let mut hosts = Vec::new();
+        let mut errors = Vec::new();
+        for (host, r) in results {
+            match r {
+                Ok(row) => hosts.push((host, row.release)),
+                Err(e) if host.is_empty() => return Err(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        let total = hosts.len() + errors.len();
+        fleet::fail_if_any("rollback", total, errors)?;
+        current.push(hosts);
+    }
+    let last = current
+        .iter()
+        .flatten()
+        .filter_map(|(_, r)| r.clone())
+        .max();
+    // (service, hosts to roll back there)
+    let mut work: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut text = String::from("Rollback plan:\n");
+    let mut plan_json = Vec::new();
+    for (svc, hosts) in current.iter().enumerate() {
+        let package = &configs[svc].package;
+        let mut mine = Vec::new();
+        for (host, cur) in hosts {
+            let acts = match (&opts.to, cur) {
+                (Some(to), Some(c)) => c != to,
+                (Some(_), None) => true,
+                (None, c) => c.is_some() && *c == last,
+            };
+            let line = match (acts, &opts.to) {
+                (true, Some(to)) => format!("{} -> {to}", cur.as_deref().unwrap_or("nothing")),
+                (true, None) => format!(
+                    "{} -> the release before it",
+                    cur.as_deref().unwrap_or("nothing")
+                ),
+                (false, _) => format!(
+                    "{} (not changed by the last deploy: left alone)",
+                    cur.as_deref().unwrap_or("nothing deployed")
+                ),
+            };
+            text.push_str(&format!("  {host} ({package}): {line}\n"));
+            plan_json.push(serde_json::json!({ "host": host, "package": package, "plan": line }));
+            if acts {
+                mine.push(host.clone());
+            }
+        }
+        if !mine.is_empty() {
+            work.push((svc, mine));
+        }
+    }
+    if work.is_empty() {
+        return Err(Error::usage(
+            "nothing to roll back: no service has a release to go back from",
+            Some("run `cargo ship releases <env>` to see the releases on each host".into()),
+        ));
+    }
+    if opts.confirm {
+        ui.emit(Event::Output {
+            kind: "rollback-plan".into(),
+            text,
+            data: serde_json::json!({ "hosts": plan_json }),
+        });
+        if !ui.confirm("Roll back these services?") {
+            let env = configs[0].env()?;
+            return Err(Error::Cancelled {
+                what: format!("rollback of {}", env.name),
+            });
+        }
+    }
+    // The last service switched goes back first; one summary table for all.
+    let collect = ui.collecting_summaries();
+    let mut first_error = None;
+    for (svc, hosts) in work.into_iter().rev() {
+        let config = &configs[svc];
+        let one = RollbackOptions {
+            hosts,
+            confirm: false,
+            ..opts.clone()
+        };
+        if let Err(e) = rollback(config, &one, &collect.for_package(&config.package)).await {
+            match first_error {
+                None => first_error = Some(e),
+                Some(_) => ui.warn(format!("{}: {e}", config.package)),
+            }
+        }
+    }
+    ui.emit(Event::Summary {
+        operation: "rollback".into(),
+        hosts: collect.take_summaries(),
+    });
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Reads every host's state (without locking), shows `host: from -> to` for each, and asks.
 async fn confirm_plan(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Result<bool> {
     let script = crate::status::status_script(config);

@@ -116,6 +116,17 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
+    /// Secrets from name/value pairs (tests).
+    #[cfg(test)]
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Secrets {
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// True when the config names no secrets.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()

@@ -100,6 +100,8 @@ pub struct StageInput<'a> {
     pub manifest: &'a Manifest,
     /// Hook context.
     pub hook_env: HookEnv<'a>,
+    /// What the release runs with ([`crate::fingerprint`]), recorded beside it.
+    pub fingerprint: &'a str,
 }
 
 /// Verifies the uploaded file, unpacks it into `releases/<id>` (marked unfinished until the
@@ -170,6 +172,7 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
         &config.hooks.before_switch,
         &input.hook_env,
     );
+    crate::fingerprint::record(&mut s, &layout, input.release, input.fingerprint);
     s.line("rm -f -- {}", &[&layout.unfinished(input.release)]);
     s.line("echo staged={}", &[input.release]);
     s
@@ -227,8 +230,11 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
     strategy::install(&mut s, config);
-    if let Some(secrets) = secrets {
-        crate::secrets::install(&mut s, config, secrets);
+    match secrets {
+        Some(secrets) => crate::secrets::install(&mut s, config, secrets),
+        // A rollback installs today's units with the release's binary: the fingerprint the
+        // release was deployed with no longer says what runs.
+        None => crate::fingerprint::forget(&mut s, &layout, release),
     }
     // The version now live, for reports.
     journal::print_version(&mut s, "version", &layout.release(release));

@@ -51,8 +51,146 @@ impl Package {
     }
 }
 
-/// Finds the package to ship. `manifest_path` is `--manifest-path`, `package` is `-p`.
-pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Package> {
+/// What the command line says about packages, as cargo's flags do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    /// `--manifest-path`.
+    pub manifest_path: Option<&'a Path>,
+    /// `-p/--package`, any number of times.
+    pub packages: &'a [String],
+    /// `--workspace`.
+    pub workspace: bool,
+    /// `--exclude`.
+    pub exclude: &'a [String],
+}
+
+/// The packages a command acts on. One package as [`find`] picks it (`-p NAME`, the member
+/// whose directory contains the current directory, the only member); or, at the root of a
+/// workspace of several members, with `--workspace` or several `-p`: every selected member
+/// that has a `[package.metadata.ship]` table (possibly empty), minus `--exclude`, in the
+/// order of `[workspace.metadata.ship] order` and then of `members`.
+pub fn select(sel: &Selection<'_>) -> Result<Vec<Package>> {
+    if sel.packages.len() == 1 && !sel.workspace {
+        return find(sel.manifest_path, Some(&sel.packages[0])).map(|p| vec![p]);
+    }
+    let metadata = metadata(sel.manifest_path)?;
+    let workspace_root = PathBuf::from(metadata.workspace_root.as_std_path());
+    let members: Vec<&cargo_metadata::Package> = metadata.workspace_packages();
+    let names: Vec<String> = members.iter().map(|p| p.name.to_string()).collect();
+    let not_member = |wanted: &str, flag: &str| {
+        Error::usage(
+            format!(
+                "{flag} `{wanted}`: no such package in the workspace at {}",
+                workspace_root.display()
+            ),
+            Some(format!("the members are: {}", list(&names))),
+        )
+    };
+    for e in sel.exclude {
+        if !names.contains(e) {
+            return Err(not_member(e, "--exclude"));
+        }
+    }
+    let chosen: Vec<&cargo_metadata::Package> = if !sel.packages.is_empty() {
+        let mut v = Vec::new();
+        for wanted in sel.packages {
+            match members.iter().find(|p| p.name.as_str() == wanted) {
+                Some(p)
+                    if !v
+                        .iter()
+                        .any(|q: &&cargo_metadata::Package| q.name == p.name) =>
+                {
+                    v.push(*p)
+                }
+                Some(_) => {}
+                None => return Err(not_member(wanted, "-p")),
+            }
+        }
+        v
+    } else {
+        let at_root = !sel.workspace
+            && containing_member(sel.manifest_path, &members)?.is_none()
+            && members.len() > 1;
+        if !sel.workspace && !at_root {
+            return find(sel.manifest_path, None).map(|p| vec![p]);
+        }
+        let shipped: Vec<&cargo_metadata::Package> = members
+            .iter()
+            .copied()
+            .filter(|p| p.metadata.get("ship").is_some())
+            .filter(|p| !sel.exclude.iter().any(|e| e == p.name.as_str()))
+            .collect();
+        if shipped.is_empty() {
+            return Err(Error::usage(
+                format!(
+                    "no member of the workspace at {} has a `[package.metadata.ship]` table{}",
+                    workspace_root.display(),
+                    if sel.exclude.is_empty() { "" } else { " (after --exclude)" }
+                ),
+                Some(format!(
+                    "add `[package.metadata.ship]` (it may be empty) to each service's Cargo.toml, or pass `-p <package>` (members: {})",
+                    list(&names)
+                )),
+            ));
+        }
+        shipped
+    };
+    let order = workspace_order(&metadata, &workspace_root, &names)?;
+    let rank = |p: &cargo_metadata::Package| {
+        let member = names.iter().position(|n| n == p.name.as_str()).unwrap_or(0);
+        match order.iter().position(|o| o == p.name.as_str()) {
+            Some(i) => (0, i),
+            None => (1, member),
+        }
+    };
+    let mut chosen = chosen;
+    chosen.sort_by_key(|p| rank(p));
+    Ok(chosen
+        .into_iter()
+        .map(|p| to_package(p, &metadata))
+        .collect())
+}
+
+/// `[workspace.metadata.ship] order`: package names, each a member.
+fn workspace_order(
+    metadata: &cargo_metadata::Metadata,
+    root: &Path,
+    names: &[String],
+) -> Result<Vec<String>> {
+    let Some(order) = metadata
+        .workspace_metadata
+        .get("ship")
+        .and_then(|s| s.get("order"))
+    else {
+        return Ok(Vec::new());
+    };
+    let at = format!(
+        "{}: `workspace.metadata.ship.order`",
+        root.join("Cargo.toml").display()
+    );
+    let list_of = order.as_array().and_then(|a| {
+        a.iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<String>>>()
+    });
+    let Some(order) = list_of else {
+        return Err(Error::usage(
+            format!("{at}: expected an array of package names, e.g. [\"worker\", \"api\"]"),
+            None,
+        ));
+    };
+    for o in &order {
+        if !names.contains(o) {
+            return Err(Error::usage(
+                format!("{at}: `{o}` is not a member of the workspace"),
+                Some(format!("the members are: {}", list(names))),
+            ));
+        }
+    }
+    Ok(order)
+}
+
+fn metadata(manifest_path: Option<&Path>) -> Result<cargo_metadata::Metadata> {
     let mut cmd = MetadataCommand::new();
     cmd.no_deps();
     if let Some(cargo) = std::env::var_os("CARGO") {
@@ -75,34 +213,67 @@ pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Packa
         )
     })?;
 
+    Ok(metadata)
+}
+
+fn to_package(p: &cargo_metadata::Package, metadata: &cargo_metadata::Metadata) -> Package {
     let workspace_root = PathBuf::from(metadata.workspace_root.as_std_path());
-    let members: Vec<&cargo_metadata::Package> = metadata.workspace_packages();
-    let to_package = |p: &cargo_metadata::Package| {
-        let manifest_path = PathBuf::from(p.manifest_path.as_std_path());
-        Package {
-            name: p.name.to_string(),
-            version: p.version.to_string(),
-            root: manifest_path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-            manifest_path,
-            bins: p
-                .targets
-                .iter()
-                .filter(|t| t.kind.contains(&TargetKind::Bin))
-                .map(|t| t.name.clone())
-                .collect(),
-            workspace_manifest: workspace_root.join("Cargo.toml"),
-            workspace_root: workspace_root.clone(),
-            target_dir: PathBuf::from(metadata.target_directory.as_std_path()),
+    let manifest_path = PathBuf::from(p.manifest_path.as_std_path());
+    Package {
+        name: p.name.to_string(),
+        version: p.version.to_string(),
+        root: manifest_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        manifest_path,
+        bins: p
+            .targets
+            .iter()
+            .filter(|t| t.kind.contains(&TargetKind::Bin))
+            .map(|t| t.name.clone())
+            .collect(),
+        workspace_manifest: workspace_root.join("Cargo.toml"),
+        workspace_root,
+        target_dir: PathBuf::from(metadata.target_directory.as_std_path()),
+    }
+}
+
+/// The member whose directory contains the starting directory (`--manifest-path`'s, or the
+/// current one); the deepest one wins.
+fn containing_member<'m>(
+    manifest_path: Option<&Path>,
+    members: &[&'m cargo_metadata::Package],
+) -> Result<Option<&'m cargo_metadata::Package>> {
+    let start = match manifest_path {
+        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => {
+            std::env::current_dir().map_err(|e| Error::io("read the current directory", ".", e))?
         }
     };
+    let start = canonical(&start);
+    Ok(members
+        .iter()
+        .filter_map(|p| {
+            let dir = canonical(p.manifest_path.parent()?.as_std_path());
+            start
+                .starts_with(&dir)
+                .then_some((dir.components().count(), *p))
+        })
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, p)| p))
+}
+
+/// Finds the one package to ship. `manifest_path` is `--manifest-path`, `package` is `-p`.
+pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Package> {
+    let metadata = metadata(manifest_path)?;
+    let workspace_root = PathBuf::from(metadata.workspace_root.as_std_path());
+    let members: Vec<&cargo_metadata::Package> = metadata.workspace_packages();
     let names: Vec<String> = members.iter().map(|p| p.name.to_string()).collect();
 
     if let Some(wanted) = package {
         return match members.iter().find(|p| p.name.as_str() == wanted) {
-            Some(p) => Ok(to_package(p)),
+            Some(p) => Ok(to_package(p, &metadata)),
             None => Err(Error::usage(
                 format!(
                     "package `{wanted}` is not a member of the workspace at {}",
@@ -112,29 +283,11 @@ pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Packa
             )),
         };
     }
-
-    // The member whose directory contains the starting directory; the deepest one wins.
-    let start = match manifest_path {
-        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
-        None => {
-            std::env::current_dir().map_err(|e| Error::io("read the current directory", ".", e))?
-        }
-    };
-    let start = canonical(&start);
-    let containing = members
-        .iter()
-        .filter_map(|p| {
-            let dir = canonical(p.manifest_path.parent()?.as_std_path());
-            start
-                .starts_with(&dir)
-                .then_some((dir.components().count(), *p))
-        })
-        .max_by_key(|(depth, _)| *depth);
-    if let Some((_, p)) = containing {
-        return Ok(to_package(p));
+    if let Some(p) = containing_member(manifest_path, &members)? {
+        return Ok(to_package(p, &metadata));
     }
     match members.as_slice() {
-        [only] => Ok(to_package(only)),
+        [only] => Ok(to_package(only, &metadata)),
         [] => Err(Error::usage(
             format!(
                 "the workspace at {} has no members",

@@ -368,6 +368,18 @@ impl Reader<'_> {
                         l.per_host.insert(host.to_string(), EnvLayer { at, layer });
                     }
                 }
+                // The order services of a workspace deploy switch in (read by `workspace`,
+                // which checks the names against the members).
+                "order" if scope == Scope::Top && prefix.starts_with("workspace.") => {
+                    self.strings(value, &path, "an array of package names")?;
+                }
+                "order" if scope == Scope::Top => {
+                    let at = self.src.origin(&path, key.span());
+                    return Err(at.error(
+                        "`order` (the order services of a workspace deploy switch in) belongs to the workspace",
+                        Some("move it to `[workspace.metadata.ship]` in the workspace's Cargo.toml".into()),
+                    ));
+                }
                 "environments" if scope == Scope::Top => {
                     for (env, env_key, env_node) in self.table(value, &path)? {
                         let env_path = format!("{path}.{env}");

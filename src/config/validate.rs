@@ -31,6 +31,15 @@ pub fn load(opts: &LoadOptions) -> Result<Config> {
     load_package(&package, opts)
 }
 
+/// [`load`] for every package the command line selects (see [`workspace::select`]): one, or
+/// the services of a workspace deploy, in their switch order.
+pub fn load_selected(sel: &workspace::Selection<'_>, opts: &LoadOptions) -> Result<Vec<Config>> {
+    workspace::select(sel)?
+        .iter()
+        .map(|p| load_package(p, opts))
+        .collect()
+}
+
 /// [`load`] for a package already found (`opts.manifest_path` and `opts.package` are ignored).
 pub(crate) fn load_package(package: &Package, opts: &LoadOptions) -> Result<Config> {
     let pkg_src = Source::read(&package.manifest_path)?;

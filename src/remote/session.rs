@@ -277,17 +277,49 @@ impl Connection {
     }
 
     fn lost(&self, purpose: &str, e: openssh::Error) -> Error {
+        // openssh's messages hide their cause (a refused forward reads "failed to connect to
+        // the ssh multiplex server"): name every source.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            detail.push_str(&format!(": {s}"));
+            source = s.source();
+        }
         Error::Remote {
             host: self.host.clone(),
             purpose: purpose.to_string(),
             status: -1,
-            stderr_tail: format!("the ssh connection failed: {e}"),
+            stderr_tail: format!("the ssh connection failed: {detail}"),
         }
     }
 
     /// Forwards a free local port to `remote_host:remote_port` as seen from the host, through
     /// this connection. Returns the local address to connect to.
+    ///
+    /// The local port is picked free and then bound by ssh, so another process can take it in
+    /// between; a forward that fails is asked again on a new port, once after reconnecting
+    /// when the master connection died.
     pub async fn forward(&self, remote_host: &str, remote_port: u16) -> Result<PortForward> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.forward_once(remote_host, remote_port).await {
+                Ok(f) => return Ok(f),
+                Err(e) if attempt < 3 => {
+                    if !self.alive().await {
+                        self.ui.warn(format!(
+                            "{}: the connection dropped while forwarding a port ({e}); reconnecting",
+                            self.host
+                        ));
+                        self.reconnect().await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn forward_once(&self, remote_host: &str, remote_port: u16) -> Result<PortForward> {
         let local = {
             let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| {
                 Error::io("reserve a local port for the health probe", "127.0.0.1", e)

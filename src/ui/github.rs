@@ -423,6 +423,7 @@ mod tests {
     fn row(host: &str, outcome: &str, release: Option<&str>, detail: Option<&str>) -> HostRow {
         HostRow {
             host: host.into(),
+            package: None,
             outcome: outcome.into(),
             release: release.map(Into::into),
             version: release.map(|_| "0.2.0".into()),

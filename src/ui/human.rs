@@ -76,6 +76,7 @@ impl Human {
         message: &str,
         tone: Tone,
         host: Option<&str>,
+        package: Option<&str>,
         verbosity: Verbosity,
     ) -> Option<String> {
         let shown = match tone {
@@ -86,9 +87,11 @@ impl Human {
         if !shown {
             return None;
         }
-        let msg = match host {
-            Some(h) => format!("{h}: {message}"),
-            None => message.to_string(),
+        let msg = match (host, package) {
+            (Some(h), Some(p)) => format!("{h} ({p}): {message}"),
+            (Some(h), None) => format!("{h}: {message}"),
+            (None, Some(p)) => format!("{p}: {message}"),
+            (None, None) => message.to_string(),
         };
         let style = self.style(tone);
         if matches!(tone, Tone::Warning | Tone::Error) && (verb == "warning" || verb == "error") {
@@ -105,10 +108,16 @@ impl Human {
                 message,
                 tone,
                 host,
+                package,
             } => {
-                if let Some(line) =
-                    self.status_line(verb, message, *tone, host.as_deref(), verbosity)
-                {
+                if let Some(line) = self.status_line(
+                    verb,
+                    message,
+                    *tone,
+                    host.as_deref(),
+                    package.as_deref(),
+                    verbosity,
+                ) {
                     self.line(&line);
                 }
             }
@@ -159,10 +168,25 @@ impl Human {
                     0 => String::new(),
                     _ => format!("  {t:<tw$}"),
                 };
+                // A SERVICE column when the rows are about several packages of a workspace.
+                let pw = match hosts.iter().any(|h| h.package.is_some()) {
+                    false => 0,
+                    true => hosts
+                        .iter()
+                        .filter_map(|h| h.package.as_deref().map(str::len))
+                        .max()
+                        .unwrap_or(7)
+                        .max(7),
+                };
+                let package_cell = |p: &str| match pw {
+                    0 => String::new(),
+                    _ => format!("  {p:<pw$}"),
+                };
                 self.line(&format!("\n{operation} summary:"));
                 self.line(&format!(
-                    "  {:<w$}  {:<14}  {:<15}  {:<10}{}  {:>6}  {:>10}  {:>7}",
+                    "  {:<w$}{}  {:<14}  {:<15}  {:<10}{}  {:>6}  {:>10}  {:>7}",
                     "HOST",
+                    package_cell("SERVICE"),
                     "OUTCOME",
                     "RELEASE",
                     "VERSION",
@@ -180,8 +204,9 @@ impl Human {
                     let tone = if good { Tone::Progress } else { Tone::Error };
                     let outcome = self.style(tone).apply_to(format!("{:<14}", h.outcome));
                     self.line(&format!(
-                        "  {:<w$}  {outcome}  {:<15}  {:<10}{}  {:>6}  {:>10}  {:>6.1}s",
+                        "  {:<w$}{}  {outcome}  {:<15}  {:<10}{}  {:>6}  {:>10}  {:>6.1}s",
                         h.host,
+                        package_cell(h.package.as_deref().unwrap_or("-")),
                         h.release.as_deref().unwrap_or("-"),
                         h.version.as_deref().unwrap_or("-"),
                         target_cell(h.target.as_deref().unwrap_or("-")),

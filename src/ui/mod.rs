@@ -66,6 +66,9 @@ pub enum Tone {
 pub struct HostRow {
     /// The host as configured.
     pub host: String,
+    /// The workspace package (service) of this row, in an operation on several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// `deployed`, `rolled back`, `failed`, `unchanged`, `skipped`...
     pub outcome: String,
     /// The release now current on the host.
@@ -103,6 +106,9 @@ pub enum Event {
         /// The host this is about, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<String>,
+        /// The workspace package (service) this is about, in a deploy of several.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        package: Option<String>,
     },
     /// A finished artifact.
     Artifact {
@@ -156,6 +162,11 @@ pub enum Event {
 #[derive(Clone)]
 pub struct Ui {
     inner: Arc<Inner>,
+    /// The workspace package every status line of this reporter is about (see
+    /// [`Ui::for_package`]).
+    package: Option<Arc<str>>,
+    /// Where summary rows go instead of being printed (see [`Ui::collecting_summaries`]).
+    summaries: Option<Arc<std::sync::Mutex<Vec<HostRow>>>>,
 }
 
 struct Inner {
@@ -191,7 +202,40 @@ impl Ui {
                 human: human::Human::new(color),
                 github,
             }),
+            package: None,
+            summaries: None,
         }
+    }
+
+    /// The same reporter, keeping the rows of every summary table for [`Ui::take_summaries`]
+    /// instead of printing them: an operation on several services prints one table.
+    pub fn collecting_summaries(&self) -> Ui {
+        Ui {
+            summaries: Some(Default::default()),
+            ..self.clone()
+        }
+    }
+
+    /// The rows kept since [`Ui::collecting_summaries`].
+    pub fn take_summaries(&self) -> Vec<HostRow> {
+        self.summaries
+            .as_ref()
+            .map(|s| std::mem::take(&mut *s.lock().expect("summaries")))
+            .unwrap_or_default()
+    }
+
+    /// The same reporter, tagging every status line with `package` (a service of a
+    /// workspace deploy): JSON events get a `package` field, human lines name it after the host.
+    pub fn for_package(&self, package: &str) -> Ui {
+        Ui {
+            package: Some(package.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The package set by [`Ui::for_package`].
+    pub fn package(&self) -> Option<&str> {
+        self.package.as_deref()
     }
 
     /// A reporter that prints nothing (for tests and library users).
@@ -220,6 +264,44 @@ impl Ui {
 
     /// Reports one event.
     pub fn emit(&self, event: Event) {
+        // A reporter for one package names it in every summary row and every output block.
+        let event = match (event, self.package.as_deref()) {
+            (Event::Summary { operation, hosts }, Some(p)) => Event::Summary {
+                operation,
+                hosts: hosts
+                    .into_iter()
+                    .map(|mut h| {
+                        h.package.get_or_insert_with(|| p.to_string());
+                        h
+                    })
+                    .collect(),
+            },
+            (Event::Output { kind, text, data }, Some(p)) => {
+                let text = match data.get("host").and_then(|h| h.as_str()) {
+                    // A journal line: `host0 (api) ...`, as status lines name them.
+                    Some(h) if kind == "log" && text.starts_with(h) => {
+                        format!("{h} ({p}){}", &text[h.len()..])
+                    }
+                    _ if kind == "log" => text,
+                    _ => format!("{p}:\n{text}"),
+                };
+                let data = match data {
+                    serde_json::Value::Object(mut m) => {
+                        m.insert("package".into(), p.into());
+                        serde_json::Value::Object(m)
+                    }
+                    other => serde_json::json!({ "package": p, "data": other }),
+                };
+                Event::Output { kind, text, data }
+            }
+            (e, _) => e,
+        };
+        if let (Event::Summary { hosts, .. }, Some(keep)) = (&event, &self.summaries) {
+            keep.lock()
+                .expect("summaries")
+                .extend(hosts.iter().cloned());
+            return;
+        }
         if let Some(gh) = &self.inner.github {
             if self.github(gh, &event) {
                 return;
@@ -243,6 +325,7 @@ impl Ui {
                 message,
                 tone,
                 host,
+                package,
             } => {
                 if *tone == Tone::Warning {
                     gh.warning(host.as_deref(), message);
@@ -255,6 +338,7 @@ impl Ui {
                     message,
                     *tone,
                     host.as_deref(),
+                    package.as_deref(),
                     self.inner.verbosity,
                 );
                 match (host, line) {
@@ -298,6 +382,7 @@ impl Ui {
             message: message.into(),
             tone,
             host: host.map(Into::into),
+            package: self.package.as_deref().map(Into::into),
         });
     }
 

@@ -45,11 +45,13 @@ pub fn event(e: &Event) -> Event {
             message,
             tone,
             host,
+            package,
         } => Event::Status {
             verb: own(verb),
             message: own(message),
             tone: *tone,
             host: opt(host),
+            package: opt(package),
         },
         Event::Artifact {
             path,

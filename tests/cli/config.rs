@@ -288,6 +288,89 @@ fn workspace_root_without_package_lists_the_candidates() {
     assert_eq!(config::load(&o).unwrap().package, "worker");
 }
 
+/// Issue #13: which packages a command at a workspace root acts on, and in which order.
+#[test]
+fn workspace_selection_follows_cargo_flags_and_the_order_key() {
+    use cargo_ship::workspace::Selection;
+    let (p, o) = workspace_opts(None, Some("staging"));
+    let manifest = p.path("Cargo.toml");
+    let names = |packages: &[&str], workspace: bool, exclude: &[&str]| {
+        let packages: Vec<String> = packages.iter().map(|s| s.to_string()).collect();
+        let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+        let sel = Selection {
+            manifest_path: Some(&manifest),
+            packages: &packages,
+            workspace,
+            exclude: &exclude,
+        };
+        config::load_selected(&sel, &o).map(|cs| {
+            cs.iter()
+                .map(|c| c.package.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    };
+    // At the root: every member with a ship section, in `members` order.
+    assert_eq!(names(&[], false, &[]).unwrap(), "api,worker");
+    assert_eq!(names(&[], true, &["api"]).unwrap(), "worker");
+    assert_eq!(names(&["worker", "api"], false, &[]).unwrap(), "api,worker");
+    assert_eq!(names(&["worker"], false, &[]).unwrap(), "worker");
+    // `order` puts the worker first.
+    p.edit(
+        "Cargo.toml",
+        "[workspace.metadata.ship]\n",
+        "[workspace.metadata.ship]\norder = [\"worker\"]\n",
+    );
+    assert_eq!(names(&[], false, &[]).unwrap(), "worker,api");
+    let root = std::fs::canonicalize(&p.root).unwrap();
+    let clean = |e: cargo_ship::Error| {
+        e.to_string()
+            .replace(&root.display().to_string(), "<root>")
+            .replace(&p.root.display().to_string(), "<root>")
+    };
+    let err = names(&[], false, &["nope"]).unwrap_err();
+    assert_eq!(err.help().unwrap(), "the members are: `api`, `worker`");
+    assert_eq!(
+        clean(err),
+        "--exclude `nope`: no such package in the workspace at <root>"
+    );
+    p.edit("Cargo.toml", "order = [\"worker\"]", "order = [\"wrker\"]");
+    let err = names(&[], false, &[]).unwrap_err();
+    assert_eq!(
+        clean(err),
+        "<root>/Cargo.toml: `workspace.metadata.ship.order`: `wrker` is not a member of the workspace"
+    );
+    // Nothing to ship: no member has a ship section.
+    p.edit("Cargo.toml", "order = [\"wrker\"]", "");
+    p.edit(
+        "worker/Cargo.toml",
+        "[package.metadata.ship]",
+        "[package.metadata.other]",
+    );
+    p.edit(
+        "worker/Cargo.toml",
+        "[package.metadata.ship.health]",
+        "[package.metadata.other.health]",
+    );
+    let err = names(&[], true, &["api"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has a `[package.metadata.ship]` table (after --exclude)"),
+        "{err}"
+    );
+    // `order` in a package is refused, pointing at it.
+    p.edit(
+        "api/Cargo.toml",
+        "deploy_to = \"/srv/api\"",
+        "order = [\"api\"]",
+    );
+    let err = clean(names(&["api"], false, &[]).unwrap_err());
+    assert!(
+        err.ends_with("`package.metadata.ship.order`: `order` (the order services of a workspace deploy switch in) belongs to the workspace"),
+        "{err}"
+    );
+}
+
 #[test]
 fn workspace_errors_point_at_the_workspace_manifest() {
     let (p, o) = workspace_opts(Some("api"), None);

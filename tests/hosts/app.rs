@@ -318,11 +318,14 @@ shared_dirs = ["data"]
             msg.push('\n');
         }
         for h in self.app_hosts() {
+            let guard = format!("{}-guard.service", self.unit());
             msg.push_str(&format!(
-                "--- journal of {} on {} ---\n{}\n--- ls -la {} on {} ---\n{}\n",
+                "--- journal of {} on {} ---\n{}\n--- journal of {guard} on {} ---\n{}\n--- ls -la {} on {} ---\n{}\n",
                 self.unit(),
                 h.name,
                 h.journal(&self.unit()),
+                h.name,
+                h.journal(&guard),
                 self.deploy_to(),
                 h.name,
                 self.ls_state(h)

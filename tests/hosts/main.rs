@@ -30,4 +30,5 @@ mod secrets;
 mod security;
 mod setup;
 mod sshfiles;
+mod workspace;
 mod zero_downtime;

@@ -294,6 +294,10 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
     h.exec_ok(&format!(
         "runuser -u {DEPLOY_USER} -- sh -c 'printf \"release={r3}\\nprevious={r2}\\nholder=test\\ndeadline=0\\n\" > /opt/ship-setup/.ship/pending' && systemctl start ship-setup-guard.service"
     ));
+    // The guard is Type=exec: `start` returns once it runs; wait for its revert to end.
+    h.exec_ok(
+        "for _ in $(seq 600); do systemctl is-active -q ship-setup-guard.service || exit 0; sleep 0.1; done; exit 1",
+    );
     let journal = h.exec_ok("journalctl -u ship-setup-guard.service --no-pager -o cat");
     assert!(
         journal.contains(&format!("reverted release {r3}")),

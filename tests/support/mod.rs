@@ -29,6 +29,21 @@ impl Project {
         Project { dir, root }
     }
 
+    /// A cargo workspace in a fresh temp dir whose members are copies of `fixtures/hello`,
+    /// one directory per name; the caller writes every Cargo.toml.
+    pub fn hello_workspace(members: &[&str]) -> Project {
+        let dir = tempfile::Builder::new()
+            .prefix("ship-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("ws");
+        for m in members {
+            copy_dir(&repo_root().join("fixtures/hello"), &root.join(m));
+            let _ = std::fs::remove_file(root.join(m).join("Cargo.lock"));
+        }
+        Project { dir, root }
+    }
+
     /// Path of a file in the project.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)

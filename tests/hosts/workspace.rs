@@ -1,0 +1,363 @@
+//! Issue #13: whole-workspace deploys. A workspace of two services (copies of
+//! `fixtures/hello`): `wsapi13` on host0 and host1, `wswork13` on host1 and host2 (host1 runs
+//! both), switched worker first (`[workspace.metadata.ship] order`).
+
+use std::time::Duration;
+
+use crate::app::{toml_str, Run, EXIT_ROLLED_BACK};
+use crate::host::{self, TestHost, TestHosts};
+use crate::support::Project;
+
+const API: &str = "wsapi13";
+const WORKER: &str = "wswork13";
+const API_PORT: u16 = 18131;
+const WORKER_PORT: u16 = 18132;
+
+struct Ws {
+    project: Project,
+    hosts: &'static TestHosts,
+}
+
+/// One member's settings.
+struct Member {
+    version: &'static str,
+    /// The port its health probe asks (a wrong one makes the release unhealthy).
+    probe_port: u16,
+}
+
+impl Ws {
+    fn new(hosts: &'static TestHosts) -> Ws {
+        let ws = Ws {
+            project: Project::hello_workspace(&[API, WORKER]),
+            hosts,
+        };
+        ws.project.set_manifest(&format!(
+            r#"[workspace]
+members = ["{API}", "{WORKER}"]
+resolver = "2"
+
+[workspace.metadata.ship]
+target = "x86_64-unknown-linux-gnu"
+order = ["{WORKER}", "{API}"]
+keep_releases = 5
+
+[workspace.metadata.ship.health]
+timeout = "4s"
+settle = "1s"
+"#
+        ));
+        ws.member(
+            API,
+            &Member {
+                version: "0.1.0",
+                probe_port: API_PORT,
+            },
+        );
+        ws.member(
+            WORKER,
+            &Member {
+                version: "0.1.0",
+                probe_port: WORKER_PORT,
+            },
+        );
+        ws
+    }
+
+    fn port(name: &str) -> u16 {
+        if name == API {
+            API_PORT
+        } else {
+            WORKER_PORT
+        }
+    }
+
+    fn hosts_of(name: &str) -> [&'static str; 2] {
+        if name == API {
+            ["host0", "host1"]
+        } else {
+            ["host1", "host2"]
+        }
+    }
+
+    /// Writes `<name>/Cargo.toml`.
+    fn member(&self, name: &str, m: &Member) {
+        let port = Self::port(name);
+        let hosts: Vec<String> = Self::hosts_of(name).iter().map(|h| toml_str(h)).collect();
+        self.project.write(
+            &format!("{name}/Cargo.toml"),
+            &format!(
+                r#"[package]
+name = "{name}"
+version = "{version}"
+edition = "2021"
+publish = false
+
+[features]
+unhealthy = []
+crash = []
+never-ready = []
+
+[package.metadata.ship]
+assets = ["config/default.toml", "static"]
+deploy_to = "/opt/{name}"
+
+[package.metadata.ship.systemd]
+args = ["--port", "{port}"]
+
+[package.metadata.ship.health]
+http = "http://127.0.0.1:{probe}/healthz"
+
+[package.metadata.ship.environments.test]
+hosts = [{hosts}]
+ssh_config = {ssh}
+"#,
+                version = m.version,
+                probe = m.probe_port,
+                hosts = hosts.join(", "),
+                ssh = toml_str(&self.hosts.ssh_config.display().to_string()),
+            ),
+        );
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = self
+            .project
+            .ship()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(args)
+            .timeout(Duration::from_secs(300))
+            .output()
+            .expect("cargo ship");
+        Run::from_output(args.iter().map(|s| s.to_string()).collect(), &out)
+    }
+
+    fn host(&self, alias: &str) -> &'static TestHost {
+        self.hosts
+            .hosts
+            .iter()
+            .find(|h| h.name == alias)
+            .expect("host")
+    }
+
+    fn current(&self, name: &str, alias: &str) -> Option<String> {
+        self.host(alias).current_release(&format!("/opt/{name}"))
+    }
+
+    fn invocation(&self, name: &str, alias: &str) -> String {
+        self.host(alias)
+            .unit_property(&format!("{name}.service"), "InvocationID")
+    }
+
+    fn version(&self, name: &str, alias: &str) -> Option<String> {
+        self.host(alias)
+            .http_get(Self::port(name), "/version")
+            .map(|(_, b)| b.trim().to_string())
+    }
+
+    /// The summary row of `package` on `alias`.
+    fn row(run: &Run, package: &str, alias: &str) -> serde_json::Value {
+        run.summary()
+            .into_iter()
+            .find(|r| r["host"] == alias && r["package"] == package)
+            .unwrap_or_else(|| panic!("no row for {package} on {alias}\n{}", run.describe()))
+    }
+}
+
+#[test]
+fn issue_13_workspace_deploy_rollout_unchanged_rollback_status_and_one_package() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let ws = Ws::new(hosts);
+    let pairs = [
+        (API, "host0"),
+        (API, "host1"),
+        (WORKER, "host1"),
+        (WORKER, "host2"),
+    ];
+
+    // 1. One deploy from the root ships both services, one connection per host.
+    let first = ws.run(&["deploy", "test", "--message-format", "json"]);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    assert_eq!(first.summary().len(), 4, "{}", first.describe());
+    let r1 = Ws::row(&first, API, "host0")["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, alias) in pairs {
+        let row = Ws::row(&first, name, alias);
+        assert_eq!(row["outcome"], "deployed", "{name} on {alias}: {row}");
+        assert_eq!(
+            row["release"],
+            r1.as_str(),
+            "one release id names the deploy: {row}"
+        );
+        assert_eq!(row["connections"], 1, "one ssh connection per host: {row}");
+        assert_eq!(ws.current(name, alias).as_deref(), Some(r1.as_str()));
+        assert_eq!(
+            ws.version(name, alias).as_deref(),
+            Some("0.1.0"),
+            "{name} on {alias}"
+        );
+    }
+    // Every status line of a service names its package.
+    let events = first.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["verb"] == "Switched" && e["package"] == WORKER && e["host"] == "host1"),
+        "{}",
+        first.describe()
+    );
+    // The worker switched before the api (order = [worker, api]).
+    let switched: Vec<String> = events
+        .iter()
+        .filter(|e| e["verb"] == "Switched")
+        .map(|e| e["package"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        switched,
+        [WORKER, WORKER, API, API],
+        "switch order\n{}",
+        first.describe()
+    );
+
+    // 2. Only the worker changed: only the worker restarts.
+    let api_inv: Vec<String> = ["host0", "host1"]
+        .iter()
+        .map(|h| ws.invocation(API, h))
+        .collect();
+    ws.member(
+        WORKER,
+        &Member {
+            version: "0.2.0",
+            probe_port: WORKER_PORT,
+        },
+    );
+    let second = ws.run(&["deploy", "test", "--message-format", "json"]);
+    assert_eq!(second.code, 0, "{}", second.describe());
+    let r2 = Ws::row(&second, WORKER, "host1")["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for alias in ["host0", "host1"] {
+        let row = Ws::row(&second, API, alias);
+        assert_eq!(row["outcome"], "unchanged", "{row}\n{}", second.describe());
+        assert_eq!(row["release"], r1.as_str(), "{row}");
+    }
+    for alias in ["host1", "host2"] {
+        assert_eq!(Ws::row(&second, WORKER, alias)["outcome"], "deployed");
+        assert_eq!(ws.current(WORKER, alias).as_deref(), Some(r2.as_str()));
+        assert_eq!(ws.version(WORKER, alias).as_deref(), Some("0.2.0"));
+    }
+    let after: Vec<String> = ["host0", "host1"]
+        .iter()
+        .map(|h| ws.invocation(API, h))
+        .collect();
+    assert_eq!(api_inv, after, "the unchanged api was not restarted");
+
+    // 3. Both change, the api (switched second) is unhealthy: both go back.
+    ws.member(
+        WORKER,
+        &Member {
+            version: "0.3.0",
+            probe_port: WORKER_PORT,
+        },
+    );
+    ws.member(
+        API,
+        &Member {
+            version: "0.3.0",
+            probe_port: 18139,
+        },
+    );
+    let bad = ws.run(&["deploy", "test", "--message-format", "json"]);
+    assert_eq!(bad.code, EXIT_ROLLED_BACK, "{}", bad.describe());
+    for (name, alias, release, version) in [
+        (API, "host0", &r1, "0.1.0"),
+        (API, "host1", &r1, "0.1.0"),
+        (WORKER, "host1", &r2, "0.2.0"),
+        (WORKER, "host2", &r2, "0.2.0"),
+    ] {
+        assert_eq!(
+            ws.current(name, alias).as_deref(),
+            Some(release.as_str()),
+            "{name} on {alias} is back\n{}",
+            bad.describe()
+        );
+        assert_eq!(
+            ws.version(name, alias).as_deref(),
+            Some(version),
+            "{name} on {alias}"
+        );
+    }
+    for alias in ["host1", "host2"] {
+        assert_eq!(
+            Ws::row(&bad, WORKER, alias)["outcome"],
+            "rolled back",
+            "{}",
+            bad.describe()
+        );
+    }
+
+    // 4. rollback at the root undoes the last deploy that went through: the worker goes
+    // back to 0.1.0, the api (not changed by it) stays.
+    let rb = ws.run(&["rollback", "test", "--message-format", "json"]);
+    assert_eq!(rb.code, 0, "{}", rb.describe());
+    for (name, alias) in pairs {
+        assert_eq!(
+            ws.current(name, alias).as_deref(),
+            Some(r1.as_str()),
+            "{name} on {alias} after rollback\n{}",
+            rb.describe()
+        );
+    }
+    for alias in ["host1", "host2"] {
+        assert_eq!(Ws::row(&rb, WORKER, alias)["outcome"], "rolled back");
+        assert_eq!(ws.version(WORKER, alias).as_deref(), Some("0.1.0"));
+    }
+    assert!(
+        !rb.summary().iter().any(|r| r["package"] == API),
+        "the api was left alone\n{}",
+        rb.describe()
+    );
+
+    // 5. status at the root: both services, each host.
+    let st = ws.run(&["status", "test", "--message-format", "json"]);
+    assert_eq!(st.code, 0, "{}", st.describe());
+    let verdicts: Vec<String> = st
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "output" && e["kind"] == "verdict")
+        .map(|e| e["data"]["package"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(verdicts, [WORKER, API], "{}", st.describe());
+    let human = ws.run(&["status", "test"]);
+    assert_eq!(human.code, 0, "{}", human.describe());
+    assert!(
+        human.stdout.contains(&format!("{API}:\n"))
+            && human.stdout.contains(&format!("{WORKER}:\n")),
+        "{}",
+        human.describe()
+    );
+
+    // 6. -p still ships one package.
+    ws.member(
+        API,
+        &Member {
+            version: "0.4.0",
+            probe_port: API_PORT,
+        },
+    );
+    let one = ws.run(&["deploy", "test", "-p", API, "--message-format", "json"]);
+    assert_eq!(one.code, 0, "{}", one.describe());
+    let rows = one.summary();
+    assert_eq!(rows.len(), 2, "{}", one.describe());
+    assert!(rows
+        .iter()
+        .all(|r| r["outcome"] == "deployed" && r.get("package").is_none()));
+    for alias in ["host0", "host1"] {
+        assert_eq!(ws.version(API, alias).as_deref(), Some("0.4.0"));
+    }
+    assert_eq!(ws.current(WORKER, "host1").as_deref(), Some(r1.as_str()));
+}
