@@ -352,6 +352,13 @@ pub fn zigbuild_available(purpose: &str) -> bool {
 
 /// The cargo arguments shared by every builder (after `build`), for `config`.
 pub fn cargo_args(config: &Config, target_arg: &str) -> Vec<OsString> {
+    cargo_args_for(&[config], target_arg)
+}
+
+/// [`cargo_args`] for several packages built in one invocation (`-p a --bin a -p b --bin b`);
+/// everything else comes from the first, which [`same_build`] checked they share.
+fn cargo_args_for(configs: &[&Config], target_arg: &str) -> Vec<OsString> {
+    let config = configs[0];
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |a: &str| args.push(a.into());
     if config.profile == "release" {
@@ -365,10 +372,12 @@ pub fn cargo_args(config: &Config, target_arg: &str) -> Vec<OsString> {
     push("--manifest-path");
     args.push(config.manifest_path.clone().into_os_string());
     let mut push = |a: &str| args.push(a.into());
-    push("-p");
-    push(&config.package);
-    push("--bin");
-    push(&config.bin);
+    for c in configs {
+        push("-p");
+        push(&c.package);
+        push("--bin");
+        push(&c.bin);
+    }
     let features = requested_features(config);
     if !features.is_empty() {
         push("--features");
@@ -412,7 +421,39 @@ pub fn strip_env_var(profile: &str) -> String {
 /// Compiles `config.bin` for `config.target` with the configured builder and returns the
 /// executable's path as cargo reports it.
 pub fn build(config: &Config, ui: &Ui) -> Result<BuildOutput> {
-    let what = format!("{} v{} for {}", config.bin, config.version, config.target);
+    build_together(&[config], ui).map(|mut v| v.remove(0))
+}
+
+/// True when `a` and `b` can be compiled by one builder invocation: same workspace target
+/// dir, target, profile, builder, feature flags and strip setting.
+pub fn same_build(a: &Config, b: &Config) -> bool {
+    a.target_dir == b.target_dir
+        && a.target == b.target
+        && a.profile == b.profile
+        && a.builder == b.builder
+        && requested_features(a) == requested_features(b)
+        && a.all_features == b.all_features
+        && a.no_default_features == b.no_default_features
+        && a.strip == b.strip
+}
+
+/// Compiles the binaries of several packages of one workspace in one builder invocation
+/// (cargo builds their crates in parallel, each dependency once); they must all be
+/// [`same_build`] as the first. Returns one output per config, in order.
+pub fn build_together(configs: &[&Config], ui: &Ui) -> Result<Vec<BuildOutput>> {
+    let config = configs[0];
+    debug_assert!(configs.iter().all(|c| same_build(config, c)));
+    let what = match configs {
+        [one] => format!("{} v{} for {}", one.bin, one.version, one.target),
+        many => format!(
+            "{} for {}",
+            many.iter()
+                .map(|c| format!("{} v{}", c.bin, c.version))
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.target
+        ),
+    };
     let purpose = format!("compile {what}");
     let selection = select_builder(
         config.builder,
@@ -463,7 +504,7 @@ pub fn build(config: &Config, ui: &Ui) -> Result<BuildOutput> {
             (cmd, config.target.triple.clone())
         }
     };
-    cmd.args(cargo_args(config, &target_arg))
+    cmd.args(cargo_args_for(configs, &target_arg))
         .current_dir(&config.package_root);
     if config.strip {
         cmd.env(strip_env_var(&config.profile), "symbols");
@@ -484,16 +525,21 @@ pub fn build(config: &Config, ui: &Ui) -> Result<BuildOutput> {
         detail: format!("cannot run `{}`: {e}", cmd.get_program().to_string_lossy()),
         help: Some("install Rust with rustup (https://rustup.rs)".into()),
     })?;
-    let mut found: Option<(PathBuf, Vec<String>)> = None;
+    let mut found: Vec<Option<(PathBuf, Vec<String>)>> = vec![None; configs.len()];
     let mut read_error = None;
     if let Some(stdout) = child.stdout.take() {
         for message in cargo_metadata::Message::parse_stream(BufReader::new(stdout)) {
             match message {
-                Ok(cargo_metadata::Message::CompilerArtifact(a))
-                    if a.target.name == config.bin && a.target.is_bin() =>
-                {
+                Ok(cargo_metadata::Message::CompilerArtifact(a)) if a.target.is_bin() => {
+                    let Some(i) = configs.iter().position(|c| {
+                        a.target.name == c.bin
+                            && (configs.len() == 1
+                                || a.manifest_path.as_std_path() == c.manifest_path)
+                    }) else {
+                        continue;
+                    };
                     if let Some(exe) = a.executable {
-                        found = Some((exe.into_std_path_buf(), a.features));
+                        found[i] = Some((exe.into_std_path_buf(), a.features));
                     }
                 }
                 Ok(_) => {}
@@ -529,41 +575,45 @@ pub fn build(config: &Config, ui: &Ui) -> Result<BuildOutput> {
             help: None,
         });
     }
-    let (mut binary, mut features) = found.ok_or_else(|| Error::Build {
-        purpose: purpose.clone(),
-        detail: format!(
-            "cargo reported no executable for the binary `{}`",
-            config.bin
-        ),
-        help: Some(format!(
-            "check that package `{}` has a `[[bin]]` named `{}`",
-            config.package, config.bin
-        )),
-    })?;
-    if selection.builder == BuilderKind::Cross && !binary.exists() {
-        // Older cross versions report paths inside the container (`/target/...`).
-        if let Ok(rest) = binary.strip_prefix("/target") {
-            binary = config.target_dir.join(rest);
-        }
-    }
-    if !binary.is_file() {
-        return Err(Error::Build {
-            purpose,
+    let mut outputs = Vec::new();
+    for (config, found) in configs.iter().zip(found) {
+        let (mut binary, mut features) = found.ok_or_else(|| Error::Build {
+            purpose: purpose.clone(),
             detail: format!(
-                "cargo reported `{}`, which does not exist",
-                binary.display()
+                "cargo reported no executable for the binary `{}`",
+                config.bin
             ),
-            help: None,
+            help: Some(format!(
+                "check that package `{}` has a `[[bin]]` named `{}`",
+                config.package, config.bin
+            )),
+        })?;
+        if selection.builder == BuilderKind::Cross && !binary.exists() {
+            // Older cross versions report paths inside the container (`/target/...`).
+            if let Ok(rest) = binary.strip_prefix("/target") {
+                binary = config.target_dir.join(rest);
+            }
+        }
+        if !binary.is_file() {
+            return Err(Error::Build {
+                purpose,
+                detail: format!(
+                    "cargo reported `{}`, which does not exist",
+                    binary.display()
+                ),
+                help: None,
+            });
+        }
+        features.sort();
+        features.dedup();
+        outputs.push(BuildOutput {
+            binary,
+            builder: selection.builder,
+            rustc: rustc.clone(),
+            features,
         });
     }
-    features.sort();
-    features.dedup();
-    Ok(BuildOutput {
-        binary,
-        builder: selection.builder,
-        rustc,
-        features,
-    })
+    Ok(outputs)
 }
 
 /// The builder's name as written in the manifest and the config (`cargo`, `zigbuild`, `cross`).
@@ -579,6 +629,29 @@ pub fn builder_name(kind: BuilderKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A workspace deploy compiles its services in one invocation: every `-p`/`--bin` pair,
+    /// the rest once; services that differ in what they build stay apart.
+    #[test]
+    fn several_packages_in_one_invocation() {
+        let a = crate::config::tests_support::config_from("", "");
+        let mut b = a.clone();
+        b.package = "worker".into();
+        b.bin = "worker".into();
+        let args: Vec<String> = cargo_args_for(&[&a, &b], "x86_64-unknown-linux-gnu")
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        let text = args.join(" ");
+        assert!(
+            text.contains("-p hello --bin hello -p worker --bin worker --target-dir"),
+            "{text}"
+        );
+        assert_eq!(args.iter().filter(|a| *a == "--release").count(), 1);
+        assert!(same_build(&a, &b));
+        b.profile = "dev".into();
+        assert!(!same_build(&a, &b));
+    }
 
     fn t(s: &str) -> Target {
         Target::parse(s).unwrap()

@@ -146,14 +146,19 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             Some("run `cargo ship status <env>` to see which hosts each service has".into()),
         ));
     }
-    // 0. Build every artifact first.
-    let mut plans = Vec::new();
-    for (config, hosts, secrets) in selected {
-        let pui = match several {
+    // 0. Build every artifact first (services that compile alike in one builder run).
+    let uis: Vec<Ui> = selected
+        .iter()
+        .map(|(config, _, _)| match several {
             true => ui.for_package(&config.package),
             false => ui.clone(),
-        };
-        let artifacts = obtain_artifacts(config, opts, &pui)?;
+        })
+        .collect();
+    let configs: Vec<&Config> = selected.iter().map(|(c, _, _)| *c).collect();
+    let mut built = obtain_artifacts(&configs, opts, &uis)?.into_iter();
+    let mut plans = Vec::new();
+    for ((config, hosts, secrets), pui) in selected.into_iter().zip(uis) {
+        let artifacts = built.next().unwrap_or_default();
         plans.push(Plan {
             secrets,
             config,
@@ -338,27 +343,57 @@ async fn leave_unchanged_alone(
 }
 
 /// The artifact given with `--artifact`, or one built per configured target (`targets`
-/// lists one per host architecture; each host gets the one for its `uname -m`).
-fn obtain_artifacts(config: &Config, opts: &DeployOptions, ui: &Ui) -> Result<Vec<Artifact>> {
-    match &opts.artifact {
-        Some(path) => {
-            let artifact = package::open_artifact(path)?;
-            package::unpack::check_is_this_package(config, &artifact)?;
-            Ok(vec![artifact])
-        }
-        None => tokio::task::block_in_place(|| {
-            config
-                .targets
-                .iter()
-                .map(|target| {
-                    let mut one = config.clone();
-                    one.target = target.clone();
-                    one.targets = vec![target.clone()];
-                    package::build_artifact(&one, ui)
-                })
-                .collect()
-        }),
+/// lists one per host architecture; each host gets the one for its `uname -m`), for each
+/// service. Builds that can share a builder invocation (same target, profile, features...)
+/// run as one.
+fn obtain_artifacts(
+    configs: &[&Config],
+    opts: &DeployOptions,
+    uis: &[Ui],
+) -> Result<Vec<Vec<Artifact>>> {
+    if let (Some(path), [config]) = (&opts.artifact, configs) {
+        let artifact = package::open_artifact(path)?;
+        package::unpack::check_is_this_package(config, &artifact)?;
+        return Ok(vec![vec![artifact]]);
     }
+    // One build per (service, target), grouped by what can compile together.
+    let mut builds: Vec<(usize, Config)> = Vec::new();
+    for (svc, config) in configs.iter().enumerate() {
+        for target in &config.targets {
+            let mut one = (*config).clone();
+            one.target = target.clone();
+            one.targets = vec![target.clone()];
+            builds.push((svc, one));
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, (svc, c)) in builds.iter().enumerate() {
+        // A group never holds two builds of one service (its targets build apart).
+        match groups.iter_mut().find(|g| {
+            crate::build::same_build(&builds[g[0]].1, c) && g.iter().all(|&j| builds[j].0 != *svc)
+        }) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    let mut out: Vec<Vec<(usize, Artifact)>> = vec![Vec::new(); configs.len()];
+    for g in groups {
+        let group_configs: Vec<&Config> = g.iter().map(|&i| &builds[i].1).collect();
+        let group_uis: Vec<Ui> = g.iter().map(|&i| uis[builds[i].0].clone()).collect();
+        let artifacts =
+            tokio::task::block_in_place(|| package::build_artifacts(&group_configs, &group_uis))?;
+        for (&i, a) in g.iter().zip(artifacts) {
+            out[builds[i].0].push((i, a));
+        }
+    }
+    // Each service's artifacts in the order of its targets.
+    Ok(out
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by_key(|(i, _)| *i);
+            v.into_iter().map(|(_, a)| a).collect()
+        })
+        .collect())
 }
 
 fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {

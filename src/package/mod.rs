@@ -68,16 +68,47 @@ impl Artifact {
 /// Builds the binary (see [`crate::build`]), packs it with the assets and a manifest, and
 /// stores the artifact, reusing an identical one already in the store.
 pub fn build_artifact(config: &Config, ui: &Ui) -> Result<Artifact> {
-    let what = format!("{} v{}", config.bin, config.version);
-    // Problems with the assets show before a long compile.
-    let assets = collect_assets(config, &what)?;
-    let source = SourceInfo::read(config)?;
-    let store_dir = store::store_dir(&config.target_dir);
-    // Held until the artifact is stored: another build sharing the target dir would otherwise
-    // overwrite the binary between compiling and packing.
-    let _lock = store::lock(&store_dir, ui)?;
-    let built = build::build(config, ui)?;
+    build_artifacts(&[config], &[ui.clone()]).map(|mut v| v.remove(0))
+}
 
+/// [`build_artifact`] for several packages of one workspace that [`build::same_build`] allows
+/// to compile together: one builder invocation, then one artifact each, reported on its own
+/// `ui` (a workspace deploy tags each with its package).
+pub fn build_artifacts(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Artifact>> {
+    let mut prepared = Vec::new();
+    for config in configs {
+        let what = format!("{} v{}", config.bin, config.version);
+        // Problems with the assets show before a long compile.
+        let assets = collect_assets(config, &what)?;
+        let source = SourceInfo::read(config)?;
+        prepared.push((what, assets, source));
+    }
+    let store_dir = store::store_dir(&configs[0].target_dir);
+    // Held until the artifacts are stored: another build sharing the target dir would
+    // otherwise overwrite a binary between compiling and packing.
+    let _lock = store::lock(&store_dir, &uis[0])?;
+    let built = build::build_together(configs, &uis[0])?;
+    let mut artifacts = Vec::new();
+    for (((config, ui), (what, assets, source)), built) in
+        configs.iter().zip(uis).zip(prepared).zip(built)
+    {
+        artifacts.push(pack_built(
+            config, ui, &store_dir, what, assets, source, built,
+        )?);
+    }
+    Ok(artifacts)
+}
+
+/// Packs one compiled binary with its assets into the store.
+fn pack_built(
+    config: &Config,
+    ui: &Ui,
+    store_dir: &Path,
+    what: String,
+    assets: BTreeMap<String, Entry>,
+    source: SourceInfo,
+    built: BuildOutput,
+) -> Result<Artifact> {
     let mut entries = assets;
     entries.insert(
         config.bin.clone(),
@@ -118,7 +149,7 @@ pub fn build_artifact(config: &Config, ui: &Ui) -> Result<Artifact> {
         ),
     );
     let artifact = pack(
-        &store_dir,
+        store_dir,
         manifest,
         &entries,
         source.built_at.max(0) as u64,

@@ -318,7 +318,7 @@ shared_dirs = ["data"]
             msg.push('\n');
         }
         for h in self.app_hosts() {
-            let guard = format!("{}-guard.service", self.unit());
+            let guard = format!("{}-guard.service", self.name);
             msg.push_str(&format!(
                 "--- journal of {} on {} ---\n{}\n--- journal of {guard} on {} ---\n{}\n--- ls -la {} on {} ---\n{}\n",
                 self.unit(),
