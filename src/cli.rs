@@ -431,17 +431,18 @@ impl Ship {
                 Ok(())
             }
             Command::Build { package, build } => {
-                // Every selected package; one artifact per configured target (`targets =
-                // [...]`: one per architecture).
-                for config in selected(&package, Some(&build), None)? {
-                    for target in &config.targets {
-                        let mut one = config.clone();
-                        one.target = target.clone();
-                        one.targets = vec![target.clone()];
-                        tokio::task::block_in_place(|| package::build_artifact(&one, ui))?;
-                    }
-                }
-                Ok(())
+                // Every selected package (those that compile alike in one builder run); one
+                // artifact per configured target (`targets = [...]`: one per architecture).
+                let configs = selected(&package, Some(&build), None)?;
+                let uis: Vec<Ui> = configs
+                    .iter()
+                    .map(|c| match configs.len() {
+                        1 => ui.clone(),
+                        _ => ui.for_package(&c.package),
+                    })
+                    .collect();
+                let refs: Vec<&config::Config> = configs.iter().collect();
+                tokio::task::block_in_place(|| package::build_each_target(&refs, &uis)).map(|_| ())
             }
             Command::Deploy {
                 env,

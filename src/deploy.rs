@@ -356,44 +356,7 @@ fn obtain_artifacts(
         package::unpack::check_is_this_package(config, &artifact)?;
         return Ok(vec![vec![artifact]]);
     }
-    // One build per (service, target), grouped by what can compile together.
-    let mut builds: Vec<(usize, Config)> = Vec::new();
-    for (svc, config) in configs.iter().enumerate() {
-        for target in &config.targets {
-            let mut one = (*config).clone();
-            one.target = target.clone();
-            one.targets = vec![target.clone()];
-            builds.push((svc, one));
-        }
-    }
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, (svc, c)) in builds.iter().enumerate() {
-        // A group never holds two builds of one service (its targets build apart).
-        match groups.iter_mut().find(|g| {
-            crate::build::same_build(&builds[g[0]].1, c) && g.iter().all(|&j| builds[j].0 != *svc)
-        }) {
-            Some(g) => g.push(i),
-            None => groups.push(vec![i]),
-        }
-    }
-    let mut out: Vec<Vec<(usize, Artifact)>> = vec![Vec::new(); configs.len()];
-    for g in groups {
-        let group_configs: Vec<&Config> = g.iter().map(|&i| &builds[i].1).collect();
-        let group_uis: Vec<Ui> = g.iter().map(|&i| uis[builds[i].0].clone()).collect();
-        let artifacts =
-            tokio::task::block_in_place(|| package::build_artifacts(&group_configs, &group_uis))?;
-        for (&i, a) in g.iter().zip(artifacts) {
-            out[builds[i].0].push((i, a));
-        }
-    }
-    // Each service's artifacts in the order of its targets.
-    Ok(out
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by_key(|(i, _)| *i);
-            v.into_iter().map(|(_, a)| a).collect()
-        })
-        .collect())
+    tokio::task::block_in_place(|| package::build_each_target(configs, uis))
 }
 
 fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {

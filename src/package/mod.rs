@@ -68,7 +68,7 @@ impl Artifact {
 /// Builds the binary (see [`crate::build`]), packs it with the assets and a manifest, and
 /// stores the artifact, reusing an identical one already in the store.
 pub fn build_artifact(config: &Config, ui: &Ui) -> Result<Artifact> {
-    build_artifacts(&[config], &[ui.clone()]).map(|mut v| v.remove(0))
+    build_artifacts(&[config], std::slice::from_ref(ui)).map(|mut v| v.remove(0))
 }
 
 /// [`build_artifact`] for several packages of one workspace that [`build::same_build`] allows
@@ -97,6 +97,48 @@ pub fn build_artifacts(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Artifact>>
         )?);
     }
     Ok(artifacts)
+}
+
+/// One artifact per configured target (`targets`: one per host architecture) of each config,
+/// in the order of its targets; `uis[i]` reports about `configs[i]`. Builds that can share a
+/// builder invocation ([`build::same_build`]: a workspace's services) run as one.
+pub fn build_each_target(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Vec<Artifact>>> {
+    // One build per (config, target).
+    let mut builds: Vec<(usize, Config)> = Vec::new();
+    for (n, config) in configs.iter().enumerate() {
+        for target in &config.targets {
+            let mut one = (*config).clone();
+            one.target = target.clone();
+            one.targets = vec![target.clone()];
+            builds.push((n, one));
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, (n, c)) in builds.iter().enumerate() {
+        // A group never holds two builds of one config (its targets build apart).
+        match groups
+            .iter_mut()
+            .find(|g| build::same_build(&builds[g[0]].1, c) && g.iter().all(|&j| builds[j].0 != *n))
+        {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    let mut out: Vec<Vec<(usize, Artifact)>> = vec![Vec::new(); configs.len()];
+    for g in groups {
+        let group_configs: Vec<&Config> = g.iter().map(|&i| &builds[i].1).collect();
+        let group_uis: Vec<Ui> = g.iter().map(|&i| uis[builds[i].0].clone()).collect();
+        for (&i, a) in g.iter().zip(build_artifacts(&group_configs, &group_uis)?) {
+            out[builds[i].0].push((i, a));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by_key(|(i, _)| *i);
+            v.into_iter().map(|(_, a)| a).collect()
+        })
+        .collect())
 }
 
 /// Packs one compiled binary with its assets into the store.

@@ -63,7 +63,8 @@ pub fn units(config: &Config) -> Vec<UnitFile> {
         "{HEADER}\n[Unit]\n\
          Description=cargo-ship dead-man's switch of {u}: puts the previous release back unless the deploy confirmed the new one\n\
          ConditionPathExists={pending}\n\
-         After={u}.service {u}.socket {u}@blue.service {u}@green.service\n\n\
+         After={u}.service {u}.socket {u}@blue.service {u}@green.service\n\
+         StartLimitIntervalSec=0\n\n\
          [Service]\nType=exec\nExecStart=/bin/sh -c {script}\nTimeoutStopSec=10000ms\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         u = escape_specifiers(unit),
@@ -127,9 +128,21 @@ pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
         &[release, holder, &tmp],
     );
     s.line("mv -f -- {} {}", &[&tmp, &layout.pending()]);
-    // Type=exec: returns once the waiting process runs.
-    s.line("$SUDO systemctl restart {}", &[&service(config)]);
+    restart(s, config);
     s.lines("echo guard_deadline=$_deadline");
+}
+
+/// (Re)starts the guard. Type=exec: returns once the waiting process runs. StartLimitIntervalSec=0
+/// keeps systemd's start rate limit (5 in 10 s) from refusing it; a start that fails anyway
+/// is tried once more: on the test hosts (systemd in a container) a guard restarted right
+/// after its last run ended was seen to fail with 219/CGROUP while systemd still tore down
+/// that run's cgroup, and a switch must not be given up for that.
+fn restart(s: &mut Script, config: &Config) {
+    let sv = service(config);
+    s.line(
+        "if ! $SUDO systemctl restart {} 2>/dev/null; then $SUDO systemctl reset-failed {} 2>/dev/null || true; sleep 1; $SUDO systemctl restart {}; fi",
+        &[&sv, &sv, &sv],
+    );
 }
 
 /// Moves the deadline of a host still waiting for the rest of the fleet (a later batch), so
@@ -148,10 +161,8 @@ pub fn extend(s: &mut Script, config: &Config, release: &str) {
         "  _deadline=$(( $(date +%s) + {} )); sed -i \"s/^deadline=.*/deadline=$_deadline/\" {}",
         &[&secs(config).to_string(), &pending],
     );
-    s.line(
-        "  $SUDO systemctl restart {}; echo guard_deadline=$_deadline",
-        &[&service(config)],
-    );
+    restart(s, config);
+    s.lines("  echo guard_deadline=$_deadline");
     s.lines("fi");
 }
 

@@ -360,4 +360,56 @@ fn issue_13_workspace_deploy_rollout_unchanged_rollback_status_and_one_package()
         assert_eq!(ws.version(API, alias).as_deref(), Some("0.4.0"));
     }
     assert_eq!(ws.current(WORKER, "host1").as_deref(), Some(r1.as_str()));
+
+    // 7. Two workspace deploys at once: the locks go in one order, so exactly one wins.
+    ws.member(
+        WORKER,
+        &Member {
+            version: "0.5.0",
+            probe_port: WORKER_PORT,
+        },
+    );
+    ws.member(
+        API,
+        &Member {
+            version: "0.5.0",
+            probe_port: API_PORT,
+        },
+    );
+    assert_eq!(ws.run(&["build"]).code, 0, "build at the root");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| ws.run(&["deploy", "test", "--message-format", "json"]));
+        let b = s.spawn(|| ws.run(&["deploy", "test", "--message-format", "json"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut codes = [a.code, b.code];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [0, crate::app::EXIT_LOCKED],
+        "\n=== first ===\n{}\n=== second ===\n{}",
+        a.describe(),
+        b.describe()
+    );
+    let winner = if a.code == 0 { &a } else { &b };
+    let r5 = Ws::row(winner, API, "host0")["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, alias) in pairs {
+        assert_eq!(
+            ws.current(name, alias).as_deref(),
+            Some(r5.as_str()),
+            "{name} on {alias}"
+        );
+        assert_eq!(
+            ws.version(name, alias).as_deref(),
+            Some("0.5.0"),
+            "{name} on {alias}"
+        );
+        let lock = ws
+            .host(alias)
+            .exec(&format!("test -e /opt/{name}/.ship/lock"));
+        assert!(!lock.status.success(), "no lock left for {name} on {alias}");
+    }
 }
