@@ -82,6 +82,14 @@ pub fn exec_script(config: &Config, command: &[String]) -> Script {
         Some(user) => {
             s.line("if [ \"$(id -un)\" = {} ]; then", &[user]);
             s.lines(r#"  _env | env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@""#);
+            // After `cargo ship setup`: the unit's helper reads the environment as root and
+            // runs the command as the service's user (it refuses anything else).
+            s.lines("elif case $SUDO in *ship-root*) true ;; *) false ;; esac; then");
+            s.lines(r#"  if [ "${_pid:-0}" -le 0 ]; then echo 'cargo-ship: the service is not running here: the command gets the configured systemd.environment' >&2; fi"#);
+            s.line(
+                r#"  printf '%s' {} | $SUDO exec-as-service "${{_pid:-0}}" -- "$@""#,
+                &[&fallback],
+            );
             s.lines("else");
             s.line(
                 r#"  _env | $SUDO runuser -u {} -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@""#,

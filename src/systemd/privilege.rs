@@ -322,6 +322,20 @@ case $_cmd in
   mkdir)
     [ $# -eq 5 ] && [ "$1 $2 $3 $4" = "-p -m 700 --" ] && [ "$5" = "$S" ] || refuse "mkdir $*"
     exec mkdir -p -m 700 -- "$S" ;;
+  exec-as-service)
+    # `cargo ship exec`: CMD as the service's user, with the environment of the service's
+    # main process PID (read here, as root), or with the `export` lines on stdin when the
+    # service is not running (PID 0). Never as root.
+    [ -n "$SVC_USER" ] || refuse "exec-as-service: $U has no User= (the command would run as root)"
+    [ $# -ge 3 ] && digits "$1" && [ "$2" = -- ] || refuse "exec-as-service $*"
+    _pid=$1; shift 2
+    if [ "$_pid" -gt 0 ]; then
+      _main=$(systemctl show -p MainPID --value -- "$U.service" "$U@blue.service" "$U@green.service" 2>/dev/null || true)
+      printf '%s\n' "$_main" | grep -qxF -e "$_pid" || refuse "exec-as-service: process $_pid is not the main process of $U"
+      sed -z -e '/^[A-Za-z_][A-Za-z0-9_]*=/!d' -e "s/'/'\\\\''/g" -e "s/=/='/" -e "s/\$/'/" -e 's/^/export /' "/proc/$_pid/environ" | tr '\0' '\n' |
+        exec runuser -u "$SVC_USER" -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@"
+    fi
+    exec runuser -u "$SVC_USER" -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@" ;;
   *) refuse "$_cmd" ;;
 esac"#;
 

@@ -269,6 +269,25 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         "{}",
         logs.describe()
     );
+    // exec: the helper runs the command as the service's user, with the service's environment.
+    let ex = app.run_expect(
+        &[
+            "exec",
+            "test",
+            "--",
+            "sh",
+            "-c",
+            "echo \"user=$(id -un) dir=$(pwd) path=$PATH\"",
+        ],
+        0,
+    );
+    assert!(
+        ex.stdout.contains(&format!(
+            "user={SERVICE_USER} dir=/opt/ship-setup/current path=/"
+        )),
+        "{}",
+        ex.describe()
+    );
     let rb = app.run_expect(&["rollback", "test"], 0);
     app.assert_version(h, "0.1.0", Some(&rb));
     assert_eq!(app.current(h), Some(r1.clone()), "current after rollback");
