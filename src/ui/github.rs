@@ -390,7 +390,11 @@ pub fn job_summary(
             };
             md.push_str(&format!(
                 "| {} | {mark} {} | {} | {} | {} |\n",
-                cell(&r.host),
+                // A workspace deploy's row names its service: `web1 (api)`.
+                match &r.package {
+                    Some(p) => format!("{} ({})", cell(&r.host), cell(p)),
+                    None => cell(&r.host),
+                },
                 cell(&r.outcome),
                 r.release.as_deref().map(cell).unwrap_or_else(|| "-".into()),
                 r.version.as_deref().map(cell).unwrap_or_else(|| "-".into()),

@@ -341,6 +341,44 @@ fn issue_13_workspace_deploy_rollout_unchanged_rollback_status_and_one_package()
         human.describe()
     );
 
+    // logs, releases and prune at the root: every service, each event naming its package.
+    let logs = ws.run(&["logs", "test", "-n", "5", "--message-format", "json"]);
+    assert_eq!(logs.code, 0, "{}", logs.describe());
+    for (name, alias) in pairs {
+        assert!(
+            logs.events().iter().any(|e| e["kind"] == "log"
+                && e["data"]["package"] == name
+                && e["data"]["host"] == alias),
+            "no journal line of {name} on {alias}\n{}",
+            logs.describe()
+        );
+    }
+    let rel = ws.run(&["releases", "test", "--message-format", "json"]);
+    assert_eq!(rel.code, 0, "{}", rel.describe());
+    let tables: Vec<String> = rel
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "releases")
+        .map(|e| e["data"]["package"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(tables, [WORKER, API], "{}", rel.describe());
+    let pr = ws.run(&["prune", "test", "--keep", "1", "--message-format", "json"]);
+    assert_eq!(pr.code, 0, "{}", pr.describe());
+    assert_eq!(
+        pr.summary().len(),
+        4,
+        "one table, a row per host and service\n{}",
+        pr.describe()
+    );
+    for (name, alias) in pairs {
+        assert_eq!(
+            Ws::row(&pr, name, alias)["outcome"],
+            "pruned",
+            "{}",
+            pr.describe()
+        );
+    }
+
     // 6. -p still ships one package.
     ws.member(
         API,
