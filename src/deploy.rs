@@ -1288,7 +1288,10 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         for s in &scripts {
             ui.emit(Event::Script {
                 host: h.to_string(),
-                purpose: s.purpose().to_string(),
+                purpose: match &plan.package {
+                    Some(p) => format!("{p}: {}", s.purpose()),
+                    None => s.purpose().to_string(),
+                },
                 script: s.render_redacted()?,
             });
         }

@@ -332,10 +332,12 @@ case $_cmd in
     if [ "$_pid" -gt 0 ]; then
       _main=$(systemctl show -p MainPID --value -- "$U.service" "$U@blue.service" "$U@green.service" 2>/dev/null || true)
       printf '%s\n' "$_main" | grep -qxF -e "$_pid" || refuse "exec-as-service: process $_pid is not the main process of $U"
+      # (A pipeline: its last command is not this shell, so the exit status is passed on.)
       sed -z -e '/^[A-Za-z_][A-Za-z0-9_]*=/!d' -e "s/'/'\\\\''/g" -e "s/=/='/" -e "s/\$/'/" -e 's/^/export /' "/proc/$_pid/environ" | tr '\0' '\n' |
-        exec runuser -u "$SVC_USER" -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@"
-    fi
-    exec runuser -u "$SVC_USER" -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@" ;;
+        runuser -u "$SVC_USER" -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@" && exit 0 || exit $?
+    else
+      exec runuser -u "$SVC_USER" -- env -i sh -c 'eval "$(cat)"; exec "$@"' sh "$@"
+    fi ;;
   *) refuse "$_cmd" ;;
 esac"#;
 

@@ -281,10 +281,11 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         ],
         0,
     );
-    assert!(
-        ex.stdout.contains(&format!(
-            "user={SERVICE_USER} dir=/opt/ship-setup/current path=/"
-        )),
+    // Once, in the current release, with the service's PATH.
+    let lines: Vec<&str> = ex.stdout.lines().filter(|l| l.contains("user=")).collect();
+    assert_eq!(
+        lines,
+        [format!("shipper@host0: user={SERVICE_USER} dir=/opt/ship-setup/releases/{} path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", app.current(h).unwrap())],
         "{}",
         ex.describe()
     );
