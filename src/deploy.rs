@@ -146,6 +146,40 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             Some("run `cargo ship status <env>` to see which hosts each service has".into()),
         ));
     }
+    // Two services on one host need their own directory and unit.
+    for (i, (a, ah, _)) in selected.iter().enumerate() {
+        for (b, bh, _) in &selected[i + 1..] {
+            let Some(shared) = ah
+                .iter()
+                .find(|h| bh.iter().any(|o| o.to_string() == h.to_string()))
+            else {
+                continue;
+            };
+            let (a, b) = (
+                a.for_host(&shared.to_string()),
+                b.for_host(&shared.to_string()),
+            );
+            let clash = if a.deploy_to == b.deploy_to {
+                Some(format!("deploy_to {}", a.deploy_to))
+            } else if a.systemd.unit == b.systemd.unit {
+                Some(format!("unit {}", a.systemd.unit))
+            } else {
+                None
+            };
+            if let Some(what) = clash {
+                return Err(Error::usage(
+                    format!(
+                        "packages `{}` and `{}` both run on {shared} with the same {what}",
+                        a.package, b.package
+                    ),
+                    Some(format!(
+                        "give each service its own `deploy_to` and `systemd.unit` (the defaults are /opt/<bin> and <bin>) in {}",
+                        b.manifest_path.display()
+                    )),
+                ));
+            }
+        }
+    }
     // 0. Build every artifact first (services that compile alike in one builder run).
     let uis: Vec<Ui> = selected
         .iter()

@@ -1021,3 +1021,25 @@ fn issue_11_per_host_errors() {
         "<p>/Cargo.toml:11:13: `package.metadata.ship.environments.prod.per_host.web2.deploy_to`: deploy_to cannot differ between the hosts of an environment (the deploy lock and the releases live there)"
     );
 }
+
+/// Issue #13: two services of a workspace deploy on one host cannot share a directory.
+#[test]
+fn workspace_deploy_refuses_two_services_in_one_directory() {
+    let p = Project::fixture("workspace-two");
+    p.edit(
+        "worker/Cargo.toml",
+        "keep_releases = 8",
+        "keep_releases = 8\ndeploy_to = \"/srv/api\"",
+    );
+    let out = p.ship().args(["deploy", "staging"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: packages `api` and `worker` both run on deploy@staging1.example.com with the same deploy_to /srv/api\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("help: give each service its own `deploy_to` and `systemd.unit`"),
+        "{stderr}"
+    );
+}
