@@ -330,7 +330,8 @@ fn position(hosts: &[HostSpec], host: &str) -> usize {
 }
 
 /// A workspace deploy leaves a service alone on a host where its current release already runs
-/// this artifact with these units and secrets: its lock is released and it is not restarted.
+/// this artifact with these units and secrets, and its unit is active: its lock is released
+/// and it is not restarted. (A service that is down is deployed again, which restarts it.)
 async fn leave_unchanged_alone(
     plans: &[Plan<'_>],
     runs: Vec<HostRun>,
@@ -347,32 +348,43 @@ async fn leave_unchanged_alone(
         }
     }
     let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
-    let released = fleet::bounded(same, parallel, |mut run| async move {
+    let checked = fleet::bounded(same, parallel, |mut run| async move {
         let plan = &plans[run.svc];
-        let mut s = Script::new("release the deploy lock (nothing changed)");
-        lock::release(
-            &mut s,
-            &Layout::new(&plan.config.for_host(run.conn.host()).deploy_to),
-        );
-        let unlocked = run.conn.run_ok(&s).await;
-        plan.ui.host(
-            run.conn.host(),
-            "Unchanged",
-            format!(
-                "release {} already runs this artifact, unit and secrets: left alone",
-                run.state.current.as_deref().unwrap_or("?")
-            ),
-        );
-        run.outcome = Some(match unlocked {
-            Ok(_) => ("unchanged".into(), None),
-            Err(e) => (
-                "failed".into(),
-                Some(format!("unchanged, but releasing the lock failed: {e}")),
-            ),
-        });
-        run
+        let config = plan.config.for_host(run.conn.host());
+        let mut s = Script::new("leave an unchanged, running service alone");
+        systemd::strategy::serving(&mut s, config);
+        s.lines("if systemctl is-active -q \"$_svc\"; then");
+        lock::release(&mut s, &Layout::new(&config.deploy_to));
+        s.lines("  echo unchanged=1");
+        s.lines("fi");
+        let out = run.conn.run_ok(&s).await;
+        let left = match &out {
+            Ok(o) => parse_kv(o).get("unchanged").is_some_and(|v| v == "1"),
+            Err(_) => false,
+        };
+        if left {
+            plan.ui.host(
+                run.conn.host(),
+                "Unchanged",
+                format!(
+                    "release {} already runs this artifact, unit and secrets: left alone",
+                    run.state.current.as_deref().unwrap_or("?")
+                ),
+            );
+            run.outcome = Some(("unchanged".into(), None));
+        }
+        (left, run)
     })
     .await;
+    let mut released = Vec::new();
+    for (left, run) in checked {
+        if left {
+            released.push(run);
+        } else {
+            changed.push(run);
+        }
+    }
+    changed.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
     (changed, released)
 }
 
