@@ -331,7 +331,7 @@ enum Command {
         /// Environment
         env: String,
         #[command(flatten)]
-        package: PackageArgs,
+        package: WorkspaceArgs,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -634,8 +634,16 @@ impl Ship {
                 package,
                 hosts,
             } => {
-                let config = config::load(&load_options(&package, None, Some(env)))?;
-                lock::unlock(&config, &hosts, ui).await
+                each_service(
+                    "unlock",
+                    selected(&package, None, Some(env))?,
+                    ui,
+                    |config, ui| {
+                        let hosts = &hosts;
+                        async move { lock::unlock(&config, hosts, &ui).await }
+                    },
+                )
+                .await
             }
             Command::Init { package, force } => {
                 let opts = init::InitOptions {
