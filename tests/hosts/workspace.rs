@@ -450,4 +450,8 @@ fn issue_13_workspace_deploy_rollout_unchanged_rollback_status_and_one_package()
             .exec(&format!("test -e /opt/{name}/.ship/lock"));
         assert!(!lock.status.success(), "no lock left for {name} on {alias}");
     }
+    // unlock at the root: every service, one table.
+    let un = ws.run(&["unlock", "test", "--message-format", "json"]);
+    assert_eq!(un.code, 0, "{}", un.describe());
+    assert_eq!(un.summary().len(), 4, "{}", un.describe());
 }
