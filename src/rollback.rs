@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::fleet;
 use crate::hooks::HookEnv;
-use crate::host::{lock_and_read, unlock_quietly};
+use crate::host::unlock_quietly;
 use crate::journal::{self, HostState, Revision};
 use crate::layout::Layout;
 use crate::lock;
@@ -90,13 +90,47 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
             what: format!("rollback of {}", env.name),
         });
     }
-    let work = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
-        let holder = holder.clone();
-        let config = config.for_host(conn.host());
-        async move { rollback_host(config, &conn, opts, &holder, lock_wait, ui).await }
-    });
+    // Every host locked first, one winner (the host first by name before the others, as a
+    // deploy does), then each rolled back.
+    let work = async {
+        let hosts = fleet::select_hosts(env, &opts.hosts)?;
+        let started = std::time::Instant::now();
+        let conns = crate::host::connect_all(config, &hosts, ui).await?;
+        let locked = crate::host::lock_all(config, &conns, &holder, lock_wait, ui).await;
+        let locked = match locked {
+            Ok(l) => {
+                drop(conns);
+                l
+            }
+            Err(e) => {
+                for c in conns {
+                    crate::host::close(c).await;
+                }
+                return Err(e);
+            }
+        };
+        let results = fleet::bounded(locked, env.parallel, |(conn, state)| {
+            let holder = &holder;
+            async move {
+                let config = config.for_host(conn.host());
+                let r = rollback_host(config, &conn, state, opts, holder, ui)
+                    .await
+                    .map(|mut row| {
+                        row.commands = conn.stats().commands();
+                        row.bytes_sent = conn.stats().bytes();
+                        row.millis = started.elapsed().as_millis() as u64;
+                        row
+                    });
+                let host = conn.host().to_string();
+                crate::host::close(conn).await;
+                (host, r)
+            }
+        })
+        .await;
+        fleet::summarize("rollback", results, ui)
+    };
     tokio::select! {
-        results = work => fleet::summarize("rollback", results, ui),
+        r = work => r,
         _ = fleet::interrupted() => {
             ui.step(None, "Interrupted", "putting every host back as it was", Tone::Warning);
             let hosts = fleet::select_hosts(env, &opts.hosts)?;
@@ -274,16 +308,16 @@ async fn confirm_plan(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
     Ok(ui.confirm("Roll back these hosts?"))
 }
 
+/// Rolls one host back; its lock is held and `state` was read under it.
 async fn rollback_host(
     config: &Config,
     conn: &Arc<Connection>,
+    state: HostState,
     opts: &RollbackOptions,
     holder: &str,
-    wait: Duration,
     ui: &Ui,
 ) -> Result<HostRow> {
     let host = conn.host().to_string();
-    let state = lock_and_read(config, conn, holder, wait, ui).await?;
     let target = match choose_target(&state, opts.to.as_deref()) {
         Ok(t) => t,
         Err(problem) => {

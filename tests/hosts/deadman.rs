@@ -376,4 +376,27 @@ fn issue_7_concurrent_deploys_to_three_hosts_have_exactly_one_winner() {
             );
         }
     }
+    // Two rollbacks at once: the same rule, exactly one rolls back.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| app.run(&["rollback", "test"]));
+        let b = s.spawn(|| app.run(&["rollback", "test"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut codes = [a.code, b.code];
+    codes.sort();
+    if codes != [0, EXIT_LOCKED] {
+        app.fail(
+            &format!(
+                "rollbacks: expected exactly one success and one exit 7, got {codes:?}\n=== first ===\n{}\n=== second ===",
+                a.describe()
+            ),
+            Some(&b),
+        );
+    }
+    let live: Vec<Option<String>> = app.app_hosts().iter().map(|h| app.current(h)).collect();
+    app.check(
+        live.iter().all(|c| c.is_some() && *c == live[0]),
+        format!("after the rollbacks every host runs one release: {live:?}"),
+        Some(&a),
+    );
 }
