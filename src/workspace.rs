@@ -111,7 +111,8 @@ pub fn select(sel: &Selection<'_>) -> Result<Vec<Package>> {
         let at_root = !sel.workspace
             && containing_member(sel.manifest_path, &members)?.is_none()
             && members.len() > 1;
-        if !sel.workspace && !at_root {
+        // (`--exclude` means the workspace, as it does for cargo.)
+        if !sel.workspace && sel.exclude.is_empty() && !at_root {
             return find(sel.manifest_path, None).map(|p| vec![p]);
         }
         let shipped: Vec<&cargo_metadata::Package> = members
