@@ -442,7 +442,8 @@ impl Ship {
                     })
                     .collect();
                 let refs: Vec<&config::Config> = configs.iter().collect();
-                tokio::task::block_in_place(|| package::build_each_target(&refs, &uis)).map(|_| ())
+                tokio::task::block_in_place(|| package::build_each_target(&refs, ui, &uis))
+                    .map(|_| ())
             }
             Command::Deploy {
                 env,

@@ -189,7 +189,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
         })
         .collect();
     let configs: Vec<&Config> = selected.iter().map(|(c, _, _)| *c).collect();
-    let mut built = obtain_artifacts(&configs, opts, &uis)?.into_iter();
+    let mut built = obtain_artifacts(&configs, opts, ui, &uis)?.into_iter();
     let mut plans = Vec::new();
     for ((config, hosts, secrets), pui) in selected.into_iter().zip(uis) {
         let artifacts = built.next().unwrap_or_default();
@@ -395,6 +395,7 @@ async fn leave_unchanged_alone(
 fn obtain_artifacts(
     configs: &[&Config],
     opts: &DeployOptions,
+    ui: &Ui,
     uis: &[Ui],
 ) -> Result<Vec<Vec<Artifact>>> {
     if let (Some(path), [config]) = (&opts.artifact, configs) {
@@ -402,7 +403,7 @@ fn obtain_artifacts(
         package::unpack::check_is_this_package(config, &artifact)?;
         return Ok(vec![vec![artifact]]);
     }
-    tokio::task::block_in_place(|| package::build_each_target(configs, uis))
+    tokio::task::block_in_place(|| package::build_each_target(configs, ui, uis))
 }
 
 fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {

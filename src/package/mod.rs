@@ -68,13 +68,13 @@ impl Artifact {
 /// Builds the binary (see [`crate::build`]), packs it with the assets and a manifest, and
 /// stores the artifact, reusing an identical one already in the store.
 pub fn build_artifact(config: &Config, ui: &Ui) -> Result<Artifact> {
-    build_artifacts(&[config], std::slice::from_ref(ui)).map(|mut v| v.remove(0))
+    build_artifacts(&[config], ui, std::slice::from_ref(ui)).map(|mut v| v.remove(0))
 }
 
 /// [`build_artifact`] for several packages of one workspace that [`build::same_build`] allows
 /// to compile together: one builder invocation, then one artifact each, reported on its own
-/// `ui` (a workspace deploy tags each with its package).
-pub fn build_artifacts(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Artifact>> {
+/// `ui` (a workspace deploy tags each with its package); `build_ui` reports the compile.
+pub fn build_artifacts(configs: &[&Config], build_ui: &Ui, uis: &[Ui]) -> Result<Vec<Artifact>> {
     let mut prepared = Vec::new();
     for config in configs {
         let what = format!("{} v{}", config.bin, config.version);
@@ -86,8 +86,8 @@ pub fn build_artifacts(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Artifact>>
     let store_dir = store::store_dir(&configs[0].target_dir);
     // Held until the artifacts are stored: another build sharing the target dir would
     // otherwise overwrite a binary between compiling and packing.
-    let _lock = store::lock(&store_dir, &uis[0])?;
-    let built = build::build_together(configs, &uis[0])?;
+    let _lock = store::lock(&store_dir, build_ui)?;
+    let built = build::build_together(configs, build_ui)?;
     let mut artifacts = Vec::new();
     for (((config, ui), (what, assets, source)), built) in
         configs.iter().zip(uis).zip(prepared).zip(built)
@@ -100,9 +100,10 @@ pub fn build_artifacts(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Artifact>>
 }
 
 /// One artifact per configured target (`targets`: one per host architecture) of each config,
-/// in the order of its targets; `uis[i]` reports about `configs[i]`. Builds that can share a
-/// builder invocation ([`build::same_build`]: a workspace's services) run as one.
-pub fn build_each_target(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Vec<Artifact>>> {
+/// in the order of its targets; `uis[i]` reports about `configs[i]`, `ui` about a compile of
+/// several. Builds that can share a builder invocation ([`build::same_build`]: a workspace's
+/// services) run as one.
+pub fn build_each_target(configs: &[&Config], ui: &Ui, uis: &[Ui]) -> Result<Vec<Vec<Artifact>>> {
     // One build per (config, target).
     let mut builds: Vec<(usize, Config)> = Vec::new();
     for (n, config) in configs.iter().enumerate() {
@@ -128,7 +129,14 @@ pub fn build_each_target(configs: &[&Config], uis: &[Ui]) -> Result<Vec<Vec<Arti
     for g in groups {
         let group_configs: Vec<&Config> = g.iter().map(|&i| &builds[i].1).collect();
         let group_uis: Vec<Ui> = g.iter().map(|&i| uis[builds[i].0].clone()).collect();
-        for (&i, a) in g.iter().zip(build_artifacts(&group_configs, &group_uis)?) {
+        let build_ui = match group_uis.as_slice() {
+            [one] => one.clone(),
+            _ => ui.clone(),
+        };
+        for (&i, a) in g
+            .iter()
+            .zip(build_artifacts(&group_configs, &build_ui, &group_uis)?)
+        {
             out[builds[i].0].push((i, a));
         }
     }
