@@ -310,8 +310,24 @@ impl ActApp {
         .unwrap();
         let cache = work.path().join("action-cache");
         let outer = std::env::var_os("PATH").unwrap_or_default();
+        // Without cargo-ship on PATH: a directory that has one (e.g. ~/.cargo/bin after
+        // `cargo install`, beside rustc and cargo) is replaced by a copy of its links without it.
+        let shadow = work.path().join("path-without-cargo-ship");
         let mut dirs: Vec<PathBuf> = std::env::split_paths(&outer)
-            .filter(|d| self.on_path || !d.join("cargo-ship").exists())
+            .enumerate()
+            .map(|(i, d)| {
+                if self.on_path || !d.join("cargo-ship").exists() {
+                    return d;
+                }
+                let to = shadow.join(i.to_string());
+                std::fs::create_dir_all(&to).unwrap();
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.file_name() != "cargo-ship" {
+                        let _ = std::os::unix::fs::symlink(e.path(), to.join(e.file_name()));
+                    }
+                }
+                to
+            })
             .collect();
         if self.on_path {
             dirs.insert(0, self.bin.path().to_path_buf());
