@@ -102,7 +102,7 @@ def commands(rec, host):
         for ts, label in scripts:
             if ts <= t0 + 2000:  # same clock (the hosts are containers on this machine)
                 name = phase_of(label)
-        if rec["scenario"] == "floor":
+        if rec["scenario"].startswith("floor"):
             name = "floor"
         out.append((name, int(pids), (t1 - t0) / 1000, int(rc), sctl.get(str(t0), [])))
     return out
@@ -211,12 +211,17 @@ def report(path):
     print("\nagainst the shell floor (bench/floor.sh: one ssh per host, artifact on stdin), total wall time:")
     for link in sorted(set(r["link"] for r in scen)):
         fl = next((r for r in scen if r["link"] == link and r["scenario"] == "floor"), None)
+        fc = next((r for r in scen if r["link"] == link and r["scenario"] == "floor-cold"), None) or fl
         if not fl:
             continue
         parts = []
         for r in scen:
-            if r["link"] == link and r["scenario"] != "floor":
-                parts.append(f"{r['scenario']} {r['wall_ms'] / 1000:.2f} s = {r['wall_ms'] / max(fl['wall_ms'], 1):.2f}x")
+            if r["link"] == link and not r["scenario"].startswith("floor"):
+                f = fc if r["scenario"] == "cold" else fl
+                parts.append(f"{r['scenario']} {r['wall_ms'] / 1000:.2f} s = {r['wall_ms'] / max(f['wall_ms'], 1):.2f}x"
+                             + (" (of floor-cold)" if f is fc and fc is not fl else ""))
+        if fc is not fl:
+            parts.insert(0, f"floor-cold {fc['wall_ms'] / 1000:.2f} s")
         print(f"  {link:<8} floor {fl['wall_ms'] / 1000:.2f} s (client CPU {fl['client']['cpu_ms'] / 1000:.2f} s, "
               f"hosts CPU {fl['hosts_cpu_ms'] / 1000:.2f} s); " + "; ".join(parts))
     naive = [r for r in recs if r["type"] == "naive"]
