@@ -93,13 +93,18 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     } else {
         script.lines("[ \"$(id -u)\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
     }
-    // The nearest existing ancestor of deploy_to must be writable and have room.
+    // The nearest existing ancestor of deploy_to must be writable and have room. (`${_p%/*}`
+    // is dirname for the absolute, normalised deploy_to: no process per step.)
     script.line(
-        "_p={}; while [ ! -e \"$_p\" ]; do _p=$(dirname \"$_p\"); done",
+        "_p={}; while [ ! -e \"$_p\" ]; do _p=${{_p%/*}}; [ -n \"$_p\" ] || _p=/; done",
         &[layout.root()],
     );
     script.lines("[ -w \"$_p\" ] || problem \"$_p is not writable by $(id -un)\"");
-    script.lines("_avail=$(df -Pk \"$_p\" | awk 'NR==2 {print $4}')");
+    // The fourth field of df's second line, read by the shell (no awk, no pipeline).
+    script.lines("_avail=; _df=$(df -Pk \"$_p\" 2>/dev/null || true)");
+    script.lines("{ read -r _l || true; read -r _l _l _l _avail _l || true; } <<SHIP_EOF");
+    script.lines("$_df");
+    script.lines("SHIP_EOF");
     script.lines(
         "if [ -n \"$_avail\" ] && [ \"$_avail\" -lt \"$_disk\" ]; then problem \"only ${_avail} KiB free under $_p, the release needs about $_disk KiB\"; fi",
     );
@@ -151,10 +156,17 @@ pub fn unit_guard(script: &mut Script, config: &Config) {
 /// A problem for each existing directory on the way to deploy_to (itself included) that every
 /// local user can write: they could swap the releases, or the binary root runs, under it.
 fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
-    script.line("_p={}; while :; do", &[layout.root()]);
-    script.lines("  if [ -n \"$(find -H \"$_p\" -maxdepth 0 -type d -perm -0002 2>/dev/null)\" ]; then problem \"$_p is writable by every local user (mode $(stat -L -c %a \"$_p\")): deploy_to must not be in or under such a directory; choose another deploy_to, or chmod o-w $_p\"; fi");
-    script.lines("  [ \"$_p\" = / ] && break; _p=$(dirname \"$_p\")");
-    script.lines("done");
+    // Every ancestor (deploy_to included) into "$@", then one `find` for all of them.
+    script.line(
+        "_p={}; set --; while :; do set -- \"$@\" \"$_p\"; [ \"$_p\" = / ] && break; _p=${{_p%/*}}; [ -n \"$_p\" ] || _p=/; done",
+        &[layout.root()],
+    );
+    script
+        .lines("_ww=$(find -H \"$@\" -maxdepth 0 -type d -perm -0002 -print 2>/dev/null || true)");
+    script.lines("if [ -n \"$_ww\" ]; then while IFS= read -r _p; do problem \"$_p is writable by every local user (mode $(stat -L -c %a \"$_p\")): deploy_to must not be in or under such a directory; choose another deploy_to, or chmod o-w $_p\"; done <<SHIP_EOF");
+    script.lines("$_ww");
+    script.lines("SHIP_EOF");
+    script.lines("fi");
 }
 
 /// A problem for each unit file cargo-ship may write or remove for this config (the app units
@@ -164,15 +176,45 @@ fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
 /// deploy would stop and disable it.
 fn foreign_unit(script: &mut Script, config: &Config) {
     use crate::systemd::{guard, unit};
+    let template = unit::template(config);
     let mut names = unit::managed(config).to_vec();
     names.extend([guard::timer(config), guard::service(config)]);
+    // One `systemctl show` for every name but the template (systemd refuses a template name,
+    // and stops there): it prints one `FragmentPath=` line per unit, in the order asked, empty
+    // for a unit it does not know. The k-th line goes to `$_fk`.
+    let shown: Vec<&String> = names.iter().filter(|n| **n != template).collect();
+    script.lines("_frags=; set --");
+    for n in &shown {
+        script.line("set -- \"$@\" {}", &[n.as_str()]);
+    }
+    script.lines("_frags=$(systemctl show -p FragmentPath -- \"$@\" 2>/dev/null || true); _k=0");
+    script.lines("_f1=; _f2=; _f3=; _f4=; _f5=; _f6=");
+    script.lines("while IFS= read -r _l; do case $_l in FragmentPath=*) _k=$((_k + 1)); _v=${_l#FragmentPath=}");
+    script.lines("  case $_k in 1) _f1=$_v ;; 2) _f2=$_v ;; 3) _f3=$_v ;; 4) _f4=$_v ;; 5) _f5=$_v ;; 6) _f6=$_v ;; esac ;;");
+    script.lines("esac; done <<SHIP_EOF");
+    script.lines("$_frags");
+    script.lines("SHIP_EOF");
+    const FRAG: [&str; 6] = [
+        "_frag=$_f1",
+        "_frag=$_f2",
+        "_frag=$_f3",
+        "_frag=$_f4",
+        "_frag=$_f5",
+        "_frag=$_f6",
+    ];
     for name in &names {
+        // The template (never shown) and, should the list outgrow FRAG, the rest: only the
+        // file in UNIT_DIR is checked.
+        let frag = shown
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|k| FRAG.get(k).copied())
+            .unwrap_or("_frag=");
+        script.lines(frag);
+        // The first line read by the shell (no `head`): a missing or unreadable file reads as
+        // empty, which is not the header.
         script.line(
-            "_frag=$(systemctl show -p FragmentPath --value -- {} 2>/dev/null || true)",
-            &[name],
-        );
-        script.line(
-            "for _f in {} \"$_frag\"; do if [ -n \"$_f\" ] && {{ [ -e \"$_f\" ] || [ -L \"$_f\" ]; }} && [ \"$(head -n 1 -- \"$_f\" 2>/dev/null || true)\" != {} ]; then",
+            "for _f in {} \"$_frag\"; do _h=; if [ -n \"$_f\" ] && {{ [ -e \"$_f\" ] || [ -L \"$_f\" ]; }} && {{ IFS= read -r _h 2>/dev/null < \"$_f\" || true; [ \"$_h\" != {} ]; }}; then",
             &[&unit::path(name), unit::HEADER],
         );
         script.line(
@@ -237,6 +279,86 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_sh(s: &Script) -> String {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The one `systemctl show` for every unit name: its k-th `FragmentPath=` line belongs to
+    /// the k-th name, a unit file cargo-ship did not write is a problem, ours and unknown
+    /// units are not. (`systemctl` is a shell function here, printing what systemd does.)
+    #[test]
+    fn foreign_units_from_one_systemctl_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("foreign.service");
+        let ours = dir.path().join("ours.service");
+        std::fs::write(&foreign, "[Unit]\nDescription=someone else's\n").unwrap();
+        std::fs::write(&ours, format!("{}\n[Unit]\n", crate::systemd::unit::HEADER)).unwrap();
+        let config = crate::config::tests_support::config_from("", "");
+        for (k, expect) in [(1usize, true), (2, false), (0, false)] {
+            let mut s = Script::new("t");
+            s.lines("problem() { printf 'problem=%s\\n' \"$*\"; }");
+            // The service's fragment (the first name) is `frag`; the others are unknown.
+            let frag = match k {
+                1 => foreign.display().to_string(),
+                2 => ours.display().to_string(),
+                _ => String::new(),
+            };
+            s.line(
+                "systemctl() {{ printf 'FragmentPath=%s\\n\\nFragmentPath=\\n\\nFragmentPath=\\n\\nFragmentPath=\\n' {}; }}",
+                &[&frag],
+            );
+            foreign_unit(&mut s, &config);
+            let out = run_sh(&s);
+            assert_eq!(
+                out.contains("problem=unit hello.service already exists in"),
+                expect,
+                "{k}: {out}"
+            );
+            assert_eq!(
+                out.matches("problem=").count(),
+                usize::from(expect),
+                "{k}: {out}"
+            );
+        }
+    }
+
+    /// Every ancestor of deploy_to is checked with one `find`; a world-writable one is named.
+    #[test]
+    fn world_writable_ancestors_in_sh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        let app = open.join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut s = Script::new("t");
+        s.lines("problem() { printf 'problem=%s\\n' \"$*\"; }");
+        world_writable_ancestors(
+            &mut s,
+            &Layout::new(&app.join("deploy").display().to_string()),
+        );
+        let out = run_sh(&s);
+        assert!(
+            out.contains(&format!(
+                "problem={} is writable by every local user (mode 777)",
+                open.display()
+            )),
+            "{out}"
+        );
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run_sh(&s);
+        // /tmp (mode 1777) may be an ancestor of the temp dir: only `open` is ours to judge.
+        assert!(
+            !out.contains(&format!("problem={} ", open.display())),
+            "{out}"
+        );
+    }
 
     /// Runs the script's glibc comparison through the real /bin/sh.
     #[test]

@@ -46,16 +46,18 @@ pub fn preflight(
         None => preflight::unit_guard(&mut s, config),
     }
     lock::take(&mut s, &layout, holder, lock_wait.as_secs());
-    for d in [
-        layout.releases(),
-        layout.shared(),
-        layout.artifacts(),
-        layout.unfinished_dir(),
-        layout.failed_dir(),
-        layout.ghosts_dir(),
-    ] {
-        s.line("mkdir -p {}", &[&d]);
-    }
+    // One process for all six.
+    s.line(
+        "mkdir -p {} {} {} {} {} {}",
+        &[
+            &layout.releases(),
+            &layout.shared(),
+            &layout.artifacts(),
+            &layout.unfinished_dir(),
+            &layout.failed_dir(),
+            &layout.ghosts_dir(),
+        ],
+    );
     // A release left unfinished by an interrupted deploy is never used: remove it.
     s.line(
         "for _m in {}/*; do [ -e \"$_m\" ] || continue; _id=${{_m##*/}}",
@@ -78,7 +80,10 @@ pub fn preflight(
     journal::state_lines(&mut s, &layout);
     // A switch record left by a deploy that was killed mid-switch has been reported above;
     // the lock is ours now, so it must not be "restored" by this flow's own undo.
-    s.line("rm -f -- {}", &[&journal::switching(&layout)]);
+    s.line(
+        "[ ! -e {} ] || rm -f -- {}",
+        &[&journal::switching(&layout), &journal::switching(&layout)],
+    );
     lock::keep(&mut s);
     s
 }
@@ -114,21 +119,21 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     s.lines("umask 022");
     if let Some(size) = input.receive {
         // The artifact follows the script on standard input: no SFTP session, no extra round
-        // trip. A short or corrupted transfer fails the sha256 check below.
+        // trip. A short or corrupted transfer fails the sha256 check below, which then names
+        // the size that arrived. (Preflight made the artifacts dir.)
+        s.line("cat > {}.part; mv -f -- {}.part {}", &[&art, &art, &art]);
+        s.line("_sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
         s.line(
-            "mkdir -p -- {}; cat > {}.part; mv -f -- {}.part {}",
-            &[&layout.artifacts(), &art, &art, &art],
+            "if [ \"$_sum\" != {} ]; then _len=$(wc -c < {}); rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected \"{}\" (it arrived with $_len bytes, expected \"{}\")\" >&2; exit {}; fi",
+            &[input.sent_sha, &art, &art, input.sent_sha, &size.to_string(), &EXIT_CHECKSUM.to_string()],
         );
+    } else {
+        s.line("_sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
         s.line(
-            "_len=$(wc -c < {}); if [ \"$_len\" -ne {} ]; then rm -f -- {}; echo \"the artifact arrived with $_len bytes, expected \"{} >&2; exit {}; fi",
-            &[&art, &size.to_string(), &art, &size.to_string(), &EXIT_CHECKSUM.to_string()],
+            "if [ \"$_sum\" != {} ]; then rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected\" {} >&2; exit {}; fi",
+            &[input.sent_sha, &art, input.sent_sha, &EXIT_CHECKSUM.to_string()],
         );
     }
-    s.line("_sum=$(sha256sum < {} | cut -d' ' -f1)", &[&art]);
-    s.line(
-        "if [ \"$_sum\" != {} ]; then rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected\" {} >&2; exit {}; fi",
-        &[input.sent_sha, &art, input.sent_sha, &EXIT_CHECKSUM.to_string()],
-    );
     s.line(": > {}", &[&layout.unfinished(input.release)]);
     s.line("mkdir -- {}", &[&rel]);
     crate::package::unpack::unpack_lines(
@@ -139,30 +144,22 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
         &layout.unfinished(input.release),
         input.manifest,
     );
+    // Absolute paths (no `cd` subshell), on a here-document (no `printf |` pipeline).
     let checklist: String = input
         .manifest
         .files
         .iter()
-        .map(|(path, f)| format!("{}  {path}\n", f.sha256))
+        .map(|(path, f)| format!("{}  {rel}/{path}\n", f.sha256))
         .collect();
+    s.line("_cl={}", &[checklist.trim_end_matches('\n')]);
+    s.lines("if ! sha256sum -c --quiet --strict - >&2 <<SHIP_EOF");
+    s.lines("$_cl");
+    s.lines("SHIP_EOF");
     s.line(
-        "if ! (cd {} && printf '%s' {} | sha256sum -c --quiet --strict - >&2); then echo 'the unpacked files do not match the manifest' >&2; exit {}; fi",
-        &[&rel, &checklist, &EXIT_CHECKSUM.to_string()],
+        "then echo 'the unpacked files do not match the manifest' >&2; exit {}; fi",
+        &[&EXIT_CHECKSUM.to_string()],
     );
-    for d in &config.shared_dirs {
-        let (shared, link) = (format!("{}/{d}", layout.shared()), format!("{rel}/{d}"));
-        s.line(
-            "mkdir -p -- {}; rm -rf -- {}; mkdir -p -- \"$(dirname -- {})\"; ln -s -- {} {}",
-            &[&shared, &link, &link, &shared, &link],
-        );
-    }
-    for f in &config.shared_files {
-        let (shared, link) = (format!("{}/{f}", layout.shared()), format!("{rel}/{f}"));
-        s.line(
-            "rm -rf -- {}; mkdir -p -- \"$(dirname -- {})\"; ln -s -- {} {}",
-            &[&link, &link, &shared, &link],
-        );
-    }
+    shared_links(&mut s, config, &layout, &rel);
     if !config.hooks.before_switch.is_empty() {
         hooks::as_service_user(&mut s, config);
     }
@@ -176,6 +173,59 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     s.line("rm -f -- {}", &[&layout.unfinished(input.release)]);
     s.line("echo staged={}", &[input.release]);
     s
+}
+
+/// Links the shared dirs and files into the release, in the order of one link at a time
+/// (shared dirs made, whatever the artifact put at the link paths removed, link parents made,
+/// links made) but with one `mkdir -p` and one `rm -rf` for all of them, and one `ln -s` each.
+fn shared_links(s: &mut Script, config: &Config, layout: &Layout, rel: &str) {
+    let shared_dirs: Vec<String> = config
+        .shared_dirs
+        .iter()
+        .map(|d| format!("{}/{d}", layout.shared()))
+        .collect();
+    let links: Vec<(String, String)> = config
+        .shared_dirs
+        .iter()
+        .chain(&config.shared_files)
+        .map(|p| (format!("{}/{p}", layout.shared()), format!("{rel}/{p}")))
+        .collect();
+    if links.is_empty() {
+        return;
+    }
+    let mut parents: Vec<String> = Vec::new();
+    for (_, link) in &links {
+        if let Some((parent, _)) = link.rsplit_once('/') {
+            if parent != rel && !parents.iter().any(|p| p == parent) {
+                parents.push(parent.to_string());
+            }
+        }
+    }
+    // Each value is one quoted word of "$@" (set one by one): one process per list.
+    let list = |s: &mut Script, values: &[&String], cmd: &'static str| {
+        if values.is_empty() {
+            return;
+        }
+        s.lines("set --");
+        for v in values {
+            s.line("set -- \"$@\" {}", &[v.as_str()]);
+        }
+        s.lines(cmd);
+    };
+    list(
+        s,
+        &shared_dirs.iter().collect::<Vec<_>>(),
+        "mkdir -p -- \"$@\"",
+    );
+    list(
+        s,
+        &links.iter().map(|(_, l)| l).collect::<Vec<_>>(),
+        "rm -rf -- \"$@\"",
+    );
+    list(s, &parents.iter().collect::<Vec<_>>(), "mkdir -p -- \"$@\"");
+    for (shared, link) in &links {
+        s.line("ln -s -- {} {}", &[shared, link]);
+    }
 }
 
 /// Runs the `before_switch_once` hooks (migrations) in the staged release: on one host, after
@@ -286,10 +336,12 @@ pub fn verify(
     // touch nothing (retiring the old instance now would stop what serves).
     guard::hold(&mut s, config);
     guard::already_reverted(&mut s, config, release);
-    s.line(
-        "sleep {}",
-        &[&format!("{:.1}", config.health.settle.as_secs_f64())],
-    );
+    if !config.health.settle.is_zero() {
+        s.line(
+            "sleep {}",
+            &[&format!("{:.1}", config.health.settle.as_secs_f64())],
+        );
+    }
     s.line("_svc={}", &[started.unit]);
     systemd::show_state(&mut s, Some("now"));
     s.line(
@@ -364,15 +416,20 @@ pub fn prune_lines(s: &mut Script, layout: &Layout, prune: &[String], keep_artif
             &[&layout.release(id), &layout.failed(id), id],
         );
     }
+    // Counted by a glob first: `ls` (a process) only when some must go.
     s.line(
-        "_n=0; for _a in $(ls -1t {} 2>/dev/null); do _n=$((_n + 1))",
+        "set -- {}/*; [ -e \"$1\" ] || set --",
         &[&layout.artifacts()],
+    );
+    s.line(
+        "if [ \"$#\" -gt {} ]; then _n=0; for _a in $(ls -1t {} 2>/dev/null); do _n=$((_n + 1))",
+        &[&keep_artifacts.to_string(), &layout.artifacts()],
     );
     s.line(
         "  [ \"$_n\" -le {} ] || rm -f -- {}/\"$_a\"",
         &[&keep_artifacts.to_string(), &layout.artifacts()],
     );
-    s.lines("done");
+    s.lines("done; fi");
 }
 
 /// What [`revert`] records.

@@ -180,21 +180,118 @@ pub fn unpack_lines(
     // The manifest itself plus every file it lists (the checksums verify each listed file
     // next, so equal counts mean no file the manifest does not list).
     let files = (manifest.files.len() + 1).to_string();
+    // One `find` lists every entry that is not a directory: `f` for a regular file, `o <path>`
+    // for anything else; the shell counts them (no `cd`, `head`, `tr` or `wc`).
     s.line(
-        "if [ -z \"$_bad\" ]; then _odd=$(cd {} && find . ! -type f ! -type d -print | head -n 3 | tr '\\n' ' ')",
-        &[rel],
-    );
-    s.lines("  if [ -n \"$_odd\" ]; then _bad=\"it holds entries that are neither regular files nor directories: $_odd\"; fi; fi");
-    s.line(
-        "if [ -z \"$_bad\" ]; then _n=$(cd {} && find . -type f -printf x | wc -c)",
-        &[rel],
+        "if [ -z \"$_bad\" ]; then _n=0; _odd=; _no=0; while IFS= read -r _e; do case $_e in f) _n=$((_n + 1)) ;; '') ;; *) _no=$((_no + 1)); [ \"$_no\" -gt 3 ] || _odd=\"$_odd${{_e#o }} \" ;; esac; done <<SHIP_EOF",
+        &[],
     );
     s.line(
-        "  if [ \"$_n\" != {} ]; then _bad=\"it holds $_n regular files, expected \"{}\" (the manifest and the files it lists)\"; fi; fi",
+        "$(find {} -mindepth 1 ! -type d \\( -type f -printf 'f\\n' -o -printf 'o %P\\n' \\))",
+        &[rel],
+    );
+    s.lines("SHIP_EOF");
+    s.lines("  if [ -n \"$_odd\" ]; then _bad=\"it holds entries that are neither regular files nor directories: $_odd\"");
+    s.line(
+        "  elif [ \"$_n\" != {} ]; then _bad=\"it holds $_n regular files, expected \"{}\" (the manifest and the files it lists)\"; fi; fi",
         &[&files, &files],
     );
     s.line(
         "if [ -n \"$_bad\" ]; then rm -rf -- {}; rm -f -- {}; echo \"refusing the artifact: $_bad\" >&2; exit {}; fi",
         &[rel, unfinished, &EXIT_CHECKSUM.to_string()],
     );
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+
+    /// The one `find` and the shell's count: the manifest plus its files pass; a symlink or an
+    /// extra file is refused, naming what is wrong.
+    #[test]
+    fn counts_entries_in_sh() {
+        for (extra, expect) in [
+            (None, None),
+            (
+                Some("link"),
+                Some("neither regular files nor directories: link"),
+            ),
+            (Some("file"), Some("it holds 3 regular files, expected 2")),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let rel = dir.path().join("rel");
+            std::fs::create_dir_all(rel.join("sub")).unwrap();
+            std::fs::write(rel.join("SHIP_MANIFEST.json"), "{}").unwrap();
+            std::fs::write(rel.join("sub/a"), "a").unwrap();
+            match extra {
+                Some("link") => {
+                    std::os::unix::fs::symlink("/etc/passwd", rel.join("link")).unwrap()
+                }
+                Some(_) => std::fs::write(rel.join("b"), "b").unwrap(),
+                None => {}
+            }
+            let art = dir.path().join("a.tar");
+            // An archive of nothing: the lines under test come after the unpacking.
+            std::process::Command::new("tar")
+                .args(["-cf"])
+                .arg(&art)
+                .args(["-T", "/dev/null"])
+                .status()
+                .unwrap();
+            let mut manifest = Manifest {
+                schema: 1,
+                package: "x".into(),
+                version: "0".into(),
+                bin: "x".into(),
+                target: "x".into(),
+                profile: "release".into(),
+                features: Vec::new(),
+                git_commit: None,
+                git_dirty: false,
+                rustc: String::new(),
+                builder: "cargo".into(),
+                built_at: String::new(),
+                glibc_required: None,
+                files: Default::default(),
+            };
+            manifest.files.insert(
+                "sub/a".into(),
+                crate::package::manifest::FileEntry {
+                    sha256: String::new(),
+                    size: 1,
+                    mode: 0o644,
+                },
+            );
+            let mut s = Script::new("t");
+            unpack_lines(
+                &mut s,
+                Encoding::Tar,
+                &art.display().to_string(),
+                &rel.display().to_string(),
+                &dir.path().join("unfinished").display().to_string(),
+                &manifest,
+            );
+            s.lines("echo ok");
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            match expect {
+                None => assert!(
+                    out.status.success() && stdout.contains("ok"),
+                    "{stdout}{stderr}"
+                ),
+                Some(why) => {
+                    assert_eq!(out.status.code(), Some(EXIT_CHECKSUM), "{stdout}{stderr}");
+                    assert!(stderr.contains(why), "{extra:?}: {stderr}");
+                    assert!(!rel.exists(), "the refused release is removed");
+                }
+            }
+        }
+    }
 }

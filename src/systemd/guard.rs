@@ -92,7 +92,7 @@ pub fn install(s: &mut Script, config: &Config) {
     if !enabled(config) {
         s.line("if [ -f {} ]; then", &[&unit::path(&sv)]);
         s.line(
-            "  $SUDO systemctl stop {} 2>/dev/null || true; $SUDO systemctl disable -q {} 2>/dev/null || true",
+            "  $SUDO systemctl stop {} 2>/dev/null || true; $SUDO systemctl $_nr disable -q {} 2>/dev/null || true",
             &[&sv, &sv],
         );
         s.line(
@@ -107,7 +107,7 @@ pub fn install(s: &mut Script, config: &Config) {
         strategy::write_unit(s, &layout, &f, false);
     }
     s.line(
-        "if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload; $SUDO systemctl enable -q {}; fi",
+        "if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload; $SUDO systemctl $_nr enable -q {}; fi",
         &[&sv],
     );
 }
@@ -170,7 +170,10 @@ pub fn extend(s: &mut Script, config: &Config, release: &str) {
 /// then finds nothing to do) and this script never runs beside one.
 pub fn hold(s: &mut Script, config: &Config) {
     let layout = Layout::new(&config.deploy_to);
-    s.line("mkdir -p -- {}", &[&layout.state()]);
+    s.line(
+        "[ -d {} ] || mkdir -p -- {}",
+        &[&layout.state(), &layout.state()],
+    );
     s.line(
         "exec 9>>{}; if ! flock -w 300 9; then echo 'the dead-man'\\''s switch lock stayed busy for 300s' >&2; exit 1; fi",
         &[&layout.guard_lock()],
@@ -191,8 +194,12 @@ pub fn confirm(s: &mut Script, config: &Config, release: &str) {
     let layout = Layout::new(&config.deploy_to);
     hold(s, config);
     s.line(
-        "if [ -f {} ] && [ \"$(sed -n 's/^release=//p' {})\" = {} ]; then",
-        &[&layout.pending(), &layout.pending(), release],
+        "_pr=; if [ -f {} ]; then while IFS='=' read -r _k _v; do [ \"$_k\" != release ] || _pr=$_v; done < {}; fi",
+        &[&layout.pending(), &layout.pending()],
+    );
+    s.line(
+        "if [ -f {} ] && [ \"$_pr\" = {} ]; then",
+        &[&layout.pending(), release],
     );
     s.line(
         "  rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo confirmed=1",
@@ -258,13 +265,14 @@ pub fn revert_script(config: &Config) -> Script {
     // (a drop-in of the setup) and goes through the same helper as a deploy.
     let helper = super::privilege::helper_path(config);
     s.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; else SUDO=''; fi",
+        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; else SUDO=''; _nr=--no-reload; fi",
         &[&helper, &helper],
     );
-    // Wait (outside the lock) until the recorded deadline; at boot it is usually past.
+    // Wait (outside the lock) until the recorded deadline; at boot it is usually past. Read by
+    // the shell: no process while the guard starts (that is during the switch).
     s.line(
-        "_dl=$(sed -n 's/^deadline=//p' {} 2>/dev/null || true); case $_dl in ''|*[!0-9]*) _dl=0 ;; esac",
-        &[&pending],
+        "_dl=; if [ -f {} ]; then while IFS='=' read -r _k _v; do [ \"$_k\" != deadline ] || _dl=$_v; done < {}; fi; case $_dl in ''|*[!0-9]*) _dl=0 ;; esac",
+        &[&pending, &pending],
     );
     s.lines("_left=$(( _dl - $(date +%s) )); if [ \"$_left\" -gt 0 ]; then sleep \"$_left\"; fi");
     hold(&mut s, config);
@@ -343,7 +351,7 @@ mod tests {
         assert!(
             svc.contains("ExecStart=/bin/sh -c \"set -eu\\nif [ ")
                 && svc
-                    .contains("/usr/local/lib/cargo-ship/hello/ship-root' '; else SUDO=''; fi\\n"),
+                    .contains("/usr/local/lib/cargo-ship/hello/ship-root' '; _nr=; else SUDO=''; _nr=--no-reload; fi\\n"),
             "{svc}"
         );
         // The release glob reaches the shell unquoted.

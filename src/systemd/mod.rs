@@ -64,15 +64,20 @@ pub(crate) fn escape_specifiers(s: &str) -> String {
 /// (through `sudo -n`) if `cargo ship setup` installed it and the script does not run as root,
 /// else `sudo -n `; empty without sudo. Templates then write `$SUDO systemctl ...` (the
 /// variable holds only our literal: the helper path has no spaces, unit names are validated).
+///
+/// Also sets `$_nr`, the flag that keeps `systemctl enable`/`disable` from reloading systemd
+/// (each reload re-runs every generator: ~15 processes on a Debian host), since the scripts run
+/// one `daemon-reload` themselves: `--no-reload`, or empty through the helper, whose
+/// enable/disable add it themselves (an older helper reloads: slower, same result).
 pub fn sudo_prelude(script: &mut Script, config: &Config) {
     if config.sudo {
         let helper = privilege::helper_path(config);
         script.line(
-            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; else SUDO='sudo -n '; fi",
+            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; else SUDO='sudo -n '; _nr=--no-reload; fi",
             &[&helper, &helper],
         );
     } else {
-        script.lines("SUDO=''");
+        script.lines("SUDO=''; _nr=--no-reload");
     }
 }
 

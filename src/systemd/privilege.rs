@@ -262,6 +262,8 @@ case $_cmd in
         *) refuse "systemctl $_verb $_u" ;;
       esac
     done
+    # enable/disable never reload systemd here: the scripts run daemon-reload themselves.
+    case $_verb in enable|disable) exec systemctl --no-reload "$_verb" $_q -- "$@" ;; esac
     exec systemctl "$_verb" $_q -- "$@" ;;
   journalctl)
     [ "${{1:-}}" = -u ] && [ $# -ge 2 ] || refuse "journalctl $*"

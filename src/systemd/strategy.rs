@@ -84,15 +84,15 @@ fn stop_all(s: &mut Script, config: &Config, var: &'static str) {
 fn enable(s: &mut Script, config: &Config) {
     s.lines("case $_strategy in");
     s.line(
-        "  blue-green) $SUDO systemctl enable -q {} {} ;;",
+        "  blue-green) $SUDO systemctl $_nr enable -q {} {} ;;",
         &[&unit::socket(config), &unit::instance(config, "blue")],
     );
     s.line(
-        "  socket) $SUDO systemctl enable -q {} {} ;;",
+        "  socket) $SUDO systemctl $_nr enable -q {} {} ;;",
         &[&unit::socket(config), &unit::service(config)],
     );
     s.line(
-        "  restart) $SUDO systemctl enable -q {} ;;",
+        "  restart) $SUDO systemctl $_nr enable -q {} ;;",
         &[&unit::service(config)],
     );
     s.lines("esac");
@@ -103,12 +103,29 @@ fn enable(s: &mut Script, config: &Config) {
 pub fn write_unit(s: &mut Script, layout: &Layout, file: &UnitFile, backup: bool) {
     let path = file.path();
     let tmp = format!("{path}.ship-tmp");
-    s.redact(&file.text);
-    s.line("_u={}", &[&file.text]);
-    s.line(
-        "if ! [ -f {} ] || ! printf '%s' \"$_u\" | cmp -s - {}; then",
-        &[&path, &path],
-    );
+    // The unit text ends with one newline (as `unit` and `guard` write them): the script holds
+    // it without that newline and a here-document adds it back, so comparing costs `cmp` alone
+    // (no `printf |` pipeline; up to 4 KiB dash writes a here-document without a process).
+    let (body, heredoc) = match file.text.strip_suffix('\n') {
+        Some(body) if !body.ends_with('\n') => (body, true),
+        _ => (file.text.as_str(), false),
+    };
+    s.redact(body);
+    s.line("_u={}", &[body]);
+    if heredoc {
+        s.line(
+            "if ! [ -f {} ] || ! cmp -s - {} <<SHIP_EOF",
+            &[&path, &path],
+        );
+        s.lines("$_u");
+        s.lines("SHIP_EOF");
+        s.lines("then");
+    } else {
+        s.line(
+            "if ! [ -f {} ] || ! printf '%s' \"$_u\" | cmp -s - {}; then",
+            &[&path, &path],
+        );
+    }
     if backup {
         let saved = format!("{}/{}", layout.units_prev(), file.name);
         s.line(
@@ -116,7 +133,14 @@ pub fn write_unit(s: &mut Script, layout: &Layout, file: &UnitFile, backup: bool
             &[&path, &path, &saved, &saved],
         );
     }
-    s.line("  printf '%s' \"$_u\" | $SUDO tee {} >/dev/null", &[&tmp]);
+    if heredoc {
+        s.line(
+            "  printf '%s\\n' \"$_u\" | $SUDO tee {} >/dev/null",
+            &[&tmp],
+        );
+    } else {
+        s.line("  printf '%s' \"$_u\" | $SUDO tee {} >/dev/null", &[&tmp]);
+    }
     s.line("  $SUDO mv -f -- {} {}; _changed=1", &[&tmp, &path]);
     s.lines("fi");
 }
@@ -162,7 +186,7 @@ pub fn install(s: &mut Script, config: &Config) {
         let saved = format!("{}/{name}", layout.units_prev());
         s.line("if [ -f {} ]; then", &[&path]);
         s.line(
-            "  cp -- {} {}; $SUDO systemctl disable -q {} 2>/dev/null || true; $SUDO rm -f -- {}; _changed=1",
+            "  cp -- {} {}; $SUDO systemctl $_nr disable -q {} 2>/dev/null || true; $SUDO rm -f -- {}; _changed=1",
             &[&path, &saved, &name, &path],
         );
         s.lines("fi");
@@ -190,7 +214,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     // Disable what goes away while its file is still there.
     s.line("  for _f in {}/*.absent; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}; _n=${_n%.absent}");
-    s.lines("    $SUDO systemctl disable -q \"$_n\" 2>/dev/null || true");
+    s.lines("    $SUDO systemctl $_nr disable -q \"$_n\" 2>/dev/null || true");
     s.lines("  done");
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");

@@ -488,7 +488,7 @@ fn host_side_unpack_refuses_what_the_manifest_does_not_list() {
         (code, stderr.as_str(), rel.exists(), mark.exists()),
         (
             Some(76),
-            "refusing the artifact: it holds entries that are neither regular files nor directories: ./data \n",
+            "refusing the artifact: it holds entries that are neither regular files nor directories: data \n",
             false,
             false
         )
