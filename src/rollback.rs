@@ -200,7 +200,11 @@ pub async fn rollback_workspace(configs: &[Config], opts: &RollbackOptions, ui: 
                     "{} -> the release before it",
                     cur.as_deref().unwrap_or("nothing")
                 ),
-                (false, _) => format!(
+                (false, Some(_)) => format!(
+                    "{} (already current: left alone)",
+                    cur.as_deref().unwrap_or("nothing deployed")
+                ),
+                (false, None) => format!(
                     "{} (not changed by the last deploy: left alone)",
                     cur.as_deref().unwrap_or("nothing deployed")
                 ),
