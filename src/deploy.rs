@@ -297,7 +297,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
         }
     };
     runs.extend(left_alone);
-    runs.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
+    sort_for_rollout(&plans, &mut runs);
     let rows = runs.iter().map(|r| r.row(&plans[r.svc])).collect();
     ui.emit(Event::Summary {
         operation: "deploy".into(),
@@ -320,6 +320,17 @@ fn distinct_hosts<'a>(plans: &'a [Plan<'a>]) -> Vec<(HostSpec, &'a Environment)>
         }
     }
     out
+}
+
+/// Services in switch order, each service's hosts as configured.
+fn sort_for_rollout(plans: &[Plan<'_>], runs: &mut [HostRun]) {
+    runs.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
+}
+
+/// How many hosts are worked on at once: the first service's environment's `parallel` (all
+/// services of a deploy are in the same environment).
+fn parallel(plans: &[Plan<'_>]) -> usize {
+    plans[0].config.env().map(|e| e.parallel).unwrap_or(10)
 }
 
 fn position(hosts: &[HostSpec], host: &str) -> usize {
@@ -347,7 +358,7 @@ async fn leave_unchanged_alone(
             changed.push(run);
         }
     }
-    let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
+    let parallel = parallel(plans);
     let checked = fleet::bounded(same, parallel, |mut run| async move {
         let plan = &plans[run.svc];
         let config = plan.config.for_host(run.conn.host());
@@ -384,7 +395,7 @@ async fn leave_unchanged_alone(
             changed.push(run);
         }
     }
-    changed.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
+    sort_for_rollout(plans, &mut changed);
     (changed, released)
 }
 
@@ -435,7 +446,7 @@ async fn open_and_lock(
     hosts: &[(HostSpec, &Environment)],
     ui: &Ui,
 ) -> Result<Vec<HostRun>> {
-    let parallel = plans[0].config.env()?.parallel;
+    let parallel = parallel(plans);
     let scripts: Vec<Script> = plans
         .iter()
         .map(|p| steps::preflight(p.config, Some(&p.requirements), &p.holder, p.lock_wait))
@@ -504,7 +515,7 @@ async fn open_and_lock(
     }
     if errors.is_empty() {
         // Back to the switch order: services in order, each service's hosts as configured.
-        ok.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
+        sort_for_rollout(plans, &mut ok);
         return Ok(ok);
     }
     // Nothing has changed anywhere: release the locks we took and report every problem.
@@ -538,7 +549,7 @@ async fn rollout(
     opts: &DeployOptions,
     ui: &Ui,
 ) -> Result<()> {
-    let parallel = plans[0].config.env()?.parallel;
+    let parallel = parallel(plans);
     let total = runs.len();
 
     // 3. Stage every service on every host before switching any.
@@ -712,7 +723,7 @@ async fn rollout(
 
 /// Gives every host switched so far the full confirm_timeout again.
 async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
-    let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
+    let parallel = parallel(plans);
     let waiting: Vec<&HostRun> = switched
         .iter()
         .map(|&i| &runs[i])
@@ -1212,7 +1223,7 @@ async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
 /// Removes the staged release and releases the lock of every service on every host (after a
 /// failed stage, before any switch), over the open connections.
 async fn abort_all(plans: &[Plan<'_>], runs: &[HostRun]) {
-    let parallel = plans[0].config.env().map(|e| e.parallel).unwrap_or(10);
+    let parallel = parallel(plans);
     fleet::bounded(runs.iter().collect(), parallel, |run| async move {
         let plan = &plans[run.svc];
         let config = plan.config.for_host(run.conn.host());

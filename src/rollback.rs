@@ -150,31 +150,8 @@ pub async fn rollback_workspace(configs: &[Config], opts: &RollbackOptions, ui: 
     // What is current where, read without locking.
     let mut current: Vec<Vec<(String, Option<String>)>> = Vec::new();
     for config in configs {
-        let script = crate::status::status_script(config);
-        let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
-            let script = &script;
-            async move {
-                let out = conn.run_ok(script).await?;
-                let st = crate::status::HostStatus::parse(&out);
-                Ok(HostRow {
-                    release: st.state.current,
-                    ..fleet::row(&conn)
-                })
-            }
-        })
-        .await;
-        let mut hosts = Vec::new();
-        let mut errors = Vec::new();
-        for (host, r) in results {
-            match r {
-                Ok(row) => hosts.push((host, row.release)),
-                Err(e) if host.is_empty() => return Err(e),
-                Err(e) => errors.push(e),
-            }
-        }
-        let total = hosts.len() + errors.len();
-        fleet::fail_if_any("rollback", total, errors)?;
-        current.push(hosts);
+        let states = read_states(config, &opts.hosts, ui).await?;
+        current.push(states.into_iter().map(|(h, st)| (h, st.current)).collect());
     }
     let last = current
         .iter()
@@ -262,48 +239,51 @@ pub async fn rollback_workspace(configs: &[Config], opts: &RollbackOptions, ui: 
     first_error.map_or(Ok(()), Err)
 }
 
-/// Reads every host's state (without locking), shows `host: from -> to` for each, and asks.
-async fn confirm_plan(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Result<bool> {
+/// Every selected host's release state, read without locking (for a plan shown before acting);
+/// fails when any host cannot be read.
+async fn read_states(
+    config: &Config,
+    filter: &[String],
+    ui: &Ui,
+) -> Result<Vec<(String, HostState)>> {
     let script = crate::status::status_script(config);
-    let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| {
+    let results = crate::host::each(config, filter, ui, |conn| {
         let script = &script;
         async move {
             let out = conn.run_ok(script).await?;
-            let st = crate::status::HostStatus::parse(&out);
-            // Only the release state is used here: it lives under deploy_to, the same on every host.
-            let line = match choose_target(&st.state, opts.to.as_deref()) {
-                Ok(t) if st.state.current.as_deref() == Some(t.as_str()) => {
-                    format!("{t} (already current, unchanged)")
-                }
-                Ok(t) => format!(
-                    "{} -> {t}",
-                    st.state.current.as_deref().unwrap_or("nothing")
-                ),
-                Err(problem) => format!("cannot roll back: {problem}"),
-            };
-            Ok(HostRow {
-                detail: Some(line),
-                ..fleet::row(&conn)
-            })
+            // Only the release state is used: it lives under deploy_to, the same on every host.
+            Ok(crate::status::HostStatus::parse(&out).state)
         }
     })
     .await;
-    let mut text = String::from("Rollback plan:\n");
-    let mut plan = Vec::new();
-    let mut errors = Vec::new();
+    let (mut states, mut errors) = (Vec::new(), Vec::new());
     for (host, r) in results {
         match r {
-            Ok(row) => {
-                let line = row.detail.unwrap_or_default();
-                text.push_str(&format!("  {host}: {line}\n"));
-                plan.push(serde_json::json!({ "host": host, "plan": line }));
-            }
+            Ok(st) => states.push((host, st)),
             Err(e) if host.is_empty() => return Err(e),
             Err(e) => errors.push(e),
         }
     }
-    let total = plan.len() + errors.len();
+    let total = states.len() + errors.len();
     fleet::fail_if_any("rollback", total, errors)?;
+    Ok(states)
+}
+
+/// Reads every host's state (without locking), shows `host: from -> to` for each, and asks.
+async fn confirm_plan(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Result<bool> {
+    let mut text = String::from("Rollback plan:\n");
+    let mut plan = Vec::new();
+    for (host, st) in read_states(config, &opts.hosts, ui).await? {
+        let line = match choose_target(&st, opts.to.as_deref()) {
+            Ok(t) if st.current.as_deref() == Some(t.as_str()) => {
+                format!("{t} (already current, unchanged)")
+            }
+            Ok(t) => format!("{} -> {t}", st.current.as_deref().unwrap_or("nothing")),
+            Err(problem) => format!("cannot roll back: {problem}"),
+        };
+        text.push_str(&format!("  {host}: {line}\n"));
+        plan.push(serde_json::json!({ "host": host, "plan": line }));
+    }
     ui.emit(Event::Output {
         kind: "rollback-plan".into(),
         text,

@@ -113,7 +113,7 @@ pub fn select(sel: &Selection<'_>) -> Result<Vec<Package>> {
             && members.len() > 1;
         // (`--exclude` means the workspace, as it does for cargo.)
         if !sel.workspace && sel.exclude.is_empty() && !at_root {
-            return find(sel.manifest_path, None).map(|p| vec![p]);
+            return pick(&metadata, sel.manifest_path, None).map(|p| vec![p]);
         }
         let shipped: Vec<&cargo_metadata::Package> = members
             .iter()
@@ -267,14 +267,22 @@ fn containing_member<'m>(
 
 /// Finds the one package to ship. `manifest_path` is `--manifest-path`, `package` is `-p`.
 pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Package> {
-    let metadata = metadata(manifest_path)?;
+    pick(&metadata(manifest_path)?, manifest_path, package)
+}
+
+/// [`find`] in metadata already read.
+fn pick(
+    metadata: &cargo_metadata::Metadata,
+    manifest_path: Option<&Path>,
+    package: Option<&str>,
+) -> Result<Package> {
     let workspace_root = PathBuf::from(metadata.workspace_root.as_std_path());
     let members: Vec<&cargo_metadata::Package> = metadata.workspace_packages();
     let names: Vec<String> = members.iter().map(|p| p.name.to_string()).collect();
 
     if let Some(wanted) = package {
         return match members.iter().find(|p| p.name.as_str() == wanted) {
-            Some(p) => Ok(to_package(p, &metadata)),
+            Some(p) => Ok(to_package(p, metadata)),
             None => Err(Error::usage(
                 format!(
                     "package `{wanted}` is not a member of the workspace at {}",
@@ -285,10 +293,10 @@ pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Packa
         };
     }
     if let Some(p) = containing_member(manifest_path, &members)? {
-        return Ok(to_package(p, &metadata));
+        return Ok(to_package(p, metadata));
     }
     match members.as_slice() {
-        [only] => Ok(to_package(only, &metadata)),
+        [only] => Ok(to_package(only, metadata)),
         [] => Err(Error::usage(
             format!(
                 "the workspace at {} has no members",

@@ -339,10 +339,11 @@ fn issue_7_concurrent_deploys_to_three_hosts_have_exactly_one_winner() {
     };
     let app = App::new(hosts, "ship-race3", 18715, spec);
     app.run_expect(&["build"], 0);
-    for round in 0..3 {
+    // Runs `args` twice at once; exactly one must succeed and the other exit 7.
+    let race = |args: &[&str], what: &str| {
         let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| app.run(&["deploy", "test"]));
-            let b = s.spawn(|| app.run(&["deploy", "test"]));
+            let a = s.spawn(|| app.run(args));
+            let b = s.spawn(|| app.run(args));
             (a.join().unwrap(), b.join().unwrap())
         });
         let mut codes = [a.code, b.code];
@@ -350,13 +351,21 @@ fn issue_7_concurrent_deploys_to_three_hosts_have_exactly_one_winner() {
         if codes != [0, EXIT_LOCKED] {
             app.fail(
                 &format!(
-                    "round {round}: expected exactly one success and one exit 7, got {codes:?}\n=== first ===\n{}\n=== second ===",
+                    "{what}: expected exactly one success and one exit 7, got {codes:?}\n=== first ===\n{}\n=== second ===",
                     a.describe()
                 ),
                 Some(&b),
             );
         }
-        let (winner, loser) = if a.code == 0 { (&a, &b) } else { (&b, &a) };
+        if a.code == 0 {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    };
+    for round in 0..3 {
+        let (winner, loser) = race(&["deploy", "test"], &format!("round {round}"));
+        let (winner, loser) = (&winner, &loser);
         app.check(
             loser.stderr.contains("locked by") && loser.stderr.contains("cargo ship deploy test"),
             "the loser should name the winner's lock",
@@ -377,22 +386,7 @@ fn issue_7_concurrent_deploys_to_three_hosts_have_exactly_one_winner() {
         }
     }
     // Two rollbacks at once: the same rule, exactly one rolls back.
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| app.run(&["rollback", "test"]));
-        let b = s.spawn(|| app.run(&["rollback", "test"]));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    let mut codes = [a.code, b.code];
-    codes.sort();
-    if codes != [0, EXIT_LOCKED] {
-        app.fail(
-            &format!(
-                "rollbacks: expected exactly one success and one exit 7, got {codes:?}\n=== first ===\n{}\n=== second ===",
-                a.describe()
-            ),
-            Some(&b),
-        );
-    }
+    let (a, _) = race(&["rollback", "test"], "rollbacks");
     let live: Vec<Option<String>> = app.app_hosts().iter().map(|h| app.current(h)).collect();
     app.check(
         live.iter().all(|c| c.is_some() && *c == live[0]),
