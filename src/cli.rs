@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cargo_ship::config::{self, LoadOptions};
 use cargo_ship::remote::ssh_files::{self, SshFiles};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
-use cargo_ship::{deploy, exec, init, lock, logs, package, prune, rollback, setup, status, Result};
+use cargo_ship::{
+    approval, deploy, exec, init, lock, logs, package, prune, rollback, setup, status, Result,
+};
 
 /// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
 #[derive(Debug, Parser)]
@@ -182,9 +184,27 @@ enum Command {
         /// (default: roll them back too, so the fleet runs one version)
         #[arg(long)]
         keep_switched: bool,
+        /// After the first batch, wait for `cargo ship promote <env>` (or `cargo ship abort
+        /// <env>`) from another terminal or CI job
+        #[arg(long)]
+        pause_for_approval: bool,
         /// Only these hosts of the environment (repeatable)
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
+    },
+    /// Let a deploy waiting with `--pause-for-approval` go on with its next batches
+    Promote {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: WorkspaceArgs,
+    },
+    /// Stop a deploy waiting with `--pause-for-approval`: it puts every switched host back
+    Abort {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: WorkspaceArgs,
     },
     /// Prepare each host once, as an admin: deploy and service users, directories, and sudo
     /// rights for exactly this unit
@@ -454,6 +474,7 @@ impl Ship {
                 force,
                 lock_wait,
                 keep_switched,
+                pause_for_approval,
                 hosts,
             } => {
                 let configs = selected(&package, Some(&build), Some(env))?;
@@ -464,8 +485,17 @@ impl Ship {
                     lock_wait,
                     keep_switched,
                     hosts,
+                    pause_for_approval,
                 };
                 deploy::deploy(&configs, &opts, ui).await
+            }
+            Command::Promote { env, package } => {
+                let configs = selected(&package, None, Some(env))?;
+                approval::decide(&configs, approval::Decision::Promote, ui).await
+            }
+            Command::Abort { env, package } => {
+                let configs = selected(&package, None, Some(env))?;
+                approval::decide(&configs, approval::Decision::Abort, ui).await
             }
             Command::Setup {
                 env,

@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::fleet;
-use crate::rollout::{self, connect, plan, revert, stage, switch, HostRun};
+use crate::rollout::{self, connect, plan, revert, stage, switch, Deferred, HostRun};
 use crate::ui::{Event, Ui};
 use crate::Result;
 
@@ -33,11 +33,14 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
 
     let mut runs: Vec<HostRun> = Vec::new();
     let mut left_alone: Vec<HostRun> = Vec::new();
+    let mut deferred: Vec<Deferred> = Vec::new();
     let finished = {
         let work = async {
-            // 1. Connect and 2. preflight + lock everywhere, before changing anything.
-            runs = connect::open_and_lock(&plans, &all_hosts, ui).await?;
-            if several {
+            // 1. Connect and 2. preflight + lock everywhere, before changing anything (with
+            // `unreachable = "defer"`, hosts that cannot be reached or fail preflight are left
+            // on their old release).
+            (runs, deferred) = connect::open_and_lock(&plans, &all_hosts, ui).await?;
+            if several || plan::converges(&plans) {
                 (runs, left_alone) =
                     plan::leave_unchanged_alone(&plans, std::mem::take(&mut runs)).await;
                 if runs.is_empty() {
@@ -54,11 +57,15 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             stage::once_hooks(&plans, &mut runs).await?;
             // 4. Switch service by service, each in its batches; 5. finish everywhere, or put
             // back every host this deploy switched.
-            let switched = switch::switch_all(&plans, &mut runs).await?;
-            if switched.failed.is_empty() {
-                switch::finish_all(&plans, &mut runs, ui).await
-            } else {
+            let switched =
+                switch::switch_all(&plans, &mut runs, deferred.len(), opts.pause_for_approval)
+                    .await?;
+            if switched.stopped {
                 revert::stop_all(&plans, &mut runs, switched, opts).await
+            } else {
+                switch::finish_all(&plans, &mut runs, ui).await?;
+                // Within `max_fail`: deployed, with the failed and deferred hosts named.
+                plan::partial(&plans, &runs, &deferred)
             }
         };
         tokio::select! {
@@ -72,7 +79,8 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
     };
     runs.extend(left_alone);
     rollout::sort_for_rollout(&plans, &mut runs);
-    let rows = runs.iter().map(|r| r.row(&plans[r.svc])).collect();
+    let mut rows: Vec<_> = runs.iter().map(|r| r.row(&plans[r.svc])).collect();
+    rows.extend(deferred.iter().map(|d| d.row(&plans[d.svc])));
     ui.emit(Event::Summary {
         operation: "deploy".into(),
         hosts: rows,

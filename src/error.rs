@@ -34,6 +34,9 @@ pub mod exit {
     /// `status`: the hosts do not all run the same healthy release (drift, a unit failed or
     /// restarting, an unconfirmed or unverified switch, nothing deployed).
     pub const NOT_HEALTHY: i32 = 10;
+    /// `deploy`: deployed, with some hosts failed (put back on their old release) or deferred
+    /// (unreachable or failing preflight), within `max_fail` (#19).
+    pub const PARTIAL: i32 = 11;
     /// Interrupted by Ctrl-C; hosts were put back as they were.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -177,12 +180,55 @@ pub enum Error {
         /// What was not done.
         what: String,
     },
+    /// A deploy within its failure budget (`max_fail`): the release is live on the other
+    /// hosts; these are on their old release (#19).
+    #[error(
+        "release {release} is live on {deployed} of {total} host(s); {}",
+        partial_hosts(failed, deferred)
+    )]
+    Partial {
+        /// The release deployed.
+        release: String,
+        /// Hosts on the new release.
+        deployed: usize,
+        /// Hosts of the deploy.
+        total: usize,
+        /// Hosts that failed (health, switch, the pause's watch) and were put back, with why.
+        failed: Vec<(String, String)>,
+        /// Hosts that could not be reached or failed preflight, left alone, with why.
+        deferred: Vec<(String, String)>,
+    },
     /// The user pressed Ctrl-C.
     #[error("interrupted{detail}")]
     Interrupted {
         /// What was done to leave hosts as they were.
         detail: String,
     },
+}
+
+fn partial_hosts(failed: &[(String, String)], deferred: &[(String, String)]) -> String {
+    let list = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(h, why)| format!("{h} ({})", why.lines().next().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !failed.is_empty() {
+        parts.push(format!(
+            "{} failed and put back on their old release: {}",
+            failed.len(),
+            list(failed)
+        ));
+    }
+    if !deferred.is_empty() {
+        parts.push(format!(
+            "{} deferred (left on their old release): {}",
+            deferred.len(),
+            list(deferred)
+        ));
+    }
+    parts.join("; ")
 }
 
 fn tail(s: &str) -> String {
@@ -238,6 +284,11 @@ impl Error {
                     .into(),
             ),
             Error::Fleet { .. } => Some("see each host's error above".into()),
+            Error::Partial { .. } => Some(
+                "fix those hosts, then run the same deploy again: it converges only the hosts \
+                 not yet on the release (`cargo ship status <env>` shows the drift)"
+                    .into(),
+            ),
             Error::Interrupted { .. } => None,
         }
     }
@@ -255,6 +306,7 @@ impl Error {
             Error::Remote { .. } => exit::REMOTE,
             Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::Partial { .. } => exit::PARTIAL,
             Error::NotHealthy { .. } => exit::NOT_HEALTHY,
             Error::Cancelled { .. } => exit::FAILURE,
             Error::CommandFailed { .. } => exit::REMOTE,

@@ -95,7 +95,7 @@ where
         Err(e) => return vec![(String::new(), Err(e))],
     };
     let f = &f;
-    bounded(hosts, env.parallel, |spec| async move {
+    bounded(hosts, env.at_once(), |spec| async move {
         let started = Instant::now();
         let name = spec.to_string();
         let conn = match Connection::open(&spec, env, ui).await {
@@ -144,7 +144,7 @@ pub async fn put_back(
     ui: &Ui,
 ) -> usize {
     let Ok(env) = config.env() else { return 0 };
-    let done = bounded(hosts.to_vec(), env.parallel, |spec| async move {
+    let done = bounded(hosts.to_vec(), env.at_once(), |spec| async move {
         let conn = Connection::open(&spec, env, ui).await.ok()?;
         let ok = matches!(conn.run(script).await, Ok(ref o) if o.status == 0);
         conn.close().await;
@@ -209,7 +209,7 @@ pub fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Batch;
+    use crate::config::{Batch, Budget, Unreachable};
 
     fn env(hosts: &[&str]) -> Environment {
         Environment {
@@ -224,8 +224,12 @@ mod tests {
                 .collect(),
             ssh_config: None,
             secrets_file: None,
-            parallel: 2,
-            batch: Batch::All,
+            connect_parallel: 10,
+            parallel: Some(2),
+            batch: vec![Batch::All],
+            pause: std::time::Duration::ZERO,
+            max_fail: Budget::Count(0),
+            unreachable: Unreachable::Fail,
         }
     }
 
@@ -271,5 +275,33 @@ mod tests {
         assert_eq!(Batch::Count(2).size(7), 2);
         assert_eq!(Batch::Percent(25).size(7), 2);
         assert_eq!(Batch::Percent(1).size(7), 1);
+    }
+
+    #[test]
+    fn issue_19_ramps_and_budgets() {
+        let mut e = env(&["a"]);
+        assert_eq!(e.batch_sizes(10), [10]);
+        e.batch = vec![
+            Batch::Count(1),
+            Batch::Percent(10),
+            Batch::Percent(50),
+            Batch::Percent(100),
+        ];
+        assert_eq!(e.batch_sizes(10), [1, 1, 5, 3]);
+        assert_eq!(e.batch_sizes(100), [1, 10, 50, 39]);
+        assert_eq!(e.batch_sizes(1), [1]);
+        e.batch = vec![Batch::Count(1), Batch::Percent(30), Batch::Percent(100)];
+        assert_eq!(e.batch_sizes(10), [1, 3, 6]);
+        // The last entry repeats.
+        e.batch = vec![Batch::Count(1), Batch::Count(2)];
+        assert_eq!(e.batch_sizes(6), [1, 2, 2, 1]);
+        e.batch = vec![Batch::Count(3)];
+        assert_eq!(e.batch_sizes(7), [3, 3, 1]);
+        assert_eq!(Budget::Count(2).allowed(10), 2);
+        assert_eq!(Budget::Percent(5).allowed(10), 0);
+        assert_eq!(Budget::Percent(5).allowed(100), 5);
+        assert_eq!(Budget::Percent(25).allowed(10), 2);
+        e.parallel = None;
+        assert_eq!(e.at_once(), usize::MAX);
     }
 }

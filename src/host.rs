@@ -92,7 +92,7 @@ pub async fn connect_all(
     ui: &Ui,
 ) -> Result<Vec<Arc<Connection>>> {
     let env = config.env()?;
-    let opened = fleet::bounded(hosts.to_vec(), env.parallel, |spec| async move {
+    let opened = fleet::bounded(hosts.to_vec(), env.at_once(), |spec| async move {
         Connection::open(&spec, env, ui).await.map(Arc::new)
     })
     .await;
@@ -140,7 +140,7 @@ pub async fn lock_all(
             return fleet::fail_if_any("lock", conns.len(), errors).map(|_| Vec::new());
         }
     }
-    let others = fleet::bounded(rest.collect(), env.parallel, |conn| async move {
+    let others = fleet::bounded(rest.collect(), env.at_once(), |conn| async move {
         let r = lock_and_read(config, &conn, holder, wait, ui).await;
         (conn, r)
     })
@@ -162,7 +162,7 @@ pub async fn lock_all(
         });
         return Ok(ok);
     }
-    fleet::bounded(ok, env.parallel, |(conn, _)| async move {
+    fleet::bounded(ok, env.at_once(), |(conn, _)| async move {
         unlock_quietly(config, &conn).await;
     })
     .await;
@@ -192,7 +192,7 @@ where
         Err(e) => return vec![(String::new(), Err(e))],
     };
     let f = &f;
-    fleet::bounded(hosts, env.parallel, |spec| async move {
+    fleet::bounded(hosts, env.at_once(), |spec| async move {
         let name = spec.to_string();
         let conn = match Connection::open(&spec, env, ui).await {
             Ok(c) => Arc::new(c),

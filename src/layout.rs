@@ -83,6 +83,11 @@ impl Layout {
     pub fn lock(&self) -> String {
         format!("{}/.ship/lock", self.root)
     }
+    /// The approval marker of a deploy paused with `--pause-for-approval` (#19), inside its
+    /// lock: `waiting`, then `promote` or `abort` as `cargo ship promote|abort` writes it.
+    pub fn approval(&self) -> String {
+        format!("{}/.ship/lock/approval", self.root)
+    }
     /// The file inside the lock naming its holder.
     pub fn lock_holder(&self) -> String {
         format!("{}/.ship/lock/holder", self.root)

@@ -12,6 +12,7 @@
 //! interrupted switch) live below them in `host`.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod approval;
 pub mod arch;
 pub mod build;
 pub mod config;

@@ -109,7 +109,7 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
                 return Err(e);
             }
         };
-        let results = fleet::bounded(locked, env.parallel, |(conn, state)| {
+        let results = fleet::bounded(locked, env.at_once(), |(conn, state)| {
             let holder = &holder;
             async move {
                 let config = config.for_host(conn.host());

@@ -318,7 +318,7 @@ pub async fn setup(config: &Config, opts: &SetupOptions, ui: &Ui) -> Result<()> 
         ui.status("Dry run", "nothing was changed");
         return Ok(());
     }
-    let results = fleet::bounded(plans, env.parallel, |(spec, admin, user, s)| async move {
+    let results = fleet::bounded(plans, env.at_once(), |(spec, admin, user, s)| async move {
         let name = spec.to_string();
         let started = std::time::Instant::now();
         let conn = match Connection::open(&admin, env, ui).await {

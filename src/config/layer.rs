@@ -50,9 +50,17 @@ pub struct Layer {
     /// Environment tables only; already resolved against the directory of the declaring file.
     pub(crate) secrets_file: Option<Val<PathBuf>>,
     /// Environment tables only.
-    pub(crate) parallel: Option<Val<i64>>,
+    pub(crate) connect_parallel: Option<Val<i64>>,
+    /// Environment tables only.
+    pub(crate) parallel: Option<Val<BatchValue>>,
     /// Environment tables only.
     pub(crate) batch: Option<Val<BatchValue>>,
+    /// Environment tables only (#19).
+    pub(crate) pause: Option<Val<String>>,
+    /// Environment tables only (#19).
+    pub(crate) max_fail: Option<Val<BatchValue>>,
+    /// Environment tables only (#19).
+    pub(crate) unreachable: Option<Val<String>>,
     /// Top level only: the declared environments by name.
     pub(crate) environments: BTreeMap<String, EnvLayer>,
     /// Environment tables only: `per_host."<host>"` overrides, by host as written in `hosts`.
@@ -96,11 +104,13 @@ pub(crate) struct HooksLayer {
     pub once_on: Option<Val<String>>,
 }
 
-/// `batch` as written: `2` or `"25%"`.
+/// `batch` as written: `2`, `"25%"` or a ramp `[1, "10%", "100%"]` (also `parallel`: `10`
+/// or `"all"`, and `max_fail`: `2` or `"5%"`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum BatchValue {
     Count(i64),
     Text(String),
+    List(Vec<BatchValue>),
 }
 
 /// One `environments.<name>` table.
@@ -142,8 +152,12 @@ const ENV_ONLY_KEYS: &[&str] = &[
     "hosts",
     "ssh_config",
     "secrets_file",
+    "connect_parallel",
     "parallel",
     "batch",
+    "pause",
+    "max_fail",
+    "unreachable",
     "per_host",
 ];
 const SYSTEMD_KEYS: &[&str] = &[
@@ -246,8 +260,12 @@ impl Layer {
         set(&mut self.hosts, &over.hosts);
         set(&mut self.ssh_config, &over.ssh_config);
         set(&mut self.secrets_file, &over.secrets_file);
+        set(&mut self.connect_parallel, &over.connect_parallel);
         set(&mut self.parallel, &over.parallel);
         set(&mut self.batch, &over.batch);
+        set(&mut self.pause, &over.pause);
+        set(&mut self.max_fail, &over.max_fail);
+        set(&mut self.unreachable, &over.unreachable);
 
         for (host, h) in &over.per_host {
             match self.per_host.get_mut(host) {
@@ -337,25 +355,38 @@ impl Reader<'_> {
                     let s = self.string(value, &path, "a path to a dotenv file")?;
                     l.secrets_file = Some(Val::new(self.src.dir().join(&s.value), s.at));
                 }
+                "connect_parallel" if scope == Scope::Environment => {
+                    l.connect_parallel = Some(self.integer(value, &path, "a positive integer")?)
+                }
                 "parallel" if scope == Scope::Environment => {
-                    l.parallel = Some(self.integer(value, &path, "a positive integer")?)
+                    l.parallel = Some(self.count_or_text(
+                        value,
+                        &path,
+                        "a positive integer or \"all\"",
+                        false,
+                    )?)
                 }
                 "batch" if scope == Scope::Environment => {
-                    let at = self.src.origin(&path, value.span());
-                    let v = if let Some(i) = value.as_integer() {
-                        BatchValue::Count(i)
-                    } else if let Some(s) = value.as_str() {
-                        BatchValue::Text(s.to_string())
-                    } else {
-                        return Err(at.error(
-                            format!(
-                                "expected a number of hosts or a percentage like \"25%\", found {}",
-                                value.found()
-                            ),
-                            None,
-                        ));
-                    };
-                    l.batch = Some(Val::new(v, at));
+                    l.batch = Some(self.count_or_text(
+                        value,
+                        &path,
+                        "a number of hosts, a percentage like \"25%\", or a ramp like [1, \"10%\", \"100%\"]",
+                        true,
+                    )?)
+                }
+                "pause" if scope == Scope::Environment => {
+                    l.pause = Some(self.string(value, &path, "a duration like \"30s\"")?)
+                }
+                "max_fail" if scope == Scope::Environment => {
+                    l.max_fail = Some(self.count_or_text(
+                        value,
+                        &path,
+                        "a number of hosts or a percentage like \"5%\"",
+                        false,
+                    )?)
+                }
+                "unreachable" if scope == Scope::Environment => {
+                    l.unreachable = Some(self.string(value, &path, "\"fail\" or \"defer\"")?)
                 }
                 "per_host" if scope == Scope::Environment => {
                     for (host, host_key, host_node) in self.table(value, &path)? {
@@ -573,6 +604,39 @@ impl Reader<'_> {
                 format!("expected a boolean (true or false), found {}", node.found()),
                 None,
             )),
+        }
+    }
+
+    /// An integer or a string (`batch`, `parallel`, `max_fail`); with `list`, also an array of
+    /// those (a ramp).
+    fn count_or_text(
+        &self,
+        node: Node<'_>,
+        path: &str,
+        expected: &str,
+        list: bool,
+    ) -> Result<Val<BatchValue>> {
+        let at = self.src.origin(path, node.span());
+        let one = |n: &Node<'_>| {
+            if let Some(i) = n.as_integer() {
+                Some(BatchValue::Count(i))
+            } else {
+                n.as_str().map(|s| BatchValue::Text(s.to_string()))
+            }
+        };
+        let v = match (one(&node), node.as_array()) {
+            (Some(v), _) => Some(v),
+            (None, Some(items)) if list => items
+                .iter()
+                .map(one)
+                .collect::<Option<Vec<_>>>()
+                .filter(|v| !v.is_empty())
+                .map(BatchValue::List),
+            _ => None,
+        };
+        match v {
+            Some(v) => Ok(Val::new(v, at)),
+            None => Err(at.error(format!("expected {expected}, found {}", node.found()), None)),
         }
     }
 

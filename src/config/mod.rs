@@ -227,21 +227,57 @@ pub struct Environment {
     pub ssh_config: Option<PathBuf>,
     /// Dotenv file on the deploying machine with secret values (absolute once resolved).
     pub secrets_file: Option<PathBuf>,
-    /// Hosts handled at once (default 10).
-    pub parallel: usize,
-    /// Switch batch size.
-    pub batch: Batch,
+    /// SSH handshakes in flight at most (default 10: sshd's `MaxStartups 10:30:100`, on a
+    /// jump host too, refuses an 11th concurrent unauthenticated connection).
+    pub connect_parallel: usize,
+    /// Connected hosts worked on at once; `None` (the default): every connected host.
+    pub parallel: Option<usize>,
+    /// The switch batches (#19): each entry is the size of the next batch, the last one
+    /// repeating until every host is done. `[All]` by default: one batch.
+    pub batch: Vec<Batch>,
+    /// Between two batches: how long the switched hosts are watched (re-probed, their units
+    /// checked for restarts) before the next batch switches.
+    #[serde(with = "humantime_serde_compat")]
+    pub pause: Duration,
+    /// Hosts that may fail (or be deferred) before the deploy stops and puts the fleet back.
+    pub max_fail: Budget,
+    /// What a host that cannot be reached or fails preflight does to the deploy.
+    pub unreachable: Unreachable,
 }
 
-/// How many hosts switch at once.
+impl Environment {
+    /// How many connected hosts are worked on at once (`parallel`, else all of them).
+    pub fn at_once(&self) -> usize {
+        self.parallel.unwrap_or(usize::MAX)
+    }
+
+    /// The sizes of the switch batches for `hosts` hosts, in order (they add up to `hosts`).
+    pub fn batch_sizes(&self, hosts: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut left = hosts;
+        let mut ramp = self.batch.iter();
+        let mut last = Batch::All;
+        while left > 0 {
+            if let Some(b) = ramp.next() {
+                last = *b;
+            }
+            let n = last.size(hosts).min(left);
+            sizes.push(n);
+            left -= n;
+        }
+        sizes
+    }
+}
+
+/// The size of one switch batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Batch {
-    /// All hosts together (the default).
+    /// All hosts (left) together.
     All,
-    /// This many hosts per batch.
+    /// This many hosts.
     Count(usize),
-    /// This percentage of the hosts per batch (rounded up, at least one).
+    /// This percentage of all the hosts (rounded up, at least one).
     Percent(u8),
 }
 
@@ -254,6 +290,36 @@ impl Batch {
             Batch::Percent(p) => (hosts * p as usize).div_ceil(100).max(1),
         }
     }
+}
+
+/// `max_fail`: how many hosts may fail (a count, or a percentage of the hosts, rounded down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    /// This many hosts.
+    Count(usize),
+    /// This percentage of the deploy's hosts, rounded down.
+    Percent(u8),
+}
+
+impl Budget {
+    /// Hosts that may fail out of `hosts`.
+    pub fn allowed(self, hosts: usize) -> usize {
+        match self {
+            Budget::Count(n) => n,
+            Budget::Percent(p) => hosts * p as usize / 100,
+        }
+    }
+}
+
+/// `unreachable`: a host that cannot be reached or fails preflight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unreachable {
+    /// Stop the deploy before anything changes (the default).
+    Fail,
+    /// Leave it on its old release, count it against `max_fail`, deploy the others.
+    Defer,
 }
 
 /// `[user@]host[:port]` as written in the config.

@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::layer::{closest, BatchValue, HealthLayer, Layer, Strings, SystemdLayer, DURATION};
 use super::source::{Origin, Source, Val};
 use super::{
-    Batch, BuilderKind, Config, Environment, HealthConfig, HooksConfig, HostSpec, LoadOptions,
-    RestartStrategy, SystemdConfig,
+    Batch, Budget, BuilderKind, Config, Environment, HealthConfig, HooksConfig, HostSpec,
+    LoadOptions, RestartStrategy, SystemdConfig, Unreachable,
 };
 use crate::target::Target;
 use crate::workspace::{self, list, Package};
@@ -697,27 +697,110 @@ fn resolve_environment(l: &Layer, name: &str, at: &Origin) -> Result<Environment
             )
         })
         .transpose()?;
-    let parallel = match &l.parallel {
+    let connect_parallel = match &l.connect_parallel {
         None => 10,
         Some(v) => at_least_one(v)?,
     };
+    let parallel = match &l.parallel {
+        None => None,
+        Some(v) => match &v.value {
+            BatchValue::Text(t) if t.trim() == "all" => None,
+            BatchValue::Count(n) => Some(at_least_one(&Val::new(*n, v.at.clone()))?),
+            other => {
+                return Err(v.at.error(
+                    format!(
+                        "expected a positive integer or \"all\", found {}",
+                        shown(other)
+                    ),
+                    None,
+                ))
+            }
+        },
+    };
+    let batch_error = |v: &Val<BatchValue>, found: String| {
+        let ramp = matches!(v.value, BatchValue::List(_));
+        v.at.error(
+            format!(
+                "expected a number of hosts (at least 1), a percentage from \"1%\" to \"100%\", or \"all\", found {found}{}",
+                if ramp { " in the ramp" } else { "" }
+            ),
+            None,
+        )
+    };
     let batch = match &l.batch {
-        None => Batch::All,
-        Some(v) => parse_batch(&v.value).map_err(|found| {
+        None => vec![Batch::All],
+        Some(v) => match &v.value {
+            BatchValue::List(items) => items
+                .iter()
+                .map(|i| parse_batch(i).map_err(|found| batch_error(v, found)))
+                .collect::<Result<Vec<_>>>()?,
+            one => vec![parse_batch(one).map_err(|found| batch_error(v, found))?],
+        },
+    };
+    let pause = match &l.pause {
+        None => Duration::ZERO,
+        Some(v) => duration(v)?,
+    };
+    let max_fail = match &l.max_fail {
+        None => Budget::Count(0),
+        Some(v) => parse_budget(&v.value).ok_or_else(|| {
             v.at.error(
-                format!("expected a number of hosts (at least 1), a percentage from \"1%\" to \"100%\", or \"all\", found {found}"),
+                format!(
+                    "expected a number of hosts (0 or more) or a percentage from \"0%\" to \"100%\", found {}",
+                    shown(&v.value)
+                ),
                 None,
             )
         })?,
+    };
+    let unreachable = match l.unreachable.as_ref().map(|v| (v, v.value.trim())) {
+        None | Some((_, "fail")) => Unreachable::Fail,
+        Some((_, "defer")) => Unreachable::Defer,
+        Some((v, _)) => {
+            return Err(v.at.error(
+                format!("expected \"fail\" or \"defer\", found \"{}\"", v.value),
+                None,
+            ))
+        }
     };
     Ok(Environment {
         name: name.to_string(),
         hosts,
         ssh_config,
         secrets_file,
+        connect_parallel,
         parallel,
         batch,
+        pause,
+        max_fail,
+        unreachable,
     })
+}
+
+/// A `batch`/`parallel`/`max_fail` value as an error message shows it.
+fn shown(v: &BatchValue) -> String {
+    match v {
+        BatchValue::Count(n) => n.to_string(),
+        BatchValue::Text(t) => format!("\"{t}\""),
+        BatchValue::List(_) => "an array".into(),
+    }
+}
+
+/// `max_fail`: `2`, `"2"`, `"5%"` (zero allowed: no failure tolerated, the default).
+fn parse_budget(v: &BatchValue) -> Option<Budget> {
+    match v {
+        BatchValue::Count(n) => usize::try_from(*n).ok().map(Budget::Count),
+        BatchValue::Text(t) => match t.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 100)
+                .map(Budget::Percent),
+            None => t.trim().parse::<usize>().ok().map(Budget::Count),
+        },
+        BatchValue::List(_) => None,
+    }
 }
 
 /// A path key that must name an existing file (`what`: "ssh config file"); canonical once found.
@@ -1118,6 +1201,7 @@ fn parse_batch(v: &BatchValue) -> std::result::Result<Batch, String> {
             .map(Batch::Count)
             .map_err(|_| n.to_string()),
         BatchValue::Count(n) => Err(n.to_string()),
+        BatchValue::List(_) => Err("an array inside the array".into()),
         BatchValue::Text(t) => {
             let s = t.trim();
             if s == "all" {
@@ -1253,8 +1337,12 @@ struct EnvView<'a> {
     ssh_config: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     secrets_file: Option<String>,
-    parallel: usize,
+    connect_parallel: usize,
+    parallel: BatchView,
     batch: BatchView,
+    pause: String,
+    max_fail: BatchView,
+    unreachable: Unreachable,
 }
 
 #[derive(Serialize)]
@@ -1262,6 +1350,7 @@ struct EnvView<'a> {
 enum BatchView {
     Count(usize),
     Text(String),
+    List(Vec<BatchView>),
 }
 
 impl<'a> From<&'a Config> for View<'a> {
@@ -1315,12 +1404,28 @@ impl<'a> From<&'a Config> for View<'a> {
                 hosts: e.hosts.iter().map(ToString::to_string).collect(),
                 ssh_config: e.ssh_config.as_ref().map(|p| p.display().to_string()),
                 secrets_file: e.secrets_file.as_ref().map(|p| p.display().to_string()),
-                parallel: e.parallel,
-                batch: match e.batch {
-                    Batch::All => BatchView::Text("all".into()),
-                    Batch::Count(n) => BatchView::Count(n),
-                    Batch::Percent(p) => BatchView::Text(format!("{p}%")),
+                connect_parallel: e.connect_parallel,
+                parallel: match e.parallel {
+                    Some(n) => BatchView::Count(n),
+                    None => BatchView::Text("all".into()),
                 },
+                batch: {
+                    let one = |b: &Batch| match b {
+                        Batch::All => BatchView::Text("all".into()),
+                        Batch::Count(n) => BatchView::Count(*n),
+                        Batch::Percent(p) => BatchView::Text(format!("{p}%")),
+                    };
+                    match &e.batch[..] {
+                        [b] => one(b),
+                        ramp => BatchView::List(ramp.iter().map(one).collect()),
+                    }
+                },
+                pause: human(e.pause),
+                max_fail: match e.max_fail {
+                    Budget::Count(n) => BatchView::Count(n),
+                    Budget::Percent(p) => BatchView::Text(format!("{p}%")),
+                },
+                unreachable: e.unreachable,
             }),
         }
     }

@@ -129,9 +129,30 @@ async fn connect(spec: &HostSpec, env: &Environment, stats: &Stats) -> Result<Se
             b.config_file(f);
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
+        // At most `connect_parallel` handshakes in flight, however many hosts are worked on.
+        let _permit = handshakes(env.connect_parallel).acquire_owned().await;
         b.connect_mux(&spec.host)
             .await
             .map_err(|e| connect_error(&host, env, e))
+    }
+}
+
+/// The process's budget of SSH handshakes in flight (`connect_parallel`): sshd's default
+/// `MaxStartups 10:30:100` (on the host, or on a jump host every connection passes) starts
+/// refusing unauthenticated connections beyond 10. Shared by every connection the process
+/// opens, whichever service's environment it is for; a different size (another environment
+/// in the same process) starts a new budget.
+fn handshakes(size: usize) -> Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::Mutex<Option<(usize, Arc<tokio::sync::Semaphore>)>> =
+        std::sync::Mutex::new(None);
+    let mut b = BUDGET.lock().expect("handshake budget");
+    match &*b {
+        Some((n, s)) if *n == size => s.clone(),
+        _ => {
+            let s = Arc::new(tokio::sync::Semaphore::new(size.max(1)));
+            *b = Some((size, s.clone()));
+            s
+        }
     }
 }
 

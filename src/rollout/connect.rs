@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::arch;
-use crate::config::{Environment, HostSpec};
+use crate::config::{Environment, HostSpec, Unreachable};
 use crate::fleet;
 use crate::journal::HostState;
 use crate::layout::Layout;
@@ -19,42 +19,54 @@ use crate::ui::Ui;
 use crate::{Error, Result};
 
 use super::plan::Plan;
-use super::{close_all, close_conns, parallel, sort_for_rollout, HostRun};
+use super::{close_all, close_conns, parallel, sort_for_rollout, Deferred, HostRun};
 
 /// Connects to every host (once, however many services it runs), then takes the locks in one
 /// fixed order, by host name and then service: first the first of that order alone, and only
 /// then all the others in parallel. Two deploys started together both go for that lock first,
 /// so exactly one proceeds; the other is refused there (or waits with `--lock-wait`) before it
 /// holds any other lock.
+///
+/// With `unreachable = "defer"`, a host that cannot be reached or fails preflight is left
+/// alone and returned as [`Deferred`] (its service hosts count against `max_fail`; past it, the
+/// deploy stops here as with `"fail"`). A lock held by someone else always stops the deploy.
 pub(crate) async fn open_and_lock(
     plans: &[Plan<'_>],
     hosts: &[(HostSpec, &Environment)],
     ui: &Ui,
-) -> Result<Vec<HostRun>> {
+) -> Result<(Vec<HostRun>, Vec<Deferred>)> {
     let parallel = parallel(plans);
+    let env = plans[0].config.env()?;
+    let defer = env.unreachable == Unreachable::Defer;
     let scripts: Vec<Script> = plans
         .iter()
         .map(|p| steps::preflight(p.config, Some(&p.requirements), &p.holder, p.lock_wait))
         .collect();
     let total: usize = plans.iter().map(|p| p.hosts.len()).sum();
-    let opened = fleet::bounded(hosts.to_vec(), parallel, |(spec, env)| async move {
+    let allowed = env.max_fail.allowed(total);
+    // Handshakes are bounded by `connect_parallel` inside `Connection::open`.
+    let opened = fleet::bounded(hosts.to_vec(), usize::MAX, |(spec, env)| async move {
         let started = Instant::now();
-        Connection::open(&spec, env, ui)
+        let r = Connection::open(&spec, env, ui)
             .await
-            .map(|c| (Arc::new(c), started))
+            .map(|c| (Arc::new(c), started));
+        (spec, r)
     })
     .await;
     let mut conns = Vec::new();
     let mut errors = Vec::new();
-    for r in opened {
+    let mut deferred = Vec::new();
+    for (spec, r) in opened {
         match r {
             Ok(c) => conns.push(c),
+            Err(e) if defer => deferred.extend(defer_host(plans, &spec.to_string(), e, ui)),
             Err(e) => errors.push(e),
         }
     }
-    if !errors.is_empty() {
+    if !errors.is_empty() || deferred.len() > allowed {
         close_conns(conns.into_iter().map(|(c, _)| c)).await;
-        return fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new());
+        errors.extend(deferred.into_iter().filter_map(|d| d.error));
+        return fleet::fail_if_any("preflight", total, errors).map(|_| (Vec::new(), Vec::new()));
     }
     // Every (service, host) pair, in the lock order.
     let mut pairs: Vec<(usize, Arc<Connection>, Instant)> = Vec::new();
@@ -71,19 +83,34 @@ pub(crate) async fn open_and_lock(
         let (plan, script) = (&plans[svc], &scripts[svc]);
         async move { preflight_host(script, plan, svc, conn, started, &plan.ui).await }
     };
+    let deferrable = |e: &Error| defer && !matches!(e, Error::Locked { .. });
     let mut rest = pairs.into_iter();
     let mut results = Vec::new();
     let mut skipped = Vec::new();
-    if let Some(first) = rest.next() {
+    // The first of the lock order alone; a deferred host hands that role to the next one.
+    for first in rest.by_ref() {
+        let svc = first.0;
         let r = preflight(first).await;
-        let refused = r.is_err();
-        results.push(r);
-        if refused {
-            // Nothing is locked anywhere: the others are not even asked.
-            skipped.extend(rest.by_ref().map(|(_, c, _)| c));
+        match r {
+            Ok(run) => {
+                results.push(Ok(run));
+                break;
+            }
+            Err((conn, e)) if deferrable(&e) => results.push(Err((svc, conn, e))),
+            Err((conn, e)) => {
+                results.push(Err((svc, conn, e)));
+                // Nothing is locked anywhere: the others are not even asked.
+                skipped.extend(rest.by_ref().map(|(_, c, _)| c));
+                break;
+            }
         }
     }
-    let others = fleet::bounded(rest.collect(), parallel, preflight).await;
+    let others = fleet::bounded(rest.collect(), parallel, |pair| {
+        let svc = pair.0;
+        let f = preflight(pair);
+        async move { f.await.map_err(|(c, e)| (svc, c, e)) }
+    })
+    .await;
     results.extend(others);
     drop(conns);
 
@@ -92,16 +119,29 @@ pub(crate) async fn open_and_lock(
     for r in results {
         match r {
             Ok(run) => ok.push(run),
-            Err((conn, e)) => {
+            Err((svc, conn, e)) if deferrable(&e) => {
+                let host = conn.host().to_string();
+                refused_conns.push(conn);
+                let reason = e.to_string();
+                deferred.push(Deferred::with_reason(
+                    svc,
+                    &host,
+                    &reason,
+                    Some(e),
+                    &plans[svc].ui,
+                ));
+            }
+            Err((_, conn, e)) => {
                 refused_conns.push(conn);
                 errors.push(e);
             }
         }
     }
-    if errors.is_empty() {
+    if errors.is_empty() && deferred.len() <= allowed && !ok.is_empty() {
         // Back to the switch order: services in order, each service's hosts as configured.
         sort_for_rollout(plans, &mut ok);
-        return Ok(ok);
+        close_conns(refused_conns).await;
+        return Ok((ok, deferred));
     }
     // Nothing has changed anywhere: release the locks we took and report every problem.
     fleet::bounded(ok.iter().collect(), parallel, |run| async move {
@@ -114,7 +154,29 @@ pub(crate) async fn open_and_lock(
     close_all(ok).await;
     refused_conns.extend(skipped);
     close_conns(refused_conns).await;
-    fleet::fail_if_any("preflight", total, errors).map(|_| Vec::new())
+    errors.extend(deferred.into_iter().filter_map(|d| d.error));
+    fleet::fail_if_any("preflight", total, errors).map(|_| (Vec::new(), Vec::new()))
+}
+
+/// The service hosts of an unreachable host, deferred.
+fn defer_host(plans: &[Plan<'_>], host: &str, e: Error, ui: &Ui) -> Vec<Deferred> {
+    let svcs: Vec<usize> = (0..plans.len())
+        .filter(|&svc| plans[svc].hosts.iter().any(|h| h.to_string() == host))
+        .collect();
+    let mut e = Some(e);
+    let reason = e.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    let mut out = Vec::new();
+    for svc in svcs {
+        out.push(Deferred::with_reason(
+            svc,
+            host,
+            &reason,
+            e.take(),
+            &plans[svc].ui,
+        ));
+    }
+    let _ = ui;
+    out
 }
 
 /// Runs the preflight + lock script on one connected host.

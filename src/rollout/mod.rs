@@ -13,6 +13,7 @@
 //! ([`HostRun`]) and its summary row.
 
 pub mod connect;
+pub mod pause;
 pub mod plan;
 pub mod revert;
 pub mod stage;
@@ -48,6 +49,61 @@ pub struct DeployOptions {
     pub keep_switched: bool,
     /// Only these hosts.
     pub hosts: Vec<String>,
+    /// After the first batch, wait for `cargo ship promote <env>` (or `abort`) (#19).
+    pub pause_for_approval: bool,
+}
+
+/// A service host left alone by `unreachable = "defer"` (#19): it could not be reached or
+/// failed preflight, so it stays on its old release and counts against `max_fail`.
+pub(crate) struct Deferred {
+    pub(crate) svc: usize,
+    pub(crate) host: String,
+    /// Why, in one line.
+    pub(crate) reason: String,
+    /// The error (once per host), reported when the deferred hosts are past `max_fail`.
+    pub(crate) error: Option<crate::Error>,
+}
+
+impl Deferred {
+    /// Records a deferred host and says so.
+    pub(crate) fn with_reason(
+        svc: usize,
+        host: &str,
+        reason: &str,
+        error: Option<crate::Error>,
+        ui: &crate::ui::Ui,
+    ) -> Deferred {
+        let reason = fleet::first_line(reason);
+        ui.step(
+            Some(host),
+            "Deferred",
+            format!("left on its old release ({reason})"),
+            crate::ui::Tone::Warning,
+        );
+        Deferred {
+            svc,
+            host: host.to_string(),
+            reason,
+            error,
+        }
+    }
+
+    /// Its summary row: still on whatever it ran (unknown here).
+    pub(crate) fn row(&self, plan: &Plan<'_>) -> HostRow {
+        HostRow {
+            host: self.host.clone(),
+            package: plan.package.clone(),
+            outcome: "deferred".into(),
+            release: None,
+            version: None,
+            target: None,
+            commands: 0,
+            connections: 0,
+            bytes_sent: 0,
+            millis: 0,
+            detail: Some(self.reason.clone()),
+        }
+    }
 }
 
 /// One service on one host during a deploy.
@@ -113,10 +169,12 @@ pub(crate) fn sort_for_rollout(plans: &[Plan<'_>], runs: &mut [HostRun]) {
     runs.sort_by_key(|r| (r.svc, position(&plans[r.svc].hosts, r.conn.host())));
 }
 
-/// How many hosts are worked on at once: the first service's environment's `parallel` (all
-/// services of a deploy are in the same environment).
+/// How many connected hosts are worked on at once: the first service's environment's
+/// `parallel`, by default all of them (all services of a deploy are in the same environment).
+/// Handshakes are bounded apart from this, by `connect_parallel` (see
+/// [`crate::remote::session`]).
 pub(crate) fn parallel(plans: &[Plan<'_>]) -> usize {
-    plans[0].config.env().map(|e| e.parallel).unwrap_or(10)
+    plans[0].config.env().map(|e| e.at_once()).unwrap_or(10)
 }
 
 pub(crate) fn position(hosts: &[HostSpec], host: &str) -> usize {

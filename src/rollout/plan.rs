@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::{Config, Environment, HostSpec};
+use crate::config::{Budget, Config, Environment, HostSpec, Unreachable};
 use crate::fingerprint;
 use crate::fleet;
 use crate::journal::{self, Revision};
@@ -24,7 +24,7 @@ use crate::target::Target;
 use crate::ui::{Event, Ui};
 use crate::{Error, Result};
 
-use super::{hook_env, parallel, sort_for_rollout, DeployOptions, HostRun};
+use super::{hook_env, parallel, sort_for_rollout, Deferred, DeployOptions, HostRun};
 
 /// Everything decided about one service before the first host is touched. A deploy of one
 /// package has one plan; a workspace deploy one per service, in switch order, sharing the
@@ -257,6 +257,59 @@ fn requirements(artifact: &Artifact, force: bool) -> Result<Requirements> {
         artifact_sha: Some(artifact.sha256.clone()),
         force,
     })
+}
+
+/// Whether a deploy of one package also leaves alone the hosts already running this artifact
+/// (as a workspace deploy always does): when the environment lets a deploy end with some hosts
+/// left behind (`max_fail` above 0, or `unreachable = "defer"`), running the same deploy again
+/// converges only the hosts not yet on the release. `--force` deploys to every host.
+pub(crate) fn converges(plans: &[Plan<'_>]) -> bool {
+    plans.iter().all(|p| {
+        p.config.env().is_ok_and(|e| {
+            !p.requirements.iter().any(|r| r.force)
+                && (e.unreachable == Unreachable::Defer || e.max_fail != Budget::Count(0))
+        })
+    })
+}
+
+/// After a rollout within `max_fail`: `Ok` when every host is on the release, else the
+/// partial result naming the hosts that failed (and were put back) or were deferred.
+pub(crate) fn partial(plans: &[Plan<'_>], runs: &[HostRun], deferred: &[Deferred]) -> Result<()> {
+    let failed: Vec<(String, String)> = runs
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Some((o, d)) if o != "deployed" && o != "unchanged" => Some((
+                name(plans, r.svc, r.conn.host()),
+                d.clone().unwrap_or_else(|| o.clone()),
+            )),
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() && deferred.is_empty() {
+        return Ok(());
+    }
+    let deployed = runs
+        .iter()
+        .filter(|r| r.outcome.as_ref().is_some_and(|o| o.0 == "deployed"))
+        .count();
+    Err(Error::Partial {
+        release: plans[0].release.clone(),
+        deployed,
+        total: runs.len() + deferred.len(),
+        failed,
+        deferred: deferred
+            .iter()
+            .map(|d| (name(plans, d.svc, &d.host), d.reason.clone()))
+            .collect(),
+    })
+}
+
+/// A service host as messages name it: `web1`, or `web1 (api)` in a workspace deploy.
+fn name(plans: &[Plan<'_>], svc: usize, host: &str) -> String {
+    match &plans[svc].package {
+        Some(p) => format!("{host} ({p})"),
+        None => host.to_string(),
+    }
 }
 
 /// A workspace deploy leaves a service alone on a host where its current release already runs

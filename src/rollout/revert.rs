@@ -28,6 +28,7 @@ pub(crate) async fn stop_all(
     let Switched {
         ok: switched_ok,
         failed,
+        ..
     } = switched;
     let reason = format!(
         "rollout stopped: {}",

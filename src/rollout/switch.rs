@@ -15,57 +15,110 @@ use crate::{Error, Result};
 
 use super::plan::Plan;
 use super::revert::revert_host;
-use super::{hook_env, parallel, HostRun};
+use super::{hook_env, parallel, pause, HostRun};
 
-/// Where the switch phase stopped: the hosts switched and healthy (indexes into the runs), and
-/// the errors of the batch that failed (empty when every batch was healthy).
+/// Where the switch phase stopped: the hosts switched and healthy (indexes into the runs), the
+/// errors of the hosts that failed, and whether they were more than `max_fail` allows (then
+/// the rollout stopped and the fleet is put back; within it, the failed hosts are back on
+/// their old release and the others go on).
 pub(crate) struct Switched {
     pub(crate) ok: Vec<usize>,
     pub(crate) failed: Vec<Error>,
+    pub(crate) stopped: bool,
 }
 
-/// Switches service by service, each in its batches (`batch`), stopping after the first batch
-/// with a failed host. Hosts switched earlier get their dead-man's switch extended before
-/// each later batch.
-pub(crate) async fn switch_all(plans: &[Plan<'_>], runs: &mut [HostRun]) -> Result<Switched> {
+/// Switches service by service, each in its batches (`batch`: a size, or a ramp of sizes),
+/// watching the switched hosts for `pause` between two batches (and, with
+/// `--pause-for-approval`, waiting after the first batch for `cargo ship promote`). A host that
+/// fails (its switch, its verify, or the watch) is put back on its old release at once; the
+/// rollout goes on while the failed hosts plus the `deferred` ones are within `max_fail`, and
+/// stops at the first batch past it. Hosts switched earlier get their dead-man's switch
+/// extended while they wait.
+pub(crate) async fn switch_all(
+    plans: &[Plan<'_>],
+    runs: &mut [HostRun],
+    deferred: usize,
+    approval: bool,
+) -> Result<Switched> {
     let total = runs.len();
+    let env = plans[0].config.env()?;
+    let allowed = env.max_fail.allowed(total + deferred);
     let mut failed: Vec<Error> = Vec::new();
     let mut switched_ok: Vec<usize> = Vec::new();
-    'services: for (svc, plan) in plans.iter().enumerate() {
+    // Every batch of every service, in order.
+    let mut batches: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (svc, plan) in plans.iter().enumerate() {
         let env = plan.config.env()?;
         let mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
-        if mine.is_empty() {
+        let mut rest = &mine[..];
+        for size in env.batch_sizes(mine.len()) {
+            let (batch, more) = rest.split_at(size);
+            batches.push((svc, batch.to_vec()));
+            rest = more;
+        }
+    }
+    let count = batches.len();
+    let over = |failed: &[Error]| failed.len() + deferred > allowed;
+    for (b, (svc, batch)) in batches.iter().enumerate() {
+        let plan = &plans[*svc];
+        let env = plan.config.env()?;
+        if b > 0 {
+            // Hosts switched earlier wait for this batch: their dead-man's switches get the
+            // full confirm_timeout again (in parallel with this batch).
+            extend_guards(plans, runs, &switched_ok).await;
+        }
+        let started = chrono::Utc::now();
+        if count > 1 {
+            plan.ui.status(
+                "Batch",
+                format!("{} of {count}: {} host(s)", b + 1, batch.len()),
+            );
+        }
+        let (ok, errors) = switch_batch(plan, runs, batch, env.at_once(), total == 1).await;
+        switched_ok.extend(ok);
+        failed.extend(errors);
+        pause::record_batch(plan, b, count, batch, runs, started);
+        if over(&failed) {
+            return Ok(Switched {
+                ok: switched_ok,
+                failed,
+                stopped: true,
+            });
+        }
+        if b + 1 == count {
+            break;
+        }
+        // Between two batches: watch the hosts switched so far.
+        let wait = pause::Wait {
+            pause: env.pause,
+            approval: approval && b == 0,
+            budget_left: allowed.saturating_sub(failed.len() + deferred),
+        };
+        if wait.pause.is_zero() && !wait.approval {
             continue;
         }
-        let size = env.batch.size(mine.len());
-        for (b, batch) in mine.chunks(size).enumerate() {
-            if !switched_ok.is_empty() {
-                // Hosts switched earlier wait for this batch: their dead-man's switches get
-                // the full confirm_timeout again (in parallel with this batch).
-                extend_guards(plans, runs, &switched_ok).await;
+        let outcome = pause::between_batches(plans, runs, &switched_ok, &wait).await;
+        for (i, e) in outcome.failed {
+            switched_ok.retain(|&x| x != i);
+            failed.push(e);
+        }
+        if outcome.aborted || over(&failed) {
+            if outcome.aborted {
+                failed.push(Error::Cancelled {
+                    what: "the rollout (`cargo ship abort` while it waited for approval: every switched host is put back)".into(),
+                });
             }
-            if size < mine.len() {
-                plan.ui.status(
-                    "Batch",
-                    format!(
-                        "{} of {}: {} host(s)",
-                        b + 1,
-                        mine.len().div_ceil(size),
-                        batch.len()
-                    ),
-                );
-            }
-            let (ok, errors) = switch_batch(plan, runs, batch, env.parallel, total == 1).await;
-            switched_ok.extend(ok);
-            failed.extend(errors);
-            if !failed.is_empty() {
-                break 'services;
-            }
+            return Ok(Switched {
+                ok: switched_ok,
+                failed,
+                stopped: true,
+            });
         }
     }
     Ok(Switched {
         ok: switched_ok,
         failed,
+        stopped: false,
     })
 }
 
@@ -104,19 +157,22 @@ pub(crate) async fn switch_batch(
 
 /// Finishes every host: confirm, revisions.log, prune, unlock (done by the verify script
 /// already when there is one host).
+/// Hosts that failed within `max_fail` keep the outcome they have (back on their old release).
 pub(crate) async fn finish_all(plans: &[Plan<'_>], runs: &mut [HostRun], ui: &Ui) -> Result<()> {
     let total = runs.len();
     let mut failed = Vec::new();
+    let pending: Vec<&HostRun> = runs.iter().filter(|r| r.outcome.is_none()).collect();
     let results = if total == 1 {
-        vec![Ok(())]
+        pending.iter().map(|_| Ok(())).collect()
     } else {
-        fleet::bounded(runs.iter().collect(), parallel(plans), |run| {
+        fleet::bounded(pending, parallel(plans), |run| {
             let plan = &plans[run.svc];
             finish_host(plan, run, &plan.ui)
         })
         .await
     };
-    for (run, r) in runs.iter_mut().zip(results) {
+    let pending = runs.iter_mut().filter(|r| r.outcome.is_none());
+    for (run, r) in pending.zip(results) {
         run.outcome = Some(match r {
             Ok(()) => ("deployed".into(), None),
             Err(e @ Error::Reverted { .. }) => {
@@ -133,14 +189,18 @@ pub(crate) async fn finish_all(plans: &[Plan<'_>], runs: &mut [HostRun], ui: &Ui
             }
         });
     }
-    if failed.is_empty() {
+    let live = runs
+        .iter()
+        .filter(|r| r.outcome.as_ref().is_some_and(|o| o.0 == "deployed"))
+        .count();
+    if failed.is_empty() && live > 0 {
         let services = plans.len();
         ui.status(
             "Finished",
             match services {
-                1 => format!("release {} is live on {} host(s)", plans[0].release, total),
+                1 => format!("release {} is live on {live} host(s)", plans[0].release),
                 _ => format!(
-                    "release {} is live: {total} service host(s), {} service(s)",
+                    "release {} is live: {live} service host(s), {} service(s)",
                     plans[0].release,
                     runs.iter()
                         .map(|r| r.svc)
@@ -300,7 +360,7 @@ async fn switch_host(
 }
 
 /// Gives every host switched so far the full confirm_timeout again.
-async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
+pub(crate) async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
     let parallel = parallel(plans);
     let waiting: Vec<&HostRun> = switched
         .iter()

@@ -33,6 +33,7 @@ pub fn result_word(code: i32) -> &'static str {
         exit::ROLLED_BACK => "unhealthy",
         exit::REMOTE => "failed",
         exit::NOT_HEALTHY => "not-healthy",
+        exit::PARTIAL => "partial",
         exit::INTERRUPTED => "interrupted",
         _ => "error",
     }
@@ -460,7 +461,7 @@ mod tests {
 
     #[test]
     fn every_documented_exit_code_has_its_word() {
-        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130]
+        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130]
             .into_iter()
             .map(|c| (c, result_word(c)))
             .collect();
@@ -478,6 +479,7 @@ mod tests {
                 (8, "unhealthy"),
                 (9, "failed"),
                 (10, "not-healthy"),
+                (11, "partial"),
                 (130, "interrupted")
             ]
         );

@@ -152,8 +152,8 @@ fn issue_2_example_loads_with_environment_overrides() {
     let hosts: Vec<String> = env.hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["deploy@web1.example.com", "web2.example.com:2222"]);
     assert_eq!(env.hosts[1].port, Some(2222));
-    assert_eq!(env.parallel, 10);
-    assert_eq!(env.batch, Batch::Percent(25));
+    assert_eq!(env.parallel, Some(10));
+    assert_eq!(env.batch, [Batch::Percent(25)]);
     assert_eq!(
         env.ssh_config.as_deref(),
         Some(
@@ -256,8 +256,8 @@ fn workspace_environment_merges_with_the_package_one() {
     let env = api.env().unwrap();
     assert_eq!(env.hosts.len(), 2);
     assert_eq!(env.hosts[0].user.as_deref(), Some("deploy"));
-    assert_eq!(env.parallel, 2); // api's staging
-    assert_eq!(env.batch, Batch::Count(1)); // workspace's staging
+    assert_eq!(env.parallel, Some(2)); // api's staging
+    assert_eq!(env.batch, [Batch::Count(1)]); // workspace's staging
     assert_eq!(api.keep_releases, 2); // workspace's staging beats the workspace default
     assert_eq!(api.health.timeout, Duration::from_secs(90)); // api's staging
     assert_eq!(api.health.settle, Duration::from_secs(5)); // workspace
@@ -642,6 +642,87 @@ fn parallel_and_batch() {
     }
 }
 
+/// #18 item 1 and #19: `connect_parallel`, `parallel = "all"`, ramps, `pause`, `max_fail`,
+/// `unreachable`, resolved and refused with the key and what was expected.
+#[test]
+fn issue_19_ramp_pause_budget_and_unreachable() {
+    let p = Project::fixture("hello");
+    p.write("ssh_config", "Host demo1\n");
+    p.edit(
+        "Cargo.toml",
+        "ssh_config = \"../../target/ship-demo/ssh_config\"",
+        "ssh_config = \"ssh_config\"",
+    );
+    p.edit(
+        "Cargo.toml",
+        "[package.metadata.ship.environments.demo]",
+        "[package.metadata.ship.environments.demo]\nconnect_parallel = 4\nparallel = \"all\"\nbatch = [1, \"10%\", \"50%\", \"100%\"]\npause = \"30s\"\nmax_fail = \"5%\"\nunreachable = \"defer\"",
+    );
+    let c = load(&p, Some("demo"));
+    let env = c.environment.as_ref().unwrap();
+    assert_eq!(env.connect_parallel, 4);
+    assert_eq!(env.parallel, None);
+    assert_eq!(
+        env.batch,
+        [
+            Batch::Count(1),
+            Batch::Percent(10),
+            Batch::Percent(50),
+            Batch::Percent(100)
+        ]
+    );
+    assert_eq!(env.batch_sizes(100), [1, 10, 50, 39]);
+    assert_eq!(env.pause, std::time::Duration::from_secs(30));
+    assert_eq!(env.max_fail, cargo_ship::config::Budget::Percent(5));
+    assert_eq!(env.unreachable, cargo_ship::config::Unreachable::Defer);
+    let (text, json) = config::show(&c);
+    assert!(
+        text.lines()
+            .any(|l| l == "batch = [1, \"10%\", \"50%\", \"100%\"]"),
+        "{text}"
+    );
+    assert_eq!(json["environment"]["parallel"], "all");
+    assert_eq!(json["environment"]["max_fail"], "5%");
+    assert_eq!(json["environment"]["unreachable"], "defer");
+
+    let env = |extra: &str| {
+        error_with(
+            &format!("[package.metadata.ship.environments.prod]\nhosts = [\"a\"]\n{extra}\n"),
+            Some("prod"),
+        )
+        .0
+    };
+    assert_eq!(
+        env("batch = [1, \"0%\"]"),
+        "<p>/Cargo.toml:10:9: `package.metadata.ship.environments.prod.batch`: expected a number of hosts (at least 1), \
+         a percentage from \"1%\" to \"100%\", or \"all\", found \"0%\" in the ramp"
+    );
+    assert_eq!(
+        env("batch = []"),
+        "<p>/Cargo.toml:10:9: `package.metadata.ship.environments.prod.batch`: expected a number of hosts, a percentage like \"25%\", or a ramp like [1, \"10%\", \"100%\"], found an array ([])"
+    );
+    assert_eq!(
+        env("parallel = \"some\""),
+        "<p>/Cargo.toml:10:12: `package.metadata.ship.environments.prod.parallel`: expected a positive integer or \"all\", found \"some\""
+    );
+    assert_eq!(
+        env("connect_parallel = 0"),
+        "<p>/Cargo.toml:10:20: `package.metadata.ship.environments.prod.connect_parallel`: expected at least 1, found 0"
+    );
+    assert_eq!(
+        env("max_fail = \"101%\""),
+        "<p>/Cargo.toml:10:12: `package.metadata.ship.environments.prod.max_fail`: expected a number of hosts (0 or more) or a percentage from \"0%\" to \"100%\", found \"101%\""
+    );
+    assert_eq!(
+        env("unreachable = \"skip\""),
+        "<p>/Cargo.toml:10:15: `package.metadata.ship.environments.prod.unreachable`: expected \"fail\" or \"defer\", found \"skip\""
+    );
+    assert_eq!(
+        env("pause = \"soon\""),
+        "<p>/Cargo.toml:10:9: `package.metadata.ship.environments.prod.pause`: expected a duration like \"30s\", \"2m\" or \"1m 30s\", found \"soon\""
+    );
+}
+
 #[test]
 fn unit_names_and_environment_variables() {
     assert_eq!(
@@ -725,7 +806,12 @@ fn show_renders_text_and_json() {
     assert_eq!(json["health"]["http"], "http://127.0.0.1:8080/healthz");
     assert_eq!(json["systemd"]["environment"]["RUST_LOG"], "info");
     assert_eq!(json["environment"]["hosts"][0], "root@demo1");
-    assert_eq!(json["environment"]["parallel"], 10);
+    // #18: handshakes and work are two limits; by default every connected host works at once.
+    assert_eq!(json["environment"]["connect_parallel"], 10);
+    assert_eq!(json["environment"]["parallel"], "all");
+    assert_eq!(json["environment"]["max_fail"], 0);
+    assert_eq!(json["environment"]["unreachable"], "fail");
+    assert_eq!(json["environment"]["pause"], "0s");
 }
 
 #[test]

@@ -54,7 +54,13 @@ fn readme_config_reference_loads_as_written() {
     let env = c.environment.as_ref().unwrap();
     assert_eq!(env.hosts.len(), 2);
     assert_eq!(env.hosts[1].port, Some(2222));
-    assert_eq!(env.batch, Batch::Percent(25));
+    assert_eq!(env.batch, [Batch::Percent(25)]);
+    // #18, #19: the two limits and the big-fleet keys, as the reference shows them.
+    assert_eq!(env.connect_parallel, 10);
+    assert_eq!(env.parallel, Some(10));
+    assert_eq!(env.pause, std::time::Duration::from_secs(30));
+    assert_eq!(env.max_fail, cargo_ship::config::Budget::Count(1));
+    assert_eq!(env.unreachable, cargo_ship::config::Unreachable::Fail);
     // Issue #11: the per-host table and once_on, as the reference shows them.
     let web2 = c.for_host("web2.example.com:2222");
     assert_eq!(web2.systemd.environment["WORKERS"], "2");
