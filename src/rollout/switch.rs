@@ -58,6 +58,11 @@ pub(crate) async fn switch_all(
         }
     }
     let count = batches.len();
+    if approval && count == 1 {
+        plans[0].ui.warn(
+            "--pause-for-approval: `batch` puts every host in one batch, so there is no second batch to wait for; give a ramp such as `batch = [1, \"100%\"]`",
+        );
+    }
     let over = |failed: &[Error]| failed.len() + deferred > allowed;
     for (b, (svc, batch)) in batches.iter().enumerate() {
         let plan = &plans[*svc];
@@ -133,9 +138,11 @@ pub(crate) async fn switch_batch(
     parallel: usize,
     alone: bool,
 ) -> (Vec<usize>, Vec<Error>) {
+    let one_by_one = tokio::sync::Mutex::new(());
+    let one_by_one = &one_by_one;
     let results = fleet::bounded(batch.to_vec(), parallel, |i| {
         let run = &runs[i];
-        async move { (i, switch_host(plan, run, alone, &plan.ui).await) }
+        async move { (i, switch_host(plan, run, alone, one_by_one, &plan.ui).await) }
     })
     .await;
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
@@ -217,10 +224,14 @@ type SwitchFailure = (Option<String>, (String, Option<String>), Error);
 
 /// Switch, probe, verify (and, when `alone`, finish in the same script). On failure the host
 /// is rolled back here and then.
+///
+/// `one_by_one` is held while a host is put back, so the failed hosts of a batch go back one
+/// at a time, each verified before the next (#19).
 async fn switch_host(
     plan: &Plan<'_>,
     run: &HostRun,
     alone: bool,
+    one_by_one: &tokio::sync::Mutex<()>,
     ui: &Ui,
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let config = plan.config.for_host(run.conn.host());
@@ -312,6 +323,7 @@ async fn switch_host(
                 format!("release {}: {reason}", plan.release),
                 Tone::Error,
             );
+            let _turn = one_by_one.lock().await;
             match revert_host(
                 plan,
                 run,

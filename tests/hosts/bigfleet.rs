@@ -336,10 +336,11 @@ fn wait_exit(app: &App, child: &mut Child, secs: u64) -> i32 {
 #[test]
 fn issue_19_promote_and_abort_from_a_second_process() {
     let Some(hosts) = fleet() else { return };
-    // The shortest confirm_timeout (timeout 6s + settle 0s + 5s): waiting longer than that
-    // for the promote, fl1 stays on the new release (its dead-man's switch is extended).
+    // A short confirm_timeout (it must still cover the nine-host batch and the finish under
+    // load): waiting longer than that for the promote, fl1 stays on the new release (its
+    // dead-man's switch is extended while it waits).
     let mut s = spec(&["batch = [1, \"100%\"]"]);
-    s.health_lines = vec!["confirm_timeout = \"11s\"".into()];
+    s.health_lines = vec!["confirm_timeout = \"25s\"".into()];
     let mut app = App::new(hosts, "ship-approve", 18904, s);
     app.deploy(&[], 0);
     let first = app.host(0);
@@ -350,7 +351,7 @@ fn issue_19_promote_and_abort_from_a_second_process() {
     });
     app.assert_version(first, "0.2.0", None);
     app.assert_version(app.host(1), "0.1.0", None);
-    std::thread::sleep(Duration::from_secs(14));
+    std::thread::sleep(Duration::from_secs(28));
     app.check(
         app.exists(first, ".ship/lock/approval") && app.version(first).as_deref() == Ok("0.2.0"),
         format!(
