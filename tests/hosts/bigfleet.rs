@@ -5,7 +5,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Spec, EXIT_ROLLED_BACK};
@@ -16,6 +16,14 @@ const EXIT_PARTIAL: i32 = 11;
 const N: usize = 10;
 
 static FLEET: OnceLock<Option<TestHosts>> = OnceLock::new();
+
+/// Tests share the ten hosts and run in parallel; the one that takes a host's link down runs
+/// alone (write), the others together (read).
+static LINKS: RwLock<()> = RwLock::new(());
+
+fn shared_links() -> RwLockReadGuard<'static, ()> {
+    LINKS.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The ten hosts of this module, booted on first use (None: skipped, as the shared hosts are).
 fn fleet() -> Option<&'static TestHosts> {
@@ -67,6 +75,7 @@ fn ms(v: &serde_json::Value) -> i64 {
 #[test]
 fn issue_19_ramp_with_pause_runs_the_batches_in_order() {
     let Some(hosts) = fleet() else { return };
+    let _links = shared_links();
     let app = App::new(
         hosts,
         "ship-ramp",
@@ -133,6 +142,7 @@ fn issue_19_ramp_with_pause_runs_the_batches_in_order() {
 #[test]
 fn issue_19_failure_budget_keeps_the_healthy_hosts_or_puts_everything_back() {
     let Some(hosts) = fleet() else { return };
+    let _links = shared_links();
     let name = "ship-budget";
     let marker = format!("/tmp/fail-{name}");
     let mut s = spec(&["max_fail = 2"]);
@@ -229,6 +239,7 @@ fn link(h: &TestHost, state: &str) {
 #[test]
 fn issue_19_unreachable_host_is_deferred_then_converged() {
     let Some(hosts) = fleet() else { return };
+    let _alone = LINKS.write().unwrap_or_else(|e| e.into_inner());
     let mut app = App::new(
         hosts,
         "ship-defer",
@@ -336,11 +347,11 @@ fn wait_exit(app: &App, child: &mut Child, secs: u64) -> i32 {
 #[test]
 fn issue_19_promote_and_abort_from_a_second_process() {
     let Some(hosts) = fleet() else { return };
-    // A short confirm_timeout (it must still cover the nine-host batch and the finish under
-    // load): waiting longer than that for the promote, fl1 stays on the new release (its
-    // dead-man's switch is extended while it waits).
+    let _links = shared_links();
+    // A short confirm_timeout: waiting longer than that for the promote, fl1 stays on the
+    // new release (its dead-man's switch is extended while it waits).
     let mut s = spec(&["batch = [1, \"100%\"]"]);
-    s.health_lines = vec!["confirm_timeout = \"25s\"".into()];
+    s.health_lines = vec!["confirm_timeout = \"15s\"".into()];
     let mut app = App::new(hosts, "ship-approve", 18904, s);
     app.deploy(&[], 0);
     let first = app.host(0);
@@ -351,7 +362,7 @@ fn issue_19_promote_and_abort_from_a_second_process() {
     });
     app.assert_version(first, "0.2.0", None);
     app.assert_version(app.host(1), "0.1.0", None);
-    std::thread::sleep(Duration::from_secs(28));
+    std::thread::sleep(Duration::from_secs(18));
     app.check(
         app.exists(first, ".ship/lock/approval") && app.version(first).as_deref() == Ok("0.2.0"),
         format!(
@@ -403,6 +414,7 @@ fn issue_19_promote_and_abort_from_a_second_process() {
 #[test]
 fn issue_19_deploy_killed_during_a_pause_reverts_the_switched_hosts() {
     let Some(hosts) = fleet() else { return };
+    let _links = shared_links();
     let mut s = spec(&[]);
     s.health_lines = vec!["confirm_timeout = \"12s\"".into()];
     let mut app = App::new(hosts, "ship-killpause", 18905, s);
