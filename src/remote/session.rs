@@ -466,3 +466,29 @@ fn connect_error(host: &str, env: &Environment, e: openssh::Error) -> Error {
         help: Some(help),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::handshakes;
+
+    /// #18 item 1: one budget of `connect_parallel` handshakes per process, shared by every
+    /// connection of the same size; another size starts its own.
+    #[tokio::test]
+    async fn issue_18_handshake_budget_is_shared_and_bounded() {
+        let a = handshakes(3);
+        let b = handshakes(3);
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        let held: Vec<_> =
+            futures_util::future::join_all((0..3).map(|_| a.clone().acquire_owned())).await;
+        assert_eq!(b.available_permits(), 0);
+        let fourth = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            b.clone().acquire_owned(),
+        )
+        .await;
+        assert!(fourth.is_err(), "a 4th handshake must wait");
+        drop(held);
+        assert_eq!(a.available_permits(), 3);
+        assert_eq!(handshakes(5).available_permits(), 5);
+    }
+}

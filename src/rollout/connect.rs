@@ -44,8 +44,9 @@ pub(crate) async fn open_and_lock(
         .collect();
     let total: usize = plans.iter().map(|p| p.hosts.len()).sum();
     let allowed = env.max_fail.allowed(total);
-    // Handshakes are bounded by `connect_parallel` inside `Connection::open`.
-    let opened = fleet::bounded(hosts.to_vec(), usize::MAX, |(spec, env)| async move {
+    // Handshakes are bounded by `connect_parallel` inside `Connection::open`; hosts (connect
+    // included) by `parallel` when it is set.
+    let opened = fleet::bounded(hosts.to_vec(), parallel, |(spec, env)| async move {
         let started = Instant::now();
         let r = Connection::open(&spec, env, ui)
             .await
