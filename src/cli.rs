@@ -202,6 +202,10 @@ enum Command {
         /// Print the script each host would run; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Use a service user or group (or a system account as deploy user) that exists on the
+        /// host and that setup did not create
+        #[arg(long)]
+        adopt_existing_user: bool,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -473,6 +477,7 @@ impl Ship {
                 admin_user,
                 authorized_key,
                 dry_run,
+                adopt_existing_user,
                 hosts,
             } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
@@ -480,6 +485,7 @@ impl Ship {
                     admin_user,
                     authorized_key,
                     dry_run,
+                    adopt_existing_user,
                     hosts,
                 };
                 setup::setup(&config, &opts, ui).await

@@ -159,17 +159,10 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
                 a.for_host(&shared.to_string()),
                 b.for_host(&shared.to_string()),
             );
-            let clash = if a.deploy_to == b.deploy_to {
-                Some(format!("deploy_to {}", a.deploy_to))
-            } else if a.systemd.unit == b.systemd.unit {
-                Some(format!("unit {}", a.systemd.unit))
-            } else {
-                None
-            };
-            if let Some(what) = clash {
+            if let Some(what) = crate::config::collision(a, b) {
                 return Err(Error::usage(
                     format!(
-                        "packages `{}` and `{}` both run on {shared} with the same {what}",
+                        "packages `{}` and `{}` both run on {shared} with {what}",
                         a.package, b.package
                     ),
                     Some(format!(

@@ -128,6 +128,12 @@ pub fn render(outside: &SshFiles, env_config: Option<&Path>, env_name: &str) -> 
             "UserKnownHostsFile \"{}\"\nGlobalKnownHostsFile /dev/null\n",
             kh.display().to_string().replace('%', "%%")
         ));
+        // Nor any other source of host keys (a command, DNS), and no agent for the host
+        // (issue #16). First values win: an included config cannot turn them back on. An ssh
+        // older than 8.5 knows no KnownHostsCommand (and so runs none).
+        t.push_str(
+            "IgnoreUnknown KnownHostsCommand\nKnownHostsCommand none\nVerifyHostKeyDNS no\nForwardAgent no\n",
+        );
     }
     if let Some(c) = &outside.config {
         t.push_str(
@@ -211,6 +217,10 @@ mod tests {
                 "StrictHostKeyChecking yes",
                 "UserKnownHostsFile \"/ci/known_100%%\"",
                 "GlobalKnownHostsFile /dev/null",
+                "IgnoreUnknown KnownHostsCommand",
+                "KnownHostsCommand none",
+                "VerifyHostKeyDNS no",
+                "ForwardAgent no",
                 "Include \"/ci/ssh config\"",
                 "Match all",
                 "Include \"/app/deploy/ssh_config\"",

@@ -515,3 +515,56 @@ fn sanitized_output_keeps_lines_and_shows_escapes() {
     let shown = cargo_ship::ui::sanitize::text("a\x1b[31mred\x1b[0m\n\x1b]0;title\x07");
     assert_eq!(shown, "a\\x1b[31mred\\x1b[0m\n\\x1b]0;title\\x07");
 }
+
+/// Issue #16: with --known-hosts, the generated ssh config leaves ssh no other source of host
+/// keys (a KnownHostsCommand, DNS) and no agent forwarding, whatever an included config says
+/// (ssh takes the first value of each option): checked with `ssh -G`, as ssh reads it.
+#[test]
+fn issue_16_known_hosts_pins_every_host_key_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let included = dir.path().join("included");
+    std::fs::write(
+        &included,
+        "Host *\n  KnownHostsCommand /bin/echo host ssh-ed25519 AAAA\n  VerifyHostKeyDNS yes\n  ForwardAgent yes\n  UserKnownHostsFile /etc/other\n",
+    )
+    .unwrap();
+    let files = cargo_ship::remote::ssh_files::SshFiles {
+        config: Some(included),
+        known_hosts: Some("/kh".into()),
+    };
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        cargo_ship::remote::ssh_files::render(&files, None, "prod"),
+    )
+    .unwrap();
+    let out = Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(&config)
+        .arg("example.invalid")
+        .output()
+        .expect("the test needs OpenSSH's client (ssh -G)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    for line in [
+        "userknownhostsfile /kh\n",
+        "globalknownhostsfile /dev/null\n",
+        "verifyhostkeydns false\n",
+        "forwardagent no\n",
+        "stricthostkeychecking true\n",
+    ] {
+        assert!(effective.contains(line), "no {line:?} in\n{effective}");
+    }
+    // `none` is not printed: no KnownHostsCommand runs.
+    assert!(
+        !effective
+            .lines()
+            .any(|l| l.starts_with("knownhostscommand ")),
+        "{effective}"
+    );
+}
