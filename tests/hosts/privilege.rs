@@ -144,13 +144,13 @@ fn issue_16_setup_adopts_no_account_and_follows_no_symlink() {
     let h = app.host(0);
     let key = hosts.dir.join("id_ed25519.pub");
     let key = key.to_str().unwrap();
-    let setup = |code: i32, extra: &[&str]| {
+    let setup = |app: &App, code: i32, extra: &[&str]| {
         let mut args = vec!["setup", "test", "--authorized-key", key];
         args.extend_from_slice(extra);
         app.run_expect(&args, code)
     };
     // A root-equivalent group: refused before anything connects.
-    let run = setup(EXIT_USAGE, &[]);
+    let run = setup(&app, EXIT_USAGE, &[]);
     app.check(
         run.stderr.contains("error: `cargo ship setup` will not run the service in group disk: its members are root, or close to it"),
         "the group disk should be refused",
@@ -162,7 +162,7 @@ fn issue_16_setup_adopts_no_account_and_follows_no_symlink() {
         "useradd --system --no-create-home --shell /usr/sbin/nologin {old}"
     ));
     app.update(|s| s.systemd_lines.truncate(1));
-    let run = setup(crate::app::EXIT_REMOTE, &[]);
+    let run = setup(&app, crate::app::EXIT_REMOTE, &[]);
     let sudoers = "/etc/sudoers.d/cargo-ship-ship-plant";
     let refused_state = h.exec(&format!("test -e {sudoers} || test -e {HELPER_DIR_PLANT}"));
     app.check(
@@ -175,10 +175,10 @@ fn issue_16_setup_adopts_no_account_and_follows_no_symlink() {
         "setup went on after the refusal",
         Some(&run),
     );
-    setup(0, &["--adopt-existing-user"]);
+    setup(&app, 0, &["--adopt-existing-user"]);
     // Its own service user from now on.
     app.update(|s| s.systemd_lines[0] = format!("user = \"{svc}\""));
-    setup(0, &[]);
+    setup(&app, 0, &[]);
     let before = h.exec_ok("stat -c '%a %U' /root");
     h.exec_ok("mkdir -p /var/data && chown root:root /var/data && chmod 0700 /var/data");
     let var_before = h.exec_ok("stat -c '%a %U:%G' /var/data");
@@ -191,7 +191,7 @@ fn issue_16_setup_adopts_no_account_and_follows_no_symlink() {
         "",
     );
     assert!(planted.status.success(), "{}", text(&planted));
-    let run1 = setup(crate::app::EXIT_REMOTE, &[]);
+    let run1 = setup(&app, crate::app::EXIT_REMOTE, &[]);
     let root_after = h.exec_ok("stat -c '%a %U' /root");
     // shared -> /var, then setup again.
     let planted = exec_as(
@@ -201,7 +201,7 @@ fn issue_16_setup_adopts_no_account_and_follows_no_symlink() {
         "",
     );
     assert!(planted.status.success(), "{}", text(&planted));
-    let run2 = setup(crate::app::EXIT_REMOTE, &[]);
+    let run2 = setup(&app, crate::app::EXIT_REMOTE, &[]);
     let var_after = h.exec_ok("stat -c '%a %U:%G' /var/data");
     h.exec("rmdir /var/data");
     app.check_eq(
