@@ -415,6 +415,9 @@ impl Ship {
         SshFiles {
             config: self.global.ssh_config.clone(),
             known_hosts: self.global.known_hosts.clone(),
+            agent: std::env::var_os("CARGO_SHIP_SSH_AUTH_SOCK")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 

@@ -531,6 +531,7 @@ fn issue_16_known_hosts_pins_every_host_key_source() {
     let files = cargo_ship::remote::ssh_files::SshFiles {
         config: Some(included),
         known_hosts: Some("/kh".into()),
+        agent: Some("/run/agent.sock".into()),
     };
     let config = dir.path().join("config");
     std::fs::write(
@@ -557,6 +558,7 @@ fn issue_16_known_hosts_pins_every_host_key_source() {
         "verifyhostkeydns false\n",
         "forwardagent no\n",
         "stricthostkeychecking true\n",
+        "identityagent /run/agent.sock\n",
     ] {
         assert!(effective.contains(line), "no {line:?} in\n{effective}");
     }
