@@ -182,7 +182,13 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
         })
         .collect();
     let configs: Vec<&Config> = selected.iter().map(|(c, _, _)| *c).collect();
-    let mut built = obtain_artifacts(&configs, opts, ui, &uis)?.into_iter();
+    // The deploy agent is locked while build scripts run (issue #16).
+    let agent = crate::remote::agent::lock_for_build()?;
+    let built = obtain_artifacts(&configs, opts, ui, &uis);
+    if let Some(a) = agent {
+        a.unlock()?;
+    }
+    let mut built = built?.into_iter();
     let mut plans = Vec::new();
     for ((config, hosts, secrets), pui) in selected.into_iter().zip(uis) {
         let artifacts = built.next().unwrap_or_default();

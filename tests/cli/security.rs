@@ -570,3 +570,65 @@ fn issue_16_known_hosts_pins_every_host_key_source() {
         "{effective}"
     );
 }
+
+/// Issue #16: while the build runs, the deploy agent is locked: a build script that finds its
+/// socket gets no key listed and no signature; unlocked afterwards, the key is there again.
+#[test]
+fn issue_16_agent_is_locked_for_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let key = dir.path().join("id");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen")
+        .success();
+    assert!(ok);
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ssh_add = |args: &[&str]| {
+        let out = Command::new("ssh-add")
+            .args(args)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .expect("ssh-add");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(ssh_add(&[key.to_str().unwrap()]).0, Some(0));
+    let locked = cargo_ship::remote::agent::lock(&sock).unwrap();
+    let while_locked = ssh_add(&["-l"]);
+    // A second lock (what a build script would try, to keep it locked) is refused.
+    let relock = cargo_ship::remote::agent::lock(&sock)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    locked.unlock().unwrap();
+    let after = ssh_add(&["-l"]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(while_locked.0, Some(1), "{while_locked:?}");
+    assert!(!while_locked.1.contains("ED25519"), "{while_locked:?}");
+    assert_eq!(
+        relock,
+        Err(format!(
+            "the ssh-agent at {} (CARGO_SHIP_SSH_AUTH_SOCK) refused to lock for the build (already locked?)",
+            sock.display()
+        ))
+    );
+    assert_eq!(after.0, Some(0), "{after:?}");
+    assert!(after.1.contains("ED25519"), "{after:?}");
+}
