@@ -13,6 +13,13 @@
 #    CARGO_SHIP_SSH_AUTH_SOCK set (cargo-ship gives the agent to ssh alone, never to the build);
 #    cargo-ship (GITHUB_ACTIONS=true) writes the summary, annotations and the step outputs.
 set -euo pipefail
+# A runner that exports a composite action's inputs to each of its steps (act does, as
+# INPUT_SSH-PRIVATE-KEY) would leave the key in this shell's /proc/<pid>/environ, and so in the
+# ancestors of every build script: start again without it (same process, new environment).
+if [ -z "${SHIP_CLEAN_ENV:-}" ]; then
+  exec env -u 'INPUT_SSH-PRIVATE-KEY' -u INPUT_SSH_PRIVATE_KEY SHIP_CLEAN_ENV=1 bash "${BASH_SOURCE[0]}"
+fi
+unset SHIP_CLEAN_ENV
 # Keep the caller's shell hooks out (BASH_ENV, ENV) and never trace.
 unset BASH_ENV ENV
 set +x

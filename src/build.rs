@@ -514,6 +514,12 @@ pub fn build_together(configs: &[&Config], ui: &Ui) -> Result<Vec<BuildOutput>> 
             cmd.env_remove(name);
         }
     }
+    // Nor a private key, whatever its name (a runner may export an action's inputs).
+    for (k, v) in std::env::vars_os() {
+        if v.to_string_lossy().contains("PRIVATE KEY-----") {
+            cmd.env_remove(k);
+        }
+    }
     if config.strip {
         cmd.env(strip_env_var(&config.profile), "symbols");
     }

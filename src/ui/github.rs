@@ -336,7 +336,10 @@ impl Github {
         if let Some(path) = &self.output_file {
             append(path, &outputs(code, &summaries));
         }
-        // The rest of the step (the action's script) may issue commands again.
+    }
+
+    /// Workflow commands work again (the last thing cargo-ship prints, after the error).
+    pub fn resume(&self) {
         if let Some(t) = &self.token {
             self.write_raw(&format!("::{t}::\n"));
         }
@@ -597,6 +600,7 @@ mod tests {
             &[row("web1", "deployed", Some("20260101000000"), None)],
         );
         gh.finish("cargo ship deploy prod", None);
+        gh.resume();
         assert_eq!(
             err.text(),
             "::stop-commands::t0k3n\n\

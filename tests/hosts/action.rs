@@ -1011,7 +1011,8 @@ fn main() {
         for var in env.split(|b| *b == 0) {
             let var = String::from_utf8_lossy(var);
             if var.contains("PRIVATE KEY") {
-                found.push(format!("key in the environment of pid {pid}"));
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                found.push(format!("key in the environment of pid {pid} ({})", comm.trim()));
             }
             if let Some(p) = var.strip_prefix("CARGO_SHIP_SSH_AUTH_SOCK=").or_else(|| var.strip_prefix("SSH_AUTH_SOCK=")) {
                 socks.push(p.to_string());
