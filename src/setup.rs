@@ -391,7 +391,9 @@ pub async fn setup(config: &Config, opts: &SetupOptions, ui: &Ui) -> Result<()> 
     let mut plans = Vec::new();
     for spec in hosts {
         let user = deploy_user(&spec)?;
-        let mut inner = script(config, &user, &keys, opts.adopt_existing_user)?;
+        // Per-host overrides change unit texts: each host gets the ones its deploys render.
+        let host_config = config.for_host(&spec.to_string());
+        let mut inner = script(host_config, &user, &keys, opts.adopt_existing_user)?;
         let admin = HostSpec {
             user: Some(opts.admin_user.clone()),
             host: spec.host.clone(),

@@ -1096,22 +1096,43 @@ fn issue_16_action_build_scripts_get_no_key_and_host_text_is_inert() {
         "the hook fails the deploy",
         &run,
     );
-    let titles: Vec<String> = run.errors().into_iter().map(|(t, _)| t).collect();
-    a.check(
-        titles.iter().all(|t| t.starts_with("cargo-ship")),
-        &format!("only cargo-ship's own annotations: {titles:?}"),
-        &run,
-    );
-    let commands: Vec<String> = run
+    // Every workflow command the runner took from the deploy step: none may come from the
+    // host's text (cargo-ship's own `::error` annotation quotes it, escaped, as its message).
+    let taken: Vec<String> = run
         .log
         .iter()
-        .filter_map(|e| e["command"].as_str().map(|c| format!("{c} {}", e["arg"])))
+        .filter(|e| e["stepID"][1] == "ship" && e["command"].is_string())
+        .filter(|e| e["command"] != "ignored")
+        .map(|e| e["raw"].as_str().unwrap_or("").to_string())
+        .collect();
+    // act logs a line it did not take as a command because commands were stopped as
+    // `ignored`: the host's lines must be there.
+    let ignored = run
+        .log
+        .iter()
+        .filter(|e| e["command"] == "ignored")
+        .filter_map(|e| e["raw"].as_str())
+        .filter(|r| r.contains("owned"))
+        .count();
+    a.check(
+        ignored >= 3,
+        &format!("the host's command lines should show as ignored (stopped), {ignored} did"),
+        &run,
+    );
+    let foreign: Vec<&String> = taken
+        .iter()
+        .filter(|r| !r.starts_with("::error title=cargo-ship"))
+        .filter(|r| r.contains("owned") || r.starts_with("::add-mask"))
         .collect();
     a.check(
-        !commands
-            .iter()
-            .any(|c| c.contains("owned") || c.starts_with("add-mask")),
-        &format!("a host line became a workflow command: {commands:?}"),
+        foreign.is_empty(),
+        &format!("host text became workflow commands: {foreign:?}"),
+        &run,
+    );
+    let errors = run.errors();
+    a.check(
+        errors.len() == 1 && !errors.iter().any(|(t, _)| t.contains("owned")),
+        &format!("one annotation, cargo-ship's: {errors:?}"),
         &run,
     );
     let summary = run.summary();
