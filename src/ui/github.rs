@@ -507,7 +507,9 @@ pub fn job_summary(
     }
     if let Some(e) = error {
         md.push_str("```text\n");
-        md.push_str(&e.to_string().replace("```", "'''"));
+        // Host text stays inside the fence: no closing fence of its own, no raw control
+        // characters.
+        md.push_str(&super::sanitize::text(&e.to_string()).replace("```", "'''"));
         if let Error::Fleet { errors, .. } = e {
             for x in errors {
                 md.push_str(&format!("\n  - {x}"));
