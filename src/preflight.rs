@@ -182,6 +182,12 @@ fn foreign_unit(script: &mut Script, config: &Config) {
     let template = unit::template(config);
     let mut names = unit::managed(config).to_vec();
     names.extend([guard::timer(config), guard::service(config)]);
+    // And any other unit file the service needs (the one list setup fixes, issue #16).
+    for f in crate::systemd::unit_files(config) {
+        if !names.contains(&f.name) {
+            names.push(f.name);
+        }
+    }
     // One `systemctl show` for every name but the template (systemd refuses a template name,
     // and stops there): it prints one `FragmentPath=` line per unit, in the order asked, empty
     // for a unit it does not know. The k-th line goes to `$_fk`.

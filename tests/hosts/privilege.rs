@@ -61,6 +61,8 @@ fn issue_16_deploy_user_cannot_become_root_through_the_helper() {
     );
     let run = app.deploy(&[], 0);
     app.assert_version(h, "0.1.0", Some(&run));
+    // Item 10: the helper is a script with its interpreter line.
+    assert_eq!(h.exec_ok(&format!("head -n 1 {HELPER}")), "#!/bin/sh\n");
     let unit = h.exec_ok(&format!("cat /etc/systemd/system/{NAME}.service"));
 
     // 1. NUL bytes hide a root pre-start in the [Unit] section (systemd reads NUL as a line
