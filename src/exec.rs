@@ -150,7 +150,9 @@ pub async fn exec(config: &Config, opts: &ExecOptions, ui: &Ui) -> Result<()> {
 /// Hides the values of `systemd.secrets` in what `exec` shows (issue #16: `exec -- env`
 /// printed them): the values this machine knows (see [`crate::secrets::known_values`]), and
 /// any value a line shows as `NAME=value` for a secret's NAME (learned there, hidden in every
-/// later line of every host too). Each becomes `[redacted]`.
+/// later line of every host too). Each becomes `[redacted]`. After such a line, the lines of
+/// the same stream up to the next `VAR=` line are taken as the rest of a multi-line value
+/// (as `env` prints one) and hidden whole.
 pub struct Mask {
     names: Vec<String>,
     values: std::sync::Mutex<Vec<String>>,
@@ -180,8 +182,20 @@ impl Mask {
         }
     }
 
-    /// `line` with every secret value it shows replaced by `[redacted]`.
-    pub fn line(&self, line: &str) -> String {
+    /// `line` of one stream with every secret value it shows replaced by `[redacted]`;
+    /// `within` is that stream's state: true while the lines continue a secret's value.
+    pub fn line(&self, line: &str, within: &mut bool) -> String {
+        let starts_var = {
+            let name = line.split('=').next().unwrap_or("");
+            line.contains('=')
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+        };
+        if *within && !starts_var {
+            return "[redacted]".into();
+        }
+        *within = false;
         let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = line.to_string();
         for name in &self.names {
@@ -193,6 +207,7 @@ impl Mask {
                     values.push(v.to_string());
                 }
                 out = format!("{name}=[redacted]");
+                *within = true;
             }
         }
         // Longest first, so a value holding another is hidden whole.
@@ -221,8 +236,9 @@ async fn run_on(
         async move {
             let Some(r) = r else { return };
             let mut lines = BufReader::new(r).lines();
+            let mut within = false;
             while let Ok(Some(line)) = lines.next_line().await {
-                emit_line(ui, &host, stream, &mask.line(&line));
+                emit_line(ui, &host, stream, &mask.line(&line, &mut within));
             }
         }
     };
@@ -231,8 +247,9 @@ async fn run_on(
         async move {
             let Some(r) = r else { return };
             let mut lines = BufReader::new(r).lines();
+            let mut within = false;
             while let Ok(Some(line)) = lines.next_line().await {
-                emit_line(ui, &host, "stderr", &mask.line(&line));
+                emit_line(ui, &host, "stderr", &mask.line(&line, &mut within));
             }
         }
     };
@@ -298,13 +315,18 @@ mod tests {
             vec!["API_TOKEN".into(), "DB_PASS".into()],
             vec!["known-secret".into(), "two\nlines".into()],
         );
-        assert_eq!(m.line("API_TOKEN=s3cr3t-value"), "API_TOKEN=[redacted]");
+        let mut w = false;
+        let mut line = |l: &str| m.line(l, &mut w);
+        assert_eq!(line("API_TOKEN=s3cr3t-value"), "API_TOKEN=[redacted]");
+        // The rest of a multi-line value, up to the next variable.
+        assert_eq!(line("its second line"), "[redacted]");
+        assert_eq!(line("PATH=/usr/bin"), "PATH=/usr/bin");
         // Learned from the line above: hidden wherever it shows later.
-        assert_eq!(m.line("token is s3cr3t-value!"), "token is [redacted]!");
-        assert_eq!(m.line("DB_PASS=known-secret"), "DB_PASS=[redacted]");
-        assert_eq!(m.line("x known-secret y"), "x [redacted] y");
-        assert_eq!(m.line("lines"), "[redacted]");
-        assert_eq!(m.line("PATH=/usr/bin"), "PATH=/usr/bin");
-        assert_eq!(m.line("API_TOKEN_X=visible"), "API_TOKEN_X=visible");
+        assert_eq!(line("token is s3cr3t-value!"), "token is [redacted]!");
+        assert_eq!(line("DB_PASS=known-secret"), "DB_PASS=[redacted]");
+        assert_eq!(line("HOME=/x"), "HOME=/x");
+        assert_eq!(line("x known-secret y"), "x [redacted] y");
+        assert_eq!(line("lines"), "[redacted]");
+        assert_eq!(line("API_TOKEN_X=visible"), "API_TOKEN_X=visible");
     }
 }
