@@ -441,6 +441,30 @@ fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
         "/usr/local/lib/cargo-ship/ship-setup-bg/units:\nship-setup-bg-guard.service\nship-setup-bg.service\nship-setup-bg.socket\n\n\
          /usr/local/lib/cargo-ship/ship-setup-bg/units.old:\nship-setup-bg-guard.service\nship-setup-bg.socket\nship-setup-bg@.service\n"
     );
+    // The first deploy of the new strategy is unhealthy: its revert puts back, through the
+    // helper, the unit texts the previous setup fixed (units.old), never the deploy user's
+    // copies, and the blue-green instance serves 0.2.0 again.
+    let units_before = h
+        .exec_ok("cd /etc/systemd/system && sha256sum ship-setup-bg.socket ship-setup-bg@.service");
+    let run = deploy_with_secret(
+        &app,
+        "second",
+        &["--features", "unhealthy"],
+        crate::app::EXIT_ROLLED_BACK,
+    );
+    app.assert_version(h, "0.2.0", Some(&run));
+    assert_eq!(
+        (
+            h.exec_ok(
+                "cd /etc/systemd/system && sha256sum ship-setup-bg.socket ship-setup-bg@.service"
+            ),
+            h.exec("test -e /etc/systemd/system/ship-setup-bg.service")
+                .status
+                .success(),
+        ),
+        (units_before, false),
+        "the unit files after the revert"
+    );
     let run = deploy_with_secret(&app, "second", &[], 0);
     app.assert_version(h, "0.4.0", Some(&run));
     assert_eq!(
