@@ -46,9 +46,15 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
                 if runs.is_empty() {
                     ui.status(
                         "Finished",
-                        "every service is unchanged on every host: nothing was restarted",
+                        match deferred.is_empty() {
+                            true => {
+                                "every service is unchanged on every host: nothing was restarted"
+                            }
+                            false => "every host reached is unchanged: nothing was restarted",
+                        },
                     );
-                    return Ok(());
+                    // Deferred hosts are still behind (exit 11).
+                    return plan::partial(&plans, &runs, left_alone.len(), &deferred);
                 }
             }
             // 3. Stage every service on every host before switching any; then the hooks
@@ -65,7 +71,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             } else {
                 switch::finish_all(&plans, &mut runs, ui).await?;
                 // Within `max_fail`: deployed, with the failed and deferred hosts named.
-                plan::partial(&plans, &runs, &deferred)
+                plan::partial(&plans, &runs, left_alone.len(), &deferred)
             }
         };
         tokio::select! {

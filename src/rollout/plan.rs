@@ -275,7 +275,13 @@ pub(crate) fn converges(plans: &[Plan<'_>]) -> bool {
 
 /// After a rollout within `max_fail`: `Ok` when every host is on the release, else the
 /// partial result naming the hosts that failed (and were put back) or were deferred.
-pub(crate) fn partial(plans: &[Plan<'_>], runs: &[HostRun], deferred: &[Deferred]) -> Result<()> {
+/// `unchanged`: the hosts left alone, already running this artifact.
+pub(crate) fn partial(
+    plans: &[Plan<'_>],
+    runs: &[HostRun],
+    unchanged: usize,
+    deferred: &[Deferred],
+) -> Result<()> {
     let failed: Vec<(String, String)> = runs
         .iter()
         .filter_map(|r| match &r.outcome {
@@ -295,8 +301,8 @@ pub(crate) fn partial(plans: &[Plan<'_>], runs: &[HostRun], deferred: &[Deferred
         .count();
     Err(Error::Partial {
         release: plans[0].release.clone(),
-        deployed,
-        total: runs.len() + deferred.len(),
+        deployed: deployed + unchanged,
+        total: runs.len() + unchanged + deferred.len(),
         failed,
         deferred: deferred
             .iter()

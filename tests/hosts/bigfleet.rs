@@ -286,6 +286,18 @@ fn issue_19_unreachable_host_is_deferred_then_converged() {
             Some(&again),
         );
     }
+
+    // Nothing to change where the deploy reaches, one host deferred: still exit 11.
+    link(down, "down");
+    let third = app.deploy(&[], EXIT_PARTIAL);
+    link(down, "up");
+    app.check(
+        third
+            .all_output()
+            .contains("is live on 9 of 10 host(s); 1 deferred (left on their old release): fl10 ("),
+        "a deploy with nothing to restart still names the deferred host",
+        Some(&third),
+    );
 }
 
 /// Starts `cargo ship deploy test <extra>` in the background (stdout/stderr to files).
