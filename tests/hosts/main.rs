@@ -26,6 +26,7 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod ops;
+mod recovery;
 mod secrets;
 mod security;
 mod setup;
