@@ -114,6 +114,16 @@ fn issue_17_rollback_right_after_a_crashed_deploy() {
     };
     let mut app = App::new(hosts, "ship-crash-rb", 18171, spec(LONG_CONFIRM)).in_git();
     let (r1, deadlines, _crashed) = crash_after_switch(&mut app, false);
+    // status advises what works from here.
+    let st = app.run_expect(&["status", "test"], 10);
+    app.check(
+        st.stdout.contains(" back by itself at ")
+            && st.stdout.contains(&format!(
+            "(the deploy that switched is gone: `cargo ship rollback <env>` puts {r1} back now)"
+        )),
+        "status should say the switch's deploy is gone and what puts it back now",
+        Some(&st),
+    );
     let rb = app.run_expect(
         &["rollback", "test", "--yes", "--message-format", "json"],
         0,
@@ -266,6 +276,13 @@ fn issue_17_a_running_deploy_is_not_taken_over() {
     });
     live.signal("STOP");
     let switched: Vec<Option<String>> = app.app_hosts().iter().map(|h| app.current(h)).collect();
+    let st = app.run_expect(&["status", "test"], 10);
+    app.check(
+        st.stdout
+            .contains("unless the deploy confirms it (the deploy that switched still runs)"),
+        "status should say the switch's deploy still runs",
+        Some(&st),
+    );
     let rb = app.run_expect(&["rollback", "test", "--yes"], EXIT_LOCKED);
     app.check(
         rb.stderr.contains("deploy locked by ") && rb.stderr.contains(": cargo ship deploy test"),
