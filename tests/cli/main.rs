@@ -5,6 +5,7 @@ mod completions;
 mod config;
 mod init;
 mod json;
+mod package;
 mod readme;
 mod security;
 mod setup;
