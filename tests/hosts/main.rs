@@ -30,6 +30,7 @@ mod recovery;
 mod secrets;
 mod security;
 mod setup;
+mod signals;
 mod sshfiles;
 mod workspace;
 mod zero_downtime;
