@@ -3,6 +3,7 @@
 mod build;
 mod completions;
 mod config;
+mod demo;
 mod init;
 mod json;
 mod package;
