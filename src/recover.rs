@@ -61,6 +61,8 @@ pub fn script(config: &Config, operator_says_gone: bool, release_lock: bool) -> 
         "put back a switch left unconfirmed by a deploy that is gone, in {}",
         layout.root()
     ));
+    // Nothing was ever deployed here: nothing to recover, and nothing to create.
+    s.line("[ -d {} ] || exit 0", &[&layout.state()]);
     systemd::sudo_prelude(&mut s, config);
     lock::gone(&mut s, &layout, operator_says_gone);
     // Who held the lock before anything is done (the revert releases its holder's lock).
