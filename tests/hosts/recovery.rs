@@ -316,6 +316,13 @@ fn issue_17_a_running_deploy_is_not_taken_over() {
         "the resumed deploy finishes\n{}",
         live.dump()
     );
+    // Its leases ended with it: no ssh master of it is left.
+    let left = live.ssh_processes();
+    assert!(
+        left.is_empty(),
+        "ssh processes left after the deploy exited:\n{}",
+        left.join("\n")
+    );
     for h in app.app_hosts() {
         app.assert_version(h, "0.2.0", None);
         app.check(
