@@ -26,6 +26,7 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod ops;
+mod privilege;
 mod recovery;
 mod secrets;
 mod security;
