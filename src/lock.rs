@@ -50,7 +50,9 @@ pub fn take(script: &mut Script, layout: &Layout, holder: &str, wait_secs: u64) 
 /// stays open) keeps its lease and is never taken over.
 ///
 /// Prints `leased=1` once held (then waits for its input to end), `leased=0` when the lock is
-/// not `holder`'s any more or the lease stayed busy.
+/// not `holder`'s any more or the lease stayed busy. The deploy does not wait for it (it runs
+/// beside the stage, long before the switch); a lock it never marked is simply not taken over
+/// (`unlock` then does it).
 pub fn lease(layout: &Layout, holder: &str) -> Script {
     let mut s = Script::new(format!(
         "hold the lease of the deploy lock in {}",

@@ -261,10 +261,10 @@ impl Connection {
     }
 
     /// Starts a script that keeps running as long as this connection (its input stays open:
-    /// it ends when the channel closes, however this process ends), and returns the first
-    /// `key=value` line it prints ([`crate::lock::lease`]).
-    pub async fn hold(&self, script: &Script) -> Result<String> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    /// it ends when the channel closes, however this process ends), without waiting for it:
+    /// it starts beside whatever runs next on the connection ([`crate::lock::lease`]).
+    pub async fn hold(&self, script: &Script) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
         let framed = script.framed()?;
         let mut child = self.start(script.purpose()).await?;
         if let Some(stdin) = child.stdin().as_mut() {
@@ -274,13 +274,8 @@ impl Connection {
                 .map_err(|e| Error::io("send the script", self.host.as_str(), e))?;
             let _ = stdin.flush().await;
         }
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout().as_mut() {
-            let mut reader = tokio::io::BufReader::new(stdout);
-            let _ = reader.read_line(&mut line).await;
-        }
         self.held.lock().expect("held").push(child);
-        Ok(line.trim().to_string())
+        Ok(())
     }
 
     /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.
