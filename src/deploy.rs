@@ -997,7 +997,13 @@ async fn switch_host(
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let config = plan.config.for_host(run.conn.host());
     let host = run.conn.host().to_string();
-    let script = steps::switch(config, &plan.release, &plan.holder, Some(&plan.secrets));
+    let script = steps::switch(
+        config,
+        run.conn.host(),
+        &plan.release,
+        &plan.holder,
+        Some(&plan.secrets),
+    );
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
@@ -1312,6 +1318,7 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         steps::stage(plan.config, &stage_in),
         steps::switch(
             plan.config,
+            "<host>",
             &plan.release,
             &plan.holder,
             Some(&plan.secrets),

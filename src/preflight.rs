@@ -110,6 +110,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     );
     world_writable_ancestors(script, layout);
     foreign_unit(script, config);
+    crate::jobs::preflight(script, config);
     for f in &config.shared_files {
         let path = format!("{}/{f}", layout.shared());
         script.line("[ -f {} ] || problem \"shared file $(printf %s {}) is missing: create it on the host before deploying\"", &[&path, &path]);
@@ -179,6 +180,7 @@ fn foreign_unit(script: &mut Script, config: &Config) {
     let template = unit::template(config);
     let mut names = unit::managed(config).to_vec();
     names.extend([guard::timer(config), guard::service(config)]);
+    names.extend(crate::jobs::all_unit_names(config));
     // One `systemctl show` for every name but the template (systemd refuses a template name,
     // and stops there): it prints one `FragmentPath=` line per unit, in the order asked, empty
     // for a unit it does not know. The k-th line goes to `$_fk`.

@@ -132,7 +132,17 @@ pub fn fixed_lines(config: &Config) -> BTreeSet<String> {
                 if c.health.confirm_timeout.is_zero() {
                     c.health.confirm_timeout = std::time::Duration::from_secs(30);
                 }
-                let files = unit::app_units(&c).into_iter().chain(guard::units(&c));
+                // The job units of every host (#21): `on = "one"` jobs are wanted on one.
+                let jobs: Vec<unit::UnitFile> = c
+                    .environment
+                    .iter()
+                    .flat_map(|e| e.hosts.iter())
+                    .flat_map(|h| crate::jobs::units(&c, &h.to_string()))
+                    .collect();
+                let files = unit::app_units(&c)
+                    .into_iter()
+                    .chain(guard::units(&c))
+                    .chain(jobs);
                 for f in files {
                     for l in f.text.lines() {
                         let variable = l.is_empty()
@@ -170,6 +180,15 @@ pub fn helper(config: &Config, service_user: &str) -> Script {
     s.line("APP_EXEC={}", &[&app_exec]);
     s.line("SLOT_EXEC={}", &[&slot_exec]);
     s.line("GUARD_DROPIN={}", &[&guard_dropin_path(config)]);
+    // The scheduled jobs' unit names and their ExecStart= start (#21), fixed at setup time.
+    s.line(
+        "JOB_UNITS={}",
+        &[&crate::jobs::all_unit_names(config).join("\n")],
+    );
+    s.line(
+        "JOB_EXEC={}",
+        &[&format!("/bin/sh -c {}", exec_arg(crate::jobs::RUNNER))],
+    );
     s.line("FIXED={}", &[&fixed.join("\n")]);
     s.line("E={}", &[UNIT_DIR]);
     s.line("S={}", &[crate::secrets::HOST_DIR]);
@@ -185,16 +204,18 @@ digits() {{ case $1 in ''|*[!0-9]*) return 1 ;; esac; }}
 # One or more double-quoted systemd words, each preceded by a space (what exec_arg writes).
 words() {{ [ -z "$(printf '%s' "$1" | sed -E 's/ "([^"\\]|\\.)*"//g')" ]; }}
 one_word() {{ [ -z "$(printf '%s' "$1" | sed -E 's/^"([^"\\]|\\.)*"$//')" ]; }}
+# A scheduled job's unit (#21), as configured at setup time.
+job_unit() {{ [ -n "$JOB_UNITS" ] && printf '%s\n' "$JOB_UNITS" | grep -qxF -e "$1"; }}
 # The unit name of a unit file path cargo-ship writes (or its .ship-tmp), else refuse.
 unit_file() {{
   case $1 in "$E"/*) _f=${{1#"$E"/}} ;; *) refuse "$1 is not a unit file of $U" ;; esac
   _f=${{_f%.ship-tmp}}
-  case $_f in "$U.service"|"$U.socket"|"$U@.service"|"$U-guard.service"|"$U-guard.timer") printf '%s\n' "$_f" ;; *) refuse "$1 is not a unit file of $U" ;; esac
+  case $_f in "$U.service"|"$U.socket"|"$U@.service"|"$U-guard.service"|"$U-guard.timer") printf '%s\n' "$_f" ;; *) job_unit "$_f" && printf '%s\n' "$_f" || refuse "$1 is not a unit file of $U" ;; esac
 }}
 # Reads a unit text on stdin; refuses any line cargo-ship does not write for unit $1.
 check_unit() {{
   _n=$1; _sec=; _no=0; _users=0; _execs=0
-  case $_n in "$U.service"|"$U@.service") _kind=app ;; "$U.socket") _kind=socket ;; "$U-guard.service") _kind=guard ;; *) _kind=timer ;; esac
+  case $_n in "$U.service"|"$U@.service") _kind=app ;; "$U.socket") _kind=socket ;; "$U-guard.service") _kind=guard ;; *.service) job_unit "$_n" && _kind=job || _kind=timer ;; *) _kind=timer ;; esac
   while IFS= read -r _l || [ -n "$_l" ]; do
     _no=$((_no + 1)); _ok=1
     case $_l in *"$CR"*|*\\) _ok=0 ;; esac
@@ -202,17 +223,18 @@ check_unit() {{
       case $_l in
         '') ;;
         '['*']') _sec=$_l ;;
-        "User=$SVC_USER") [ "$_kind" = app ] && [ "$_sec" = '[Service]' ] || _ok=0; _users=$((_users + 1)) ;;
-        "Group=$SVC_GROUP") [ -n "$SVC_GROUP" ] && [ "$_kind" = app ] && [ "$_sec" = '[Service]' ] || _ok=0 ;;
+        "User=$SVC_USER") case $_kind in app|job) ;; *) _ok=0 ;; esac; [ "$_sec" = '[Service]' ] || _ok=0; _users=$((_users + 1)) ;;
+        "Group=$SVC_GROUP") case $_kind in app|job) ;; *) _ok=0 ;; esac; [ -n "$SVC_GROUP" ] && [ "$_sec" = '[Service]' ] || _ok=0 ;;
         ExecStart=*)
           _execs=$((_execs + 1)); _v=${{_l#ExecStart=}}
           [ "$_sec" = '[Service]' ] || _ok=0
           case $_kind in
             app) case $_v in "$APP_EXEC"*) words "${{_v#"$APP_EXEC"}}" || _ok=0 ;; "$SLOT_EXEC"*) words "${{_v#"$SLOT_EXEC"}}" || _ok=0 ;; *) _ok=0 ;; esac ;;
             guard) case $_v in '/bin/sh -c "'*) one_word "${{_v#/bin/sh -c }}" || _ok=0 ;; *) _ok=0 ;; esac ;;
+            job) case $_v in "$JOB_EXEC "*) words "${{_v#"$JOB_EXEC"}}" || _ok=0 ;; *) _ok=0 ;; esac ;;
             *) _ok=0 ;;
           esac ;;
-        Environment=\"*) [ "$_kind" = app ] && [ "$_sec" = '[Service]' ] && one_word "${{_l#Environment=}}" || _ok=0 ;;
+        Environment=\"*) case $_kind in app|job) ;; *) _ok=0 ;; esac; [ "$_sec" = '[Service]' ] && one_word "${{_l#Environment=}}" || _ok=0 ;;
         Description=*) [ "$_sec" = '[Unit]' ] || _ok=0 ;;
         ListenStream=*)
           _v=$(printf '%s' "${{_l#ListenStream=}}" | tr -d '[]')
@@ -228,7 +250,7 @@ check_unit() {{
     [ "$_ok" = 1 ] || die "refused $_n: line $_no ($_l) is not one cargo-ship writes for unit $U; after changing the config or upgrading cargo-ship, run cargo ship setup again"
   done
   case $_kind in
-    app) [ "$_users" -ge 1 ] || die "refused $_n: it has no User=$SVC_USER line (the service never runs as root)"
+    app|job) [ "$_users" -ge 1 ] || die "refused $_n: it has no User=$SVC_USER line (the service never runs as root)"
          [ "$_execs" = 1 ] || die "refused $_n: it must have exactly one ExecStart= line" ;;
     guard) [ "$_execs" = 1 ] || die "refused $_n: it must have exactly one ExecStart= line"
            [ -f "$GUARD_DROPIN" ] || die "refused $_n: $GUARD_DROPIN is missing: run cargo ship setup again" ;;
@@ -259,6 +281,9 @@ case $_cmd in
         "$U.service"|"$U.socket"|"$U@.service"|"$U@blue.service"|"$U@green.service") ;;
         "$U-guard.timer") case $_verb in start|stop|restart) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
         "$U-guard.service") case $_verb in enable|disable|stop|restart|reset-failed) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
+        *.timer) job_unit "$_u" || refuse "systemctl $_verb $_u" ;;
+        # A job's service is started (`cargo ship run`), never stopped or restarted by a deploy.
+        *.service) job_unit "$_u" && case $_verb in start|reset-failed) true ;; *) false ;; esac || refuse "systemctl $_verb $_u" ;;
         *) refuse "systemctl $_verb $_u" ;;
       esac
     done
@@ -267,7 +292,7 @@ case $_cmd in
     exec systemctl "$_verb" $_q -- "$@" ;;
   journalctl)
     [ "${{1:-}}" = -u ] && [ $# -ge 2 ] || refuse "journalctl $*"
-    case $2 in "$U.service"|"$U@*.service") ;; *) refuse "journalctl -u $2" ;; esac
+    case $2 in "$U.service"|"$U@*.service") ;; *.service) job_unit "$2" || refuse "journalctl -u $2" ;; *) refuse "journalctl -u $2" ;; esac
     _unit=$2; shift 2; _n=50; _since=; _o=short-iso; _after=; _follow=
     while [ $# -gt 0 ]; do
       case $1 in

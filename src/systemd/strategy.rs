@@ -214,10 +214,13 @@ pub fn restore(s: &mut Script, config: &Config) {
     // Disable what goes away while its file is still there.
     s.line("  for _f in {}/*.absent; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}; _n=${_n%.absent}");
+    crate::jobs::restore_absent(s, config);
     s.lines("    $SUDO systemctl $_nr disable -q \"$_n\" 2>/dev/null || true");
     s.lines("  done");
+    s.lines("  _jt=");
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");
+    crate::jobs::restore_saved(s, config);
     s.line(
         "    case $_n in secrets.changed) ;; *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO tee {}/\"$_n\" < \"$_f\" >/dev/null ;; esac",
         &[unit::UNIT_DIR, unit::UNIT_DIR],
@@ -231,6 +234,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     crate::secrets::restore(s, config);
     s.lines("  $SUDO systemctl daemon-reload");
     enable(s, config);
+    crate::jobs::restore_timers(s);
     s.line("  rm -rf -- {}", &[&prev]);
     s.lines("else");
     detect(s, config);
