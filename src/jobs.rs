@@ -306,7 +306,7 @@ pub fn prune_line(s: &mut Script, layout: &Layout, id: &str) {
 }
 
 /// Prints the state of every job unit installed for this service as `jobprop=<Key>=<value>`
-/// lines (one `systemctl show` for all; blocks start with `jobprop=Id=`).
+/// lines (one `systemctl show` for all; a `jobprop=` line ends each unit's block).
 pub fn state_lines(s: &mut Script, config: &Config) {
     s.line("echo jobs_prefix={}", &[&prefix(config)]);
     s.lines("set --");
@@ -341,19 +341,21 @@ pub fn parse(stdout: &str) -> Vec<JobState> {
     let Some(pre) = stdout.lines().find_map(|l| l.strip_prefix("jobs_prefix=")) else {
         return Vec::new();
     };
-    let mut blocks: Vec<std::collections::BTreeMap<String, String>> = Vec::new();
+    // One block per unit, separated by an empty line (systemd prints `Id=` among the others,
+    // not first).
+    let mut blocks: Vec<std::collections::BTreeMap<String, String>> = vec![Default::default()];
     for line in stdout.lines() {
         let Some(kv) = line.strip_prefix("jobprop=") else {
             continue;
         };
-        let Some((k, v)) = kv.split_once('=') else {
-            continue;
-        };
-        if k == "Id" {
-            blocks.push(Default::default());
-        }
-        if let Some(b) = blocks.last_mut() {
-            b.insert(k.to_string(), v.to_string());
+        match kv.split_once('=') {
+            Some((k, v)) => {
+                if let Some(b) = blocks.last_mut() {
+                    b.insert(k.to_string(), v.to_string());
+                }
+            }
+            None if kv.is_empty() => blocks.push(Default::default()),
+            None => {}
         }
     }
     let mut jobs: Vec<JobState> = Vec::new();
@@ -742,10 +744,10 @@ mod tests {
 
     #[test]
     fn parses_job_state() {
-        let out = "jobs_prefix=hello-job-\njobprop=Id=hello-job-a.service\njobprop=ActiveState=failed\njobprop=Result=exit-code\n\
+        let out = "jobs_prefix=hello-job-\njobprop=ActiveState=failed\njobprop=Result=exit-code\n\
                    jobprop=ExecMainStatus=3\njobprop=ExecMainStartTimestamp=Sun 2026-12-06 04:00:00 UTC\n\
                    jobprop=ExecMainStartTimestampMonotonic=1000000\njobprop=ExecMainExitTimestampMonotonic=3500000\n\
-                   jobprop=\njobprop=Id=hello-job-a.timer\njobprop=ActiveState=active\n\
+                   jobprop=Id=hello-job-a.service\njobprop=\njobprop=Id=hello-job-a.timer\njobprop=ActiveState=active\n\
                    jobprop=NextElapseUSecRealtime=Sun 2026-12-06 05:00:00 UTC\njobprop=\n\
                    jobprop=Id=hello-job-b.service\njobprop=ActiveState=inactive\njobprop=Result=success\n\
                    jobprop=ExecMainStatus=0\njobprop=ExecMainStartTimestamp=\n\

@@ -25,6 +25,7 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod jobs;
 mod ops;
 mod secrets;
 mod security;
