@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::app::{App, Run, Spec, EXIT_REMOTE};
+use crate::app::{App, Run, Spec, EXIT_REMOTE, EXIT_ROLLED_BACK};
 use crate::host::{self, TestHost};
 
 const EXIT_NOT_HEALTHY: i32 = 10;
@@ -329,6 +329,27 @@ fn issue_21_jobs_run_from_the_current_release_and_follow_deploys_and_rollbacks()
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+
+    // An unhealthy release with another job set is reverted: the job units go back with the
+    // app units (the lines the fleet rollback and the dead-man's switch run too).
+    let other: Vec<String> = job("every", "*:*:0/5", &[], 0, 0)
+        .into_iter()
+        .chain(job("fresh", "*:*:0/5", &[], 0, 0))
+        .collect();
+    app.update(|s| {
+        s.version = "0.3.0".into();
+        s.env_lines = other;
+    });
+    let bad = app.deploy(&["--features", "unhealthy"], EXIT_ROLLED_BACK);
+    app.check(
+        unit_exists(h0, "ship-jobs21-job-once.timer")
+            && unit_exists(h0, "ship-jobs21-job-fail.service")
+            && !unit_exists(h0, "ship-jobs21-job-fresh.timer")
+            && !unit_exists(h0, "ship-jobs21-job-fresh.service")
+            && h0.exec_ok("systemctl is-active ship-jobs21-job-once.timer ship-jobs21-job-fresh.timer || true") == "active\ninactive\n",
+        "the revert puts the previous job units back",
+        Some(&bad),
+    );
 }
 
 /// A job still running (a 20 s sleep) while two deploys and a prune go by is not killed,
