@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::app::{App, Run, Spec, EXIT_REMOTE, EXIT_ROLLED_BACK};
+use crate::app::{App, Run, Spec, EXIT_PREFLIGHT, EXIT_REMOTE, EXIT_ROLLED_BACK};
 use crate::host::{self, TestHost};
 
 const EXIT_NOT_HEALTHY: i32 = 10;
@@ -473,6 +473,18 @@ fn issue_21_jobs_as_the_deploy_user_after_setup() {
         logs.stdout.contains(&format!("done every 0.1.0 {r1}")),
         "logs --job through the helper",
         Some(&logs),
+    );
+    // A schedule systemd on the host does not take is refused in preflight, before any change.
+    app.update(|s| s.env_lines = job("every", "*-*-* 25:00:00", &[], 0, 0));
+    let bad = app.deploy(&[], EXIT_PREFLIGHT);
+    app.check(
+        bad.events().iter().any(|e| {
+            e["event"] == "error"
+                && e["message"]
+                    == "jobber@host1: preflight failed: package.metadata.ship.jobs.every.schedule: systemd on this host does not accept the calendar expression \"*-*-* 25:00:00\" (systemd-analyze calendar)"
+        }) && app.current(h).as_deref() == Some(r1.as_str()),
+        "preflight refuses the schedule",
+        Some(&bad),
     );
     // Removing the job: its units go, through the helper.
     app.update(|s| {
