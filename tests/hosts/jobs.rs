@@ -399,6 +399,23 @@ fn issue_21_a_running_job_keeps_its_release_through_deploys_and_prune() {
         Some(&third),
     );
     let _ = second;
+    let js = app.run_expect(&["jobs", "test", "--message-format", "json"], 0);
+    let row = js
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "output" && e["kind"] == "jobs")
+        .map(|e| e["data"]["jobs"][0].clone())
+        .unwrap_or_default();
+    app.check(
+        row["job"] == "sleepy"
+            && row["running"] == true
+            && row["result"] == "running"
+            && row["next"]
+                .as_str()
+                .is_some_and(|n| n.contains("2099-01-01")),
+        format!("jobs shows the run in progress: {row}"),
+        Some(&js),
+    );
     // It ends on its own release, successfully.
     let start = Instant::now();
     while h.unit_property(svc, "ActiveState") == "active" {
