@@ -28,7 +28,7 @@ use crate::fleet;
 use crate::layout::Layout;
 use crate::remote::script::{Script, EXIT_MISSING};
 use crate::remote::session::Connection;
-use crate::systemd::unit::{self, UnitFile, HEADER, UNIT_DIR};
+use crate::systemd::unit::{self, UnitFile, UNIT_DIR};
 use crate::systemd::{self, env_arg, escape_specifiers, exec_arg};
 use crate::ui::{Event, HostRow, Ui};
 use crate::{Error, Result};
@@ -82,13 +82,21 @@ pub fn units(config: &Config, host: &str) -> Vec<UnitFile> {
     out
 }
 
-/// Every job unit name the config may install on some host (for setup and the root helper).
-pub fn all_unit_names(config: &Config) -> Vec<String> {
-    config
-        .jobs
-        .keys()
-        .flat_map(|n| [service(config, n), timer(config, n)])
-        .collect()
+/// Every job unit file of the config, whichever host runs it (an `on = "one"` job's too): part
+/// of [`crate::systemd::unit_files`], the one list setup fixes for the root helper.
+pub fn all_units(config: &Config) -> Vec<UnitFile> {
+    let mut out = Vec::new();
+    for (name, job) in &config.jobs {
+        out.push(UnitFile {
+            name: service(config, name),
+            text: render_service(config, name, job),
+        });
+        out.push(UnitFile {
+            name: timer(config, name),
+            text: render_timer(config, name, job),
+        });
+    }
+    out
 }
 
 /// The job's service: the binary under `current` as resolved at start, as the service's user
@@ -98,8 +106,7 @@ pub fn render_service(config: &Config, name: &str, job: &JobConfig) -> String {
     let mut exec = vec!["/bin/sh".to_string(), "-c".into(), exec_arg(RUNNER)];
     exec.push(exec_arg(&job.bin));
     exec.extend(job.args.iter().map(|a| exec_arg(a)));
-    let mut u = String::new();
-    u.push_str(HEADER);
+    let mut u = unit::header(config);
     u.push('\n');
     u.push_str("[Unit]\n");
     u.push_str(&format!(
@@ -158,8 +165,7 @@ pub fn render_service(config: &Config, name: &str, job: &JobConfig) -> String {
 
 /// The job's timer: `OnCalendar=` the schedule, to the second (`AccuracySec=1s`).
 pub fn render_timer(config: &Config, name: &str, job: &JobConfig) -> String {
-    let mut u = String::new();
-    u.push_str(HEADER);
+    let mut u = unit::header(config);
     u.push('\n');
     u.push_str("[Unit]\n");
     u.push_str(&format!(
@@ -240,8 +246,10 @@ pub fn install(s: &mut Script, config: &Config, release: &str) {
         "  if [ -f {}/\"$_n\" ]; then cp -- {}/\"$_n\" {}/\"$_n\"; else : > {}/\"$_n\".absent; fi",
         &[UNIT_DIR, UNIT_DIR, &prev, &prev],
     );
+    // Through the helper (`$_H`, issue #16) by name: the text is the one setup fixed, which
+    // preflight found equal to this one.
     s.line(
-        "  $SUDO tee {}/\"$_n\".ship-tmp < \"$_f\" >/dev/null; $SUDO mv -f -- {}/\"$_n\".ship-tmp {}/\"$_n\"; _jc=1",
+        "  if [ -n \"$_H\" ]; then $SUDO install \"$_n\"; else $SUDO tee {}/\"$_n\".ship-tmp < \"$_f\" >/dev/null; $SUDO mv -f -- {}/\"$_n\".ship-tmp {}/\"$_n\"; fi; _jc=1",
         &[UNIT_DIR, UNIT_DIR, UNIT_DIR],
     );
     s.lines("  case $_n in *.timer) _jt=\"$_jt $_n\" ;; esac");
@@ -254,11 +262,13 @@ pub fn install(s: &mut Script, config: &Config, release: &str) {
     // Only what cargo-ship wrote.
     s.line(
         "  _h=; IFS= read -r _h < \"$_f\" || true; [ \"$_h\" = {} ] || continue",
-        &[HEADER],
+        &[&unit::header(config)],
     );
     s.line("  cp -- \"$_f\" {}/\"$_n\"", &[&prev]);
     s.lines("  case $_n in *.timer) $SUDO systemctl stop \"$_n\" 2>/dev/null || true; $SUDO systemctl $_nr disable -q \"$_n\" 2>/dev/null || true ;; esac");
-    s.lines("  $SUDO rm -f -- \"$_f\"; _jc=1");
+    s.lines(
+        "  if [ -n \"$_H\" ]; then $SUDO remove \"$_n\"; else $SUDO rm -f -- \"$_f\"; fi; _jc=1",
+    );
     s.lines("done");
     s.lines("if [ \"$_jc\" = 1 ]; then $SUDO systemctl daemon-reload; fi");
     s.lines("if [ -n \"$_jt\" ]; then $SUDO systemctl $_nr enable -q $_jt; $SUDO systemctl restart $_jt; fi");
@@ -735,9 +745,10 @@ mod tests {
         assert_eq!(
             timer,
             format!(
-                "{HEADER}\n[Unit]\nDescription=hello job cleanup schedule (deployed by cargo-ship)\n\n\
+                "{}\n[Unit]\nDescription=hello job cleanup schedule (deployed by cargo-ship)\n\n\
                  [Timer]\nOnCalendar=*-*-* 03:00:00\nUnit=hello-job-cleanup.service\nAccuracySec=1s\n\
-                 Persistent=true\nRandomizedDelaySec=60\n\n[Install]\nWantedBy=timers.target\n"
+                 Persistent=true\nRandomizedDelaySec=60\n\n[Install]\nWantedBy=timers.target\n",
+                unit::header(&c)
             )
         );
     }

@@ -268,6 +268,18 @@ fn issue_21_jobs_run_from_the_current_release_and_follow_deploys_and_rollbacks()
         Some(&unknown),
     );
 
+    // A schedule systemd on the host does not take is refused in preflight, before any change.
+    app.update(|s| s.env_lines = job("every", "*-*-* 25:00:00", &[], 0, 0));
+    let bad = app.deploy(&[], EXIT_PREFLIGHT);
+    app.check(
+        bad.events().iter().any(|e| {
+            e["event"] == "error"
+                && e["message"]
+                    == "host0: preflight failed: package.metadata.ship.jobs.every.schedule: systemd on this host does not accept the calendar expression \"*-*-* 25:00:00\" (systemd-analyze calendar)"
+        }) && app.current(h0).as_deref() == Some(r1.as_str()),
+        "preflight refuses the schedule",
+        Some(&bad),
+    );
     // v0.2.0 without `once`: its timer goes with the deploy; `every` runs the new release.
     let without_once: Vec<String> = job("every", "*:*:0/5", &[], 0, 0)
         .into_iter()
@@ -491,18 +503,6 @@ fn issue_21_jobs_as_the_deploy_user_after_setup() {
         "logs --job through the helper",
         Some(&logs),
     );
-    // A schedule systemd on the host does not take is refused in preflight, before any change.
-    app.update(|s| s.env_lines = job("every", "*-*-* 25:00:00", &[], 0, 0));
-    let bad = app.deploy(&[], EXIT_PREFLIGHT);
-    app.check(
-        bad.events().iter().any(|e| {
-            e["event"] == "error"
-                && e["message"]
-                    == "jobber@host1: preflight failed: package.metadata.ship.jobs.every.schedule: systemd on this host does not accept the calendar expression \"*-*-* 25:00:00\" (systemd-analyze calendar)"
-        }) && app.current(h).as_deref() == Some(r1.as_str()),
-        "preflight refuses the schedule",
-        Some(&bad),
-    );
     // Removing the job: its units go, through the helper.
     app.update(|s| {
         s.version = "0.2.0".into();
@@ -520,13 +520,13 @@ fn issue_21_jobs_as_the_deploy_user_after_setup() {
         .arg("-F")
         .arg(&h.ssh_config)
         .args(["-l", "jobber", &h.name, "--"])
-        .arg("printf '[Timer]\\nOnCalendar=daily\\n' | sudo -n /usr/local/lib/cargo-ship/ship-jobsetup21/ship-root tee /etc/systemd/system/ship-jobsetup21-job-other.timer")
+        .arg("sudo -n /usr/local/lib/cargo-ship/ship-jobsetup21/ship-root install ship-jobsetup21-job-other.timer")
         .output()
         .expect("ssh");
     app.check(
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains(
-                "ship-root: refused: /etc/systemd/system/ship-jobsetup21-job-other.timer is not a unit file of ship-jobsetup21",
+                "ship-root: refused: install ship-jobsetup21-job-other.timer: cargo ship setup fixed no unit file of that name for ship-jobsetup21; run cargo ship setup again (it needs root)",
             ),
         "ship-root refuses a job the config did not have at setup",
         Some(&second),

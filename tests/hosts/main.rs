@@ -27,6 +27,7 @@ mod fleet;
 mod hostkey;
 mod jobs;
 mod ops;
+mod privilege;
 mod secrets;
 mod security;
 mod setup;
