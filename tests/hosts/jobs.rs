@@ -503,6 +503,21 @@ fn issue_21_jobs_as_the_deploy_user_after_setup() {
         "logs --job through the helper",
         Some(&logs),
     );
+    // An unhealthy release without the job is reverted through the helper: the job's units
+    // come back (as setup fixed them) and its timer runs again.
+    app.update(|s| {
+        s.version = "0.2.0".into();
+        s.env_lines = Vec::new();
+    });
+    let bad = app.deploy(&["--features", "unhealthy"], EXIT_ROLLED_BACK);
+    app.check(
+        unit_exists(h, "ship-jobsetup21-job-every.timer")
+            && unit_exists(h, "ship-jobsetup21-job-every.service")
+            && h.exec_ok("systemctl is-active ship-jobsetup21-job-every.timer || true")
+                == "active\n",
+        "the revert through the helper puts the removed job back",
+        Some(&bad),
+    );
     // Removing the job: its units go, through the helper.
     app.update(|s| {
         s.version = "0.2.0".into();
