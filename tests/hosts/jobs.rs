@@ -52,7 +52,8 @@ fn new_app(name: &str, port: u16, hosts: Vec<String>, jobs: Vec<String>) -> App 
     };
     let app = App::new(test_hosts, name, port, spec);
     app.project.write("src/bin/tick.rs", TICK);
-    app
+    // A repository with a commit per version, as a team deploys.
+    app.in_git()
 }
 
 /// `data/ticks.log` lines on `h`.
@@ -463,22 +464,18 @@ fn issue_21_a_running_job_keeps_its_release_through_deploys_and_prune() {
 /// helper; the job runs as the service user.
 #[test]
 fn issue_21_jobs_as_the_deploy_user_after_setup() {
-    let Some(hosts) = host::shared_or_skip() else {
+    if host::shared_or_skip().is_none() {
         return;
-    };
+    }
     let name = "ship-jobsetup21";
-    let spec = Spec {
-        hosts: vec!["jobber@host1".into()],
-        ship_lines: vec![format!("bin = \"{name}\""), "sudo = true".into()],
-        systemd_lines: vec!["user = \"jobsvc\"".into()],
-        env_lines: job("every", "*:*:0/5", &[], 0, 0),
-        ..Spec::default()
-    };
-    let mut app = App::new(hosts, name, 18213, spec);
-    app.project.write("src/bin/tick.rs", TICK);
-    let key = hosts.dir.join("id_ed25519.pub");
-    let key = key.to_str().expect("utf-8 path");
-    app.run_expect(&["setup", "test", "--authorized-key", key], 0);
+    let mut app = new_app(
+        name,
+        18213,
+        vec!["host1".into()],
+        job("every", "*:*:0/5", &[], 0, 0),
+    );
+    // Setup (as root, the admin), then every command as the deploy user.
+    app.as_deploy_user("jobber", "jobsvc");
     let h = app.host(1);
     let first = app.deploy(&[], 0);
     let r1 = app.deployed_release(&first, "jobber@host1");
