@@ -24,6 +24,7 @@ pub mod health;
 pub mod hooks;
 pub mod host;
 pub mod init;
+pub mod inputs;
 pub mod journal;
 pub mod layout;
 pub mod lock;
