@@ -23,7 +23,7 @@ use crate::package::{self, Artifact};
 use crate::preflight::{Facts, Requirements, EXIT_PREFLIGHT};
 use crate::remote::script::{parse_kv, parse_kv_all, Script, EXIT_LOCKED, EXIT_REVERTED};
 use crate::remote::session::Connection;
-use crate::remote::transfer::{Encoding, Payload};
+use crate::remote::transfer::{self, Encoding, Payload};
 use crate::secrets::{self, Secrets};
 use crate::steps::{self, RevertInput, StageInput};
 use crate::systemd::{self, guard};
@@ -65,6 +65,8 @@ struct Plan<'a> {
     env_name: String,
     /// Payloads prepared so far, by artifact index and encoding.
     payloads: Mutex<HashMap<(usize, &'static str), Payload>>,
+    /// Deltas prepared so far (hosts that have an earlier artifact).
+    deltas: transfer::Deltas,
     secrets: Secrets,
     /// Reports about this service (tagged with its package in a workspace deploy).
     ui: Ui,
@@ -103,6 +105,8 @@ struct HostRun {
     /// Index in `Plan::artifacts` of the artifact for this host's architecture.
     art: usize,
     cached: Vec<String>,
+    /// Every artifact file the host keeps (a delta's base may be among them).
+    haves: Vec<String>,
     /// `current` before the switch (None on a first deploy).
     previous: Option<String>,
     outcome: Option<(String, Option<String>)>,
@@ -207,6 +211,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             env_name: env_name.clone(),
             artifacts,
             payloads: Mutex::new(HashMap::new()),
+            deltas: transfer::Deltas::default(),
             ui: pui,
             package: several.then(|| config.package.clone()),
         });
@@ -823,6 +828,7 @@ async fn preflight_host(
         facts,
         art,
         cached: parse_kv_all(&out.stdout, "cached"),
+        haves: parse_kv_all(&out.stdout, "have"),
         previous: None,
         outcome: None,
         conn,
@@ -895,11 +901,19 @@ async fn stop_host(
 async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let config = plan.config.for_host(run.conn.host());
     let layout = Layout::new(&config.deploy_to);
-    let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
+    let (encoding, cached) =
+        transfer::encoding_for(&run.cached, run.facts.has_zstd, run.facts.has_gzip);
     let art = &plan.artifacts[run.art];
     let payload = payload(plan, run.art, encoding)?;
-    let cached = run.cached.iter().any(|c| c == encoding.ext());
     let host = run.conn.host().to_string();
+    // A host with zstd and an earlier artifact that is also here gets a delta.
+    let delta = (!cached && run.facts.has_zstd)
+        .then(|| {
+            let store = package::store::store_dir(&plan.config.target_dir);
+            plan.deltas
+                .for_host(&store, art, &run.haves, payload.bytes.len() as u64)
+        })
+        .flatten();
     if cached {
         ui.host(
             &host,
@@ -918,16 +932,57 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     }
     let prev = run.state.current.clone().unwrap_or_default();
     let rel_dir = layout.release(&plan.release);
-    let input = StageInput {
+    let fingerprint = plan.fingerprint(&host, art);
+    let input = |encoding, sent_sha, receive, delta_base| StageInput {
         release: &plan.release,
         artifact_sha: &art.sha256,
         encoding,
-        sent_sha: &payload.sha256,
-        receive: (!cached).then_some(payload.bytes.len() as u64),
+        sent_sha,
+        receive,
+        delta_base,
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, &host, &rel_dir, &prev),
-        fingerprint: &plan.fingerprint(&host, art),
+        fingerprint: &fingerprint,
     };
+    if let Some(d) = &delta {
+        let delta_in = input(
+            Encoding::Tar,
+            &d.tar_sha256,
+            Some(d.tar_size),
+            Some(d.base_file.as_str()),
+        );
+        let script = steps::stage(config, &delta_in);
+        let out = run.conn.run_with_payload(&script, &d.bytes).await?;
+        match out.status {
+            0 => {
+                ui.host(
+                    &host,
+                    "Uploaded",
+                    format!(
+                        "delta against {} ({} bytes, {}% of the {} bytes of the {})",
+                        &d.base_file[..12],
+                        d.bytes.len(),
+                        d.bytes.len() as u64 * 100 / payload.bytes.len().max(1) as u64,
+                        payload.bytes.len(),
+                        encoding.ext()
+                    ),
+                );
+                ui.host(&host, "Staged", format!("release {}", plan.release));
+                return Ok(());
+            }
+            transfer::EXIT_DELTA => ui.warn(format!(
+                "{host}: {}; sending the whole artifact",
+                out.tail(1)
+            )),
+            _ => return Err(run.conn.remote_error(&script, &out)),
+        }
+    }
+    let input = input(
+        encoding,
+        &payload.sha256,
+        (!cached).then_some(payload.bytes.len() as u64),
+        None,
+    );
     let script = steps::stage(config, &input);
     // The artifact, when the host lacks it, travels on the stage script's standard input.
     let bytes: &[u8] = if cached { &[] } else { &payload.bytes };
@@ -1297,6 +1352,7 @@ fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()> {
         sent_sha: &art.sha256,
         // Shown with the receiving lines; a host that has the artifact skips them.
         receive: Some(art.size),
+        delta_base: None,
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, "<host>", &release_dir, "<previous>"),
         fingerprint: &plan.fingerprint("<host>", art),
