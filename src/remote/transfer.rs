@@ -242,7 +242,7 @@ pub fn pick_base(
             }
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     // The name holds 12 hex digits of the sha256: the whole must match.
     found.into_iter().find_map(|(_, path, have)| {
         let sha = have.split_once('.').map(|(s, _)| s)?;
