@@ -46,6 +46,18 @@ fn a_new_version_travels_as_a_delta_and_falls_back_to_the_whole_artifact() {
     let (h0, h2) = (app.host(0), app.host(2));
     let first = app.deploy(&[], 0);
     let full_first = sent(&first, "host0");
+    // The switch reads the invocation before its restart from the file systemd exports for
+    // the journal, not from systemctl: the two agree.
+    let exported = h0.exec_ok(&format!(
+        "readlink /run/systemd/units/invocation:{}",
+        app.unit()
+    ));
+    app.check_eq(
+        exported.trim().to_string(),
+        h0.unit_property(&app.unit(), "InvocationID"),
+        "the exported invocation id",
+        Some(&first),
+    );
 
     // v0.2.0: host0 has 0.1.0's artifact, and so does the local store.
     app.update(|s| s.version = "0.2.0".into());
@@ -70,6 +82,23 @@ fn a_new_version_travels_as_a_delta_and_falls_back_to_the_whole_artifact() {
     );
     app.assert_version(h0, "0.2.0", Some(&second));
     app.assert_version(h2, "0.2.0", Some(&second));
+    // The confirmation ended the dead-man's switch's wait without systemctl: it is gone.
+    let guard = format!("{}-guard.service", app.name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut state = String::new();
+    while std::time::Instant::now() < deadline {
+        state = h0.unit_property(&guard, "ActiveState");
+        if state == "inactive" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    app.check_eq(
+        (state, h0.unit_property(&guard, "Result")),
+        ("inactive".to_string(), "success".to_string()),
+        "the guard after a confirmed deploy",
+        Some(&second),
+    );
 
     // The host keeps the tar it rebuilt: the same artifact again sends nothing.
     let again = app.deploy(&[], 0);
