@@ -328,6 +328,8 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
         hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
+    // The HTTP check too, on the host, while the script runs: no round trips of its own.
+    crate::health::probe_on_host(&mut s, config);
     s
 }
 

@@ -69,6 +69,13 @@ fn a_new_version_travels_as_a_delta_and_falls_back_to_the_whole_artifact() {
         format!("host0 was sent {delta} bytes for a {artifact}-byte artifact (the first deploy sent {full_first})"),
         Some(&second),
     );
+    // The switch script probed /healthz on the host (bash's /dev/tcp): no port forward.
+    let probed = said(&second, "Probed", "host0");
+    app.check(
+        probed.len() == 1 && probed[0].starts_with("/healthz answered 200 on the host after "),
+        format!("host0's probe: {probed:?}"),
+        Some(&second),
+    );
     let uploaded = said(&second, "Uploaded", "host0");
     app.check(
         uploaded.iter().any(|m| m.starts_with("delta against ")),
