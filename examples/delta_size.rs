@@ -32,19 +32,25 @@ fn main() {
     };
     let (old_tar, new_tar) = (tar_of(old), tar_of(new));
     let full = zstd::encode_all(new_tar.as_slice(), cargo_ship::package::ZSTD_LEVEL).unwrap();
-    let t = Instant::now();
-    let delta = cargo_ship::remote::transfer::delta(&old_tar, &new_tar).unwrap();
-    let took = t.elapsed();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "binary {} bytes; artifact (zstd -{}) {} bytes; delta {} bytes = {:.1}% of the artifact; delta computed in {:.2} s",
+        "binary (tar) {} bytes; artifact (zstd -{}) {} bytes",
         new_tar.len(),
         cargo_ship::package::ZSTD_LEVEL,
-        full.len(),
-        delta.len(),
-        delta.len() as f64 * 100.0 / full.len() as f64,
-        took.as_secs_f64()
+        full.len()
     )
     .unwrap();
+    for level in [3, 9, cargo_ship::remote::transfer::DELTA_LEVEL, 19] {
+        let t = Instant::now();
+        let delta = cargo_ship::remote::transfer::delta_at(&old_tar, &new_tar, level).unwrap();
+        writeln!(
+            out,
+            "delta at level {level}: {} bytes = {:.1}% of the artifact, computed in {:.2} s",
+            delta.len(),
+            delta.len() as f64 * 100.0 / full.len() as f64,
+            t.elapsed().as_secs_f64()
+        )
+        .unwrap();
+    }
 }
