@@ -175,7 +175,8 @@ enum Command {
         /// Deploy even an artifact that failed its health check before on a host
         #[arg(long)]
         force: bool,
-        /// Wait up to this long for another deploy's lock (e.g. 2m)
+        /// Wait up to this long for another deploy's lock, or for a switch a crashed deploy
+        /// left unconfirmed to be put back by its host (e.g. 2m)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         lock_wait: Option<Duration>,
         /// When a batch fails, leave the hosts of earlier batches on the new release
@@ -202,11 +203,16 @@ enum Command {
         /// Print the script each host would run; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Use a service user or group (or a system account as deploy user) that exists on the
+        /// host and that setup did not create
+        #[arg(long)]
+        adopt_existing_user: bool,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Switch back to the previous (or a named) release on every host
+    /// Switch back to the previous (or a named) release on every host; right after a deploy
+    /// crashed past its switch, put that unconfirmed switch back at once instead
     Rollback {
         /// Environment
         env: String,
@@ -326,7 +332,9 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Release the deploy lock: one taken by `cargo ship lock`, or left behind by a deploy whose holder is gone
+    /// Release the deploy lock: one taken by `cargo ship lock`, or left behind by a deploy whose
+    /// holder is gone (a switch it left unconfirmed is put back first); refused while the holder
+    /// still runs
     Unlock {
         /// Environment
         env: String,
@@ -411,6 +419,9 @@ impl Ship {
         SshFiles {
             config: self.global.ssh_config.clone(),
             known_hosts: self.global.known_hosts.clone(),
+            agent: std::env::var_os("CARGO_SHIP_SSH_AUTH_SOCK")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 
@@ -473,6 +484,7 @@ impl Ship {
                 admin_user,
                 authorized_key,
                 dry_run,
+                adopt_existing_user,
                 hosts,
             } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
@@ -480,6 +492,7 @@ impl Ship {
                     admin_user,
                     authorized_key,
                     dry_run,
+                    adopt_existing_user,
                     hosts,
                 };
                 setup::setup(&config, &opts, ui).await
