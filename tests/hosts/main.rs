@@ -26,6 +26,7 @@ mod deploy;
 mod failures;
 mod fleet;
 mod hostkey;
+mod jobs;
 mod ops;
 mod privilege;
 mod recovery;
