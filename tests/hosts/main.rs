@@ -22,6 +22,7 @@ mod app;
 mod arm64;
 mod bigfleet;
 mod deadman;
+mod delta;
 mod deploy;
 mod failures;
 mod fleet;
