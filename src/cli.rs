@@ -109,6 +109,14 @@ enum FormatArg {
     Json,
 }
 
+/// `init --strategy`: `systemd.restart` as written in the config.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    Restart,
+    Socket,
+    BlueGreen,
+}
+
 /// Which package, and how to build it: cargo's standard flags.
 #[derive(Debug, Args, Clone, Default)]
 struct PackageArgs {
@@ -336,13 +344,16 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Add a commented [package.metadata.ship] section to Cargo.toml
+    /// Add a commented [package.metadata.ship] section to Cargo.toml ([workspace.metadata.ship] at a workspace root)
     Init {
         #[command(flatten)]
         package: PackageArgs,
         /// Replace an existing ship section
         #[arg(long)]
         force: bool,
+        /// How a new release replaces the running one; socket and blue-green write a zero-downtime setup
+        #[arg(long, value_enum, default_value = "restart")]
+        strategy: StrategyArg,
     },
     /// Inspect the configuration
     #[command(subcommand)]
@@ -646,11 +657,20 @@ impl Ship {
                 )
                 .await
             }
-            Command::Init { package, force } => {
+            Command::Init {
+                package,
+                force,
+                strategy,
+            } => {
                 let opts = init::InitOptions {
                     manifest_path: package.manifest.manifest_path.clone(),
                     package: package.package.clone(),
                     force,
+                    strategy: match strategy {
+                        StrategyArg::Restart => config::RestartStrategy::Restart,
+                        StrategyArg::Socket => config::RestartStrategy::Socket,
+                        StrategyArg::BlueGreen => config::RestartStrategy::BlueGreen,
+                    },
                 };
                 init::init(&opts, ui).map(|_| ())
             }
