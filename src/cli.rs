@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cargo_ship::config::{self, LoadOptions};
 use cargo_ship::remote::ssh_files::{self, SshFiles};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
-use cargo_ship::{deploy, exec, init, lock, logs, package, prune, rollback, setup, status, Result};
+use cargo_ship::{
+    deploy, doctor, exec, init, lock, logs, package, prune, rollback, setup, status, Result,
+};
 
 /// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
 #[derive(Debug, Parser)]
@@ -254,6 +256,16 @@ enum Command {
     },
     /// Show each host's current release, version, unit state and releases on disk
     Status {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: WorkspaceArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Check every host before a deploy (ssh, sudo and its speed, systemd, tools, disk, clock, ports, leftover locks); changes nothing
+    Doctor {
         /// Environment
         env: String,
         #[command(flatten)]
@@ -555,6 +567,22 @@ impl Ship {
                 },
             )
             .await,
+            Command::Doctor {
+                env,
+                package,
+                hosts,
+            } => {
+                each_service(
+                    "doctor",
+                    selected(&package, None, Some(env))?,
+                    ui,
+                    |config, ui| {
+                        let hosts = &hosts;
+                        async move { doctor::doctor(&config, hosts, &ui).await }
+                    },
+                )
+                .await
+            }
             Command::Releases {
                 env,
                 package,

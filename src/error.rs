@@ -163,6 +163,14 @@ pub enum Error {
         /// One line per problem, each naming its host(s).
         problems: Vec<String>,
     },
+    /// `doctor` found problems on reachable hosts (each line names its host and check).
+    #[error("doctor found {} problem(s) in environment `{env}`: {}", problems.len(), doctor_summary(problems))]
+    DoctorProblems {
+        /// The environment.
+        env: String,
+        /// One line per problem: `host: check: what`.
+        problems: Vec<String>,
+    },
     /// `exec`: the command exited non-zero (or could not run) on some hosts.
     #[error("the command failed on {} of {total} host(s): {}", failed.len(), failed.iter().map(|(h, c)| format!("{h} (exit {c})")).collect::<Vec<_>>().join(", "))]
     CommandFailed {
@@ -208,6 +216,9 @@ impl Error {
                 "each line above names the host; `cargo ship logs <env> -f` follows the journals, \
                  `cargo ship rollback <env>` or `cargo ship deploy <env>` brings every host to one release"
                     .into(),
+            ),
+            Error::DoctorProblems { .. } => Some(
+                "each problem above comes with its fix; nothing was changed on any host".into(),
             ),
             Error::CommandFailed { .. } => Some(
                 "the output above is prefixed with each host; nothing else was changed by cargo-ship".into(),
@@ -255,7 +266,7 @@ impl Error {
             Error::Remote { .. } => exit::REMOTE,
             Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,
-            Error::NotHealthy { .. } => exit::NOT_HEALTHY,
+            Error::NotHealthy { .. } | Error::DoctorProblems { .. } => exit::NOT_HEALTHY,
             Error::Cancelled { .. } => exit::FAILURE,
             Error::CommandFailed { .. } => exit::REMOTE,
             // The most serious code among the hosts decides.
@@ -298,4 +309,23 @@ fn severity(code: i32) -> u8 {
         exit::PREFLIGHT => 2,
         _ => 1,
     }
+}
+
+/// `host (check, check); host (check)` from `doctor`'s `host: check: what` lines.
+fn doctor_summary(problems: &[String]) -> String {
+    let mut hosts: Vec<(String, Vec<String>)> = Vec::new();
+    for p in problems {
+        let mut parts = p.splitn(3, ": ");
+        let (host, check) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        match hosts.iter_mut().find(|(h, _)| h == host) {
+            Some((_, checks)) if !checks.iter().any(|c| c == check) => checks.push(check.into()),
+            Some(_) => {}
+            None => hosts.push((host.into(), vec![check.into()])),
+        }
+    }
+    hosts
+        .iter()
+        .map(|(h, c)| format!("{h} ({})", c.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

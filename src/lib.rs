@@ -16,6 +16,8 @@ pub mod arch;
 pub mod build;
 pub mod config;
 pub mod deploy;
+pub mod diagnose;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod fingerprint;
