@@ -22,6 +22,7 @@ mod app;
 mod arm64;
 mod deadman;
 mod deploy;
+mod doctor;
 mod failures;
 mod fleet;
 mod hostkey;
