@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod prune;
 pub mod remote;
 pub mod rollback;
+pub mod rollout;
 pub mod secrets;
 pub mod setup;
 pub mod status;
