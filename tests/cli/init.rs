@@ -227,6 +227,34 @@ fn issue_22_every_example_in_the_template_loads_when_uncommented() {
     assert_eq!(c.per_host.len(), 1);
 
     // Each alone (with its partner for the pair that needs one).
+    each_example_alone(&p, &text);
+
+    // The zero-downtime templates' examples load too, with the strategy set for real.
+    for strategy in [RestartStrategy::Socket, RestartStrategy::BlueGreen] {
+        let q = hello_without_ship();
+        let mut opts = options(&q, false);
+        opts.strategy = strategy;
+        init(&opts, &Ui::silent()).unwrap();
+        q.write("deploy/ssh_config", "Host *\n");
+        q.write("deploy/prod.env", "DATABASE_URL=postgres://x\n");
+        let text = q.manifest();
+        let lines: Vec<&str> = text.lines().collect();
+        let all: Vec<usize> = (0..lines.len())
+            .filter(|&i| example(lines[i]).is_some())
+            .collect();
+        q.set_manifest(&uncomment(&text, &all));
+        let c = load_prod(&q).unwrap_or_else(|e| panic!("{e}\n{}", q.manifest()));
+        assert_eq!(c.systemd.restart, strategy);
+        each_example_alone(&q, &text);
+    }
+}
+
+/// Uncomments each example line of `text` alone (`restart` and `listen` together) and loads.
+fn each_example_alone(p: &Project, text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    let examples: Vec<usize> = (0..lines.len())
+        .filter(|&i| example(lines[i]).is_some())
+        .collect();
     for &i in &examples {
         let key = key_of(&example(lines[i]).unwrap());
         let mut which = vec![i];
@@ -242,8 +270,8 @@ fn issue_22_every_example_in_the_template_loads_when_uncommented() {
                     .filter(|&&j| key_of(&example(lines[j]).unwrap()) == partner),
             );
         }
-        p.set_manifest(&uncomment(&text, &which));
-        if let Err(e) = load_prod(&p) {
+        p.set_manifest(&uncomment(text, &which));
+        if let Err(e) = load_prod(p) {
             panic!(
                 "uncommenting `{}` alone does not load: {e}\n{}",
                 lines[i],

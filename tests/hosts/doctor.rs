@@ -137,6 +137,43 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
         "{systemd:?}"
     );
 
+    // A host key that is not the host's: unreachable (exit 5), with the ssh error's own fix.
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("other");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let other = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let known = keydir.path().join("known_hosts");
+    let mut fields = other.split_whitespace();
+    let (kind, blob) = (fields.next().unwrap(), fields.next().unwrap());
+    std::fs::write(&known, format!("{} {kind} {blob}\n", h.ip)).unwrap();
+    let known_arg = known.to_str().unwrap();
+    let unknown = run(
+        &p,
+        &[
+            "doctor",
+            "test",
+            "--known-hosts",
+            known_arg,
+            "--message-format",
+            "json",
+        ],
+    );
+    assert_eq!(unknown.code, 5, "{}", unknown.describe());
+    let all = findings(&unknown);
+    let ssh = find(&all, "ssh", "problem", &unknown);
+    assert!(ssh.2.starts_with("unreachable: "), "{ssh:?}");
+    assert!(
+        ssh.3.starts_with(
+            "the host key of host0-deploy is not in the known_hosts given with --known-hosts"
+        ),
+        "{ssh:?}"
+    );
+
     // Break it.
     let resolver = {
         let o = h.ip.octets();
