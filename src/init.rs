@@ -48,6 +48,21 @@ impl Default for InitOptions {
 pub fn init(opts: &InitOptions, ui: &Ui) -> Result<PathBuf> {
     if opts.package.is_none() {
         if let Some((root, members)) = workspace::root_of_several(opts.manifest_path.as_deref())? {
+            if opts.strategy != RestartStrategy::Restart {
+                // Each service listens on its own port: a workspace-wide `listen` would be wrong.
+                return Err(Error::usage(
+                    format!(
+                        "`--strategy {}` sets up one service's sockets, and {} is the root of a workspace of several",
+                        opts.strategy.as_str(),
+                        root.display()
+                    ),
+                    Some(format!(
+                        "run `cargo ship init -p <member> --strategy {}` for each service (members: {}); `cargo ship init` here writes the workspace's defaults",
+                        opts.strategy.as_str(),
+                        members.join(", ")
+                    )),
+                ));
+            }
             return init_workspace(opts, &root, &members, ui);
         }
     }

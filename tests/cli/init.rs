@@ -382,6 +382,19 @@ fn issue_22_init_at_a_workspace_root_writes_workspace_defaults() {
     .unwrap_or_else(|e| panic!("{e}\n{}", p.manifest()));
     assert_eq!(c.targets.len(), 2);
     assert!(c.sudo);
+    // `--strategy` is one service's: refused at the root, with the way to do it.
+    let mut opts = options(&p, true);
+    opts.strategy = RestartStrategy::Socket;
+    let err = init(&opts, &Ui::silent()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("`--strategy socket` sets up one service's sockets, and "),
+        "{err}"
+    );
+    assert_eq!(
+        err.help().unwrap(),
+        "run `cargo ship init -p <member> --strategy socket` for each service (members: api, worker); `cargo ship init` here writes the workspace's defaults"
+    );
     // A second init at the root is refused like a package's.
     p.set_manifest(&after);
     let err = init(&options(&p, false), &Ui::silent()).unwrap_err();
