@@ -422,11 +422,18 @@ fn leftovers(env_name: &str, kv: &BTreeMap<String, String>) -> Vec<Finding> {
                 )
             })
             .unwrap_or_default();
+        let fix = if holder.contains(": cargo ship lock ") {
+            format!("it was taken on purpose with `cargo ship lock`, for the reason above; once that is over, `cargo ship unlock {env_name}`")
+        } else if holder_is_gone(holder) {
+            format!("its holder was a process on this machine that is no longer running: `cargo ship unlock {env_name}`")
+        } else {
+            format!("if that deploy is still running, wait for it; if its holder is gone, `cargo ship unlock {env_name}`")
+        };
         out.push(Finding::bad(
             "lock",
             Level::Problem,
             format!("the deploy lock is held by {holder}{age}: deploys, rollbacks and prunes are refused"),
-            format!("if that deploy is still running, wait for it; if its holder is gone (or the incident is over), `cargo ship unlock {env_name}`"),
+            fix,
         ));
     }
     if let Some(release) = kv.get("pending_release") {
@@ -458,6 +465,21 @@ fn leftovers(env_name: &str, kv: &BTreeMap<String, String>) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// A lock holder (`user@machine pid N since ...`) that is a process of this machine which no
+/// longer runs.
+fn holder_is_gone(holder: &str) -> bool {
+    let mut words = holder.split(' ');
+    let (Some(who), Some("pid"), Some(pid)) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    let here = journal::who();
+    let machine = |w: &str| w.rsplit_once('@').map(|(_, m)| m.to_string());
+    pid.parse::<u32>().is_ok()
+        && machine(who).is_some()
+        && machine(who) == machine(&here)
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// One host's report.
@@ -616,6 +638,22 @@ pub async fn doctor(config: &Config, hosts: &[String], ui: &Ui) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_whose_holder_is_gone() {
+        let here = journal::who();
+        let alive = std::process::id();
+        assert!(!holder_is_gone(&format!(
+            "{here} pid {alive} since x: cargo ship deploy t"
+        )));
+        assert!(holder_is_gone(&format!(
+            "{here} pid 4000000 since x: cargo ship deploy t"
+        )));
+        assert!(!holder_is_gone(
+            "alice@elsewhere pid 4000000 since x: cargo ship deploy t"
+        ));
+        assert!(!holder_is_gone("unknown (no holder file)"));
+    }
 
     #[test]
     fn listen_ports() {

@@ -235,7 +235,7 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
     );
     assert_eq!(
         lock.3,
-        "if that deploy is still running, wait for it; if its holder is gone (or the incident is over), `cargo ship unlock test`"
+        "if that deploy is still running, wait for it; if its holder is gone, `cargo ship unlock test`"
     );
     let verdict = bad
         .events()
