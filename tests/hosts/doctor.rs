@@ -11,7 +11,8 @@
 //! - a process (perl, as a transient systemd unit) listens on the port in `listen`;
 //! - a lock is left behind in deploy_to.
 //!
-//! Doctor names each with its cause and fix (exit 10), changes nothing on the host (a hash of
+//! The host is prepared with `cargo ship setup` and checked as the deploy user through the
+//! unit's helper. Doctor names each with its cause and fix (exit 10), changes nothing on the host (a hash of
 //! every path, size, mode, owner and mtime under the directories a deploy writes, before and
 //! after), and a deploy, refused by the lock, warns about the slow sudo and the clock first.
 
@@ -42,6 +43,7 @@ deploy_to = "/opt/{APP}"
 sudo = true
 
 [package.metadata.ship.systemd]
+user = "{APP}"
 restart = "socket"
 listen = ["0.0.0.0:{PORT}"]
 notify = true
@@ -50,7 +52,7 @@ notify = true
 http = "http://127.0.0.1:{PORT}/healthz"
 
 [package.metadata.ship.environments.test]
-hosts = ["host0-deploy"]
+hosts = ["shipdoc@host0"]
 ssh_config = "{ssh_config}"
 
 # The same host as root, which may see other users' processes (to name a port's owner).
@@ -117,17 +119,26 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
     let h = hosts.host(0);
     let p = Project::fixture("hello");
     p.set_manifest(&manifest(hosts.ssh_config.to_str().unwrap()));
-    // What `cargo ship setup` would leave: deploy_to owned by the deploy user.
-    h.exec_ok(&format!(
-        "mkdir -p /opt/{APP} && chown deploy:deploy /opt/{APP}"
-    ));
+    // As users do: `cargo ship setup` once, then everything as the deploy user through the
+    // unit's helper.
+    let key = hosts.dir.join("id_ed25519.pub");
+    let setup = run(
+        &p,
+        &["setup", "test", "--authorized-key", key.to_str().unwrap()],
+    );
+    assert_eq!(setup.code, 0, "{}", setup.describe());
 
     // A sound host: nothing to fix.
     let ok = run(&p, &["doctor", "test", "--message-format", "json"]);
     assert_eq!(ok.code, 0, "{}", ok.describe());
     let all = findings(&ok);
     assert!(all.iter().all(|f| f.1 != "problem"), "{all:#?}");
-    find(&all, "sudo", "ok", &ok);
+    let sudo = find(&all, "sudo", "ok", &ok);
+    assert!(
+        sudo.2
+            .starts_with("one privileged call (the setup helper's check through sudo) took "),
+        "{sudo:?}"
+    );
     find(&all, "clock", "ok", &ok);
     let port = find(&all, "port", "ok", &ok);
     assert_eq!(port.2, format!("port {PORT} is free"));
@@ -169,7 +180,7 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
     assert!(ssh.2.starts_with("unreachable: "), "{ssh:?}");
     assert!(
         ssh.3.starts_with(
-            "the host key of host0-deploy is not in the known_hosts given with --known-hosts"
+            "the host key of shipdoc@host0 is not in the known_hosts given with --known-hosts"
         ),
         "{ssh:?}"
     );
@@ -191,7 +202,7 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
         "systemd-run --unit=squatter perl -MIO::Socket::INET -e 'our @k = (IO::Socket::INET->new(LocalPort => {PORT}, Listen => 5, ReuseAddr => 1) or die); sleep 100000' && for i in $(seq 50); do grep -q ':{PORT:04X} 00000000:0000 0A' /proc/net/tcp && break; sleep 0.1; done"
     ));
     h.exec_ok(&format!(
-        "su deploy -s /bin/sh -c 'mkdir -p /opt/{APP}/.ship/lock && echo \"alice@laptop pid 4242 since 2026-12-06T03:00:00Z: cargo ship deploy test\" > /opt/{APP}/.ship/lock/holder'"
+        "su shipdoc -s /bin/sh -c 'mkdir -p /opt/{APP}/.ship/lock && echo \"alice@laptop pid 4242 since 2026-12-06T03:00:00Z: cargo ship deploy test\" > /opt/{APP}/.ship/lock/holder'"
     ));
     let before = snapshot(h);
 
@@ -201,7 +212,7 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
     let sudo = find(&all, "sudo", "problem", &bad);
     assert!(
         sudo.2
-            .starts_with("one privileged call (`sudo -n true`) took "),
+            .starts_with("one privileged call (the setup helper's check through sudo) took "),
         "{sudo:?}"
     );
     assert!(
@@ -268,7 +279,7 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
         deploy
             .stderr
             .lines()
-            .any(|l| l.starts_with("warning: host0-deploy: ") && l.contains(needle))
+            .any(|l| l.starts_with("warning: shipdoc@host0: ") && l.contains(needle))
     };
     assert!(
         warned("this host's own name `host0` is not in its /etc/hosts"),
@@ -276,7 +287,7 @@ fn issue_22_doctor_names_slow_sudo_skewed_clock_taken_port_and_changes_nothing()
         deploy.describe()
     );
     assert!(warned("s ahead of this machine's"), "{}", deploy.describe());
-    let warn_at = deploy.stderr.find("warning: host0-deploy").unwrap();
+    let warn_at = deploy.stderr.find("warning: shipdoc@host0").unwrap();
     let locked_at = deploy.stderr.find("deploy locked by alice@laptop").unwrap();
     assert!(warn_at < locked_at, "{}", deploy.describe());
 
