@@ -33,6 +33,7 @@ pub mod logs;
 pub mod package;
 pub mod preflight;
 pub mod prune;
+pub mod recover;
 pub mod remote;
 pub mod rollback;
 pub mod rollout;

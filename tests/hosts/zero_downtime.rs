@@ -117,7 +117,7 @@ fn zero_downtime(strategy: &str, name: &str, port: u16) {
     let Some(hosts) = host::shared_or_skip() else {
         return;
     };
-    let mut app = App::new(hosts, name, port, spec(strategy, port));
+    let mut app = App::new(hosts, name, port, spec(strategy, port)).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(&mut app, port, "0.2.0", &[], 0);
     assert_no_failures(&app, &report, &run);
@@ -154,7 +154,7 @@ fn issue_7_plain_restart_drops_requests_under_the_same_load() {
         return;
     };
     let port = 18703;
-    let mut app = App::new(hosts, "ship-zd-restart", port, spec("restart", port));
+    let mut app = App::new(hosts, "ship-zd-restart", port, spec("restart", port)).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(&mut app, port, "0.2.0", &[], 0);
     app.check(
@@ -185,7 +185,7 @@ fn issue_7_blue_green_release_that_never_gets_ready_never_takes_traffic() {
     let port = 18704;
     let mut s = spec("blue-green", port);
     s.timeout = "5s".into();
-    let mut app = App::new(hosts, "ship-zd-neverready", port, s);
+    let mut app = App::new(hosts, "ship-zd-neverready", port, s).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(
         &mut app,
@@ -227,7 +227,7 @@ fn issue_7_socket_unhealthy_release_and_rollback_keep_serving() {
         return;
     };
     let port = 18705;
-    let mut app = App::new(hosts, "ship-zd-sockrb", port, spec("socket", port));
+    let mut app = App::new(hosts, "ship-zd-sockrb", port, spec("socket", port)).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(
         &mut app,
@@ -263,7 +263,8 @@ fn issue_7_socket_unhealthy_release_and_rollback_keep_serving() {
 }
 
 /// Issue #22: what `cargo ship init --strategy socket` writes is a working zero-downtime setup.
-/// The fixture's section is replaced by init's, and only what a user must fill in is edited:
+/// In a git repository (a commit per version), the fixture's section is replaced by init's, and
+/// only what a user must fill in is edited:
 /// the hosts and their ssh_config (environment `prod` renamed `test`), the port (8080 → this
 /// test's own, on shared hosts), and `args` for a service that takes 500 ms to start (the gap
 /// a plain restart leaves). Under the same load as above, the deploy of a new version refuses
@@ -274,6 +275,7 @@ fn issue_22_init_strategy_socket_deploys_with_no_refused_connection() {
         return;
     };
     let port = 18706;
+    // A crate in its git repository, as users have it: each deploy from its own commit.
     let app = App::new(
         hosts,
         "ship-init-socket",
@@ -282,7 +284,8 @@ fn issue_22_init_strategy_socket_deploys_with_no_refused_connection() {
             hosts: vec!["host0".into(), "host1".into(), "host2".into()],
             ..Spec::default()
         },
-    );
+    )
+    .in_git();
     // The package without any ship section, then `cargo ship init --strategy socket`.
     let text = app.project.manifest();
     let cut = text.find("[package.metadata.ship]").unwrap();
@@ -313,6 +316,7 @@ fn issue_22_init_strategy_socket_deploys_with_no_refused_connection() {
         "{edited}"
     );
     app.project.set_manifest(&edited);
+    app.project.commit("cargo ship init --strategy socket");
     // The fixture answers /version; what App checks with is the same port.
     let run = app.deploy(&[], 0);
     for h in app.app_hosts() {
@@ -320,6 +324,7 @@ fn issue_22_init_strategy_socket_deploys_with_no_refused_connection() {
     }
 
     app.project.set_version("0.2.0");
+    app.project.commit("0.2.0");
     app.run_expect(&["build"], 0);
     let _one = ONE_LOAD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let load = Load::start(LoadConfig {
