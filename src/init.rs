@@ -264,6 +264,14 @@ settle = "3s"
 # before_switch_once = ["./{bin} migrate"]      # on one host only (once_on), after every host has staged: migrations
 # after_switch = []                            # after the switch, once healthy
 
+# A scheduled job (cleanups, reports) run from the current release with the service's user and
+# environment, on a systemd timer (README: Scheduled jobs); `cargo ship run prod <name>` runs it now:
+# [package.metadata.ship.jobs.cleanup]
+# schedule = "*-*-* 03:00:00"                   # systemd OnCalendar=: "hourly", "daily", "Mon *-*-* 04:00"
+# args = ["cleanup"]                            # the service's binary (or `bin = "..."`, another of this package) with these arguments
+# on = "one"                                    # "all" hosts (default) or "one" (hooks.once_on, else the first host)
+# timeout = "1h"                                # the longest run (RuntimeMaxSec=); default: none
+
 [package.metadata.ship.environments.prod]
 hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
 # ssh_config = "deploy/ssh_config"         # passed to ssh as -F, relative to this file

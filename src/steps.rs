@@ -260,7 +260,16 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
 ///
 /// With `secrets` (a deploy), the unit's secret file is written when its values changed; a
 /// rollback passes `None` and keeps the values the host has.
-pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Secrets>) -> Script {
+///
+/// The job units (#21) of `host` are recorded with the release and installed beside the app
+/// units (a rollback installs the set recorded with its target, when there is one).
+pub fn switch(
+    config: &Config,
+    host: &str,
+    release: &str,
+    holder: &str,
+    secrets: Option<&Secrets>,
+) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
         "switch `current` to release {release} and start it ({} restart of {})",
@@ -285,6 +294,8 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
     strategy::install(&mut s, config);
+    crate::jobs::record(&mut s, config, host, release, secrets.is_none());
+    crate::jobs::install(&mut s, config, release);
     match secrets {
         Some(secrets) => crate::secrets::install(&mut s, config, secrets),
         // A rollback installs today's units with the release's binary: the fingerprint the
@@ -416,10 +427,8 @@ pub fn extend_guard(config: &Config, release: &str) -> Script {
 /// artifacts.
 pub fn prune_lines(s: &mut Script, layout: &Layout, prune: &[String], keep_artifacts: usize) {
     for id in prune {
-        s.line(
-            "rm -rf -- {} {}; echo pruned={}",
-            &[&layout.release(id), &layout.failed(id), id],
-        );
+        // Kept (`busy=`) while a scheduled job runs from it.
+        crate::jobs::prune_line(s, layout, id);
     }
     // Counted by a glob first: `ls` (a process) only when some must go.
     s.line(

@@ -167,6 +167,15 @@ fn pack_built(
             mode: 0o755,
         },
     );
+    for (name, path) in &built.extra {
+        entries.insert(
+            name.clone(),
+            Entry::File {
+                source: path.clone(),
+                mode: 0o755,
+            },
+        );
+    }
     let binary = std::fs::read(&built.binary)
         .map_err(|e| Error::io("read the built binary", &built.binary, e))?;
     let glibc_required = manifest::glibc_required(&binary).map_err(|detail| Error::Build {
@@ -349,7 +358,8 @@ fn collect_assets(config: &Config, what: &str) -> Result<BTreeMap<String, Entry>
             WalkError::Io(e, path) => Error::io(format!("read asset `{asset}`"), path, e),
         })?;
     }
-    for reserved in [config.bin.as_str(), MANIFEST_FILE] {
+    let bins = config.bins();
+    for reserved in bins.iter().map(String::as_str).chain([MANIFEST_FILE]) {
         if entries.contains_key(reserved) {
             let from = config
                 .assets

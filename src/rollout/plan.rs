@@ -356,6 +356,7 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
         steps::stage(plan.config, &stage_in),
         steps::switch(
             plan.config,
+            "<host>",
             &plan.release,
             &plan.holder,
             Some(&plan.secrets),

@@ -71,6 +71,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
             confirm_timeout: Duration::from_secs(90),
         },
         hooks: HooksConfig::default(),
+        jobs: Default::default(),
         environment: None,
         per_host: BTreeMap::new(),
     }

@@ -200,6 +200,8 @@ fn issue_22_every_example_in_the_template_loads_when_uncommented() {
         "# [package.metadata.ship.environments.prod.per_host.\"deploy@prod1.example.com\".systemd]",
         "# targets = [\"x86_64-unknown-linux-gnu\", \"aarch64-unknown-linux-gnu\"]",
         "\"blue-green\": the new release starts beside the old one",
+        "# [package.metadata.ship.jobs.cleanup]",
+        "# schedule = \"*-*-* 03:00:00\"",
     ] {
         assert!(
             text.contains(needle),
@@ -225,6 +227,7 @@ fn issue_22_every_example_in_the_template_loads_when_uncommented() {
     assert_eq!(c.health.confirm_timeout.as_secs(), 90);
     assert_eq!(c.targets.len(), 2);
     assert_eq!(c.per_host.len(), 1);
+    assert_eq!(c.jobs.len(), 1, "{:?}", c.jobs);
 
     // Each alone (with its partner for the pair that needs one).
     each_example_alone(&p, &text);
@@ -258,9 +261,15 @@ fn each_example_alone(p: &Project, text: &str) {
     for &i in &examples {
         let key = key_of(&example(lines[i]).unwrap());
         let mut which = vec![i];
+        // A job's table needs its schedule.
+        let in_job = (0..=i)
+            .rev()
+            .find(|&j| lines[j].starts_with('[') || lines[j].starts_with("# ["))
+            .is_some_and(|h| lines[h].contains(".jobs."));
         let partner = match key.as_str() {
             "restart" => Some("listen"),
             "listen" => Some("restart"),
+            k if in_job && k != "schedule" => Some("schedule"),
             _ => None,
         };
         if let Some(partner) = partner {

@@ -49,6 +49,11 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(c.systemd.drain_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.hooks.before_switch, ["./hello check-config"]);
     assert_eq!(c.hooks.before_switch_once, ["./hello migrate"]);
+    // Issue #21: a scheduled job.
+    let job = &c.jobs["cleanup"];
+    assert_eq!(job.schedule, "*-*-* 03:00:00");
+    assert_eq!(job.on, cargo_ship::config::JobHosts::One);
+    assert_eq!(job.timeout, Some(std::time::Duration::from_secs(3600)));
     // The environment overrides deploy_to, as the comment says.
     assert_eq!(c.deploy_to, "/srv/hello");
     let env = c.environment.as_ref().unwrap();

@@ -26,6 +26,7 @@ mod doctor;
 mod failures;
 mod fleet;
 mod hostkey;
+mod jobs;
 mod ops;
 mod privilege;
 mod recovery;
