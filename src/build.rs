@@ -122,6 +122,18 @@ pub fn select_builder(
     }
 }
 
+/// True when `config` is built by plain cargo without probing anything: configured so, or
+/// `auto` for a target of this machine's architecture without a glibc pin.
+pub fn plain_cargo(config: &Config) -> bool {
+    match config.builder {
+        BuilderKind::Cargo => true,
+        BuilderKind::Auto => {
+            config.target.glibc.is_none() && same_arch(std::env::consts::ARCH, config.target.arch())
+        }
+        BuilderKind::Zigbuild | BuilderKind::Cross => false,
+    }
+}
+
 /// True when code for `target_arch` (the triple's first part) runs natively on `host_arch`.
 fn same_arch(host_arch: &str, target_arch: &str) -> bool {
     let norm = |a: &str| -> String {

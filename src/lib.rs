@@ -26,6 +26,7 @@ pub mod health;
 pub mod hooks;
 pub mod host;
 pub mod init;
+pub mod inputs;
 pub mod jobs;
 pub mod journal;
 pub mod layout;

@@ -70,6 +70,11 @@ pub fn preflight(
     s.lines("done");
     if let Some(req) = req {
         preflight::cached(&mut s, &layout, req);
+        // Every artifact the host keeps: one may be the base of a delta (no process).
+        s.line(
+            "for _a in {}/*; do [ -f \"$_a\" ] && printf 'have=%s\\n' \"${{_a##*/}}\"; done; true",
+            &[&layout.artifacts()],
+        );
     }
     // An unconfirmed switch (its deploy vanished, and someone removed the lock): the host is
     // about to put the previous release back by itself; nothing may switch before that.
@@ -106,6 +111,10 @@ pub struct StageInput<'a> {
     /// The artifact arrives on the script's standard input (this many bytes), to be stored in
     /// the host's cache first; `None` when the host has it already.
     pub receive: Option<u64>,
+    /// What arrives is a delta against this file of the host's artifacts dir
+    /// ([`crate::remote::transfer::Delta`]): the host rebuilds the tar (`receive` bytes, sha256
+    /// `sent_sha`) with `zstd --patch-from`, or exits [`crate::remote::transfer::EXIT_DELTA`].
+    pub delta_base: Option<&'a str>,
     /// The manifest (file checksums).
     pub manifest: &'a Manifest,
     /// Hook context.
@@ -122,11 +131,35 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     let art = layout.artifact(input.artifact_sha, input.encoding.ext());
     let mut s = Script::new(format!("stage release {} in {rel}", input.release));
     s.lines("umask 022");
+    if let (Some(_), Some(base)) = (input.receive, input.delta_base) {
+        // A delta follows the script: zstd reads it from standard input and rebuilds the tar
+        // against the earlier artifact's tar (decompressed next to it first when cached as
+        // .tar.zst); a zstd without --patch-from, or any failure, asks for the whole artifact.
+        let base = format!("{}/{base}", layout.artifacts());
+        if base.ends_with(".tar.zst") {
+            s.line(
+                "if zstd -dcq -- {} > {}.base; then _ref={}.base; else _ref=; fi",
+                &[&base, &art, &art],
+            );
+        } else {
+            s.line("_ref={}", &[&base]);
+        }
+        s.line(
+            "if [ -z \"$_ref\" ] || ! zstd -dqf --patch-from=\"$_ref\" -o {}.part; then rm -f -- {}.part {}.base; echo 'this host could not rebuild the artifact from the delta' >&2; exit {}; fi",
+            &[&art, &art, &art, &crate::remote::transfer::EXIT_DELTA.to_string()],
+        );
+        if base.ends_with(".tar.zst") {
+            s.line("rm -f -- {}.base", &[&art]);
+        }
+        s.line("mv -f -- {}.part {}", &[&art, &art]);
+    }
     if let Some(size) = input.receive {
         // The artifact follows the script on standard input: no SFTP session, no extra round
         // trip. A short or corrupted transfer fails the sha256 check below, which then names
         // the size that arrived. (Preflight made the artifacts dir.)
-        s.line("cat > {}.part; mv -f -- {}.part {}", &[&art, &art, &art]);
+        if input.delta_base.is_none() {
+            s.line("cat > {}.part; mv -f -- {}.part {}", &[&art, &art, &art]);
+        }
         s.line("_sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
         s.line(
             "if [ \"$_sum\" != {} ]; then _len=$(wc -c < {}); rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected \"{}\" (it arrived with $_len bytes, expected \"{}\")\" >&2; exit {}; fi",
@@ -311,6 +344,8 @@ pub fn switch(
         hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
+    // The HTTP check too, on the host, while the script runs: no round trips of its own.
+    crate::health::probe_on_host(&mut s, config);
     s
 }
 

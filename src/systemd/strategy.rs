@@ -324,7 +324,10 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     s.lines("*) echo 'no unit file of this service is installed' >&2; exit 1 ;;");
     s.lines("esac");
     let tries = (config.health.timeout.as_secs().max(1) * 5).to_string();
-    s.lines("old_inv=$(systemctl show -p InvocationID --value \"$_svc\" 2>/dev/null || true)");
+    // The invocation before the restart, as systemd exports it for the journal
+    // (/run/systemd/units/invocation:<unit>, a symlink to the id): no systemctl call. Absent
+    // (never started), it reads as empty, which no new invocation equals.
+    s.lines("old_inv=$(readlink \"/run/systemd/units/invocation:$_svc\" 2>/dev/null || true)");
     // A failed start is retried by Restart=on-failure; the loop below judges the outcome.
     // `restart` starts a failed or stopped unit too, and returns once it is started (Type=exec:
     // the binary was exec'd; Type=notify: it said READY=1), so the loop rarely goes round.

@@ -1044,6 +1044,57 @@ fn workspace_deploy_refuses_two_services_in_one_directory() {
     );
 }
 
+/// Issue #18: what `cargo metadata` said is reused while its inputs stay as they were, and a
+/// new binary (a file appearing in `src/bin`) or a version bump is seen at once.
+#[test]
+fn the_workspace_description_follows_new_binaries_and_versions() {
+    let p = Project::fixture("hello");
+    p.write("ssh_config", "Host demo1\n");
+    p.edit(
+        "Cargo.toml",
+        "ssh_config = \"../../target/ship-demo/ssh_config\"",
+        "ssh_config = \"ssh_config\"",
+    );
+    p.edit("Cargo.toml", "bin = \"hello\"\n", "");
+    let cache = p.dir.path().join("cache");
+    let show = || {
+        let out = p
+            .ship()
+            .args(["config", "show", "demo"])
+            .env("XDG_CACHE_HOME", &cache)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), all)
+    };
+    std::thread::sleep(cargo_ship::inputs::SETTLE * 2);
+    for _ in 0..2 {
+        let (code, all) = show();
+        assert_eq!(code, Some(0), "{all}");
+        assert!(all.contains("bin = \"hello\""), "{all}");
+    }
+    let records = std::fs::read_dir(cache.join("cargo-ship/metadata"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 1, "cargo metadata's answer was recorded");
+    p.write("src/bin/second.rs", "fn main() {}\n");
+    let (code, all) = show();
+    assert_eq!(code, Some(3), "{all}");
+    assert!(
+        all.contains("package `hello` has several binaries (`hello`, `second`)"),
+        "{all}"
+    );
+    std::fs::remove_file(p.path("src/bin/second.rs")).unwrap();
+    p.set_version("0.7.0");
+    let (code, all) = show();
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("0.7.0"), "{all}");
+}
+
 /// Issue #21: `[package.metadata.ship.jobs.<name>]` errors name the file, the key and what
 /// was expected.
 #[test]

@@ -21,6 +21,7 @@ mod action;
 mod app;
 mod arm64;
 mod deadman;
+mod delta;
 mod deploy;
 mod doctor;
 mod failures;
