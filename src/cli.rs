@@ -182,6 +182,14 @@ enum Command {
         /// (default: roll them back too, so the fleet runs one version)
         #[arg(long)]
         keep_switched: bool,
+        /// Skip the canary phase (`[package.metadata.ship.canary]`): every host rolls out as
+        /// if no canary were configured
+        #[arg(long)]
+        no_canary: bool,
+        /// Promote a canary that could not be judged (too few requests, metrics unreadable)
+        /// instead of reverting it
+        #[arg(long, conflicts_with = "no_canary")]
+        promote_inconclusive: bool,
         /// Only these hosts of the environment (repeatable)
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -454,6 +462,8 @@ impl Ship {
                 force,
                 lock_wait,
                 keep_switched,
+                no_canary,
+                promote_inconclusive,
                 hosts,
             } => {
                 let configs = selected(&package, Some(&build), Some(env))?;
@@ -463,6 +473,8 @@ impl Ship {
                     force,
                     lock_wait,
                     keep_switched,
+                    no_canary,
+                    promote_inconclusive,
                     hosts,
                 };
                 deploy::deploy(&configs, &opts, ui).await

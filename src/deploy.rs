@@ -44,6 +44,10 @@ pub struct DeployOptions {
     pub lock_wait: Option<Duration>,
     /// After a failed batch, leave earlier batches on the new release.
     pub keep_switched: bool,
+    /// Skip the canary phase (#20).
+    pub no_canary: bool,
+    /// Promote an inconclusive canary instead of reverting it (#20).
+    pub promote_inconclusive: bool,
     /// Only these hosts.
     pub hosts: Vec<String>,
 }

@@ -566,6 +566,12 @@ impl Verdict {
     }
 }
 
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The judging rule (`[package.metadata.ship.canary]`).
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {

@@ -33,6 +33,8 @@ pub fn result_word(code: i32) -> &'static str {
         exit::ROLLED_BACK => "unhealthy",
         exit::REMOTE => "failed",
         exit::NOT_HEALTHY => "not-healthy",
+        exit::CANARY_WORSE => "canary-worse",
+        exit::CANARY_INCONCLUSIVE => "canary-inconclusive",
         exit::INTERRUPTED => "interrupted",
         _ => "error",
     }
@@ -460,7 +462,7 @@ mod tests {
 
     #[test]
     fn every_documented_exit_code_has_its_word() {
-        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130]
+        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 130]
             .into_iter()
             .map(|c| (c, result_word(c)))
             .collect();
@@ -478,6 +480,8 @@ mod tests {
                 (8, "unhealthy"),
                 (9, "failed"),
                 (10, "not-healthy"),
+                (12, "canary-worse"),
+                (13, "canary-inconclusive"),
                 (130, "interrupted")
             ]
         );
