@@ -1,0 +1,432 @@
+//! Phase 4a of a deploy, before a service's batches: the canary (issue #20).
+//!
+//! The first `canary.hosts` hosts of the service switch first, with the same strategy, probe
+//! and dead-man's switch as any batch. Then, for `canary.window`, the service's own counters
+//! are read on every host of the service (the canary hosts and the baseline, the hosts still on
+//! the old release) through each host's SSH connection ([`metrics::scrape`]): at the start of
+//! the window, at the end, and every [`interval`] between, so that a counter reset by a restart
+//! is counted right ([`metrics::Tally`]). Each time, the dead-man's switch of every host
+//! switched so far gets its full `confirm_timeout` again, so a deployer that dies during the
+//! window leaves no host on the canary release.
+//!
+//! The verdict ([`metrics::judge`]): promote, and the service's other hosts roll out in their
+//! batches; worse, or inconclusive (unless `--promote-inconclusive`): the canary hosts are put
+//! back on their previous release (verified by the health probe, as any rollback), the other
+//! hosts never switch, and the deploy stops with exit 12 or 13. A canary far past the limit
+//! ([`metrics::early_failure`]) is judged worse before the window ends.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::config::CanaryConfig;
+use crate::fleet;
+use crate::health::HttpTarget;
+use crate::metrics::{self, Counts, Judgement, Policy, Selector, Side, Tally, Verdict};
+use crate::systemd::guard;
+use crate::ui::{Event, Tone};
+use crate::{Error, Result};
+
+use super::plan::Plan;
+use super::revert::revert_host;
+use super::switch::{extend_guards, switch_batch};
+use super::{parallel, DeployOptions, HostRun};
+
+/// How the canary phase of one service ended.
+pub(crate) enum Phase {
+    /// No canary for this service (not configured, `--no-canary`, or a single batch with
+    /// nothing to compare... see [`run`]): every host goes through the batches.
+    Skipped,
+    /// The canary hosts (indexes into the runs) switched and were promoted; the rest follow.
+    Promoted(Vec<usize>),
+    /// A canary host failed its switch (unhealthy, rolled back there and then): the errors,
+    /// handled as a failed batch.
+    SwitchFailed(Vec<Error>),
+    /// Judged worse or inconclusive: the canary hosts were put back; the deploy stops.
+    Stopped(Error),
+}
+
+/// The sampling interval inside a window: a sixth of it, between 1s and 15s, and short enough
+/// that the dead-man's switch (extended at each sample) never comes close to firing.
+pub(crate) fn interval(window: Duration, confirm_timeout: Duration) -> Duration {
+    let mut i = (window / 6).clamp(Duration::from_secs(1), Duration::from_secs(15));
+    if !confirm_timeout.is_zero() {
+        i = i.min(confirm_timeout / 3);
+    }
+    i.max(Duration::from_secs(1))
+}
+
+/// The canary phase of service `svc`, whose hosts in rollout order are `mine`; `switched`
+/// are the hosts switched before it (earlier services), whose guards are kept alive too.
+pub(crate) async fn run(
+    plans: &[Plan<'_>],
+    svc: usize,
+    runs: &mut [HostRun],
+    mine: &[usize],
+    switched: &[usize],
+    opts: &DeployOptions,
+) -> Result<Phase> {
+    let plan = &plans[svc];
+    let Some(canary) = plan.config.canary.as_ref() else {
+        return Ok(Phase::Skipped);
+    };
+    if opts.no_canary {
+        plan.ui
+            .status("Canary", "skipped (--no-canary): every host rolls out as configured");
+        return Ok(Phase::Skipped);
+    }
+    let ui = &plan.ui;
+    let count = canary.hosts.count(mine.len());
+    let (canaries, baseline) = mine.split_at(count);
+    let names = |ix: &[usize]| -> Vec<String> {
+        ix.iter().map(|&i| runs[i].conn.host().to_string()).collect()
+    };
+    let (canary_names, baseline_names) = (names(canaries), names(baseline));
+    ui.status(
+        "Canary",
+        format!(
+            "{} first, judged for {} on its metrics against {}",
+            canary_names.join(", "),
+            humantime::format_duration(canary.window),
+            match baseline_names.len() {
+                0 => "max_error_ratio alone (no baseline: every host is a canary)".to_string(),
+                n => format!("the {n} host(s) still on the old release"),
+            }
+        ),
+    );
+    if !guard::enabled(plan.config) {
+        ui.warn(
+            "the dead-man's switch is off (health.confirm_timeout = \"0s\"): if this deploy dies during the canary window, the canary hosts stay on the new release",
+        );
+    }
+    let target = HttpTarget::parse(&canary.metrics).ok_or_else(|| Error::Config {
+        location: plan.config.manifest_path.display().to_string(),
+        key: "package.metadata.ship.canary.metrics".into(),
+        problem: format!("expected an http:// URL with a host, found `{}`", canary.metrics),
+        help: None,
+    })?;
+    let selectors = |s: &str, key: &str| {
+        Selector::parse(s).map_err(|why| Error::Config {
+            location: plan.config.manifest_path.display().to_string(),
+            key: format!("package.metadata.ship.canary.{key}"),
+            problem: why,
+            help: None,
+        })
+    };
+    let requests = selectors(&canary.requests, "requests")?;
+    let errors = selectors(&canary.errors, "errors")?;
+
+    // Switch the canary hosts as one batch (never "alone": the single host of a one-host deploy
+    // confirms only once promoted).
+    let (ok, failed) = switch_batch(plan, runs, canaries, parallel(plans), false).await;
+    if !failed.is_empty() {
+        // The failed ones were rolled back; the healthy ones are put back with the rest.
+        let _ = ok;
+        return Ok(Phase::SwitchFailed(failed));
+    }
+    let mut keep_alive: Vec<usize> = switched.to_vec();
+    keep_alive.extend(canaries);
+
+    let judgement = watch(
+        plans,
+        runs,
+        canary,
+        &target,
+        (&requests, &errors),
+        (canaries, baseline),
+        &keep_alive,
+    )
+    .await;
+    report(plan, canary, &judgement, &canary_names, &baseline_names);
+
+    let promote = match judgement.verdict {
+        Verdict::Promote => true,
+        Verdict::Inconclusive if opts.promote_inconclusive => {
+            ui.warn(format!(
+                "canary inconclusive ({}), promoted anyway (--promote-inconclusive)",
+                judgement.reason
+            ));
+            true
+        }
+        _ => false,
+    };
+    if promote {
+        ui.status(
+            "Promoted",
+            format!(
+                "the canary; rolling out to the other {} host(s)",
+                baseline.len()
+            ),
+        );
+        return Ok(Phase::Promoted(canaries.to_vec()));
+    }
+
+    // Put the canary hosts back, verified as any rollback.
+    let reason = format!("canary {}: {}", judgement.verdict, judgement.reason);
+    let reverted = fleet::bounded(canaries.to_vec(), parallel(plans), |i| {
+        let (run, reason) = (&runs[i], &reason);
+        async move {
+            ui.host(
+                run.conn.host(),
+                "Reverting",
+                format!(
+                    "to {} ({reason})",
+                    run.previous.as_deref().unwrap_or("nothing")
+                ),
+            );
+            let r = revert_host(plan, run, run.previous.as_deref(), reason, false, None, ui).await;
+            (i, r)
+        }
+    })
+    .await;
+    let mut failures = Vec::new();
+    for (i, r) in reverted {
+        runs[i].outcome = Some(match r {
+            Ok(_) => ("reverted".into(), Some(reason.clone())),
+            Err(e @ Error::Reverted { .. }) => ("reverted".into(), Some(e.to_string())),
+            Err(e) => {
+                let detail = format!("{reason}; putting it back failed: {e}");
+                failures.push(e);
+                ("failed".into(), Some(detail))
+            }
+        });
+    }
+    let outcome = match failures.len() {
+        0 => format!(
+            "the canary host(s) were put back on the previous release and {} other host(s) were not switched",
+            baseline.len()
+        ),
+        n => format!(
+            "{n} canary host(s) could not be put back (see above); {} other host(s) were not switched",
+            baseline.len()
+        ),
+    };
+    Ok(Phase::Stopped(Error::Canary {
+        verdict: judgement.verdict,
+        hosts: canary_names.join(", "),
+        reason: judgement.reason,
+        outcome,
+    }))
+}
+
+/// Samples every host of the service across the window and judges. Returns early when the
+/// canary fails far past the limit.
+async fn watch(
+    plans: &[Plan<'_>],
+    runs: &[HostRun],
+    canary: &CanaryConfig,
+    target: &HttpTarget,
+    (requests, errors): (&Selector, &Selector),
+    (canaries, baseline): (&[usize], &[usize]),
+    keep_alive: &[usize],
+) -> Judgement {
+    let plan = &plans[runs[canaries[0]].svc];
+    let policy = Policy {
+        max_error_ratio: canary.max_error_ratio,
+        min_requests: canary.min_requests,
+    };
+    let every = interval(canary.window, plan.config.health.confirm_timeout);
+    let hosts: Vec<usize> = canaries.iter().chain(baseline).copied().collect();
+    let mut tallies: BTreeMap<usize, Tally> = hosts.iter().map(|&i| (i, Tally::default())).collect();
+    let started = Instant::now();
+    let end = started + canary.window;
+    let mut last = false;
+    loop {
+        // One sample of every host, in parallel; the guards of the switched hosts are pushed
+        // back at the same time.
+        let scraped = fleet::bounded(hosts.clone(), parallel(plans), |i| async move {
+            (i, metrics::scrape(&runs[i].conn, target).await)
+        });
+        let (scraped, ()) = tokio::join!(scraped, extend_guards(plans, runs, keep_alive));
+        for (i, page) in scraped {
+            let tally = tallies.get_mut(&i).expect("tally");
+            let parsed = page.and_then(|text| metrics::parse(&text));
+            match parsed {
+                Ok(exp) => {
+                    if let Err(e) = tally.observe(&exp, &[requests, errors]) {
+                        plan.ui.warn(format!("{}: {e}", runs[i].conn.host()));
+                    }
+                }
+                Err(e) => {
+                    if tally.failures == 0 {
+                        plan.ui.warn(format!(
+                            "{}: cannot read the metrics: {e}",
+                            runs[i].conn.host()
+                        ));
+                    }
+                    tally.fail(e);
+                }
+            }
+        }
+        let (c, b) = sides(runs, &tallies, canaries, baseline, requests, errors);
+        if last {
+            return metrics::judge(&policy, &c, b.as_ref());
+        }
+        if let Some(j) = metrics::early_failure(&policy, &c, b.as_ref()) {
+            return j;
+        }
+        let elapsed = started.elapsed();
+        if let Side::Counted { counts, .. } = &c {
+            plan.ui.detail(
+                "Canary",
+                format!(
+                    "{}s of {}: {} request(s), {} error(s) ({})",
+                    elapsed.as_secs(),
+                    humantime::format_duration(canary.window),
+                    counts.requests,
+                    counts.errors,
+                    metrics::pct(counts.ratio())
+                ),
+            );
+        }
+        let now = Instant::now();
+        let next = (now + every).min(end);
+        last = next >= end;
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// The canary's and the baseline's numbers from the tallies so far. A canary host without two
+/// good scrapes makes the canary unreadable; a baseline host without them is left out of the
+/// baseline (all of them: the baseline is unreadable).
+fn sides(
+    runs: &[HostRun],
+    tallies: &BTreeMap<usize, Tally>,
+    canaries: &[usize],
+    baseline: &[usize],
+    requests: &Selector,
+    errors: &Selector,
+) -> (Side, Option<Side>) {
+    let counted = |i: usize| -> std::result::Result<Counts, String> {
+        let t = &tallies[&i];
+        let host = runs[i].conn.host();
+        match t.counts(requests, errors) {
+            Some(_) if !t.saw(requests) => Err(format!(
+                "metrics on {host} have no series `{requests}`"
+            )),
+            Some(c) => Ok(c),
+            None => Err(format!(
+                "metrics on {host} could not be read: {}",
+                t.last_error.as_deref().unwrap_or("fewer than two samples")
+            )),
+        }
+    };
+    let mut canary = Counts::default();
+    for &i in canaries {
+        match counted(i) {
+            Ok(c) => canary = canary + c,
+            Err(why) => return (Side::Unreadable(why), baseline_side(baseline, &counted)),
+        }
+    }
+    (
+        Side::Counted {
+            hosts: canaries.len(),
+            counts: canary,
+        },
+        baseline_side(baseline, &counted),
+    )
+}
+
+fn baseline_side(
+    baseline: &[usize],
+    counted: &dyn Fn(usize) -> std::result::Result<Counts, String>,
+) -> Option<Side> {
+    if baseline.is_empty() {
+        return None;
+    }
+    let mut sum = Counts::default();
+    let (mut hosts, mut last_error) = (0, None);
+    for &i in baseline {
+        match counted(i) {
+            Ok(c) => {
+                sum = sum + c;
+                hosts += 1;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Some(match (hosts, last_error) {
+        (0, Some(e)) => Side::Unreadable(e),
+        _ => Side::Counted { hosts, counts: sum },
+    })
+}
+
+/// The verdict with its numbers: one status line, and an `output` event of kind `canary`
+/// whose data the JSON mode and the GitHub job summary carry.
+fn report(
+    plan: &Plan<'_>,
+    canary: &CanaryConfig,
+    j: &Judgement,
+    canary_hosts: &[String],
+    baseline_hosts: &[String],
+) {
+    let numbers = |c: Option<Counts>| match c {
+        Some(c) => format!(
+            "{} request(s), {} error(s) ({})",
+            c.requests,
+            c.errors,
+            metrics::pct(c.ratio())
+        ),
+        None => "not read".into(),
+    };
+    let json = |c: Option<Counts>, hosts: &[String]| match c {
+        Some(c) => serde_json::json!({
+            "hosts": hosts, "requests": c.requests, "errors": c.errors, "ratio": c.ratio(),
+        }),
+        None => serde_json::json!({ "hosts": hosts, "requests": null, "errors": null, "ratio": null }),
+    };
+    let mut text = format!(
+        "canary {}{}: {}\n  canary   ({}): {}\n",
+        j.verdict,
+        if j.early { " (before the window ended)" } else { "" },
+        j.reason,
+        canary_hosts.join(", "),
+        numbers(j.canary),
+    );
+    if !baseline_hosts.is_empty() {
+        text.push_str(&format!(
+            "  baseline ({}): {}\n",
+            baseline_hosts.join(", "),
+            numbers(j.baseline)
+        ));
+    }
+    plan.ui.step(
+        None,
+        "Canary",
+        format!("{}: {}", j.verdict, j.reason),
+        match j.verdict {
+            Verdict::Promote => Tone::Progress,
+            Verdict::Worse => Tone::Error,
+            Verdict::Inconclusive => Tone::Warning,
+        },
+    );
+    plan.ui.emit(Event::Output {
+        kind: "canary".into(),
+        text: text.trim_end().to_string(),
+        data: serde_json::json!({
+            "verdict": j.verdict,
+            "reason": j.reason,
+            "early": j.early,
+            "window": humantime::format_duration(canary.window).to_string(),
+            "max_error_ratio": canary.max_error_ratio,
+            "min_requests": canary.min_requests,
+            "canary": json(j.canary, canary_hosts),
+            "baseline": if baseline_hosts.is_empty() { serde_json::Value::Null } else { json(j.baseline, baseline_hosts) },
+        }),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_interval() {
+        let s = Duration::from_secs;
+        assert_eq!(interval(s(120), s(90)), s(15));
+        assert_eq!(interval(s(12), s(90)), s(2));
+        assert_eq!(interval(s(3), s(90)), s(1));
+        // A short dead-man's switch is extended well before it fires.
+        assert_eq!(interval(s(600), s(21)), s(7));
+        assert_eq!(interval(s(600), s(0)), s(15));
+    }
+}
