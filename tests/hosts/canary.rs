@@ -1,0 +1,385 @@
+//! Issue #20 on real hosts: canary releases judged on the service's own metrics. The hello
+//! fixture exports `http_requests_total{code="..."}` on a metrics port (`--metrics-port`); a
+//! release built with the `flaky` feature fails 5% of its `/version` requests. Three hosts,
+//! the first is the canary, the other two the baseline; constant load (a new connection per
+//! request, as the zero-downtime tests send) runs against all three while the canary is
+//! judged. Windows are short (10-12 s) so the suite stays fast.
+//!
+//! The first deploy of each app goes with `--no-canary` (nothing runs yet, so there would be
+//! no baseline to compare with), as a user would do it.
+
+// The measured figures are printed for the record (see `--nocapture`), never asserted.
+#![allow(clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::app::{App, Run, Spec};
+use crate::host;
+use crate::load::{Load, LoadConfig, LoadReport};
+use crate::zero_downtime::ONE_LOAD_AT_A_TIME;
+
+const EXIT_CANARY_WORSE: i32 = 12;
+const EXIT_CANARY_INCONCLUSIVE: i32 = 13;
+/// The dead-man's switch of these apps: the minimum for timeout 15s + settle 1s.
+const CONFIRM: u64 = 21;
+/// Requests per second over the three hosts (about 30 per host).
+const RATE: u32 = 90;
+
+/// Three hosts with the socket strategy (no request refused by the restarts themselves), the
+/// metrics on `port + 1000`, and a canary of one host judged for `window`.
+fn spec(port: u16, window: &str) -> Spec {
+    let metrics = port + 1000;
+    Spec {
+        hosts: vec!["host0".into(), "host1".into(), "host2".into()],
+        extra_args: vec!["--metrics-port".into(), metrics.to_string()],
+        timeout: "15s".into(),
+        settle: "1s".into(),
+        systemd_lines: vec![
+            "restart = \"socket\"".into(),
+            format!("listen = [\"0.0.0.0:{port}\"]"),
+            "notify = true".into(),
+            "drain_timeout = \"5s\"".into(),
+        ],
+        health_lines: vec![format!("confirm_timeout = \"{CONFIRM}s\"")],
+        ship_lines: vec![canary_table(metrics, window)],
+        ..Spec::default()
+    }
+}
+
+fn canary_table(metrics_port: u16, window: &str) -> String {
+    format!(
+        "canary = {{ hosts = 1, window = \"{window}\", metrics = \"http://127.0.0.1:{metrics_port}/metrics\", \
+         requests = \"http_requests_total\", errors = 'http_requests_total{{code=~\"5..\"}}', \
+         max_error_ratio = 0.01, min_requests = 100 }}"
+    )
+}
+
+fn targets(app: &App) -> Vec<SocketAddr> {
+    app.app_hosts()
+        .iter()
+        .map(|h| SocketAddr::from((h.ip, app.port)))
+        .collect()
+}
+
+/// Builds `version` (with `extra` build flags) first, then deploys it while the load runs.
+fn deploy_under_load(app: &mut App, version: &str, extra: &[&str], code: i32) -> (Run, LoadReport) {
+    app.update(|s| s.version = version.into());
+    let mut build = vec!["build"];
+    build.extend_from_slice(extra);
+    app.run_expect(&build, 0);
+    let _one = ONE_LOAD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let load = Load::start(LoadConfig {
+        targets: targets(app),
+        path: "/version".into(),
+        rate_per_sec: RATE,
+        timeout: Duration::from_secs(10),
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let run = app.deploy(extra, code);
+    let report = load.stop();
+    eprintln!(
+        "[{}] deploy of {version} under load: {}",
+        app.name,
+        report.summary()
+    );
+    (run, report)
+}
+
+/// The data of the deploy's `output` event of kind `canary`.
+fn verdict(app: &App, run: &Run) -> serde_json::Value {
+    run.events()
+        .into_iter()
+        .find(|e| e["event"] == "output" && e["kind"] == "canary")
+        .map(|e| e["data"].clone())
+        .unwrap_or_else(|| app.fail("no canary event", Some(run)))
+}
+
+/// `current` on every host of the app.
+fn currents(app: &App) -> Vec<Option<String>> {
+    app.app_hosts().iter().map(|h| app.current(h)).collect()
+}
+
+/// A first deploy of 0.1.0, then a flaky 0.2.0 (5% of /version fail) judged worse: the canary
+/// is put back, the others never switch, exit 12. Then a good 0.3.0 is promoted and every host
+/// ends on it.
+#[test]
+fn issue_20_bad_canary_reverted_good_canary_promoted_under_load() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let port = 18621;
+    let mut app = App::new(hosts, "ship-canary-judge", port, spec(port, "12s"));
+    let first = app.deploy(&["--no-canary"], 0);
+    app.check(
+        first.all_output().contains("skipped (--no-canary)"),
+        "--no-canary should say the phase was skipped",
+        Some(&first),
+    );
+    let before = currents(&app);
+
+    let (bad, report) = deploy_under_load(
+        &mut app,
+        "0.2.0",
+        &["--features", "flaky"],
+        EXIT_CANARY_WORSE,
+    );
+    let v = verdict(&app, &bad);
+    app.check_eq(v["verdict"].as_str(), Some("worse"), "verdict", Some(&bad));
+    let (requests, errors) = (
+        v["canary"]["requests"].as_u64().unwrap_or(0),
+        v["canary"]["errors"].as_u64().unwrap_or(0),
+    );
+    app.check(
+        requests >= 100 && errors > 0 && v["baseline"]["requests"].as_u64().unwrap_or(0) > 0,
+        format!("the verdict should carry the canary's and the baseline's numbers: {v}"),
+        Some(&bad),
+    );
+    app.check_eq(
+        v["baseline"]["errors"].as_u64(),
+        Some(0),
+        "baseline errors",
+        Some(&bad),
+    );
+    app.check(
+        report.failures_by_kind().contains_key("status 500"),
+        format!(
+            "the load should have met the flaky release's 500s: {}",
+            report.summary()
+        ),
+        Some(&bad),
+    );
+    app.check_eq(
+        bad.row("host0")["outcome"].as_str(),
+        Some("reverted"),
+        "host0 outcome",
+        Some(&bad),
+    );
+    for alias in ["host1", "host2"] {
+        app.check_eq(
+            bad.row(alias)["outcome"].as_str(),
+            Some("skipped"),
+            alias,
+            Some(&bad),
+        );
+    }
+    app.check(
+        bad.all_output()
+            .contains("canary worse on host0: the canary's error ratio"),
+        "the error names the verdict, the host and the ratio",
+        Some(&bad),
+    );
+    // Every host is back on (or never left) the first release, unlocked, nothing pending.
+    app.check_eq(
+        currents(&app),
+        before.clone(),
+        "current after the bad canary",
+        Some(&bad),
+    );
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.1.0", Some(&bad));
+        app.check(
+            !app.exists(h, ".ship/lock") && !app.exists(h, ".ship/pending"),
+            format!("{}: lock and pending switch must be cleared", h.name),
+            Some(&bad),
+        );
+    }
+    // The baseline never switched: no revisions.log line of the canary release there.
+    for h in &app.app_hosts()[1..] {
+        let log = app.read(h, "revisions.log");
+        app.check(
+            !log.contains("0.2.0"),
+            format!(
+                "{} never switched to 0.2.0, yet revisions.log says:\n{log}",
+                h.name
+            ),
+            Some(&bad),
+        );
+    }
+
+    let (good, report) = deploy_under_load(&mut app, "0.3.0", &[], 0);
+    let v = verdict(&app, &good);
+    app.check_eq(
+        v["verdict"].as_str(),
+        Some("promote"),
+        "verdict",
+        Some(&good),
+    );
+    app.check_eq(
+        v["canary"]["errors"].as_u64(),
+        Some(0),
+        "canary errors",
+        Some(&good),
+    );
+    app.check(
+        report.failed() == 0,
+        format!(
+            "no request may fail while a good canary is promoted: {}",
+            report.summary()
+        ),
+        Some(&good),
+    );
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.3.0", Some(&good));
+    }
+    let release = app.deployed_release(&good, "host0");
+    for alias in ["host1", "host2"] {
+        app.check_eq(
+            app.deployed_release(&good, alias),
+            release.clone(),
+            alias,
+            Some(&good),
+        );
+    }
+}
+
+/// Without traffic the canary cannot be judged: inconclusive, reverted, exit 13 (and promoted
+/// with `--promote-inconclusive`); with its metrics endpoint down, the same under load; and a
+/// deployer killed (SIGKILL to the process alone) during the window leaves the canary host to
+/// its dead-man's switch, which puts the previous release back by itself.
+#[test]
+fn issue_20_inconclusive_canaries_revert_and_a_dead_deployer_leaves_no_canary() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let port = 18622;
+    let mut app = App::new(hosts, "ship-canary-inconc", port, spec(port, "8s"));
+    app.deploy(&["--no-canary"], 0);
+    let before = currents(&app);
+
+    // No traffic.
+    app.update(|s| s.version = "0.2.0".into());
+    let idle = app.deploy(&[], EXIT_CANARY_INCONCLUSIVE);
+    let v = verdict(&app, &idle);
+    app.check_eq(
+        v["verdict"].as_str(),
+        Some("inconclusive"),
+        "verdict",
+        Some(&idle),
+    );
+    app.check(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("fewer than min_requests = 100")),
+        format!("the reason names min_requests: {v}"),
+        Some(&idle),
+    );
+    app.check_eq(
+        currents(&app),
+        before.clone(),
+        "current after no traffic",
+        Some(&idle),
+    );
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.1.0", Some(&idle));
+    }
+
+    // --promote-inconclusive promotes it anyway.
+    let forced = app.deploy(&["--promote-inconclusive"], 0);
+    app.check(
+        forced
+            .all_output()
+            .contains("promoted anyway (--promote-inconclusive)"),
+        "the promotion of an inconclusive canary is said",
+        Some(&forced),
+    );
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.2.0", Some(&forced));
+    }
+    let before = currents(&app);
+
+    // The metrics endpoint is down (the config points at a port nobody serves), under load.
+    app.update(|s| s.ship_lines = vec![canary_table(port + 2000, "8s")]);
+    let (down, _) = deploy_under_load(&mut app, "0.3.0", &[], EXIT_CANARY_INCONCLUSIVE);
+    let v = verdict(&app, &down);
+    app.check(
+        v["verdict"] == "inconclusive"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("metrics on host0 could not be read")),
+        format!("an unreadable canary is inconclusive: {v}"),
+        Some(&down),
+    );
+    app.check_eq(
+        currents(&app),
+        before.clone(),
+        "current after metrics down",
+        Some(&down),
+    );
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.2.0", Some(&down));
+    }
+
+    // The deployer dies in the window: SIGKILL to the cargo-ship process alone.
+    app.update(|s| {
+        s.version = "0.4.0".into();
+        s.ship_lines = vec![canary_table(port + 1000, "120s")];
+    });
+    app.run_expect(&["build"], 0);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ship"))
+        .args(["ship", "deploy", "test"])
+        .current_dir(&app.project.root)
+        .env("CARGO_TERM_COLOR", "never")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cargo-ship");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let judging = line.contains("Canary") && line.contains("judged for");
+        lines.push(line);
+        if judging {
+            break;
+        }
+    }
+    // Into the window: the canary is switched, healthy and being judged.
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = Instant::now();
+    // SIGKILL to the process alone (its ssh control masters live on, as after a crash).
+    child.kill().expect("kill cargo-ship");
+    let _ = child.wait();
+    let h0 = app.host(0);
+    let switched = app.current(h0);
+    app.check(
+        switched != before[0],
+        format!(
+            "host0 should have been on the canary release when the deployer died:\n{}",
+            lines.join("\n")
+        ),
+        None,
+    );
+    let deadline = killed + Duration::from_secs(CONFIRM + 20);
+    while app.current(h0) != before[0] || app.exists(h0, ".ship/pending") {
+        if Instant::now() > deadline {
+            app.fail(
+                &format!(
+                    "host0 should have reverted by itself within {}s of the deployer's death:\n{}",
+                    CONFIRM + 20,
+                    lines.join("\n")
+                ),
+                None,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "[{}] host0 reverted by itself {:.1}s after the deployer was killed",
+        app.name,
+        killed.elapsed().as_secs_f64()
+    );
+    app.assert_version(h0, "0.2.0", None);
+    app.check_eq(
+        currents(&app),
+        before,
+        "no host left on the canary release",
+        None,
+    );
+    // The dead deploy's lock on the hosts that never switched is released by hand, as after
+    // any deploy that died.
+    app.run_expect(&["unlock", "test"], 0);
+}
