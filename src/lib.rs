@@ -34,6 +34,7 @@ pub mod preflight;
 pub mod prune;
 pub mod remote;
 pub mod rollback;
+pub mod rollout;
 pub mod secrets;
 pub mod setup;
 pub mod status;

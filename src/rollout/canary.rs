@@ -28,7 +28,7 @@ use crate::{Error, Result};
 
 use super::plan::Plan;
 use super::revert::revert_host;
-use super::switch::{extend_guards, switch_batch};
+use super::switch::{extend_guards, finish_host, switch_batch};
 use super::{parallel, DeployOptions, HostRun};
 
 /// How the canary phase of one service ended.
@@ -38,9 +38,9 @@ pub(crate) enum Phase {
     Skipped,
     /// The canary hosts (indexes into the runs) switched and were promoted; the rest follow.
     Promoted(Vec<usize>),
-    /// A canary host failed its switch (unhealthy, rolled back there and then): the errors,
-    /// handled as a failed batch.
-    SwitchFailed(Vec<Error>),
+    /// A canary host failed its switch (unhealthy, rolled back there and then): the canary
+    /// hosts that did switch, and the errors, handled as a failed batch.
+    SwitchFailed(Vec<usize>, Vec<Error>),
     /// Judged worse or inconclusive: the canary hosts were put back; the deploy stops.
     Stopped(Error),
 }
@@ -70,15 +70,19 @@ pub(crate) async fn run(
         return Ok(Phase::Skipped);
     };
     if opts.no_canary {
-        plan.ui
-            .status("Canary", "skipped (--no-canary): every host rolls out as configured");
+        plan.ui.status(
+            "Canary",
+            "skipped (--no-canary): every host rolls out as configured",
+        );
         return Ok(Phase::Skipped);
     }
     let ui = &plan.ui;
     let count = canary.hosts.count(mine.len());
     let (canaries, baseline) = mine.split_at(count);
     let names = |ix: &[usize]| -> Vec<String> {
-        ix.iter().map(|&i| runs[i].conn.host().to_string()).collect()
+        ix.iter()
+            .map(|&i| runs[i].conn.host().to_string())
+            .collect()
     };
     let (canary_names, baseline_names) = (names(canaries), names(baseline));
     ui.status(
@@ -101,7 +105,10 @@ pub(crate) async fn run(
     let target = HttpTarget::parse(&canary.metrics).ok_or_else(|| Error::Config {
         location: plan.config.manifest_path.display().to_string(),
         key: "package.metadata.ship.canary.metrics".into(),
-        problem: format!("expected an http:// URL with a host, found `{}`", canary.metrics),
+        problem: format!(
+            "expected an http:// URL with a host, found `{}`",
+            canary.metrics
+        ),
         help: None,
     })?;
     let selectors = |s: &str, key: &str| {
@@ -120,8 +127,7 @@ pub(crate) async fn run(
     let (ok, failed) = switch_batch(plan, runs, canaries, parallel(plans), false).await;
     if !failed.is_empty() {
         // The failed ones were rolled back; the healthy ones are put back with the rest.
-        let _ = ok;
-        return Ok(Phase::SwitchFailed(failed));
+        return Ok(Phase::SwitchFailed(ok, failed));
     }
     let mut keep_alive: Vec<usize> = switched.to_vec();
     keep_alive.extend(canaries);
@@ -149,6 +155,15 @@ pub(crate) async fn run(
         }
         _ => false,
     };
+    if promote && runs.len() == 1 {
+        // A one-host deploy: its verify did not finish (confirm, record, unlock) as it
+        // otherwise does, so that the window was covered by the dead-man's switch; finish now.
+        let i = canaries[0];
+        if let Err(e) = finish_host(plan, &runs[i], ui).await {
+            runs[i].outcome = Some(("failed".into(), Some(e.to_string())));
+            return Ok(Phase::SwitchFailed(Vec::new(), vec![e]));
+        }
+    }
     if promote {
         ui.status(
             "Promoted",
@@ -226,7 +241,8 @@ async fn watch(
     };
     let every = interval(canary.window, plan.config.health.confirm_timeout);
     let hosts: Vec<usize> = canaries.iter().chain(baseline).copied().collect();
-    let mut tallies: BTreeMap<usize, Tally> = hosts.iter().map(|&i| (i, Tally::default())).collect();
+    let mut tallies: BTreeMap<usize, Tally> =
+        hosts.iter().map(|&i| (i, Tally::default())).collect();
     let started = Instant::now();
     let end = started + canary.window;
     let mut last = false;
@@ -300,9 +316,9 @@ fn sides(
         let t = &tallies[&i];
         let host = runs[i].conn.host();
         match t.counts(requests, errors) {
-            Some(_) if !t.saw(requests) => Err(format!(
-                "metrics on {host} have no series `{requests}`"
-            )),
+            Some(_) if !t.saw(requests) => {
+                Err(format!("metrics on {host} have no series `{requests}`"))
+            }
             Some(c) => Ok(c),
             None => Err(format!(
                 "metrics on {host} could not be read: {}",
@@ -372,12 +388,18 @@ fn report(
         Some(c) => serde_json::json!({
             "hosts": hosts, "requests": c.requests, "errors": c.errors, "ratio": c.ratio(),
         }),
-        None => serde_json::json!({ "hosts": hosts, "requests": null, "errors": null, "ratio": null }),
+        None => {
+            serde_json::json!({ "hosts": hosts, "requests": null, "errors": null, "ratio": null })
+        }
     };
     let mut text = format!(
         "canary {}{}: {}\n  canary   ({}): {}\n",
         j.verdict,
-        if j.early { " (before the window ended)" } else { "" },
+        if j.early {
+            " (before the window ended)"
+        } else {
+            ""
+        },
         j.reason,
         canary_hosts.join(", "),
         numbers(j.canary),

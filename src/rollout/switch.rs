@@ -1,0 +1,377 @@
+//! Phases 4 and 5 of a deploy: switch, then finish. Service by service (in order), each in its
+//! batches, a host switches `current` to the new release, restarts, is probed and verified; an
+//! unhealthy host is rolled back at once (see [`super::revert`]) and the rollout stops. When
+//! every batch is healthy, every host finishes: confirm (disarming the dead-man's switch),
+//! record, prune, unlock.
+
+use crate::config::RestartStrategy;
+use crate::fleet;
+use crate::layout::Layout;
+use crate::remote::script::{parse_kv, EXIT_REVERTED};
+use crate::steps;
+use crate::systemd::{self, guard};
+use crate::ui::{Event, Tone, Ui};
+use crate::{Error, Result};
+
+use super::canary::{self, Phase};
+use super::plan::Plan;
+use super::revert::revert_host;
+use super::{hook_env, parallel, DeployOptions, HostRun};
+
+/// Where the switch phase stopped: the hosts switched and healthy (indexes into the runs), and
+/// the errors of the batch that failed (empty when every batch was healthy).
+pub(crate) struct Switched {
+    pub(crate) ok: Vec<usize>,
+    pub(crate) failed: Vec<Error>,
+}
+
+/// Switches service by service, each in its batches (`batch`), stopping after the first batch
+/// with a failed host. Hosts switched earlier get their dead-man's switch extended before
+/// each later batch.
+pub(crate) async fn switch_all(
+    plans: &[Plan<'_>],
+    runs: &mut [HostRun],
+    opts: &DeployOptions,
+) -> Result<Switched> {
+    let total = runs.len();
+    let mut failed: Vec<Error> = Vec::new();
+    let mut switched_ok: Vec<usize> = Vec::new();
+    'services: for (svc, plan) in plans.iter().enumerate() {
+        let env = plan.config.env()?;
+        let mut mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        // 4a. The canary (#20): the service's first hosts switch and are judged on its metrics
+        // before its batches.
+        match canary::run(plans, svc, runs, &mine, &switched_ok, opts).await? {
+            Phase::Skipped => {}
+            Phase::Promoted(done) => {
+                mine.retain(|i| !done.contains(i));
+                switched_ok.extend(done);
+            }
+            Phase::SwitchFailed(ok, errors) => {
+                switched_ok.extend(ok);
+                failed.extend(errors);
+                break 'services;
+            }
+            Phase::Stopped(e) => {
+                failed.push(e);
+                break 'services;
+            }
+        }
+        if mine.is_empty() {
+            continue;
+        }
+        let size = env.batch.size(mine.len());
+        for (b, batch) in mine.chunks(size).enumerate() {
+            if !switched_ok.is_empty() {
+                // Hosts switched earlier wait for this batch: their dead-man's switches get
+                // the full confirm_timeout again (in parallel with this batch).
+                extend_guards(plans, runs, &switched_ok).await;
+            }
+            if size < mine.len() {
+                plan.ui.status(
+                    "Batch",
+                    format!(
+                        "{} of {}: {} host(s)",
+                        b + 1,
+                        mine.len().div_ceil(size),
+                        batch.len()
+                    ),
+                );
+            }
+            let (ok, errors) = switch_batch(plan, runs, batch, env.parallel, total == 1).await;
+            switched_ok.extend(ok);
+            failed.extend(errors);
+            if !failed.is_empty() {
+                break 'services;
+            }
+        }
+    }
+    Ok(Switched {
+        ok: switched_ok,
+        failed,
+    })
+}
+
+/// Switches one batch of one service's hosts (`batch`: indexes into `runs`), at most
+/// `parallel` at once; `alone` when the deploy has a single host (its verify also finishes).
+/// Records each host's previous release, and the outcome of each host that failed (rolled back
+/// already). Returns the hosts switched and healthy, and the errors of those that failed.
+pub(crate) async fn switch_batch(
+    plan: &Plan<'_>,
+    runs: &mut [HostRun],
+    batch: &[usize],
+    parallel: usize,
+    alone: bool,
+) -> (Vec<usize>, Vec<Error>) {
+    let results = fleet::bounded(batch.to_vec(), parallel, |i| {
+        let run = &runs[i];
+        async move { (i, switch_host(plan, run, alone, &plan.ui).await) }
+    })
+    .await;
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for (i, r) in results {
+        match r {
+            Ok(prev) => {
+                runs[i].previous = prev;
+                ok.push(i);
+            }
+            Err((prev, outcome, e)) => {
+                runs[i].previous = prev;
+                runs[i].outcome = Some(outcome);
+                failed.push(e);
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// Finishes every host: confirm, revisions.log, prune, unlock (done by the verify script
+/// already when there is one host).
+pub(crate) async fn finish_all(plans: &[Plan<'_>], runs: &mut [HostRun], ui: &Ui) -> Result<()> {
+    let total = runs.len();
+    let mut failed = Vec::new();
+    let results = if total == 1 {
+        vec![Ok(())]
+    } else {
+        fleet::bounded(runs.iter().collect(), parallel(plans), |run| {
+            let plan = &plans[run.svc];
+            finish_host(plan, run, &plan.ui)
+        })
+        .await
+    };
+    for (run, r) in runs.iter_mut().zip(results) {
+        run.outcome = Some(match r {
+            Ok(()) => ("deployed".into(), None),
+            Err(e @ Error::Reverted { .. }) => {
+                let detail = e.to_string();
+                failed.push(e);
+                ("reverted".into(), Some(detail))
+            }
+            Err(e) => {
+                failed.push(e);
+                (
+                    "failed".into(),
+                    Some("deployed, but recording it failed".into()),
+                )
+            }
+        });
+    }
+    if failed.is_empty() {
+        let services = plans.len();
+        ui.status(
+            "Finished",
+            match services {
+                1 => format!("release {} is live on {} host(s)", plans[0].release, total),
+                _ => format!(
+                    "release {} is live: {total} service host(s), {} service(s)",
+                    plans[0].release,
+                    runs.iter()
+                        .map(|r| r.svc)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                ),
+            },
+        );
+    }
+    fleet::fail_if_any("deploy", total, failed)
+}
+
+type SwitchFailure = (Option<String>, (String, Option<String>), Error);
+
+/// Switch, probe, verify (and, when `alone`, finish in the same script). On failure the host
+/// is rolled back here and then.
+async fn switch_host(
+    plan: &Plan<'_>,
+    run: &HostRun,
+    alone: bool,
+    ui: &Ui,
+) -> std::result::Result<Option<String>, SwitchFailure> {
+    let config = plan.config.for_host(run.conn.host());
+    let host = run.conn.host().to_string();
+    let script = steps::switch(config, &plan.release, &plan.holder, Some(&plan.secrets));
+    let out = match run.conn.run(&script).await {
+        Ok(out) => out,
+        Err(e) => {
+            // The connection dropped mid-switch: `current` may already point at the new
+            // release. The abort is idempotent (it reconnects) and restores the recorded one.
+            let abort = steps::abort(config, &plan.holder, Some(&plan.release));
+            let detail = match run.conn.run(&abort).await {
+                Ok(o) if o.status == 0 => format!("{e}; the host was put back as it was"),
+                Ok(o) => format!("{e}; putting it back failed too: {}", o.tail(3)),
+                Err(e2) => format!("{e}; putting it back failed too: {e2}"),
+            };
+            return Err((
+                run.state.current.clone(),
+                ("failed".into(), Some(detail)),
+                e,
+            ));
+        }
+    };
+    let kv = parse_kv(&out.stdout);
+    // A switch script that failed before it printed `previous=` (while arming the dead-man's
+    // switch, before `current` flipped) must not be taken for a first deploy: the revert would
+    // stop the service and remove `current`. Fall back to what preflight read.
+    let previous = match kv.get("previous") {
+        Some(p) => Some(p.clone()).filter(|p| !p.is_empty()),
+        None => run.state.current.clone(),
+    };
+    if let Some(why) = kv.get("outage") {
+        ui.warn(format!(
+            "{host}: {}: the listening sockets were closed for a moment, so connections were refused until the new units started (a one-time cost of this deploy)",
+            match why.as_str() {
+                "strategy" => format!(
+                    "the restart strategy changed to `{}`",
+                    config.systemd.restart.as_str()
+                ),
+                _ => "`systemd.listen` changed".to_string(),
+            }
+        ));
+    }
+    ui.host(
+        &host,
+        "Switched",
+        format!(
+            "current -> {} (was {}){}",
+            plan.release,
+            previous.as_deref().unwrap_or("nothing"),
+            match kv.get("new_unit") {
+                Some(u) if config.systemd.restart == RestartStrategy::BlueGreen =>
+                    format!(", started {u} beside the running instance"),
+                _ => String::new(),
+            }
+        ),
+    );
+    let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
+    let art = &plan.artifacts[run.art];
+    let env = hook_env(
+        plan,
+        art,
+        &host,
+        &rel_dir,
+        previous.as_deref().unwrap_or(""),
+    );
+    // A deploy to one host has nobody else to wait for: its verify script also confirms,
+    // records and unlocks (one round trip less).
+    let (log, prune) = finish_parts(plan, run);
+    let finish = alone.then_some(steps::Finish {
+        log: &log,
+        prune: &prune,
+    });
+    let verdict =
+        crate::host::judge_switch(config, &run.conn, &plan.release, &out, &env, finish, ui).await;
+    match verdict {
+        Ok(()) => {
+            ui.host(
+                &host,
+                "Healthy",
+                format!("release {} (v{})", plan.release, art.manifest.version),
+            );
+            Ok(previous)
+        }
+        Err(reason) => {
+            ui.step(
+                Some(&host),
+                "Unhealthy",
+                format!("release {}: {reason}", plan.release),
+                Tone::Error,
+            );
+            match revert_host(
+                plan,
+                run,
+                previous.as_deref(),
+                &reason,
+                true,
+                kv.get("switched_at").map(String::as_str),
+                ui,
+            )
+            .await
+            {
+                Ok(journal) => {
+                    let restored = previous
+                        .clone()
+                        .unwrap_or_else(|| "nothing (first deploy: the unit was stopped)".into());
+                    let e = Error::Unhealthy {
+                        host: host.clone(),
+                        release: plan.release.clone(),
+                        reason: reason.clone(),
+                        restored: restored.clone(),
+                        journal: journal.clone(),
+                    };
+                    if !journal.trim().is_empty() {
+                        ui.emit(Event::Output {
+                            kind: "journal".into(),
+                            text: format!("--- last journal lines of {} on {host} ---\n{}", systemd::unit_name(config), journal.trim_end()),
+                            data: serde_json::json!({ "host": host, "unit": systemd::unit_name(config), "lines": journal.lines().collect::<Vec<_>>() }),
+                        });
+                    }
+                    Err((previous, ("rolled back".into(), Some(reason)), e))
+                }
+                Err(e @ Error::Reverted { .. }) => {
+                    Err((previous, ("reverted".into(), Some(e.to_string())), e))
+                }
+                Err(e) => Err((
+                    previous,
+                    (
+                        "failed".into(),
+                        Some(format!("{reason}; the rollback failed too: {e}")),
+                    ),
+                    e,
+                )),
+            }
+        }
+    }
+}
+
+/// Gives every host switched so far the full confirm_timeout again.
+pub(crate) async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
+    let parallel = parallel(plans);
+    let waiting: Vec<&HostRun> = switched
+        .iter()
+        .map(|&i| &runs[i])
+        .filter(|r| guard::enabled(plans[r.svc].config))
+        .collect();
+    fleet::bounded(waiting, parallel, |run| async move {
+        let plan = &plans[run.svc];
+        let extend = steps::extend_guard(plan.config.for_host(run.conn.host()), &plan.release);
+        if let Err(e) = run.conn.run_ok(&extend).await {
+            plan.ui.warn(format!(
+                "{}: could not give the switched release more time before the host reverts it: {e}",
+                run.conn.host()
+            ));
+        }
+    })
+    .await;
+}
+
+/// The revisions.log line of a finished deploy and the releases to prune on this host.
+pub(crate) fn finish_parts(plan: &Plan<'_>, run: &HostRun) -> (String, Vec<String>) {
+    let mut state = run.state.clone();
+    if !state.releases.contains(&plan.release) {
+        state.releases.push(plan.release.clone());
+        state.releases.sort();
+    }
+    state.current = Some(plan.release.clone());
+    (
+        plan.revision(&plan.artifacts[run.art], "deploy", "ok"),
+        state.prune_candidates(plan.config.for_host(run.conn.host()).keep_releases),
+    )
+}
+
+pub(crate) async fn finish_host(plan: &Plan<'_>, run: &HostRun, _ui: &Ui) -> Result<()> {
+    let config = plan.config.for_host(run.conn.host());
+    let (log, prune) = finish_parts(plan, run);
+    let script = steps::finish(config, &plan.release, &log, &prune);
+    let out = run.conn.run(&script).await?;
+    match out.status {
+        0 => Ok(()),
+        EXIT_REVERTED => Err(Error::Reverted {
+            host: run.conn.host().to_string(),
+            release: plan.release.clone(),
+            detail: out.tail(1),
+        }),
+        _ => Err(run.conn.remote_error(&script, &out)),
+    }
+}
