@@ -111,7 +111,8 @@ fn issue_20_bad_canary_reverted_good_canary_promoted_under_load() {
         return;
     };
     let port = 18621;
-    let mut app = App::new(hosts, "ship-canary-judge", port, spec(port, "12s"));
+    // A long window for the bad release: it must fail early, long before the window ends.
+    let mut app = App::new(hosts, "ship-canary-judge", port, spec(port, "90s"));
     let first = app.deploy(&["--no-canary"], 0);
     app.check(
         first.all_output().contains("skipped (--no-canary)"),
@@ -127,7 +128,14 @@ fn issue_20_bad_canary_reverted_good_canary_promoted_under_load() {
         EXIT_CANARY_WORSE,
     );
     let v = verdict(&app, &bad);
+    eprintln!("[{}] bad canary: {v}", app.name);
     app.check_eq(v["verdict"].as_str(), Some("worse"), "verdict", Some(&bad));
+    app.check_eq(
+        v["early"].as_bool(),
+        Some(true),
+        "judged before the window ended",
+        Some(&bad),
+    );
     let (requests, errors) = (
         v["canary"]["requests"].as_u64().unwrap_or(0),
         v["canary"]["errors"].as_u64().unwrap_or(0),
@@ -199,8 +207,10 @@ fn issue_20_bad_canary_reverted_good_canary_promoted_under_load() {
         );
     }
 
+    app.update(|s| s.ship_lines = vec![canary_table(port + 1000, "12s")]);
     let (good, report) = deploy_under_load(&mut app, "0.3.0", &[], 0);
     let v = verdict(&app, &good);
+    eprintln!("[{}] good canary: {v}", app.name);
     app.check_eq(
         v["verdict"].as_str(),
         Some("promote"),
