@@ -393,20 +393,13 @@ fn report(
         }
     };
     let mut text = format!(
-        "canary {}{}: {}\n  canary   ({}): {}\n",
-        j.verdict,
-        if j.early {
-            " (before the window ended)"
-        } else {
-            ""
-        },
-        j.reason,
+        "             canary   ({}): {}\n",
         canary_hosts.join(", "),
         numbers(j.canary),
     );
     if !baseline_hosts.is_empty() {
         text.push_str(&format!(
-            "  baseline ({}): {}\n",
+            "             baseline ({}): {}\n",
             baseline_hosts.join(", "),
             numbers(j.baseline)
         ));

@@ -389,7 +389,7 @@ fn unknown_keys_suggest_and_list() {
     assert_eq!(e, "<p>/Cargo.toml:9:1: `package.metadata.ship.keep_release`: unknown key; did you mean `keep_releases`?");
     assert_eq!(
         help.unwrap(),
-        "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `deploy_to`, `environments`, \
+        "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `canary`, `deploy_to`, `environments`, \
          `health`, `hooks`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`, `targets`"
     );
     assert_eq!(
