@@ -259,23 +259,23 @@ fn issue_20_inconclusive_canaries_revert_and_a_dead_deployer_leaves_no_canary() 
     app.deploy(&["--no-canary"], 0);
     let before = currents(&app);
 
-    // No traffic.
+    // No traffic; the human output, as a terminal shows it.
     app.update(|s| s.version = "0.2.0".into());
-    let idle = app.deploy(&[], EXIT_CANARY_INCONCLUSIVE);
-    let v = verdict(&app, &idle);
-    app.check_eq(
-        v["verdict"].as_str(),
-        Some("inconclusive"),
-        "verdict",
-        Some(&idle),
-    );
-    app.check(
-        v["reason"]
-            .as_str()
-            .is_some_and(|r| r.ends_with("fewer than min_requests = 100")),
-        format!("the reason names min_requests: {v}"),
-        Some(&idle),
-    );
+    let idle = app.run_expect(&["deploy", "test"], EXIT_CANARY_INCONCLUSIVE);
+    eprintln!("[{}] no traffic:\n{}", app.name, idle.stderr);
+    for expected in [
+        "Canary host0 first, judged for 8s on its metrics against the 2 host(s) still on the old release",
+        "Canary inconclusive: the canary served 0 requests, fewer than min_requests = 100",
+        "canary   (host0): 0 request(s), 0 error(s) (0.00%)",
+        "baseline (host1, host2): 0 request(s), 0 error(s) (0.00%)",
+        "error: canary inconclusive on host0: the canary served 0 requests, fewer than min_requests = 100; the canary host(s) were put back on the previous release and 2 other host(s) were not switched",
+    ] {
+        app.check(
+            idle.stderr.contains(expected),
+            format!("the output should say {expected:?}"),
+            Some(&idle),
+        );
+    }
     app.check_eq(
         currents(&app),
         before.clone(),
