@@ -97,6 +97,54 @@ fn verdict(app: &App, run: &Run) -> serde_json::Value {
         .unwrap_or_else(|| app.fail("no canary event", Some(run)))
 }
 
+/// Starts `cargo ship deploy test` and returns once the canary host is switched and healthy,
+/// two seconds into the window, with the deploy still running; its stderr lines keep coming
+/// on the receiver.
+fn deploy_until_judging(app: &App) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ship"))
+        .args(["ship", "deploy", "test"])
+        .current_dir(&app.project.root)
+        .env("CARGO_TERM_COLOR", "never")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cargo-ship");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) => {
+                let healthy = l.contains("Healthy host0");
+                seen.push(l);
+                if healthy {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => {
+                let _ = child.kill();
+                app.fail(
+                    &format!("the canary never became healthy:\n{}", seen.join("\n")),
+                    None,
+                );
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    (child, rx)
+}
+
 /// `current` on every host of the app.
 fn currents(app: &App) -> Vec<Option<String>> {
     app.app_hosts().iter().map(|h| app.current(h)).collect()
@@ -322,37 +370,53 @@ fn issue_20_inconclusive_canaries_revert_and_a_dead_deployer_leaves_no_canary() 
         app.assert_version(h, "0.2.0", Some(&down));
     }
 
-    // The deployer dies in the window: SIGKILL to the cargo-ship process alone.
+    // The deployer is stopped in the window as CI stops a job: SIGTERM to the process alone.
+    // It puts the canary back itself and says so (exit 130).
     app.update(|s| {
         s.version = "0.4.0".into();
         s.ship_lines = vec![canary_table(port + 1000, "120s")];
     });
     app.run_expect(&["build"], 0);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ship"))
-        .args(["ship", "deploy", "test"])
-        .current_dir(&app.project.root)
-        .env("CARGO_TERM_COLOR", "never")
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cargo-ship");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = Vec::new();
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        let judging = line.contains("Canary") && line.contains("judged for");
-        lines.push(line);
-        if judging {
-            break;
-        }
+    let (mut child, lines) = deploy_until_judging(&app);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = child.wait().expect("wait");
+    let rest: Vec<String> = lines.try_iter().collect();
+    app.check(
+        status.code() == Some(130),
+        format!(
+            "SIGTERM should interrupt the deploy (exit 130), got {status:?}:\n{}",
+            rest.join("\n")
+        ),
+        None,
+    );
+    app.check_eq(
+        currents(&app),
+        before.clone(),
+        "current after SIGTERM in the window",
+        None,
+    );
+    for h in app.app_hosts() {
+        app.check(
+            !app.exists(h, ".ship/lock") && !app.exists(h, ".ship/pending"),
+            format!(
+                "{}: lock and pending switch must be cleared after SIGTERM",
+                h.name
+            ),
+            None,
+        );
     }
-    // Into the window: the canary is switched, healthy and being judged.
-    std::thread::sleep(Duration::from_secs(3));
+
+    // The deployer dies in the window: SIGKILL to the cargo-ship process alone (its ssh
+    // control masters live on, as after a crash).
+    let (mut child, lines) = deploy_until_judging(&app);
     let killed = Instant::now();
-    // SIGKILL to the process alone (its ssh control masters live on, as after a crash).
     child.kill().expect("kill cargo-ship");
     let _ = child.wait();
+    let lines: Vec<String> = lines.try_iter().collect();
     let h0 = app.host(0);
     let switched = app.current(h0);
     app.check(
