@@ -273,7 +273,14 @@ async fn watch(
                 }
             }
         }
-        let (c, b) = sides(runs, &tallies, canaries, baseline, requests, errors);
+        let (c, b) = sides(
+            &|i| runs[i].conn.host(),
+            &tallies,
+            canaries,
+            baseline,
+            requests,
+            errors,
+        );
         if last {
             return metrics::judge(&policy, &c, b.as_ref());
         }
@@ -304,8 +311,8 @@ async fn watch(
 /// The canary's and the baseline's numbers from the tallies so far. A canary host without two
 /// good scrapes makes the canary unreadable; a baseline host without them is left out of the
 /// baseline (all of them: the baseline is unreadable).
-fn sides(
-    runs: &[HostRun],
+fn sides<'h>(
+    host_of: &dyn Fn(usize) -> &'h str,
     tallies: &BTreeMap<usize, Tally>,
     canaries: &[usize],
     baseline: &[usize],
@@ -314,7 +321,7 @@ fn sides(
 ) -> (Side, Option<Side>) {
     let counted = |i: usize| -> std::result::Result<Counts, String> {
         let t = &tallies[&i];
-        let host = runs[i].conn.host();
+        let host = host_of(i);
         match t.counts(requests, errors) {
             Some(_) if !t.saw(requests) => {
                 Err(format!("metrics on {host} have no series `{requests}`"))
@@ -433,6 +440,93 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(reqs: u64, errs: u64) -> metrics::Exposition {
+        metrics::parse(&format!(
+            "http_requests_total{{code=\"200\"}} {}\nhttp_requests_total{{code=\"500\"}} {errs}\n",
+            reqs - errs
+        ))
+        .unwrap()
+    }
+
+    /// Hosts 0 (canary), 1 and 2 (baseline), each given its two scrapes (or failures).
+    fn judge_hosts(samples: [Option<(u64, u64, u64, u64)>; 3]) -> (Side, Option<Side>) {
+        let r = Selector::parse("http_requests_total").unwrap();
+        let e = Selector::parse(r#"http_requests_total{code=~"5.."}"#).unwrap();
+        let mut tallies = BTreeMap::new();
+        for (i, s) in samples.into_iter().enumerate() {
+            let mut t = Tally::default();
+            match s {
+                Some((r0, e0, r1, e1)) => {
+                    t.observe(&page(r0, e0), &[&r, &e]).unwrap();
+                    t.observe(&page(r1, e1), &[&r, &e]).unwrap();
+                }
+                None => t.fail("metrics GET /metrics: no answer: refused".into()),
+            }
+            tallies.insert(i, t);
+        }
+        let names = ["host0", "host1", "host2"];
+        sides(&|i| names[i], &tallies, &[0], &[1, 2], &r, &e)
+    }
+
+    #[test]
+    fn sides_sum_hosts_and_say_which_one_is_unreadable() {
+        let counted = |requests, errors, hosts| Side::Counted {
+            hosts,
+            counts: Counts { requests, errors },
+        };
+        assert_eq!(
+            judge_hosts([
+                Some((100, 0, 300, 10)),
+                Some((50, 1, 150, 2)),
+                Some((0, 0, 40, 0))
+            ]),
+            (counted(200, 10, 1), Some(counted(140, 1, 2)))
+        );
+        // One baseline host unreadable: left out of the baseline.
+        assert_eq!(
+            judge_hosts([Some((0, 0, 100, 0)), None, Some((0, 0, 40, 0))]),
+            (counted(100, 0, 1), Some(counted(40, 0, 1)))
+        );
+        // Every baseline host unreadable: the baseline is.
+        assert_eq!(
+            judge_hosts([Some((0, 0, 100, 0)), None, None]),
+            (
+                counted(100, 0, 1),
+                Some(Side::Unreadable(
+                    "metrics on host2 could not be read: metrics GET /metrics: no answer: refused"
+                        .into()
+                ))
+            )
+        );
+        // The canary unreadable.
+        assert_eq!(
+            judge_hosts([None, Some((0, 0, 1, 0)), Some((0, 0, 1, 0))]).0,
+            Side::Unreadable(
+                "metrics on host0 could not be read: metrics GET /metrics: no answer: refused"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_page_without_the_requests_series_is_unreadable() {
+        let r = Selector::parse("http_requests_total").unwrap();
+        let e = Selector::parse("http_errors_total").unwrap();
+        let mut t = Tally::default();
+        for _ in 0..2 {
+            t.observe(&metrics::parse("other_total 5\n").unwrap(), &[&r, &e])
+                .unwrap();
+        }
+        let tallies = BTreeMap::from([(0, t)]);
+        assert_eq!(
+            sides(&|_| "host0", &tallies, &[0], &[], &r, &e),
+            (
+                Side::Unreadable("metrics on host0 have no series `http_requests_total`".into()),
+                None
+            )
+        );
+    }
 
     #[test]
     fn sampling_interval() {
