@@ -47,11 +47,13 @@ Exit codes:
     8  the new release was unhealthy and was rolled back
     9  a remote step failed (stage, hook, switch, rollback), or `exec`'s command failed on a host
    10  status: the hosts do not all run the same healthy release
+   12  deploy: the canary was judged worse on its metrics and reverted
+   13  deploy: the canary could not be judged (too few requests, metrics unreadable) and was reverted
   130  interrupted; hosts were put back as they were
 
 Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
 1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
-9 failed, 10 not-healthy, 130 interrupted.";
+9 failed, 10 not-healthy, 12 canary-worse, 13 canary-inconclusive, 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]

@@ -1075,6 +1075,17 @@ fn issue_20_canary_keys() {
         (CanaryHosts::Count(2), Duration::from_secs(120), 0.0, 5)
     );
     assert!(load(&p, Some("staging")).canary.is_none());
+    // `config show` shows the table with its defaults filled in.
+    let (text, json) = config::show(&load(&p, None));
+    assert!(
+        text.contains("[canary]\nhosts = 2\nwindow = \"2m\"\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = \"e\"\nmax_error_ratio = 0.0\nmin_requests = 5\n"),
+        "{text}"
+    );
+    assert_eq!(json["canary"]["min_requests"], 5);
+    assert!(config::show(&load(&p, Some("staging")))
+        .1
+        .get("canary")
+        .is_none());
 
     let base = "[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = \"e\"\n";
     let (e, help) = error_with(
