@@ -64,17 +64,17 @@ pub(crate) async fn run(
     mine: &[usize],
     switched: &[usize],
     opts: &DeployOptions,
-) -> Result<Phase> {
+) -> Phase {
     let plan = &plans[svc];
     let Some(canary) = plan.config.canary.as_ref() else {
-        return Ok(Phase::Skipped);
+        return Phase::Skipped;
     };
     if opts.no_canary {
         plan.ui.status(
             "Canary",
             "skipped (--no-canary): every host rolls out as configured",
         );
-        return Ok(Phase::Skipped);
+        return Phase::Skipped;
     }
     let ui = &plan.ui;
     let count = canary.hosts.count(mine.len());
@@ -102,32 +102,39 @@ pub(crate) async fn run(
             "the dead-man's switch is off (health.confirm_timeout = \"0s\"): if this deploy dies during the canary window, the canary hosts stay on the new release",
         );
     }
-    let target = HttpTarget::parse(&canary.metrics).ok_or_else(|| Error::Config {
-        location: plan.config.manifest_path.display().to_string(),
-        key: "package.metadata.ship.canary.metrics".into(),
-        problem: format!(
-            "expected an http:// URL with a host, found `{}`",
-            canary.metrics
-        ),
-        help: None,
-    })?;
-    let selectors = |s: &str, key: &str| {
-        Selector::parse(s).map_err(|why| Error::Config {
+    // Checked when the configuration was loaded; an error here stops the rollout as a failed
+    // batch would (the staged hosts are put back and unlocked), never half-way.
+    let parsed = (|| -> Result<(HttpTarget, Selector, Selector)> {
+        let at = |key: &str, problem: String| Error::Config {
             location: plan.config.manifest_path.display().to_string(),
             key: format!("package.metadata.ship.canary.{key}"),
-            problem: why,
+            problem,
             help: None,
-        })
+        };
+        let target = HttpTarget::parse(&canary.metrics).ok_or_else(|| {
+            at(
+                "metrics",
+                format!(
+                    "expected an http:// URL with a host, found `{}`",
+                    canary.metrics
+                ),
+            )
+        })?;
+        let requests = Selector::parse(&canary.requests).map_err(|why| at("requests", why))?;
+        let errors = Selector::parse(&canary.errors).map_err(|why| at("errors", why))?;
+        Ok((target, requests, errors))
+    })();
+    let (target, requests, errors) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Phase::Stopped(e),
     };
-    let requests = selectors(&canary.requests, "requests")?;
-    let errors = selectors(&canary.errors, "errors")?;
 
     // Switch the canary hosts as one batch (never "alone": the single host of a one-host deploy
     // confirms only once promoted).
     let (ok, failed) = switch_batch(plan, runs, canaries, parallel(plans), false).await;
     if !failed.is_empty() {
         // The failed ones were rolled back; the healthy ones are put back with the rest.
-        return Ok(Phase::SwitchFailed(ok, failed));
+        return Phase::SwitchFailed(ok, failed);
     }
     let mut keep_alive: Vec<usize> = switched.to_vec();
     keep_alive.extend(canaries);
@@ -161,7 +168,7 @@ pub(crate) async fn run(
         let i = canaries[0];
         if let Err(e) = finish_host(plan, &runs[i], ui).await {
             runs[i].outcome = Some(("failed".into(), Some(e.to_string())));
-            return Ok(Phase::SwitchFailed(Vec::new(), vec![e]));
+            return Phase::SwitchFailed(Vec::new(), vec![e]);
         }
     }
     if promote {
@@ -172,7 +179,7 @@ pub(crate) async fn run(
                 baseline.len()
             ),
         );
-        return Ok(Phase::Promoted(canaries.to_vec()));
+        return Phase::Promoted(canaries.to_vec());
     }
 
     // Put the canary hosts back, verified as any rollback.
@@ -215,12 +222,12 @@ pub(crate) async fn run(
             baseline.len()
         ),
     };
-    Ok(Phase::Stopped(Error::Canary {
+    Phase::Stopped(Error::Canary {
         verdict: judgement.verdict,
         hosts: canary_names.join(", "),
         reason: judgement.reason,
         outcome,
-    }))
+    })
 }
 
 /// Samples every host of the service across the window and judges. Returns early when the
