@@ -265,8 +265,11 @@ async fn watch(
             let parsed = page.and_then(|text| metrics::parse(&text));
             match parsed {
                 Ok(exp) => {
+                    // Said once per host; the tally keeps the last reason for the verdict.
                     if let Err(e) = tally.observe(&exp, &[requests, errors]) {
-                        plan.ui.warn(format!("{}: {e}", runs[i].conn.host()));
+                        if tally.failures == 1 {
+                            plan.ui.warn(format!("{}: {e}", runs[i].conn.host()));
+                        }
                     }
                 }
                 Err(e) => {
