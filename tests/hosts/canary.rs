@@ -457,3 +457,40 @@ fn issue_20_inconclusive_canaries_revert_and_a_dead_deployer_leaves_no_canary() 
     // any deploy that died.
     app.run_expect(&["unlock", "test"], 0);
 }
+
+/// A one-host environment: the only host is the canary, judged against `max_error_ratio`
+/// alone (no baseline), then confirmed, recorded and unlocked as any deploy.
+#[test]
+fn issue_20_a_single_host_canary_is_judged_alone_then_finished() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let port = 18623;
+    let mut s = spec(port, "6s");
+    s.hosts = vec!["host1".into()];
+    let mut app = App::new(hosts, "ship-canary-alone", port, s);
+    app.deploy(&["--no-canary"], 0);
+    let (run, _) = deploy_under_load(&mut app, "0.2.0", &[], 0);
+    let v = verdict(&app, &run);
+    app.check(
+        v["verdict"] == "promote"
+            && v["baseline"].is_null()
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("(no baseline: every host is a canary)")),
+        format!("a lone canary is judged against max_error_ratio alone: {v}"),
+        Some(&run),
+    );
+    let h = app.host(1);
+    app.assert_version(h, "0.2.0", Some(&run));
+    app.check(
+        !app.exists(h, ".ship/lock") && !app.exists(h, ".ship/pending"),
+        "the deploy confirmed and unlocked the host",
+        Some(&run),
+    );
+    app.check(
+        app.read(h, "revisions.log").contains("version=0.2.0"),
+        "revisions.log records the deploy",
+        Some(&run),
+    );
+}
