@@ -1,17 +1,41 @@
 #!/usr/bin/env bash
-# The one step of action.yml. Inputs arrive as INPUT_* environment variables.
+# The second step of action.yml (the first, action/agent.sh, loaded the key into an agent and
+# exited). Inputs arrive as INPUT_* environment variables; SHIP_DIR and SHIP_AGENT_PID name the
+# first step's private directory and agent. This step's environment never holds the key.
 #
 # 1. Validate the inputs (before anything runs or is installed).
-# 2. A private directory under $RUNNER_TEMP holds the agent socket and known_hosts; an EXIT
-#    trap kills the agent and removes the directory. Nothing is written to ~/.ssh.
-# 3. Install cargo-ship when needed: the release archive for this machine, sha256 checked,
-#    else `cargo install --locked`.
-# 4. Run `cargo-ship ship <command> <environment> <args>` with CARGO_SHIP_KNOWN_HOSTS set;
+# 2. An EXIT trap kills the agent and removes the private directory. Nothing is written to
+#    ~/.ssh.
+# 3. Install cargo-ship when needed: the release archive for this machine, its sha256 checked
+#    against action/checksums.txt (committed with the action: the action's commit pins the
+#    binary), else `cargo install --locked`.
+# 4. Run `cargo-ship ship <command> <environment> <args>` with CARGO_SHIP_KNOWN_HOSTS and
+#    CARGO_SHIP_SSH_AUTH_SOCK set (cargo-ship gives the agent to ssh alone, never to the build);
 #    cargo-ship (GITHUB_ACTIONS=true) writes the summary, annotations and the step outputs.
 set -euo pipefail
-# Keep the caller's shell hooks out (BASH_ENV, ENV) and never trace: the key is in the env.
+# A runner that exports a composite action's inputs to each of its steps (act does, as
+# INPUT_SSH-PRIVATE-KEY) would leave the key in this shell's /proc/<pid>/environ, and so in the
+# ancestors of every build script: start again without it (same process, new environment).
+if [ -z "${SHIP_CLEAN_ENV:-}" ]; then
+  exec env -u 'INPUT_SSH-PRIVATE-KEY' -u INPUT_SSH_PRIVATE_KEY SHIP_CLEAN_ENV=1 bash "${BASH_SOURCE[0]}"
+fi
+unset SHIP_CLEAN_ENV
+# Keep the caller's shell hooks out (BASH_ENV, ENV) and never trace.
 unset BASH_ENV ENV
 set +x
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# 2 (first, so every exit below stops the agent). The private directory and the agent.
+dir=${SHIP_DIR:-}
+agent_pid=${SHIP_AGENT_PID:-}
+unset SHIP_DIR SHIP_AGENT_PID
+# shellcheck disable=SC2317 # called by the EXIT trap (shellcheck 0.9 cannot see that)
+cleanup() {
+  if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; fi
+  if [ -n "$dir" ]; then rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 fail() { # result, message: an annotation, the outputs, exit 2
   printf '::error title=cargo-ship (%s)::%s\n' "$1" "$2" >&2
@@ -31,8 +55,6 @@ environment=${INPUT_ENVIRONMENT:-}
 [ -n "$environment" ] || fail usage "input 'environment' is empty: name the environment to ${command}, e.g. 'environment: prod'"
 [[ $environment =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] ||
   fail usage "input 'environment' must be letters, digits, '-', '_' or '.' (an environment name from Cargo.toml)"
-[ -n "${INPUT_KNOWN_HOSTS//[[:space:]]/}" ] ||
-  fail usage "input 'known-hosts' is empty: give the known_hosts lines of every host (e.g. from a repository variable). cargo-ship never accepts an unknown host key, so there is no insecure fallback"
 version=${INPUT_VERSION:-}
 if [ -n "$version" ] && ! [[ $version =~ ^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$ ]]; then
   fail usage "input 'version' must be a version like 0.1.0"
@@ -44,44 +66,12 @@ workdir=${INPUT_WORKING_DIRECTORY:-.}
 read -r -a extra <<<"${INPUT_ARGS//$'\n'/ }" || true
 unset INPUT_ARGS
 
-# 2. The private directory, the agent, known_hosts.
+if [ -z "$dir" ] || [ ! -f "$dir/known_hosts" ]; then
+  fail error "the agent step left no known_hosts (it must run first)"
+fi
 tmp_base=${RUNNER_TEMP:-${TMPDIR:-/tmp}}
-dir=$(mktemp -d "$tmp_base/cargo-ship.XXXXXXXX")
-chmod 0700 "$dir"
-agent_pid=
-# shellcheck disable=SC2317 # called by the EXIT trap (shellcheck 0.9 cannot see that)
-cleanup() {
-  if [ -n "$agent_pid" ]; then
-    SSH_AGENT_PID=$agent_pid ssh-agent -k >/dev/null 2>&1 || kill "$agent_pid" 2>/dev/null || true
-  fi
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-printf '%s\n' "$INPUT_KNOWN_HOSTS" | tr -d '\r' >"$dir/known_hosts"
-unset INPUT_KNOWN_HOSTS
-if ! ssh-keygen -l -f "$dir/known_hosts" >/dev/null 2>&1; then
-  fail usage "input 'known-hosts' holds no valid known_hosts line: expected '<host> <key type> <base64 key>' lines, e.g. the output of 'ssh-keyscan -t ed25519 <host>' checked against the server's fingerprint"
-fi
 export CARGO_SHIP_KNOWN_HOSTS="$dir/known_hosts"
-
-if [ -n "${INPUT_SSH_PRIVATE_KEY//[[:space:]]/}" ]; then
-  # Mask every long line of the key (short ones would mask ordinary words everywhere).
-  while IFS= read -r line; do
-    line=${line%$'\r'}
-    if [ "${#line}" -ge 20 ] && [[ $line != -----* ]]; then printf '::add-mask::%s\n' "$line"; fi
-  done <<<"$INPUT_SSH_PRIVATE_KEY"
-  agent_out=$(ssh-agent -s -a "$dir/agent.sock")
-  agent_pid=$(sed -n 's/^SSH_AGENT_PID=\([0-9][0-9]*\);.*/\1/p' <<<"$agent_out")
-  [ -n "$agent_pid" ] || fail error "could not start ssh-agent"
-  export SSH_AUTH_SOCK="$dir/agent.sock"
-  unset SSH_AGENT_PID
-  if ! printf '%s\n' "$INPUT_SSH_PRIVATE_KEY" | tr -d '\r' | ssh-add -q - 2>"$dir/ssh-add.err"; then
-    fail usage "input 'ssh-private-key' is not a usable private key (ssh-add: $(tr '\n' ' ' <"$dir/ssh-add.err")); paste the whole key, BEGIN and END lines included, without a passphrase"
-  fi
-fi
-unset INPUT_SSH_PRIVATE_KEY
+if [ -n "$agent_pid" ]; then export CARGO_SHIP_SSH_AUTH_SOCK="$dir/agent.sock"; fi
 
 # 3. cargo-ship itself.
 ship=
@@ -110,15 +100,19 @@ if [ -z "$ship" ]; then
     if [ -n "$target" ]; then
       echo "Installing cargo-ship $version ($target) from $base/v$version/$name" >&2
       dl="$dir/download"; mkdir -p "$dl"
-      if curl -fsSL --retry 3 -o "$dl/$name" "$base/v$version/$name" &&
-        curl -fsSL --retry 3 -o "$dl/$name.sha256" "$base/v$version/$name.sha256"; then
-        if (cd "$dl" && sha256sum -c --status "$name.sha256"); then
+      # The expected sha256 is the one committed with the action, never one fetched beside
+      # the archive (whoever can replace the archive can replace that too).
+      want=$(awk -v f="v$version/$name" '$2 == f { print $1 }' "$here/checksums.txt")
+      if [ -z "$want" ]; then
+        echo "::warning title=cargo-ship::this action pins no sha256 for cargo-ship $version ($target) in action/checksums.txt; compiling it with cargo install --locked" >&2
+      elif curl -fsSL --retry 3 -o "$dl/$name" "$base/v$version/$name"; then
+        if [ "$(sha256sum "$dl/$name" | awk '{print $1}')" = "$want" ]; then
           mkdir -p "$bin_dir"
           tar -xzf "$dl/$name" -C "$dl"
           install -m 0755 "$dl/cargo-ship-$target/cargo-ship" "$bin_dir/cargo-ship"
           installed=1
         else
-          fail error "the downloaded $name does not match its sha256: refusing to run it"
+          fail error "the downloaded $name does not match the sha256 this action pins for it in action/checksums.txt: refusing to run it"
         fi
       else
         echo "::warning title=cargo-ship::no prebuilt cargo-ship $version for $target at $base; compiling it with cargo install --locked" >&2

@@ -506,6 +506,20 @@ pub fn build_together(configs: &[&Config], ui: &Ui) -> Result<Vec<BuildOutput>> 
     };
     cmd.args(cargo_args_for(configs, &target_arg))
         .current_dir(&config.package_root);
+    // Every build script and proc macro of every dependency runs with this environment: it
+    // never holds the deploy agent (given to ssh alone) nor the secrets' values (issue #16).
+    cmd.env_remove("CARGO_SHIP_SSH_AUTH_SOCK");
+    for c in configs {
+        for name in &c.systemd.secrets {
+            cmd.env_remove(name);
+        }
+    }
+    // Nor a private key, whatever its name (a runner may export an action's inputs).
+    for (k, v) in std::env::vars_os() {
+        if v.to_string_lossy().contains("PRIVATE KEY-----") {
+            cmd.env_remove(k);
+        }
+    }
     if config.strip {
         cmd.env(strip_env_var(&config.profile), "symbols");
     }

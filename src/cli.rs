@@ -212,6 +212,10 @@ enum Command {
         /// Print the script each host would run; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Use a service user or group (or a system account as deploy user) that exists on the
+        /// host and that setup did not create
+        #[arg(long)]
+        adopt_existing_user: bool,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -421,6 +425,9 @@ impl Ship {
         SshFiles {
             config: self.global.ssh_config.clone(),
             known_hosts: self.global.known_hosts.clone(),
+            agent: std::env::var_os("CARGO_SHIP_SSH_AUTH_SOCK")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 
@@ -487,6 +494,7 @@ impl Ship {
                 admin_user,
                 authorized_key,
                 dry_run,
+                adopt_existing_user,
                 hosts,
             } => {
                 let config = config::load(&load_options(&package, None, Some(env)))?;
@@ -494,6 +502,7 @@ impl Ship {
                     admin_user,
                     authorized_key,
                     dry_run,
+                    adopt_existing_user,
                     hosts,
                 };
                 setup::setup(&config, &opts, ui).await

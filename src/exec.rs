@@ -112,9 +112,11 @@ pub async fn exec(config: &Config, opts: &ExecOptions, ui: &Ui) -> Result<()> {
             None,
         ));
     }
+    let mask = Arc::new(Mask::new(config));
     let results = crate::host::each(config, &opts.hosts, ui, |conn| {
         let script = exec_script(config.for_host(conn.host()), &opts.command);
-        async move { run_on(&conn, &script, ui).await }
+        let mask = mask.clone();
+        async move { run_on(&conn, &script, &mask, ui).await }
     })
     .await;
     let mut failed = Vec::new();
@@ -145,7 +147,86 @@ pub async fn exec(config: &Config, opts: &ExecOptions, ui: &Ui) -> Result<()> {
     }
 }
 
-async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(HostRow, i32)> {
+/// Hides the values of `systemd.secrets` in what `exec` shows (issue #16: `exec -- env`
+/// printed them): the values this machine knows (see [`crate::secrets::known_values`]), and
+/// any value a line shows as `NAME=value` for a secret's NAME (learned there, hidden in every
+/// later line of every host too). Each becomes `[redacted]`. After such a line, the lines of
+/// the same stream up to the next `VAR=` line are taken as the rest of a multi-line value
+/// (as `env` prints one) and hidden whole.
+pub struct Mask {
+    names: Vec<String>,
+    values: std::sync::Mutex<Vec<String>>,
+}
+
+impl Mask {
+    /// A mask for `config`'s secrets.
+    pub fn new(config: &Config) -> Mask {
+        Mask::with(
+            config.systemd.secrets.clone(),
+            crate::secrets::known_values(config),
+        )
+    }
+
+    /// A mask for these names and known values.
+    pub fn with(names: Vec<String>, known: Vec<String>) -> Mask {
+        // A value spanning lines is hidden line by line (output arrives in lines).
+        let values = known
+            .iter()
+            .flat_map(|v| v.split('\n'))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect();
+        Mask {
+            names,
+            values: std::sync::Mutex::new(values),
+        }
+    }
+
+    /// `line` of one stream with every secret value it shows replaced by `[redacted]`;
+    /// `within` is that stream's state: true while the lines continue a secret's value.
+    pub fn line(&self, line: &str, within: &mut bool) -> String {
+        let starts_var = {
+            let name = line.split('=').next().unwrap_or("");
+            line.contains('=')
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+        };
+        if *within && !starts_var {
+            return "[redacted]".into();
+        }
+        *within = false;
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = line.to_string();
+        for name in &self.names {
+            if let Some(v) = line
+                .strip_prefix(name.as_str())
+                .and_then(|r| r.strip_prefix('='))
+            {
+                if !v.is_empty() && !values.iter().any(|k| k == v) {
+                    values.push(v.to_string());
+                }
+                out = format!("{name}=[redacted]");
+                *within = true;
+            }
+        }
+        // Longest first, so a value holding another is hidden whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        for v in values.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+async fn run_on(
+    conn: &Arc<Connection>,
+    script: &Script,
+    mask: &Mask,
+    ui: &Ui,
+) -> Result<(HostRow, i32)> {
     let host = conn.host().to_string();
     let mut child = conn.spawn(script).await?;
     let out = child.stdout().take();
@@ -155,8 +236,9 @@ async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(Hos
         async move {
             let Some(r) = r else { return };
             let mut lines = BufReader::new(r).lines();
+            let mut within = false;
             while let Ok(Some(line)) = lines.next_line().await {
-                emit_line(ui, &host, stream, &line);
+                emit_line(ui, &host, stream, &mask.line(&line, &mut within));
             }
         }
     };
@@ -165,8 +247,9 @@ async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(Hos
         async move {
             let Some(r) = r else { return };
             let mut lines = BufReader::new(r).lines();
+            let mut within = false;
             while let Ok(Some(line)) = lines.next_line().await {
-                emit_line(ui, &host, "stderr", &line);
+                emit_line(ui, &host, "stderr", &mask.line(&line, &mut within));
             }
         }
     };
@@ -219,4 +302,31 @@ pub fn ssh(config: &Config, hosts: &[String]) -> Result<i32> {
     );
     s.lines("exec \"${SHELL:-/bin/sh}\" -l");
     crate::remote::interactive::run(&spec, env, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #16: `exec -- env` showed the secrets' values.
+    #[test]
+    fn issue_16_exec_output_hides_secret_values() {
+        let m = Mask::with(
+            vec!["API_TOKEN".into(), "DB_PASS".into()],
+            vec!["known-secret".into(), "two\nlines".into()],
+        );
+        let mut w = false;
+        let mut line = |l: &str| m.line(l, &mut w);
+        assert_eq!(line("API_TOKEN=s3cr3t-value"), "API_TOKEN=[redacted]");
+        // The rest of a multi-line value, up to the next variable.
+        assert_eq!(line("its second line"), "[redacted]");
+        assert_eq!(line("PATH=/usr/bin"), "PATH=/usr/bin");
+        // Learned from the line above: hidden wherever it shows later.
+        assert_eq!(line("token is s3cr3t-value!"), "token is [redacted]!");
+        assert_eq!(line("DB_PASS=known-secret"), "DB_PASS=[redacted]");
+        assert_eq!(line("HOME=/x"), "HOME=/x");
+        assert_eq!(line("x known-secret y"), "x [redacted] y");
+        assert_eq!(line("lines"), "[redacted]");
+        assert_eq!(line("API_TOKEN_X=visible"), "API_TOKEN_X=visible");
+    }
 }

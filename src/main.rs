@@ -37,6 +37,7 @@ fn main() {
                 let first = first.lines().next().unwrap_or("bad command line");
                 let err = cargo_ship::Error::usage(first.trim_start_matches("error: "), None);
                 ui.finish(&command_line, Some(&err));
+                ui.resume_commands();
             }
             e.exit()
         }
@@ -74,6 +75,8 @@ fn main() {
             help: err.help(),
             exit_code: code,
         });
+        ui.resume_commands();
         std::process::exit(code);
     }
+    ui.resume_commands();
 }

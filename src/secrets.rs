@@ -138,7 +138,8 @@ impl Secrets {
     }
 
     /// The file the host's `EnvironmentFile=` reads: `NAME="value"` lines, with `\`, `"` and
-    /// `$` escaped and line breaks as `\n`, so systemd gives the service each value exactly.
+    /// `$` escaped and line breaks kept inside the quotes, so systemd gives the service each
+    /// value exactly.
     pub fn env_file_text(&self) -> String {
         let mut out =
             String::from("# Written by cargo-ship from the deploying machine; do not edit.\n");
@@ -151,7 +152,8 @@ impl Secrets {
                     '"' => out.push_str("\\\""),
                     '$' => out.push_str("\\$"),
                     '`' => out.push_str("\\`"),
-                    '\n' => out.push_str("\\n"),
+                    // Inside double quotes systemd keeps a line break as it is (issue #16:
+                    // `\n` reached the service as a backslash and an `n`).
                     c => out.push(c),
                 }
             }
@@ -164,6 +166,25 @@ impl Secrets {
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.values.values().map(String::as_str)
     }
+}
+
+/// The values of `systemd.secrets` this machine can see (this process's environment, the
+/// environment's `secrets_file`), skipping those it cannot: what `cargo ship exec` hides in
+/// the output it shows.
+pub fn known_values(config: &Config) -> Vec<String> {
+    let file = config
+        .environment
+        .as_ref()
+        .and_then(|e| e.secrets_file.as_deref())
+        .and_then(|p| read_dotenv(p).ok())
+        .unwrap_or_default();
+    config
+        .systemd
+        .secrets
+        .iter()
+        .filter_map(|n| std::env::var(n).ok().or_else(|| file.get(n).cloned()))
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 /// Looks up every name of `systemd.secrets`: this process's environment first, then the
@@ -193,6 +214,13 @@ pub fn resolve(config: &Config, ui: &Ui) -> Result<Secrets> {
                 return Err(Error::usage(
                     format!("the secret `{name}` contains a NUL byte, which no environment variable can hold"),
                     None,
+                ))
+            }
+            // The host's secret file takes tab and newline (the helper refuses the rest).
+            Some(v) if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+                return Err(Error::usage(
+                    format!("the secret `{name}` contains a control character other than tab and newline (a carriage return?), which cargo-ship does not ship"),
+                    Some("remove it from the value (a file edited on Windows ends its lines with CR LF)".into()),
                 ))
             }
             Some(v) => {
@@ -351,7 +379,7 @@ mod tests {
         };
         assert_eq!(
             s.env_file_text(),
-            "# Written by cargo-ship from the deploying machine; do not edit.\nA=\"p\\$w\\\"d\\\\x\\`y\\`\\nz\"\nB=\"plain\"\n"
+            "# Written by cargo-ship from the deploying machine; do not edit.\nA=\"p\\$w\\\"d\\\\x\\`y\\`\nz\"\nB=\"plain\"\n"
         );
         let dbg = format!("{s:?}");
         assert!(dbg.contains("\"A\"") && !dbg.contains("plain"), "{dbg}");

@@ -33,6 +33,9 @@ pub struct SetupOptions {
     pub authorized_key: Option<PathBuf>,
     /// Print the scripts; connect nowhere.
     pub dry_run: bool,
+    /// `--adopt-existing-user`: use a service user or group, or a system account as deploy
+    /// user, that exists on the host and that setup did not create.
+    pub adopt_existing_user: bool,
     /// Only these hosts.
     pub hosts: Vec<String>,
 }
@@ -43,6 +46,7 @@ impl Default for SetupOptions {
             admin_user: "root".into(),
             authorized_key: None,
             dry_run: false,
+            adopt_existing_user: false,
             hosts: Vec::new(),
         }
     }
@@ -55,6 +59,30 @@ fn account_ok(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         && name.len() <= 32
 }
+
+/// Groups whose members are root, or close to it (raw disks, the password hashes, the docker or
+/// lxd daemon, sudo rights, every log): a service in one would hand root to whoever deploys
+/// it, since the deploy user may run anything as the service user.
+pub const PRIVILEGED_GROUPS: [&str; 14] = [
+    "root",
+    "sudo",
+    "wheel",
+    "admin",
+    "adm",
+    "disk",
+    "shadow",
+    "docker",
+    "lxd",
+    "kmem",
+    "libvirt",
+    "systemd-journal",
+    "staff",
+    "kvm",
+];
+
+/// Where setup records the accounts and groups it created (root-only), so a later run can tell
+/// them from ones it would adopt.
+pub const ACCOUNTS_DIR: &str = "/usr/local/lib/cargo-ship/.accounts";
 
 /// Reads and checks the `--authorized-key` file: non-empty lines, each `type base64 [comment]`.
 fn read_keys(path: &PathBuf) -> Result<Vec<String>> {
@@ -123,8 +151,22 @@ fn service_user(config: &Config, deploy_user: &str) -> Result<String> {
 }
 
 /// The script that prepares one host for `deploy_user` (run as root; see the module docs).
-pub fn script(config: &Config, deploy_user: &str, keys: &[String]) -> Result<Script> {
+pub fn script(config: &Config, deploy_user: &str, keys: &[String], adopt: bool) -> Result<Script> {
     let svc = service_user(config, deploy_user)?;
+    if let Some(g) = &config.systemd.group {
+        if PRIVILEGED_GROUPS.contains(&g.as_str()) {
+            return Err(Error::usage(
+                format!("`cargo ship setup` will not run the service in group {g}: its members are root, or close to it"),
+                Some(format!("the deploy user may run anything as the service user; give {} a group of its own (remove `group` to get one)", config.systemd.unit)),
+            ));
+        }
+    }
+    if PRIVILEGED_GROUPS.contains(&svc.as_str()) {
+        return Err(Error::usage(
+            format!("`cargo ship setup` will not run the service as {svc}: that name is a privileged group's"),
+            Some("give `systemd.user` a name of its own".into()),
+        ));
+    }
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
         "prepare the host for {} (deploy user {deploy_user})",
@@ -147,26 +189,52 @@ pub fn script(config: &Config, deploy_user: &str, keys: &[String]) -> Result<Scr
             "command -v visudo >/dev/null 2>&1 || problem 'visudo is missing (it comes with sudo)'",
         );
     }
+    // Accounts setup created are recorded; one it did not create is only adopted with the flag.
+    s.line(
+        "install -d -m 0755 -o root -g root -- {}; install -d -m 0700 -o root -g root -- {}",
+        &[privilege::HELPER_DIR, ACCOUNTS_DIR],
+    );
+    // A unit set up by an earlier version (before the records) has its sudoers drop-in: the
+    // accounts it names, and the group, were set up then.
+    s.line(
+        "_A={}; _adopt={}; _earlier={}",
+        &[
+            ACCOUNTS_DIR,
+            if adopt { "1" } else { "" },
+            &if root_deploys {
+                String::new()
+            } else {
+                privilege::sudoers_path(config)
+            },
+        ],
+    );
+    s.lines("adopt() { if [ -f \"$_A/$1:$2\" ]; then return 0; fi; if [ -f \"$_earlier\" ] && { [ \"$1\" = group ] || grep -qw -e \"$2\" -- \"$_earlier\"; }; then : > \"$_A/$1:$2\"; return 0; fi; [ -n \"$_adopt\" ] || problem \"the $3 $2 already exists on this host and cargo ship setup did not create it: $4; pass --adopt-existing-user to use it anyway\"; : > \"$_A/$1:$2\"; }");
     // The service user: a system account that cannot log in.
     if !svc.is_empty() {
         let _ = match &config.systemd.group {
             Some(g) => {
-                s.line("if ! getent group {} >/dev/null; then groupadd --system {}; echo done=created group {}; fi", &[g, g, g]);
+                s.line("if getent group {} >/dev/null; then adopt group {} group 'the deploy user could act as every member of it'; else groupadd --system {}; : > \"$_A/group:\"{}; echo done=created group {}; fi", &[g, g, g, g, g]);
                 s.line(
-                    "if ! id -u {} >/dev/null 2>&1; then useradd --system --gid {} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {}; echo done=created service user {}; fi",
-                    &[&svc, g, &svc, &svc],
+                    "if id -u {} >/dev/null 2>&1; then adopt user {} 'service user' 'the deploy user may run anything as the service user, so it would act as that account'; else useradd --system --gid {} --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {}; : > \"$_A/user:\"{}; echo done=created service user {}; fi",
+                    &[&svc, &svc, g, &svc, &svc, &svc],
                 )
             }
             None => s.line(
-                "if ! id -u {} >/dev/null 2>&1; then useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {}; echo done=created service user {}; fi",
-                &[&svc, &svc, &svc],
+                "if id -u {} >/dev/null 2>&1; then adopt user {} 'service user' 'the deploy user may run anything as the service user, so it would act as that account'; else useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {}; : > \"$_A/user:\"{}; echo done=created service user {}; fi",
+                &[&svc, &svc, &svc, &svc, &svc],
             ),
         };
     }
     if !root_deploys {
+        // An existing login account is adopted as deploy user; a system account (uid below
+        // 1000: postgres, www-data...) only with the flag.
+        s.line(
+            "if id -u {} >/dev/null 2>&1; then if [ \"$(id -u {})\" -lt 1000 ]; then adopt user {} 'deploy user (a system account)' 'it would deploy with the rights of that account'; fi",
+            &[deploy_user, deploy_user, deploy_user],
+        );
         // `*`, not the default `!`: a locked password must not lock out key logins.
         s.line(
-            "if ! id -u {} >/dev/null 2>&1; then useradd --create-home --user-group --shell /bin/sh {}; usermod -p '*' {}; echo done=created deploy user {}; fi",
+            "else useradd --create-home --user-group --shell /bin/sh {}; usermod -p '*' {}; : > \"$_A/user:\"{}; echo done=created deploy user {}; fi",
             &[deploy_user, deploy_user, deploy_user, deploy_user],
         );
         if !keys.is_empty() {
@@ -185,26 +253,36 @@ pub fn script(config: &Config, deploy_user: &str, keys: &[String]) -> Result<Scr
         "if [ -d {} ] && ! [ -d {} ] && [ -n \"$(ls -A -- {})\" ]; then problem \"deploy_to \"{}\" exists, is not empty and holds no .ship directory: setup will not give it to \"{}; fi",
         &[layout.root(), &layout.state(), layout.root(), layout.root(), deploy_user],
     );
-    // deploy_to to the deploy user (links themselves, never their targets), shared dirs to
-    // the service user.
+    // deploy_to to the deploy user. deploy_to itself lies in directories root controls; what is
+    // inside, the deploy user controls (a rerun must never follow its symlinks as root: issue
+    // #16). So: no symlink as deploy_to, ownership changed from inside the directory (`.`, the
+    // directory itself whatever is renamed meanwhile), and every directory inside it created by
+    // the deploy user and entered with `cd -P`, then refused unless it is where it should be.
     s.line(
-        "mkdir -p -- {} {} {}; chown -R -h {}:\"$_dgroup\" -- {}; chmod 0755 -- {}",
-        &[
-            layout.root(),
-            &layout.state(),
-            &layout.shared(),
-            deploy_user,
-            layout.root(),
-            layout.root(),
-        ],
+        "[ -L {} ] && problem \"deploy_to \"{}\" is a symlink: setup will not give its target to \"{}",
+        &[layout.root(), layout.root(), deploy_user],
+    );
+    s.line("mkdir -p -- {}", &[layout.root()]);
+    s.line(
+        "_real=$(cd -P -- {} && pwd -P); (cd -P -- {} && [ \"$(pwd -P)\" = \"$_real\" ] && chown -R -h {}:\"$_dgroup\" -- . && chmod 0755 -- .) || problem \"cannot give deploy_to \"{}\" to \"{}",
+        &[layout.root(), layout.root(), deploy_user, layout.root(), deploy_user],
+    );
+    s.line(
+        "runuser -u {} -- mkdir -p -- {} {}",
+        &[deploy_user, &layout.state(), &layout.shared()],
     );
     if !svc.is_empty() {
         s.line("_sgroup=$(id -gn {})", &[&svc]);
         for d in &config.shared_dirs {
             let dir = format!("{}/{d}", layout.shared());
+            let rel = dir.strip_prefix(layout.root()).unwrap_or(&dir).to_string();
             s.line(
-                "mkdir -p -- {}; chown -R -h {}:\"$_sgroup\" -- {}; chmod 0755 -- {}",
-                &[&dir, &svc, &dir, &dir],
+                "runuser -u {} -- mkdir -p -- {} 2>/dev/null || true",
+                &[deploy_user, &dir],
+            );
+            s.line(
+                "(cd -P -- {} && [ \"$(pwd -P)\" = \"$_real\"{} ] && chown -R -h {}:\"$_sgroup\" -- . && chmod 0755 -- .) || problem \"shared dir \"{}\" is not a directory of its own under deploy_to (a symlink on the way?): setup will not give it to \"{}",
+                &[&dir, &rel, &svc, &dir, &svc],
             );
         }
     }
@@ -213,22 +291,44 @@ pub fn script(config: &Config, deploy_user: &str, keys: &[String]) -> Result<Scr
         &[crate::secrets::HOST_DIR],
     );
     if !root_deploys {
-        let helper = privilege::helper(config, &svc).render()?;
+        let helper = format!("#!/bin/sh\n{}", privilege::helper(config, &svc).render()?);
         let helper_path = privilege::helper_path(config);
-        let helper_dir = format!("{}/{}", privilege::HELPER_DIR, config.systemd.unit);
-        s.line(
-            "install -d -m 0755 -o root -g root -- {} {}",
-            &[privilege::HELPER_DIR, &helper_dir],
-        );
+        let helper_dir = privilege::helper_dir(config);
+        s.line("install -d -m 0755 -o root -g root -- {}", &[&helper_dir]);
         s.line("_helper={}", &[&helper]);
         s.line(
             "if ! printf '%s' \"$_helper\" | cmp -s - {}; then printf '%s' \"$_helper\" > {}.tmp; chmod 0755 -- {}.tmp; mv -f -- {}.tmp {}; echo done=installed {}; fi",
             &[&helper_path, &helper_path, &helper_path, &helper_path, &helper_path, &helper_path],
         );
+        // Every unit text the service needs, rendered here (by root): the helper installs
+        // these and nothing else. Texts that change move the old ones to units.old/ (what a
+        // revert of the next deploy puts back).
+        let fixed = privilege::fixed_dir(config);
+        let new = format!("{fixed}.new");
+        let old = format!("{fixed}.old");
+        s.line(
+            "rm -rf -- {}; install -d -m 0755 -o root -g root -- {}",
+            &[&new, &new],
+        );
+        for f in crate::systemd::unit_files(config) {
+            s.line("_u={}", &[&f.text]);
+            s.line("printf '%s' \"$_u\" > {}/{}", &[&new, &f.name]);
+        }
+        s.line(
+            "if [ -d {} ] && ! diff -r -q -- {} {} >/dev/null 2>&1; then rm -rf -- {}; mv -- {} {}; fi",
+            &[&fixed, &fixed, &new, &old, &fixed, &old],
+        );
+        s.line(
+            "if [ -d {} ]; then rm -rf -- {}; else mv -- {} {}; echo done=installed the unit files of {} in {}; fi",
+            &[&fixed, &new, &new, &fixed, &config.systemd.unit, &fixed],
+        );
         // The dead-man's switch runs as the deploy user.
         let dropin = privilege::guard_dropin_path(config);
         let dropin_dir = dropin.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
-        s.line("_dropin={}", &[&privilege::guard_dropin_text(deploy_user)]);
+        s.line(
+            "_dropin={}",
+            &[&privilege::guard_dropin_text(config, deploy_user)],
+        );
         s.line("mkdir -p -- {}", &[dropin_dir]);
         s.line(
             "if ! printf '%s' \"$_dropin\" | cmp -s - {}; then printf '%s' \"$_dropin\" > {}; systemctl daemon-reload; echo done=installed {}; fi",
@@ -291,7 +391,9 @@ pub async fn setup(config: &Config, opts: &SetupOptions, ui: &Ui) -> Result<()> 
     let mut plans = Vec::new();
     for spec in hosts {
         let user = deploy_user(&spec)?;
-        let mut inner = script(config, &user, &keys)?;
+        // Per-host overrides change unit texts: each host gets the ones its deploys render.
+        let host_config = config.for_host(&spec.to_string());
+        let mut inner = script(host_config, &user, &keys, opts.adopt_existing_user)?;
         let admin = HostSpec {
             user: Some(opts.admin_user.clone()),
             host: spec.host.clone(),
@@ -351,7 +453,7 @@ mod tests {
     #[test]
     fn refuses_a_root_service_for_a_non_root_deployer() {
         let c = config_with("");
-        let e = script(&c, "shipper", &[]).unwrap_err();
+        let e = script(&c, "shipper", &[], false).unwrap_err();
         assert_eq!(
             e.to_string(),
             "`cargo ship setup` cannot give shipper least privilege while the service runs as root"
@@ -365,7 +467,7 @@ mod tests {
     #[test]
     fn root_deployer_gets_no_helper() {
         let c = config_with("user = \"svc\"\n");
-        let s = script(&c, "root", &[]).unwrap().render().unwrap();
+        let s = script(&c, "root", &[], false).unwrap().render().unwrap();
         assert!(!s.contains("sudoers"), "{s}");
         assert!(s.contains("useradd --system --user-group"), "{s}");
     }

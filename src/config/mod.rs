@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use layer::Layer;
-pub use validate::{load, load_selected, show};
+pub use validate::{collision, load, load_selected, show};
 
 use crate::target::Target;
 

@@ -40,6 +40,46 @@ pub fn load_selected(sel: &workspace::Selection<'_>, opts: &LoadOptions) -> Resu
         .collect()
 }
 
+/// What makes two services collide on a host they share, as the end of "both run on <host>
+/// with ...": the same deploy_to or unit, one deploy_to inside the other, a unit that is the
+/// other's dead-man's switch (`x-guard` beside `x`: the guard drop-in setup writes for one would
+/// apply to the other's service), or units that share a sudoers file (`foo.bar` and `foo_bar`:
+/// sudo's file names turn `.` into `_`). Issue #16 added the last three.
+pub fn collision(a: &Config, b: &Config) -> Option<String> {
+    let (ua, ub) = (&a.systemd.unit, &b.systemd.unit);
+    let (pa, pb) = (
+        std::path::Path::new(&a.deploy_to),
+        std::path::Path::new(&b.deploy_to),
+    );
+    let sudoers = crate::systemd::privilege::sudoers_name;
+    if a.deploy_to == b.deploy_to {
+        Some(format!("the same deploy_to {}", a.deploy_to))
+    } else if ua == ub {
+        Some(format!("the same unit {ua}"))
+    } else if pa.starts_with(pb) || pb.starts_with(pa) {
+        Some(format!(
+            "deploy_to {} and {}, one inside the other",
+            a.deploy_to, b.deploy_to
+        ))
+    } else if *ub == format!("{ua}-guard") || *ua == format!("{ub}-guard") {
+        let (owner, guard) = if *ub == format!("{ua}-guard") {
+            (ua, ub)
+        } else {
+            (ub, ua)
+        };
+        Some(format!(
+            "units {owner} and {guard}, but {guard}.service is the dead-man's switch of unit {owner}"
+        ))
+    } else if sudoers(ua) == sudoers(ub) {
+        Some(format!(
+            "units {ua} and {ub}, which would share the sudoers file /etc/sudoers.d/cargo-ship-{} (sudo's file names turn `.` into `_`)",
+            sudoers(ua)
+        ))
+    } else {
+        None
+    }
+}
+
 /// [`load`] for a package already found (`opts.manifest_path` and `opts.package` are ignored).
 pub(crate) fn load_package(package: &Package, opts: &LoadOptions) -> Result<Config> {
     let pkg_src = Source::read(&package.manifest_path)?;
@@ -1451,6 +1491,44 @@ impl<'a> From<&'a Config> for View<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #16: services on one host whose unit files, sudoers files or trees collide.
+    #[test]
+    fn issue_16_colliding_services() {
+        let base = crate::config::tests_support::config_with("");
+        let with = |unit: &str, deploy_to: &str| {
+            let mut c = base.clone();
+            c.systemd.unit = unit.into();
+            c.deploy_to = deploy_to.into();
+            c
+        };
+        let what = |a: Config, b: Config| collision(&a, &b).unwrap_or_default();
+        assert_eq!(
+            what(with("x", "/opt/api"), with("x-guard", "/opt/worker")),
+            "units x and x-guard, but x-guard.service is the dead-man's switch of unit x"
+        );
+        assert_eq!(
+            what(with("x-guard", "/opt/api"), with("x", "/opt/worker")),
+            "units x and x-guard, but x-guard.service is the dead-man's switch of unit x"
+        );
+        assert_eq!(
+            what(with("foo.bar", "/opt/api"), with("foo_bar", "/opt/worker")),
+            "units foo.bar and foo_bar, which would share the sudoers file /etc/sudoers.d/cargo-ship-foo_bar (sudo's file names turn `.` into `_`)"
+        );
+        assert_eq!(
+            what(with("api", "/opt/app"), with("worker", "/opt/app/worker")),
+            "deploy_to /opt/app and /opt/app/worker, one inside the other"
+        );
+        assert_eq!(
+            what(with("api", "/opt/api"), with("api", "/opt/worker")),
+            "the same unit api"
+        );
+        // Siblings whose names only share a prefix are fine.
+        assert_eq!(
+            what(with("api", "/opt/app"), with("api-x", "/opt/app-x")),
+            ""
+        );
+    }
 
     fn val(s: &str) -> Val<String> {
         Val::new(

@@ -2,6 +2,7 @@
 //! builder (`script.rs`), the artifact's encodings (`transfer.rs`) and the ssh files given from
 //! outside the project (`ssh_files.rs`).
 
+pub mod agent;
 pub mod interactive;
 pub mod script;
 pub mod session;

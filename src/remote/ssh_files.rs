@@ -32,6 +32,9 @@ pub struct SshFiles {
     pub config: Option<PathBuf>,
     /// `--known-hosts` / `CARGO_SHIP_KNOWN_HOSTS`: the only known_hosts file ssh consults.
     pub known_hosts: Option<PathBuf>,
+    /// `CARGO_SHIP_SSH_AUTH_SOCK`: the ssh-agent socket for ssh alone (`IdentityAgent`), so
+    /// the build never gets it as `SSH_AUTH_SOCK` (the GitHub Action sets it, issue #16).
+    pub agent: Option<PathBuf>,
 }
 
 static OUTSIDE: OnceLock<SshFiles> = OnceLock::new();
@@ -71,15 +74,29 @@ impl SshFiles {
             }
             None => None,
         };
+        let agent = match self.agent {
+            Some(p) => {
+                let t = p.to_string_lossy();
+                if t.contains(['"', '$', '\n', '\r']) || !p.is_absolute() {
+                    return Err(Error::usage(
+                        format!("CARGO_SHIP_SSH_AUTH_SOCK: `{t}` is not an absolute path an ssh config can name"),
+                        Some("set it to the agent's socket, e.g. the SSH_AUTH_SOCK ssh-agent printed".into()),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
         Ok(SshFiles {
             config,
             known_hosts,
+            agent,
         })
     }
 
     /// True when neither file is given.
     pub fn is_empty(&self) -> bool {
-        self.config.is_none() && self.known_hosts.is_none()
+        self.config.is_none() && self.known_hosts.is_none() && self.agent.is_none()
     }
 }
 
@@ -127,6 +144,19 @@ pub fn render(outside: &SshFiles, env_config: Option<&Path>, env_name: &str) -> 
         t.push_str(&format!(
             "UserKnownHostsFile \"{}\"\nGlobalKnownHostsFile /dev/null\n",
             kh.display().to_string().replace('%', "%%")
+        ));
+        // Nor any other source of host keys (a command, DNS), and no agent for the host
+        // (issue #16). First values win: an included config cannot turn them back on. An ssh
+        // older than 8.5 knows no KnownHostsCommand (and so runs none).
+        t.push_str(
+            "IgnoreUnknown KnownHostsCommand\nKnownHostsCommand none\nVerifyHostKeyDNS no\nForwardAgent no\n",
+        );
+    }
+    if let Some(a) = &outside.agent {
+        t.push_str("# CARGO_SHIP_SSH_AUTH_SOCK: the agent, for ssh alone (never in the build's environment).\n");
+        t.push_str(&format!(
+            "IdentityAgent \"{}\"\n",
+            a.display().to_string().replace('%', "%%")
         ));
     }
     if let Some(c) = &outside.config {
@@ -202,6 +232,7 @@ mod tests {
         let files = SshFiles {
             config: Some("/ci/ssh config".into()),
             known_hosts: Some("/ci/known_100%".into()),
+            agent: None,
         };
         let text = render(&files, Some(Path::new("/app/deploy/ssh_config")), "prod");
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
@@ -211,6 +242,10 @@ mod tests {
                 "StrictHostKeyChecking yes",
                 "UserKnownHostsFile \"/ci/known_100%%\"",
                 "GlobalKnownHostsFile /dev/null",
+                "IgnoreUnknown KnownHostsCommand",
+                "KnownHostsCommand none",
+                "VerifyHostKeyDNS no",
+                "ForwardAgent no",
                 "Include \"/ci/ssh config\"",
                 "Match all",
                 "Include \"/app/deploy/ssh_config\"",
@@ -223,6 +258,7 @@ mod tests {
         let files = SshFiles {
             config: None,
             known_hosts: Some("/kh".into()),
+            agent: None,
         };
         let text = render(&files, None, "prod");
         assert!(text.contains("UserKnownHostsFile \"/kh\"\nGlobalKnownHostsFile /dev/null\n"));
@@ -235,6 +271,7 @@ mod tests {
         let missing = SshFiles {
             config: Some(dir.path().join("nope")),
             known_hosts: None,
+            agent: None,
         };
         let e = missing.checked().unwrap_err().to_string();
         assert!(
@@ -247,6 +284,7 @@ mod tests {
         let empty = SshFiles {
             config: None,
             known_hosts: Some(kh.clone()),
+            agent: None,
         };
         let e = empty.checked().unwrap_err().to_string();
         assert!(e.contains("holds no host keys"), "{e}");
@@ -255,6 +293,7 @@ mod tests {
         let ok = SshFiles {
             config: None,
             known_hosts: Some(kh),
+            agent: None,
         }
         .checked()
         .unwrap();

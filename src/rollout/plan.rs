@@ -125,17 +125,12 @@ pub(crate) fn plans<'a>(
                 a.for_host(&shared.to_string()),
                 b.for_host(&shared.to_string()),
             );
-            let clash = if a.deploy_to == b.deploy_to {
-                Some(format!("deploy_to {}", a.deploy_to))
-            } else if a.systemd.unit == b.systemd.unit {
-                Some(format!("unit {}", a.systemd.unit))
-            } else {
-                None
-            };
-            if let Some(what) = clash {
+            // Issue #16 added nested deploy_to, a unit that is another's guard and a shared
+            // sudoers file to the same deploy_to or unit.
+            if let Some(what) = crate::config::collision(a, b) {
                 return Err(Error::usage(
                     format!(
-                        "packages `{}` and `{}` both run on {shared} with the same {what}",
+                        "packages `{}` and `{}` both run on {shared} with {what}",
                         a.package, b.package
                     ),
                     Some(format!(
@@ -155,7 +150,13 @@ pub(crate) fn plans<'a>(
         })
         .collect();
     let configs: Vec<&Config> = selected.iter().map(|(c, _, _)| *c).collect();
-    let mut built = obtain_artifacts(&configs, opts, ui, &uis)?.into_iter();
+    // The deploy agent is locked while build scripts run (issue #16).
+    let agent = crate::remote::agent::lock_for_build()?;
+    let built = obtain_artifacts(&configs, opts, ui, &uis);
+    if let Some(a) = agent {
+        a.unlock()?;
+    }
+    let mut built = built?.into_iter();
     let mut plans = Vec::new();
     for ((config, hosts, secrets), pui) in selected.into_iter().zip(uis) {
         let artifacts = built.next().unwrap_or_default();

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::layout::Layout;
 use crate::remote::script::{Script, EXIT_REVERTED};
 
-use super::unit::{self, UnitFile, HEADER};
+use super::unit::{self, UnitFile};
 use super::{escape_specifiers, exec_arg, strategy};
 
 /// `<unit>-guard.timer`: what earlier versions armed; removed when found.
@@ -60,13 +60,14 @@ pub fn units(config: &Config) -> Vec<UnitFile> {
         .render()
         .unwrap_or_else(|e| format!("echo {}; exit 1", exec_arg(&e.to_string())));
     let guard = format!(
-        "{HEADER}\n[Unit]\n\
+        "{header}\n[Unit]\n\
          Description=cargo-ship dead-man's switch of {u}: puts the previous release back unless the deploy confirmed the new one\n\
          ConditionPathExists={pending}\n\
          After={u}.service {u}.socket {u}@blue.service {u}@green.service\n\
          StartLimitIntervalSec=0\n\n\
          [Service]\nType=exec\nExecStart=/bin/sh -c {script}\nTimeoutStopSec=10000ms\n\n\
          [Install]\nWantedBy=multi-user.target\n",
+        header = unit::header(config),
         u = escape_specifiers(unit),
         pending = escape_specifiers(&layout.pending()),
         script = exec_arg(&script),
@@ -85,8 +86,8 @@ pub fn install(s: &mut Script, config: &Config) {
     // The timer of earlier versions goes (the service now waits by itself).
     s.line("if [ -f {} ]; then", &[&unit::path(&t)]);
     s.line(
-        "  $SUDO systemctl stop {} 2>/dev/null || true; $SUDO rm -f -- {}; $SUDO systemctl daemon-reload",
-        &[&t, &unit::path(&t)],
+        "  $SUDO systemctl stop {} 2>/dev/null || true; if [ -n \"$_H\" ]; then $SUDO remove {}; else $SUDO rm -f -- {}; fi; $SUDO systemctl daemon-reload",
+        &[&t, &t, &unit::path(&t)],
     );
     s.lines("fi");
     if !enabled(config) {
@@ -96,8 +97,8 @@ pub fn install(s: &mut Script, config: &Config) {
             &[&sv, &sv],
         );
         s.line(
-            "  $SUDO rm -f -- {}; $SUDO systemctl daemon-reload",
-            &[&unit::path(&sv)],
+            "  if [ -n \"$_H\" ]; then $SUDO remove {}; else $SUDO rm -f -- {}; fi; $SUDO systemctl daemon-reload",
+            &[&sv, &unit::path(&sv)],
         );
         s.lines("fi");
         return;
@@ -265,7 +266,7 @@ pub fn revert_script(config: &Config) -> Script {
     // (a drop-in of the setup) and goes through the same helper as a deploy.
     let helper = super::privilege::helper_path(config);
     s.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; else SUDO=''; _nr=--no-reload; fi",
+        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO=''; _nr=--no-reload; _H=; fi",
         &[&helper, &helper],
     );
     // Wait (outside the lock) until the recorded deadline; at boot it is usually past. Read by
@@ -351,7 +352,7 @@ mod tests {
         assert!(
             svc.contains("ExecStart=/bin/sh -c \"set -eu\\nif [ ")
                 && svc
-                    .contains("/usr/local/lib/cargo-ship/hello/ship-root' '; _nr=; else SUDO=''; _nr=--no-reload; fi\\n"),
+                    .contains("/usr/local/lib/cargo-ship/hello/ship-root' '; _nr=; _H=1; else SUDO=''; _nr=--no-reload; _H=; fi\\n"),
             "{svc}"
         );
         // The release glob reaches the shell unquoted.

@@ -12,6 +12,20 @@ pub mod privilege;
 pub mod strategy;
 pub mod unit;
 
+/// Every unit file this service needs on a host, name and text: the app units of its restart
+/// strategy and, when the dead-man's switch is on, the guard's. The one list both sides use:
+/// `cargo ship setup` fixes exactly these texts for the helper (root renders them), and a
+/// deploy installs them by name (preflight refuses when the host's fixed copies differ, see
+/// [`privilege::fixed_units_check`]). Another kind of unit (a scheduled job's `.service` and
+/// `.timer`) added here is fixed by setup and allowed by the helper with no other change.
+pub fn unit_files(config: &Config) -> Vec<unit::UnitFile> {
+    let mut files = unit::app_units(config);
+    if guard::enabled(config) {
+        files.extend(guard::units(config));
+    }
+    files
+}
+
 /// The unit whose journal holds the service's lines: `<unit>.service`, or for blue-green the
 /// pattern `<unit>@*.service` (both instances), as `journalctl -u` takes it.
 pub fn unit_name(config: &Config) -> String {
@@ -62,7 +76,8 @@ pub(crate) fn escape_specifiers(s: &str) -> String {
 
 /// Sets `$SUDO` for the script: when the config asks for sudo, the unit's `ship-root` helper
 /// (through `sudo -n`) if `cargo ship setup` installed it and the script does not run as root,
-/// else `sudo -n `; empty without sudo. Templates then write `$SUDO systemctl ...` (the
+/// else `sudo -n `; empty without sudo. `$_H` is `1` when the helper is used: unit files are
+/// then installed by name (`$SUDO install <name>`), never from the script's text. Templates then write `$SUDO systemctl ...` (the
 /// variable holds only our literal: the helper path has no spaces, unit names are validated).
 ///
 /// Also sets `$_nr`, the flag that keeps `systemctl enable`/`disable` from reloading systemd
@@ -73,11 +88,11 @@ pub fn sudo_prelude(script: &mut Script, config: &Config) {
     if config.sudo {
         let helper = privilege::helper_path(config);
         script.line(
-            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; else SUDO='sudo -n '; _nr=--no-reload; fi",
+            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO='sudo -n '; _nr=--no-reload; _H=; fi",
             &[&helper, &helper],
         );
     } else {
-        script.lines("SUDO=''; _nr=--no-reload");
+        script.lines("SUDO=''; _nr=--no-reload; _H=");
     }
 }
 

@@ -1,21 +1,24 @@
 //! Least privilege for a non-root deploy user, installed by `cargo ship setup`.
 //!
 //! Letting the deploy user run `sudo tee /etc/systemd/system/<unit>.service` would make it
-//! root: a unit without `User=` (or with `ExecStartPre=+...`) runs anything as root. So setup
-//! installs, as root:
+//! root: a unit without `User=` (or with `ExecStartPre=+...`) runs anything as root. Checking
+//! the text it sends line by line was not enough (issue #16: systemd reads a NUL as a line
+//! break, the shell's `read` drops it, so a hidden `User=root` passed). So the deploy user never
+//! supplies unit text at all. Setup installs, as root:
 //!
-//! * [`helper_path`] (`/usr/local/lib/cargo-ship/<unit>/ship-root`), a root-owned POSIX sh
-//!   script generated from the config, with its values fixed at setup time (unit names,
-//!   service user, deploy_to, binary). It is the only thing the deploy user may run as root.
-//!   It takes the same few commands the deploy scripts already run through `$SUDO`
-//!   (`systemctl <verb> <unit>`, `tee <unit file>`, `mv`, `rm`, `journalctl -u <unit>`, the
-//!   secret file's `test`/`cmp`/`cp`/`chmod`/`mkdir`) and refuses every other command, path
-//!   and unit. Every unit text it installs (on stdin, never a command line) is checked line
-//!   by line against the lines cargo-ship writes for this unit: `User=` must be the service
-//!   user, `ExecStart=` must start with the release binary under deploy_to and carry only
-//!   quoted words (no `+`/`!`/`-` prefix, no `;`), and every other directive must be one of
-//!   the fixed lines cargo-ship generates (no `ExecStartPre=`, `AmbientCapabilities=`,
-//!   `EnvironmentFile=` elsewhere, `ListenStream=` on a path...).
+//! * [`helper_dir`] (`/usr/local/lib/cargo-ship/<unit>/`, root-owned) with `units/<name>`: the
+//!   text of every unit file the service needs ([`super::unit_files`]), rendered from the config
+//!   by root at setup time. A setup that changes them moves the previous texts to `units.old/`
+//!   (what a revert of the first deploy after it puts back).
+//! * [`helper_path`] (`<helper_dir>/ship-root`), a root-owned POSIX sh script with its values
+//!   fixed at setup time: the only thing the deploy user may run as root. For unit files it
+//!   takes a *name*, never text: `install <name>` copies `units/<name>`, `restore <name>` copies
+//!   `units.old/<name>` (or keeps the file), `remove <name>` removes one of the unit's files;
+//!   each refuses a file in `/etc/systemd/system` whose first line does not say it was written
+//!   for this unit and deploy_to ([`super::unit::header`]). Besides: `systemctl <verb>` on the
+//!   unit's units, `journalctl -u`, and the secret file (`tee` of its temp file, refused when
+//!   it holds NUL or a control character but tab and newline, `mv`, `cp`, `cmp`, `test`...).
+//!   Every other command, path and unit is refused.
 //! * [`sudoers_path`], a drop-in (checked with `visudo -cf`) letting the deploy user run that
 //!   helper as root, and anything as the service user (hooks and `health.command` run as the
 //!   service user; that account is no more than the code the deploy user ships anyway). No
@@ -25,31 +28,48 @@
 //!   user, through the same helper, instead of as root in a tree the deploy user owns.
 //!
 //! The deploy scripts pick the helper up by themselves: with `sudo = true`, `$SUDO` is the
-//! helper when it exists on the host, `sudo -n ` otherwise (see [`super::sudo_prelude`]).
+//! helper when it exists on the host, `sudo -n ` otherwise (see [`super::sudo_prelude`]); and
+//! preflight refuses a deploy whose unit texts differ from the ones setup fixed, asking for
+//! `cargo ship setup` again ([`fixed_units_check`]).
 
-use std::collections::BTreeSet;
+use sha2::{Digest, Sha256};
 
-use crate::config::{Config, RestartStrategy};
-use crate::layout::Layout;
+use crate::config::Config;
 use crate::remote::script::Script;
 
-use super::unit::{self, HEADER, UNIT_DIR};
-use super::{escape_specifiers, exec_arg, guard};
+use super::unit::{HEADER, UNIT_DIR};
+use super::{env_arg, escape_specifiers, guard, unit_files};
 
 /// Where setup installs the helpers, one directory per unit.
 pub const HELPER_DIR: &str = "/usr/local/lib/cargo-ship";
 
-/// `/usr/local/lib/cargo-ship/<unit>/ship-root`.
-pub fn helper_path(config: &Config) -> String {
-    format!("{HELPER_DIR}/{}/ship-root", config.systemd.unit)
+/// `/usr/local/lib/cargo-ship/<unit>`: the helper and the unit texts setup fixed.
+pub fn helper_dir(config: &Config) -> String {
+    format!("{HELPER_DIR}/{}", config.systemd.unit)
 }
 
-/// `/etc/sudoers.d/cargo-ship-<unit>` (sudo skips names with a `.`, so dots become `_`).
+/// `/usr/local/lib/cargo-ship/<unit>/ship-root`.
+pub fn helper_path(config: &Config) -> String {
+    format!("{}/ship-root", helper_dir(config))
+}
+
+/// `<helper_dir>/units`: the unit texts setup fixed (root-owned).
+pub fn fixed_dir(config: &Config) -> String {
+    format!("{}/units", helper_dir(config))
+}
+
+/// `/etc/sudoers.d/cargo-ship-<unit>` (sudo skips names with a `.`, so dots become `_`;
+/// config validation refuses two units of a workspace that would share one file).
 pub fn sudoers_path(config: &Config) -> String {
     format!(
         "/etc/sudoers.d/cargo-ship-{}",
-        config.systemd.unit.replace('.', "_")
+        sudoers_name(&config.systemd.unit)
     )
+}
+
+/// The sudoers file name part of a unit name.
+pub fn sudoers_name(unit: &str) -> String {
+    unit.replace('.', "_")
 }
 
 /// `/etc/systemd/system/<unit>-guard.service.d/cargo-ship-setup.conf`: `User=` the deploy user.
@@ -61,10 +81,11 @@ pub fn guard_dropin_path(config: &Config) -> String {
 }
 
 /// The guard drop-in's text (the deploy user's primary group applies).
-pub fn guard_dropin_text(deploy_user: &str) -> String {
+pub fn guard_dropin_text(config: &Config, deploy_user: &str) -> String {
     format!(
-        "{HEADER}\n# The dead-man's switch runs as the deploy user, through ship-root, never as root.\n\
+        "{}\n# The dead-man's switch runs as the deploy user, through ship-root, never as root.\n\
          [Service]\nUser={}\n",
+        super::unit::header(config),
         escape_specifiers(deploy_user)
     )
 }
@@ -82,78 +103,59 @@ pub fn sudoers_text(config: &Config, deploy_user: &str, service_user: &str) -> S
     )
 }
 
-/// The first word of the app service's `ExecStart=` (binary under `current`), and the blue-green
-/// template's (under the slot `%i`), exactly as [`unit`] writes them.
-fn exec_prefixes(config: &Config) -> (String, String) {
-    let layout = Layout::new(&config.deploy_to);
-    let join = |dir: &str, mid: &str| {
-        let (head, tail) = (exec_arg(dir), exec_arg(&config.bin));
-        format!("{}{mid}/{}", &head[..head.len() - 1], &tail[1..])
-    };
-    (join(&layout.current(), ""), join(&layout.slots(), "/%i"))
+/// The lines by which a unit file cargo-ship wrote before [`super::unit::header`] named its
+/// owner (first line [`HEADER`]) is known to be this service's: the app units' `SHIP_DEPLOY_TO`
+/// and the guard's `ConditionPathExists=`.
+pub fn legacy_marks(config: &Config) -> [String; 2] {
+    let layout = crate::layout::Layout::new(&config.deploy_to);
+    [
+        format!(
+            "Environment={}",
+            env_arg(&format!("SHIP_DEPLOY_TO={}", config.deploy_to))
+        ),
+        format!(
+            "ConditionPathExists={}",
+            escape_specifiers(&layout.pending())
+        ),
+    ]
 }
 
-/// Directives whose value varies with the config (checked by pattern in the helper): every
-/// other line of a unit file must be one cargo-ship writes verbatim for this unit.
-const VARIABLE: [&str; 10] = [
-    "User=",
-    "Group=",
-    "ExecStart=",
-    "Environment=\"",
-    "Description=",
-    "ListenStream=",
-    "RestartSec=",
-    "TimeoutStartSec=",
-    "TimeoutStopSec=",
-    "OnActiveSec=",
-];
+/// The sha256 of a unit text, as `sha256sum` prints it.
+fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
-/// Every fixed line of every unit file cargo-ship may write for this unit, whatever the
-/// strategy, `notify` and `hardening`: generated from the same code that writes the units.
-pub fn fixed_lines(config: &Config) -> BTreeSet<String> {
-    let mut lines = BTreeSet::new();
-    for restart in [
-        RestartStrategy::Restart,
-        RestartStrategy::Socket,
-        RestartStrategy::BlueGreen,
-    ] {
-        for notify in [false, true] {
-            for hardening in [false, true] {
-                let mut c = config.clone();
-                c.systemd.restart = restart;
-                c.systemd.notify = notify;
-                c.systemd.hardening = hardening;
-                if c.systemd.listen.is_empty() {
-                    c.systemd.listen = vec!["8080".into()];
-                }
-                if c.systemd.secrets.is_empty() {
-                    c.systemd.secrets = vec!["SHIP_SETUP_PROBE".into()];
-                }
-                if c.health.confirm_timeout.is_zero() {
-                    c.health.confirm_timeout = std::time::Duration::from_secs(30);
-                }
-                let files = unit::app_units(&c).into_iter().chain(guard::units(&c));
-                for f in files {
-                    for l in f.text.lines() {
-                        let variable = l.is_empty()
-                            || (l.starts_with('[') && l.ends_with(']'))
-                            || VARIABLE.iter().any(|v| l.starts_with(v));
-                        if !variable {
-                            lines.insert(l.to_string());
-                        }
-                    }
-                }
-            }
-        }
+/// Preflight lines (with `problem` defined): when the deploy goes through the helper, each
+/// unit file this config needs must be the text setup fixed on the host; otherwise the config
+/// (or cargo-ship) changed since setup, and only root may fix new texts.
+pub fn fixed_units_check(script: &mut Script, config: &Config) {
+    if !config.sudo {
+        return;
     }
-    lines.insert(HEADER.to_string());
-    lines
+    let helper = helper_path(config);
+    let dir = fixed_dir(config);
+    script.line(
+        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then _sums=$(cd {} 2>/dev/null && sha256sum -- * 2>/dev/null || true)",
+        &[&helper, &dir],
+    );
+    script.line("  _nl={}; _stale=0", &["\n"]);
+    for f in unit_files(config) {
+        let line = format!("{}  {}", sha256(&f.text), f.name);
+        script.line(
+            "  case \"$_nl$_sums$_nl\" in *\"$_nl\"{}\"$_nl\"*) ;; *) problem \"unit file \"{}\" as this deploy would write it differs from the one cargo ship setup fixed in \"{}; _stale=1 ;; esac",
+            &[&line, &f.name, &dir],
+        );
+    }
+    script.lines("  [ \"$_stale\" = 0 ] || problem \"the config (or cargo-ship) changed since setup, and the deploy user cannot install unit text itself: run cargo ship setup for this environment again (as root or an admin)\"");
+    script.lines("fi");
 }
 
 /// The helper script (see the module docs). `service_user` is `systemd.user`, required.
 pub fn helper(config: &Config, service_user: &str) -> Script {
-    let (app_exec, slot_exec) = exec_prefixes(config);
-    let fixed: Vec<String> = fixed_lines(config).into_iter().collect();
+    let [mark_app, mark_guard] = legacy_marks(config);
     let mut s = Script::new(format!(
         "run what cargo-ship needs as root for {}",
         config.systemd.unit
@@ -162,15 +164,13 @@ pub fn helper(config: &Config, service_user: &str) -> Script {
     s.lines("# Values are fixed at setup time; run `cargo ship setup` again after changing them.");
     s.lines("PATH=/usr/sbin:/usr/bin:/sbin:/bin; export PATH; umask 022");
     s.line("U={}", &[&config.systemd.unit]);
+    s.line("DEPLOY_TO={}", &[&config.deploy_to]);
     s.line("SVC_USER={}", &[service_user]);
-    s.line(
-        "SVC_GROUP={}",
-        &[config.systemd.group.as_deref().unwrap_or("")],
-    );
-    s.line("APP_EXEC={}", &[&app_exec]);
-    s.line("SLOT_EXEC={}", &[&slot_exec]);
-    s.line("GUARD_DROPIN={}", &[&guard_dropin_path(config)]);
-    s.line("FIXED={}", &[&fixed.join("\n")]);
+    s.line("D={}", &[&helper_dir(config)]);
+    s.line("HDR={}", &[&super::unit::header(config)]);
+    s.line("LEGACY={}", &[HEADER]);
+    s.line("MARK_APP={}", &[&mark_app]);
+    s.line("MARK_GUARD={}", &[&mark_guard]);
     s.line("E={}", &[UNIT_DIR]);
     s.line("S={}", &[crate::secrets::HOST_DIR]);
     s.lines(HELPER_BODY);
@@ -178,73 +178,50 @@ pub fn helper(config: &Config, service_user: &str) -> Script {
 }
 
 /// The helper's fixed part (templates: `{{`/`}}` are braces).
-const HELPER_BODY: &str = r#"CR=$(printf '\r')
-die() {{ printf 'ship-root: %s\n' "$*" >&2; exit 1; }}
+const HELPER_BODY: &str = r#"die() {{ printf 'ship-root: %s\n' "$*" >&2; exit 1; }}
 refuse() {{ die "refused: $* (the deploy user may only manage unit $U through cargo-ship)"; }}
 digits() {{ case $1 in ''|*[!0-9]*) return 1 ;; esac; }}
-# One or more double-quoted systemd words, each preceded by a space (what exec_arg writes).
-words() {{ [ -z "$(printf '%s' "$1" | sed -E 's/ "([^"\\]|\\.)*"//g')" ]; }}
-one_word() {{ [ -z "$(printf '%s' "$1" | sed -E 's/^"([^"\\]|\\.)*"$//')" ]; }}
-# The unit name of a unit file path cargo-ship writes (or its .ship-tmp), else refuse.
-unit_file() {{
-  case $1 in "$E"/*) _f=${{1#"$E"/}} ;; *) refuse "$1 is not a unit file of $U" ;; esac
-  _f=${{_f%.ship-tmp}}
-  case $_f in "$U.service"|"$U.socket"|"$U@.service"|"$U-guard.service"|"$U-guard.timer") printf '%s\n' "$_f" ;; *) refuse "$1 is not a unit file of $U" ;; esac
+# A unit file name: no directory, no leading dot, only the characters of unit names.
+plain() {{ case $1 in ''|.*|*/*|*[!A-Za-z0-9@._:-]*) return 1 ;; esac; }}
+# One of this unit's files: the fixed names, or a text setup fixed (now or before its last change).
+managed() {{
+  plain "$1" || return 1
+  case $1 in "$U.service"|"$U.socket"|"$U@.service"|"$U-guard.service"|"$U-guard.timer") return 0 ;; esac
+  [ -f "$D/units/$1" ] || [ -f "$D/units.old/$1" ]
 }}
-# Reads a unit text on stdin; refuses any line cargo-ship does not write for unit $1.
-check_unit() {{
-  _n=$1; _sec=; _no=0; _users=0; _execs=0
-  case $_n in "$U.service"|"$U@.service") _kind=app ;; "$U.socket") _kind=socket ;; "$U-guard.service") _kind=guard ;; *) _kind=timer ;; esac
-  while IFS= read -r _l || [ -n "$_l" ]; do
-    _no=$((_no + 1)); _ok=1
-    case $_l in *"$CR"*|*\\) _ok=0 ;; esac
-    if [ "$_ok" = 1 ]; then
-      case $_l in
-        '') ;;
-        '['*']') _sec=$_l ;;
-        "User=$SVC_USER") [ "$_kind" = app ] && [ "$_sec" = '[Service]' ] || _ok=0; _users=$((_users + 1)) ;;
-        "Group=$SVC_GROUP") [ -n "$SVC_GROUP" ] && [ "$_kind" = app ] && [ "$_sec" = '[Service]' ] || _ok=0 ;;
-        ExecStart=*)
-          _execs=$((_execs + 1)); _v=${{_l#ExecStart=}}
-          [ "$_sec" = '[Service]' ] || _ok=0
-          case $_kind in
-            app) case $_v in "$APP_EXEC"*) words "${{_v#"$APP_EXEC"}}" || _ok=0 ;; "$SLOT_EXEC"*) words "${{_v#"$SLOT_EXEC"}}" || _ok=0 ;; *) _ok=0 ;; esac ;;
-            guard) case $_v in '/bin/sh -c "'*) one_word "${{_v#/bin/sh -c }}" || _ok=0 ;; *) _ok=0 ;; esac ;;
-            *) _ok=0 ;;
-          esac ;;
-        Environment=\"*) [ "$_kind" = app ] && [ "$_sec" = '[Service]' ] && one_word "${{_l#Environment=}}" || _ok=0 ;;
-        Description=*) [ "$_sec" = '[Unit]' ] || _ok=0 ;;
-        ListenStream=*)
-          _v=$(printf '%s' "${{_l#ListenStream=}}" | tr -d '[]')
-          [ "$_kind" = socket ] && [ "$_sec" = '[Socket]' ] || _ok=0
-          case $_v in ''|*[!0-9A-Za-z.:_-]*) _ok=0 ;; esac ;;
-        RestartSec=*ms) _v=${{_l#RestartSec=}}; digits "${{_v%ms}}" || _ok=0 ;;
-        TimeoutStopSec=*ms) _v=${{_l#TimeoutStopSec=}}; digits "${{_v%ms}}" || _ok=0 ;;
-        TimeoutStartSec=*) digits "${{_l#TimeoutStartSec=}}" || _ok=0 ;;
-        OnActiveSec=*s) _v=${{_l#OnActiveSec=}}; [ "$_kind" = timer ] && digits "${{_v%s}}" || _ok=0 ;;
-        *) printf '%s\n' "$FIXED" | grep -qxF -e "$_l" || _ok=0 ;;
-      esac
-    fi
-    [ "$_ok" = 1 ] || die "refused $_n: line $_no ($_l) is not one cargo-ship writes for unit $U; after changing the config or upgrading cargo-ship, run cargo ship setup again"
-  done
-  case $_kind in
-    app) [ "$_users" -ge 1 ] || die "refused $_n: it has no User=$SVC_USER line (the service never runs as root)"
-         [ "$_execs" = 1 ] || die "refused $_n: it must have exactly one ExecStart= line" ;;
-    guard) [ "$_execs" = 1 ] || die "refused $_n: it must have exactly one ExecStart= line"
-           [ -f "$GUARD_DROPIN" ] || die "refused $_n: $GUARD_DROPIN is missing: run cargo ship setup again" ;;
-    *) [ "$_execs" = 0 ] || die "refused $_n: ExecStart= in a .${{_n##*.}} unit" ;;
-  esac
+# $E/$1 is absent, or a regular file cargo-ship wrote for this unit and deploy_to.
+ours() {{
+  [ -e "$E/$1" ] || [ -L "$E/$1" ] || return 0
+  {{ [ -f "$E/$1" ] && ! [ -L "$E/$1" ]; }} || die "refused $E/$1: not a regular file written by cargo-ship for unit $U"
+  _h=; IFS= read -r _h < "$E/$1" || true
+  [ "$_h" = "$HDR" ] && return 0
+  if [ "$_h" = "$LEGACY" ] && grep -qxF -e "$MARK_APP" -e "$MARK_GUARD" -- "$E/$1"; then return 0; fi
+  die "refused $E/$1: it was not written by cargo-ship for unit $U in $DEPLOY_TO; remove it or give the services distinct unit names"
 }}
-# Installs stdin as unit file $2 (named $1) once it passed check_unit: a private temp file, then mv.
-install_unit() {{
+# Installs root's copy $1 as unit file $E/$2 (a private temp file, then mv).
+put() {{
+  ours "$2"
+  if [ -f "$E/$2" ] && cmp -s -- "$1" "$E/$2"; then exit 0; fi
   _t=$(mktemp "$E/.ship-root.XXXXXX"); trap 'rm -f -- "$_t"' EXIT
-  head -c 1048577 > "$_t"; [ "$(wc -c < "$_t")" -le 1048576 ] || die "refused $1: more than 1 MiB"
-  check_unit "$1" < "$_t"; chmod 644 -- "$_t"; mv -f -- "$_t" "$2"; trap - EXIT
+  cat -- "$1" > "$_t"; chmod 644 -- "$_t"; mv -f -- "$_t" "$E/$2"; trap - EXIT
 }}
 [ $# -ge 1 ] || die "usage: ship-root <command> [args]"
 _cmd=$1; shift
 case $_cmd in
   check) echo "ship-root of $U: ok" ;;
+  install)
+    # The deploy user names a unit file; its text is the one setup fixed.
+    [ $# -eq 1 ] && plain "$1" || refuse "install $*"
+    [ -f "$D/units/$1" ] || die "refused: install $1: cargo ship setup fixed no unit file of that name for $U; run cargo ship setup again (it needs root)"
+    put "$D/units/$1" "$1" ;;
+  restore)
+    # Undoing a switch: the text setup fixed before its last change, else the file stays.
+    [ $# -eq 1 ] && managed "$1" || refuse "restore $*"
+    if [ -f "$D/units.old/$1" ]; then put "$D/units.old/$1" "$1"; exit 0; fi
+    printf 'ship-root: kept %s: setup holds no earlier text of it\n' "$E/$1" >&2 ;;
+  remove)
+    [ $# -eq 1 ] && managed "$1" || refuse "remove $*"
+    ours "$1"; exec rm -f -- "$E/$1" ;;
   systemctl)
     _verb=${{1:-}}; [ $# -ge 1 ] && shift; _q=
     case $_verb in
@@ -259,7 +236,7 @@ case $_cmd in
         "$U.service"|"$U.socket"|"$U@.service"|"$U@blue.service"|"$U@green.service") ;;
         "$U-guard.timer") case $_verb in start|stop|restart) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
         "$U-guard.service") case $_verb in enable|disable|stop|restart|reset-failed) ;; *) refuse "systemctl $_verb $_u" ;; esac ;;
-        *) refuse "systemctl $_verb $_u" ;;
+        *) plain "$_u" && [ -f "$D/units/$_u" ] || refuse "systemctl $_verb $_u" ;;
       esac
     done
     # enable/disable never reload systemd here: the scripts run daemon-reload themselves.
@@ -286,26 +263,26 @@ case $_cmd in
     if [ -n "$_follow" ]; then set -- "$@" --follow; fi
     exec journalctl "$@" ;;
   tee)
+    # Only the secret file's temp file: the deploy user never supplies unit text.
     [ $# -eq 1 ] || refuse "tee $*"
-    if [ "$1" = "$S/$U.env.tmp" ]; then
-      umask 077; head -c 1048577 > "$1"; chmod 600 -- "$1"
-      [ "$(wc -c < "$1")" -le 1048576 ] || {{ rm -f -- "$1"; die "refused $1: more than 1 MiB"; }}
-      exit 0
-    fi
-    _name=$(unit_file "$1"); install_unit "$_name" "$1" ;;
+    case $1 in "$E"/*) die "refused: tee $1 (the deploy user never supplies unit text: setup fixed every unit file of $U)" ;; esac
+    [ "$1" = "$S/$U.env.tmp" ] || refuse "tee $1"
+    umask 077; head -c 1048577 > "$1"; chmod 600 -- "$1"
+    [ "$(wc -c < "$1")" -le 1048576 ] || {{ rm -f -- "$1"; die "refused $1: more than 1 MiB"; }}
+    # NUL and every control character but tab and newline are refused before anything reads it.
+    [ "$(LC_ALL=C tr -d '\000-\010\013-\037\177' < "$1" | wc -c)" = "$(wc -c < "$1")" ] || {{ rm -f -- "$1"; die "refused $1: it holds NUL or a control character other than tab and newline"; }}
+    exit 0 ;;
   mv)
     [ $# -eq 4 ] && [ "$1" = -f ] && [ "$2" = -- ] || refuse "mv $*"
     case "$3|$4" in
       "$S/$U.env.tmp|$S/$U.env"|"$S/$U.env|$S/$U.env.prev"|"$S/$U.env.prev|$S/$U.env") exec mv -f -- "$3" "$4" ;;
     esac
-    _name=$(unit_file "$4")
-    [ "$3" = "$E/$_name.ship-tmp" ] && [ "$4" = "$E/$_name" ] || refuse "mv $3 $4"
-    check_unit "$_name" < "$3"; exec mv -f -- "$3" "$4" ;;
+    refuse "mv $3 $4" ;;
   rm)
     [ $# -ge 3 ] && [ "$1" = -f ] && [ "$2" = -- ] || refuse "rm $*"
     shift 2
     for _p in "$@"; do
-      case $_p in "$S/$U.env"|"$S/$U.env.prev"|"$S/$U.env.tmp") ;; *) unit_file "$_p" >/dev/null ;; esac
+      case $_p in "$S/$U.env"|"$S/$U.env.prev"|"$S/$U.env.tmp") ;; *) refuse "rm $_p" ;; esac
     done
     exec rm -f -- "$@" ;;
   test)
@@ -349,35 +326,6 @@ mod tests {
     use crate::config::tests_support::config_with;
 
     #[test]
-    fn fixed_lines_come_from_the_units() {
-        let c = config_with("user = \"svc\"\n");
-        let f = fixed_lines(&c);
-        assert!(f.contains("WorkingDirectory=/opt/hello/current"), "{f:?}");
-        assert!(
-            f.contains("WorkingDirectory=/opt/hello/.ship/slots/%i"),
-            "{f:?}"
-        );
-        assert!(f.contains("Service=hello@blue.service"), "{f:?}");
-        assert!(
-            f.contains("ConditionPathExists=/opt/hello/.ship/pending"),
-            "{f:?}"
-        );
-        assert!(
-            f.contains("EnvironmentFile=/etc/cargo-ship/hello.env") || c.systemd.secrets.is_empty()
-        );
-        for bad in ["User=svc", "ExecStart=", "[Service]", ""] {
-            assert!(
-                !f.iter()
-                    .any(|l| l == bad || (bad == "ExecStart=" && l.starts_with(bad))),
-                "{bad}"
-            );
-        }
-        let (app, slot) = exec_prefixes(&c);
-        assert_eq!(app, "\"/opt/hello/current/hello\"");
-        assert_eq!(slot, "\"/opt/hello/.ship/slots/%i/hello\"");
-    }
-
-    #[test]
     fn sudoers_grants_the_helper_only() {
         let c = config_with("user = \"svc\"\n");
         let t = sudoers_text(&c, "shipper", "svc");
@@ -387,5 +335,25 @@ mod tests {
         );
         assert_eq!(t.matches("(root)").count(), 1, "{t}");
         assert_eq!(sudoers_path(&c), "/etc/sudoers.d/cargo-ship-hello");
+    }
+
+    /// The helper holds no unit text and no way to take one: it names the fixed directory.
+    #[test]
+    fn issue_16_helper_takes_names_not_text() {
+        let c = config_with("user = \"svc\"\n");
+        let h = helper(&c, "svc").render().unwrap();
+        assert!(h.contains("D=/usr/local/lib/cargo-ship/hello\n"), "{h}");
+        assert!(
+            h.contains("HDR='# Generated by cargo-ship for unit hello in /opt/hello; changes here are replaced by the next deploy.'\n"),
+            "{h}"
+        );
+        assert!(!h.contains("ExecStart"), "{h}");
+        assert_eq!(
+            legacy_marks(&c),
+            [
+                "Environment=\"SHIP_DEPLOY_TO=/opt/hello\"".to_string(),
+                "ConditionPathExists=/opt/hello/.ship/pending".to_string()
+            ]
+        );
     }
 }

@@ -133,6 +133,12 @@ pub fn write_unit(s: &mut Script, layout: &Layout, file: &UnitFile, backup: bool
             &[&path, &path, &saved, &saved],
         );
     }
+    // Through the helper, the deploy user names the file: its text is the one setup fixed
+    // (preflight checked it is this one), never the script's.
+    s.line(
+        "  if [ -n \"$_H\" ]; then $SUDO install {}; else",
+        &[&file.name],
+    );
     if heredoc {
         s.line(
             "  printf '%s\\n' \"$_u\" | $SUDO tee {} >/dev/null",
@@ -141,7 +147,7 @@ pub fn write_unit(s: &mut Script, layout: &Layout, file: &UnitFile, backup: bool
     } else {
         s.line("  printf '%s' \"$_u\" | $SUDO tee {} >/dev/null", &[&tmp]);
     }
-    s.line("  $SUDO mv -f -- {} {}; _changed=1", &[&tmp, &path]);
+    s.line("  $SUDO mv -f -- {} {}; fi; _changed=1", &[&tmp, &path]);
     s.lines("fi");
 }
 
@@ -186,8 +192,8 @@ pub fn install(s: &mut Script, config: &Config) {
         let saved = format!("{}/{name}", layout.units_prev());
         s.line("if [ -f {} ]; then", &[&path]);
         s.line(
-            "  cp -- {} {}; $SUDO systemctl $_nr disable -q {} 2>/dev/null || true; $SUDO rm -f -- {}; _changed=1",
-            &[&path, &saved, &name, &path],
+            "  cp -- {} {}; $SUDO systemctl $_nr disable -q {} 2>/dev/null || true; if [ -n \"$_H\" ]; then $SUDO remove {}; else $SUDO rm -f -- {}; fi; _changed=1",
+            &[&path, &saved, &name, &name, &path],
         );
         s.lines("fi");
     }
@@ -219,8 +225,14 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");
     s.line(
-        "    case $_n in secrets.changed) ;; *.absent) $SUDO rm -f -- {}/\"${{_n%.absent}}\" ;; *) $SUDO tee {}/\"$_n\" < \"$_f\" >/dev/null ;; esac",
-        &[unit::UNIT_DIR, unit::UNIT_DIR],
+        "    case $_n in secrets.changed) ;; *.absent) if [ -n \"$_H\" ]; then $SUDO remove \"${{_n%.absent}}\"; else $SUDO rm -f -- {}/\"${{_n%.absent}}\"; fi ;;",
+        &[unit::UNIT_DIR],
+    );
+    // Through the helper, the saved copy only says which file changed: the helper puts back
+    // the text setup fixed before (never the deploy user's copy).
+    s.line(
+        "      *) if [ -n \"$_H\" ]; then $SUDO restore \"$_n\"; else $SUDO tee {}/\"$_n\" < \"$_f\" >/dev/null; fi ;; esac",
+        &[unit::UNIT_DIR],
     );
     s.lines("  done");
     detect(s, config);

@@ -11,6 +11,14 @@
 //! Workflow commands go to stderr, in order with the human output (the runner reads both
 //! streams), so `--message-format json` keeps stdout pure JSON. The JSON events themselves do
 //! not change.
+//!
+//! Text from hosts and services (hook output, journal and stderr tails) must not issue
+//! workflow commands of its own (issue #16): a line `::add-mask::...`, `::error::...` or
+//! `##[error]...`, or one behind a bare CR. So the run starts with `::stop-commands::<token>`
+//! (a random token), after which the runner takes no line as a command; each of cargo-ship's
+//! own commands is written between `::<token>::` and a new `::stop-commands::<token>`, and the
+//! end of the run resumes commands. Held lines are shown with their control characters
+//! escaped, and the job summary escapes Markdown and HTML in host text.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +48,39 @@ pub fn result_word(code: i32) -> &'static str {
     }
 }
 
+/// Marks the start of a line that is one of cargo-ship's own workflow commands (inside this
+/// module only; host text never holds it: it is a control character, escaped in every held
+/// line).
+const OURS: char = '\u{1}';
+
+/// A random token for `::stop-commands::`: 16 bytes of the system's randomness, in hex.
+fn stop_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if from_os.is_err() {
+        // std's hasher keys come from the system's randomness too.
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in b.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Every line of `text` marked as one of cargo-ship's own workflow commands.
+fn ours(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|l| format!("{OURS}{l}"))
+        .collect()
+}
+
 /// Escapes the message part of a workflow command.
 pub fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
@@ -52,13 +93,24 @@ pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// A Markdown table cell: no line breaks, `|` escaped.
+/// A Markdown table cell: no line breaks, `|` escaped, and no Markdown or HTML of the text's
+/// own (a host's text cannot add links, images or tags to the job summary).
 fn cell(s: &str) -> String {
-    s.replace('\r', "")
-        .replace('\n', " ")
-        .replace('|', "\\|")
-        .trim()
-        .to_string()
+    let mut out = String::with_capacity(s.len());
+    for c in s.replace('\r', "").replace('\n', " ").trim().chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '|' | '[' | ']' | '`' | '*' | '_' | '!' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Outcomes that count as success in the summary (as in the human table).
@@ -76,6 +128,8 @@ pub struct Github {
     output_file: Option<PathBuf>,
     err: Mutex<Box<dyn Write + Send>>,
     state: Mutex<State>,
+    /// The `::stop-commands::` token, when commands are stopped between cargo-ship's own.
+    token: Option<String>,
 }
 
 #[derive(Default)]
@@ -106,12 +160,24 @@ impl Github {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        Some(Github::new(
-            group_hosts,
-            file("GITHUB_STEP_SUMMARY"),
-            file("GITHUB_OUTPUT"),
-            Box::new(std::io::stderr()),
-        ))
+        Some(
+            Github::new(
+                group_hosts,
+                file("GITHUB_STEP_SUMMARY"),
+                file("GITHUB_OUTPUT"),
+                Box::new(std::io::stderr()),
+            )
+            .stopping_commands(stop_token()),
+        )
+    }
+
+    /// From now on, the runner takes no line as a workflow command but cargo-ship's own
+    /// (see the module docs): prints `::stop-commands::<token>`.
+    pub fn stopping_commands(mut self, token: String) -> Github {
+        self.token = Some(token);
+        let t = self.token.clone().unwrap_or_default();
+        self.write_raw(&format!("::stop-commands::{t}\n"));
+        self
     }
 
     /// A reporter writing workflow commands to `err` and the files given.
@@ -127,6 +193,7 @@ impl Github {
             output_file,
             err: Mutex::new(err),
             state: Mutex::new(State::default()),
+            token: None,
         }
     }
 
@@ -134,10 +201,37 @@ impl Github {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self, text: &str) {
+    fn write_raw(&self, text: &str) {
         let mut err = self.err.lock().unwrap_or_else(|e| e.into_inner());
         let _ = err.write_all(text.as_bytes());
         let _ = err.flush();
+    }
+
+    /// Writes `text`: its lines marked [`OURS`] are cargo-ship's commands (each run of them
+    /// between `::<token>::` and `::stop-commands::<token>` when commands are stopped), the
+    /// others are text.
+    fn write(&self, text: &str) {
+        let mut out = String::with_capacity(text.len());
+        let mut live = false;
+        for line in text.split_inclusive('\n') {
+            let (cmd, line) = match line.strip_prefix(OURS) {
+                Some(l) => (true, l),
+                None => (false, line),
+            };
+            if let Some(t) = &self.token {
+                if cmd && !live {
+                    out.push_str(&format!("::{t}::\n"));
+                } else if !cmd && live {
+                    out.push_str(&format!("::stop-commands::{t}\n"));
+                }
+            }
+            live = cmd;
+            out.push_str(line);
+        }
+        if let (Some(t), true) = (&self.token, live) {
+            out.push_str(&format!("::stop-commands::{t}\n"));
+        }
+        self.write_raw(&out);
     }
 
     /// Holds a rendered line about `host` for its group. Returns false when lines are not
@@ -146,6 +240,7 @@ impl Github {
         if !self.group_hosts {
             return false;
         }
+        let line = super::sanitize::text(&line).into_owned();
         let mut st = self.state();
         match st.held.iter_mut().find(|(h, _)| h == host) {
             Some((_, lines)) => lines.push(line),
@@ -160,7 +255,7 @@ impl Github {
         if !self.group_hosts || st.held.is_empty() {
             return false;
         }
-        st.trailer.push(line);
+        st.trailer.push(super::sanitize::text(&line).into_owned());
         true
     }
 
@@ -171,7 +266,7 @@ impl Github {
             None => "cargo-ship".into(),
         };
         let line = format!(
-            "::warning title={}::{}\n",
+            "{OURS}::warning title={}::{}\n",
             escape_property(&title),
             escape_data(message)
         );
@@ -241,7 +336,7 @@ impl Github {
             (st.summaries.clone(), st.canaries.clone())
         };
         if let Some(e) = error {
-            self.write(&annotations(e));
+            self.write(&ours(&annotations(e)));
         }
         if let Some(path) = &self.summary_file {
             if !summaries.is_empty() || !canaries.is_empty() || error.is_some() {
@@ -252,6 +347,13 @@ impl Github {
         }
         if let Some(path) = &self.output_file {
             append(path, &outputs(code, &summaries));
+        }
+    }
+
+    /// Workflow commands work again (the last thing cargo-ship prints, after the error).
+    pub fn resume(&self) {
+        if let Some(t) = &self.token {
+            self.write_raw(&format!("::{t}::\n"));
         }
     }
 }
@@ -280,14 +382,14 @@ fn take_group(st: &mut State, host: &str, outcome: &str, text: &mut String) {
         return;
     }
     text.push_str(&format!(
-        "::group::{}\n",
+        "{OURS}::group::{}\n",
         escape_data(&format!("{host}: {outcome}"))
     ));
     for l in lines {
         text.push_str(&l);
         text.push('\n');
     }
-    text.push_str("::endgroup::\n");
+    text.push_str(&format!("{OURS}::endgroup::\n"));
     for n in notes {
         text.push_str(&n);
     }
@@ -417,7 +519,9 @@ pub fn job_summary(
     }
     if let Some(e) = error {
         md.push_str("```text\n");
-        md.push_str(&e.to_string().replace("```", "'''"));
+        // Host text stays inside the fence: no closing fence of its own, no raw control
+        // characters.
+        md.push_str(&super::sanitize::text(&e.to_string()).replace("```", "'''"));
         if let Error::Fleet { errors, .. } = e {
             for x in errors {
                 md.push_str(&format!("\n  - {x}"));
@@ -544,7 +648,7 @@ mod tests {
         });
         assert_eq!(
             canary_summary(&data),
-            "**Canary: ❌ worse** (12s window, max_error_ratio 0.01, min_requests 50): the canary's error ratio 5.00% exceeds the baseline's 0.00% by more than max_error_ratio = 0.01\n\n\
+            "**Canary: ❌ worse** (12s window, max_error_ratio 0.01, min_requests 50): the canary's error ratio 5.00% exceeds the baseline's 0.00% by more than max\\_error\\_ratio = 0.01\n\n\
              | | Hosts | Requests | Errors | Error ratio |\n| --- | --- | --- | --- | --- |\n\
              | Canary | host0 | 200 | 10 | 5.00% |\n\
              | Baseline | host1, host2 | 400 | 0 | 0.00% |\n\n"
@@ -557,6 +661,71 @@ mod tests {
         gh.finish("cargo ship deploy prod", None);
         let md = std::fs::read_to_string(&summary).unwrap();
         assert!(md.contains("| Canary | host0 | 200 | 10 | 5.00% |"), "{md}");
+    }
+
+    /// Issue #16: host text cannot issue workflow commands (`::`, `##[`, a bare CR) nor
+    /// break out of the summary; cargo-ship's own commands still work.
+    #[test]
+    fn issue_16_host_text_issues_no_workflow_command() {
+        let err = Buf::default();
+        let gh =
+            Github::new(true, None, None, Box::new(err.clone())).stopping_commands("t0k3n".into());
+        let hostile = "ok\n::add-mask::x\n##[error]boom\rx\n\u{1}::error::y";
+        assert!(gh.hold("web1", format!("   Running web1: {hostile}")));
+        gh.warning(Some("web1"), "slow\n::error::z");
+        gh.summary(
+            "deploy",
+            &[row("web1", "deployed", Some("20260101000000"), None)],
+        );
+        gh.finish("cargo ship deploy prod", None);
+        gh.resume();
+        assert_eq!(
+            err.text(),
+            "::stop-commands::t0k3n\n\
+             ::t0k3n::\n::group::web1: deployed\n::stop-commands::t0k3n\n   \
+             Running web1: ok\n::add-mask::x\n##[error]boom\\rx\n\\x01::error::y\n\
+             ::t0k3n::\n::endgroup::\n::warning title=cargo-ship%3A web1::slow%0A::error::z\n::stop-commands::t0k3n\n\
+             ::t0k3n::\n"
+        );
+        // Between stop and resume every host line is inert: the only resumes are cargo-ship's.
+        let text = err.text();
+        let mut stopped = false;
+        for l in text.lines() {
+            match l {
+                "::stop-commands::t0k3n" => stopped = true,
+                "::t0k3n::" => stopped = false,
+                l if l.starts_with("::") || l.starts_with("##[") => {
+                    assert!(
+                        stopped
+                            || l.starts_with("::group::")
+                            || l.starts_with("::endgroup::")
+                            || l.starts_with("::warning title=cargo-ship"),
+                        "live command from host text: {l}"
+                    )
+                }
+                _ => {}
+            }
+        }
+        let md = job_summary(
+            "cargo ship deploy prod",
+            &[(
+                "deploy".into(),
+                vec![row(
+                    "web1",
+                    "failed",
+                    None,
+                    Some("<img src=x> [a](http://e) | `x`"),
+                )],
+            )],
+            None,
+        );
+        assert!(
+            md.contains(
+                "| web1 | ❌ failed | - | - | &lt;img src=x&gt; \\[a\\](http://e) \\| \\`x\\` |"
+            ),
+            "{md}"
+        );
+        assert!(!stop_token().is_empty() && stop_token() != stop_token());
     }
 
     #[test]

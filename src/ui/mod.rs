@@ -252,6 +252,15 @@ impl Ui {
         }
     }
 
+    /// The very end of the run, after the last line (the error) was printed: under GitHub
+    /// Actions, workflow commands work again for the rest of the step (they were stopped
+    /// around host text, see `github.rs`).
+    pub fn resume_commands(&self) {
+        if let Some(gh) = &self.inner.github {
+            gh.resume();
+        }
+    }
+
     /// The output format.
     pub fn format(&self) -> Format {
         self.inner.format

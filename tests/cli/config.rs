@@ -1169,3 +1169,34 @@ fn issue_20_canary_keys() {
         Some("move it to `[package.metadata.ship.environments.prod]`")
     );
 }
+
+/// Issue #16: a service whose unit is another's dead-man's switch (`api` and `api-guard`), or
+/// whose deploy_to is inside the other's, is refused before anything is built.
+#[test]
+fn issue_16_workspace_deploy_refuses_a_unit_that_is_anothers_guard() {
+    let p = Project::fixture("workspace-two");
+    p.edit(
+        "worker/Cargo.toml",
+        "shared_dirs = [\"queue\"]",
+        "shared_dirs = [\"queue\"]\n\n[package.metadata.ship.systemd]\nunit = \"api-guard\"",
+    );
+    let out = p.ship().args(["deploy", "staging"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: packages `api` and `worker` both run on deploy@staging1.example.com with units api and api-guard, but api-guard.service is the dead-man's switch of unit api\n"),
+        "{stderr}"
+    );
+    let p = Project::fixture("workspace-two");
+    p.edit(
+        "worker/Cargo.toml",
+        "keep_releases = 8",
+        "keep_releases = 8\ndeploy_to = \"/srv/api/worker\"",
+    );
+    let out = p.ship().args(["deploy", "staging"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: packages `api` and `worker` both run on deploy@staging1.example.com with deploy_to /srv/api and /srv/api/worker, one inside the other\n"),
+        "{stderr}"
+    );
+}

@@ -515,3 +515,120 @@ fn sanitized_output_keeps_lines_and_shows_escapes() {
     let shown = cargo_ship::ui::sanitize::text("a\x1b[31mred\x1b[0m\n\x1b]0;title\x07");
     assert_eq!(shown, "a\\x1b[31mred\\x1b[0m\n\\x1b]0;title\\x07");
 }
+
+/// Issue #16: with --known-hosts, the generated ssh config leaves ssh no other source of host
+/// keys (a KnownHostsCommand, DNS) and no agent forwarding, whatever an included config says
+/// (ssh takes the first value of each option): checked with `ssh -G`, as ssh reads it.
+#[test]
+fn issue_16_known_hosts_pins_every_host_key_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let included = dir.path().join("included");
+    std::fs::write(
+        &included,
+        "Host *\n  KnownHostsCommand /bin/echo host ssh-ed25519 AAAA\n  VerifyHostKeyDNS yes\n  ForwardAgent yes\n  UserKnownHostsFile /etc/other\n",
+    )
+    .unwrap();
+    let files = cargo_ship::remote::ssh_files::SshFiles {
+        config: Some(included),
+        known_hosts: Some("/kh".into()),
+        agent: Some("/run/agent.sock".into()),
+    };
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        cargo_ship::remote::ssh_files::render(&files, None, "prod"),
+    )
+    .unwrap();
+    let out = Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(&config)
+        .arg("example.invalid")
+        .output()
+        .expect("the test needs OpenSSH's client (ssh -G)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    for line in [
+        "userknownhostsfile /kh\n",
+        "globalknownhostsfile /dev/null\n",
+        "verifyhostkeydns false\n",
+        "forwardagent no\n",
+        "stricthostkeychecking true\n",
+        "identityagent /run/agent.sock\n",
+    ] {
+        assert!(effective.contains(line), "no {line:?} in\n{effective}");
+    }
+    // `none` is not printed: no KnownHostsCommand runs.
+    assert!(
+        !effective
+            .lines()
+            .any(|l| l.starts_with("knownhostscommand ")),
+        "{effective}"
+    );
+}
+
+/// Issue #16: while the build runs, the deploy agent is locked: a build script that finds its
+/// socket gets no key listed and no signature; unlocked afterwards, the key is there again.
+#[test]
+fn issue_16_agent_is_locked_for_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let key = dir.path().join("id");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen")
+        .success();
+    assert!(ok);
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ssh_add = |args: &[&str]| {
+        let out = Command::new("ssh-add")
+            .args(args)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .expect("ssh-add");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(ssh_add(&[key.to_str().unwrap()]).0, Some(0));
+    let locked = cargo_ship::remote::agent::lock(&sock).unwrap();
+    let while_locked = ssh_add(&["-l"]);
+    // A second lock (what a build script would try, to keep it locked) is refused.
+    let relock = cargo_ship::remote::agent::lock(&sock)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    locked.unlock().unwrap();
+    let after = ssh_add(&["-l"]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(while_locked.0, Some(1), "{while_locked:?}");
+    assert!(!while_locked.1.contains("ED25519"), "{while_locked:?}");
+    assert_eq!(
+        relock,
+        Err(format!(
+            "the ssh-agent at {} (CARGO_SHIP_SSH_AUTH_SOCK) refused to lock for the build (already locked?)",
+            sock.display()
+        ))
+    );
+    assert_eq!(after.0, Some(0), "{after:?}");
+    assert!(after.1.contains("ED25519"), "{after:?}");
+}

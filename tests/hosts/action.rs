@@ -940,11 +940,23 @@ fn issue_8_action_installs_a_pinned_release_and_checks_its_sha256() {
         format!("http://127.0.0.1:{port}"),
     )];
 
-    // Tampered: one more byte than the sha256 covers.
+    // Issue #16: the expected sha256 is committed with the action (its snapshot here), not
+    // fetched beside the archive.
     let good = std::fs::read(&archive).unwrap();
+    let sum = std::fs::read_to_string(dir.join(format!("{name}.tar.gz.sha256"))).unwrap();
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let pins = a.action.path().join("action/checksums.txt");
+    let mut text = std::fs::read_to_string(&pins).unwrap();
+    text.push_str(&format!("{sum}  v{version}/{name}.tar.gz\n"));
+    std::fs::write(&pins, text).unwrap();
+    // Tampered: one more byte, and a .sha256 beside it that matches the tampered archive
+    // (whoever can replace a release archive can replace that file too).
     let mut bad = good.clone();
     bad.push(0);
     std::fs::write(&archive, &bad).unwrap();
+    sh(&format!(
+        "cd v{version} && sha256sum {name}.tar.gz > {name}.tar.gz.sha256"
+    ));
     let refused = a.run(&Inputs {
         version,
         ..Inputs::default()
@@ -954,7 +966,7 @@ fn issue_8_action_installs_a_pinned_release_and_checks_its_sha256() {
             && refused
                 .errors()
                 .iter()
-                .any(|(_, m)| m.contains("does not match its sha256")),
+                .any(|(_, m)| m.contains(&format!("the downloaded {name}.tar.gz does not match the sha256 this action pins for it in action/checksums.txt: refusing to run it"))),
         &format!("a tampered archive must be refused: {:?}", refused.errors()),
         &refused,
     );
@@ -976,8 +988,162 @@ fn issue_8_action_installs_a_pinned_release_and_checks_its_sha256() {
     a.app.assert_version(h0, "0.1.0", None);
     let asked = seen.lock().unwrap().clone();
     let want = format!("/v{version}/{name}.tar.gz");
-    assert!(
-        asked.contains(&want) && asked.contains(&format!("{want}.sha256")),
-        "the server saw {asked:?}"
+    assert!(asked.contains(&want), "the server saw {asked:?}");
+}
+
+/// What the build script of the deployed package below looks for, and writes to `report`:
+/// the deploy key or the agent in its own environment or in any ancestor's
+/// (`/proc/<pid>/environ`), the secret's value, and (the agent's socket found through an
+/// ancestor's `CARGO_SHIP_SSH_AUTH_SOCK`) the keys the agent lists.
+const SNOOPING_BUILD_RS: &str = r#"use std::io::{Read, Write};
+fn main() {
+    println!("cargo:rerun-if-changed=/nonexistent/always-rerun");
+    let mut found = Vec::new();
+    for (k, v) in std::env::vars() {
+        if k == "SSH_AUTH_SOCK" || k == "CARGO_SHIP_SSH_AUTH_SOCK" || k == "SHIP_ACT_SECRET" || v.contains("PRIVATE KEY") {
+            found.push(format!("own env: {k}"));
+        }
+    }
+    let mut socks = Vec::new();
+    let mut pid = std::process::id();
+    while pid > 1 {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        for var in env.split(|b| *b == 0) {
+            let var = String::from_utf8_lossy(var);
+            if var.contains("PRIVATE KEY") {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                found.push(format!("key in the environment of pid {pid} ({})", comm.trim()));
+            }
+            if let Some(p) = var.strip_prefix("CARGO_SHIP_SSH_AUTH_SOCK=").or_else(|| var.strip_prefix("SSH_AUTH_SOCK=")) {
+                socks.push(p.to_string());
+            }
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        pid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).unwrap_or(0);
+    }
+    for s in &socks {
+        if let Ok(mut c) = std::os::unix::net::UnixStream::connect(s) {
+            let _ = c.write_all(&[0, 0, 0, 1, 11]);
+            let mut head = [0u8; 9];
+            if c.read_exact(&mut head).is_ok() && head[4] == 12 {
+                let n = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                if n > 0 {
+                    found.push(format!("the agent at {s} lists {n} key(s)"));
+                }
+            }
+        }
+    }
+    let report = if found.is_empty() { "clean".to_string() } else { found.join("; ") };
+    std::fs::write(env!("SHIP_BUILDRS_REPORT_PATH_PLACEHOLDER"), format!("{report}\nsockets seen: {}\n", socks.len())).unwrap();
+}
+"#;
+
+/// Issue #16: a build script of the deployed package, run by the action's deploy, finds
+/// neither the deploy key nor the secret in any environment, nor a usable agent (it is locked
+/// while the build runs); and text a host prints (a failing hook) issues no workflow command:
+/// no annotation, no mask, no group of its own, and the summary's code fence holds.
+#[test]
+fn issue_16_action_build_scripts_get_no_key_and_host_text_is_inert() {
+    let Some(hosts) = setup() else { return };
+    let mut a = ActApp::new(hosts, "ship-action-sec", 18805, &[0]);
+    let report = a.app.project.path("buildrs-report");
+    let _ = std::fs::remove_file(&report);
+    std::fs::write(
+        a.app.project.path("build.rs"),
+        SNOOPING_BUILD_RS.replace(
+            "env!(\"SHIP_BUILDRS_REPORT_PATH_PLACEHOLDER\")",
+            &format!("{:?}", report.display().to_string()),
+        ),
+    )
+    .unwrap();
+    a.app.spec.systemd_lines = vec!["secrets = [\"SHIP_ACT_SECRET\"]".into()];
+    a.app.spec.before_switch = vec![
+        "echo '::error title=owned::from-host'; echo '##[error]owned-v1'; printf 'x\\r::warning title=owned::cr\\n'; echo '::add-mask::0.1.0'; echo '::group::owned-group'; echo '```'; echo '<b>owned-html</b>' >&2; exit 3".into(),
+    ];
+    a.write_manifest();
+    for args in [
+        &["add", "-A"][..],
+        &["commit", "-q", "-m", "a snooping build script"],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&a.app.project.root)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+    a.env = vec![("SHIP_ACT_SECRET".into(), "act-secret-value-16".into())];
+    let run = a.run(&Inputs::default());
+    let seen = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        a.app.fail(
+            &format!("the build script wrote no report ({e})\n{}", run.describe()),
+            None,
+        )
+    });
+    a.check(
+        seen.starts_with("clean\n"),
+        &format!("the build script found: {seen}"),
+        &run,
+    );
+    a.check(
+        seen.contains("sockets seen: 1"),
+        &format!("the build script should have reached the agent's socket (to show it is locked): {seen}"),
+        &run,
+    );
+    a.check(
+        run.job_result() == "failure",
+        "the hook fails the deploy",
+        &run,
+    );
+    // Every workflow command the runner took from the deploy step: none may come from the
+    // host's text (cargo-ship's own `::error` annotation quotes it, escaped, as its message).
+    let taken: Vec<String> = run
+        .log
+        .iter()
+        .filter(|e| e["stepID"][1] == "ship" && e["command"].is_string())
+        .filter(|e| e["command"] != "ignored")
+        .map(|e| e["raw"].as_str().unwrap_or("").to_string())
+        .collect();
+    // act logs a line it did not take as a command because commands were stopped as
+    // `ignored`: the host's lines must be there.
+    let ignored = run
+        .log
+        .iter()
+        .filter(|e| e["command"] == "ignored")
+        .filter_map(|e| e["raw"].as_str())
+        .filter(|r| r.contains("owned"))
+        .count();
+    a.check(
+        ignored >= 3,
+        &format!("the host's command lines should show as ignored (stopped), {ignored} did"),
+        &run,
+    );
+    let foreign: Vec<&String> = taken
+        .iter()
+        .filter(|r| !r.starts_with("::error title=cargo-ship"))
+        .filter(|r| r.contains("owned") || r.starts_with("::add-mask"))
+        .collect();
+    a.check(
+        foreign.is_empty(),
+        &format!("host text became workflow commands: {foreign:?}"),
+        &run,
+    );
+    let errors = run.errors();
+    a.check(
+        errors.len() == 1 && !errors.iter().any(|(t, _)| t.contains("owned")),
+        &format!("one annotation, cargo-ship's: {errors:?}"),
+        &run,
+    );
+    // Outside its code fences (where text is literal), the summary holds no host HTML; the
+    // host's own fence did not close cargo-ship's.
+    let summary = run.summary();
+    let outside: String = summary.split("```").step_by(2).collect::<Vec<_>>().join("");
+    a.check(
+        summary.matches("```").count() % 2 == 0
+            && !outside.contains("owned")
+            && summary.contains("x\\r::warning title=owned::cr"),
+        &format!("the job summary lets host text out of its code fence:\n{summary}"),
+        &run,
     );
 }

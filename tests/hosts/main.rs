@@ -27,6 +27,7 @@ mod failures;
 mod fleet;
 mod hostkey;
 mod ops;
+mod privilege;
 mod secrets;
 mod security;
 mod setup;

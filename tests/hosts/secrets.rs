@@ -242,3 +242,55 @@ fn set_mode(path: &std::path::Path, mode: u32) {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// Issue #16, item 10: a secret with a line break reached the service as a literal `\n`; and
+/// `cargo ship exec -- env` printed every secret's value.
+#[test]
+fn issue_16_multiline_secret_arrives_intact_and_exec_hides_values() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        systemd_lines: vec!["secrets = [\"SHIP_ML_SECRET\"]".into()],
+        ..Spec::default()
+    };
+    let app = App::new(hosts, "ship-secrets-ml", 18902, spec);
+    let value = format!("{}\nsecond line \"q\" $x\\y", unique("ml"));
+    let run = run_with(&app, &[("SHIP_ML_SECRET", &value)], &["deploy", "test"]);
+    app.check_eq(run.code, 0, "exit code of the deploy", Some(&run));
+    app.check_eq(
+        env_value(&app, "SHIP_ML_SECRET"),
+        value.clone(),
+        "the value the service got",
+        Some(&run),
+    );
+    // exec -- env, from a machine that does not know the value: learned from `NAME=`.
+    let ex = run_with(&app, &[], &["exec", "test", "--", "env"]);
+    app.check_eq(ex.code, 0, "exit code of exec", Some(&ex));
+    let first = value.lines().next().unwrap();
+    app.check(
+        ex.stdout.contains("SHIP_ML_SECRET=[redacted]")
+            && !ex.all_output().contains(first)
+            && !ex.all_output().contains("second line"),
+        "exec -- env must show the secret's name, never its value (either line)",
+        Some(&ex),
+    );
+    // And from one that knows it: hidden wherever it shows.
+    let ex = run_with(
+        &app,
+        &[("SHIP_ML_SECRET", &value)],
+        &[
+            "exec",
+            "test",
+            "--",
+            "sh",
+            "-c",
+            "echo \"token: $SHIP_ML_SECRET\"",
+        ],
+    );
+    app.check(
+        ex.stdout.contains("token: [redacted]") && !ex.all_output().contains(first),
+        "exec output must hide a known value",
+        Some(&ex),
+    );
+}

@@ -12,7 +12,7 @@ const SERVICE_USER: &str = "shipsvc";
 const HELPER: &str = "/usr/local/lib/cargo-ship/ship-setup/ship-root";
 
 /// `cmd` run by `user`'s login shell on `h` over ssh; `stdin` is fed to it.
-fn exec_as(h: &TestHost, user: &str, cmd: &str, stdin: &str) -> Output {
+pub(crate) fn exec_as(h: &TestHost, user: &str, cmd: &str, stdin: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new("ssh")
         .arg("-F")
@@ -32,7 +32,7 @@ fn exec_as(h: &TestHost, user: &str, cmd: &str, stdin: &str) -> Output {
     child.wait_with_output().expect("ssh output")
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "status {}\nstdout: {}\nstderr: {}",
         out.status,
@@ -174,7 +174,7 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         h,
         &format!("sudo -n {HELPER} tee /etc/systemd/system/ssh.service"),
         "[Service]\nExecStart=/bin/sh\n",
-        "ship-root: refused: /etc/systemd/system/ssh.service is not a unit file of ship-setup",
+        "ship-root: refused: tee /etc/systemd/system/ssh.service (the deploy user never supplies unit text: setup fixed every unit file of ship-setup)",
     );
     refused(
         h,
@@ -182,65 +182,41 @@ fn issue_9_setup_then_deploy_as_a_least_privileged_user() {
         "",
         "ship-root: refused: cp -- /etc/shadow /tmp/x",
     );
-    // The installed unit, with the service user swapped for root, or with a root pre-start.
+    // Issue #16: unit files are named, never sent: the installed unit with the service user
+    // swapped for root, with a root pre-start, or with the very text setup fixed, is refused
+    // alike; and only the names setup fixed can be installed.
     let unit = h.exec_ok("cat /etc/systemd/system/ship-setup.service");
-    let user_line = unit
-        .lines()
-        .position(|l| l == "User=shipsvc")
-        .expect("User= line")
-        + 1;
-    let line_of = |prefix: &str| {
-        unit.lines()
-            .position(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line in\n{unit}"))
-            + 1
-    };
-    let (service_line, exec_line) = (line_of("[Service]"), line_of("ExecStart="));
     let tee = format!("sudo -n {HELPER} tee /etc/systemd/system/ship-setup.service");
-    refused(
-        h,
-        &tee,
-        &unit.replace("User=shipsvc", "User=root"),
-        &format!(
-            "ship-root: refused ship-setup.service: line {user_line} (User=root) is not one cargo-ship writes for unit ship-setup; after changing the config or upgrading cargo-ship, run cargo ship setup again\n"
-        ),
-    );
-    refused(
-        h,
-        &tee,
-        &unit.replace("User=shipsvc\n", ""),
-        "ship-root: refused ship-setup.service: it has no User=shipsvc line (the service never runs as root)",
-    );
-    refused(
-        h,
-        &tee,
-        &unit.replace(
+    let no_text = "ship-root: refused: tee /etc/systemd/system/ship-setup.service (the deploy user never supplies unit text: setup fixed every unit file of ship-setup)";
+    for text in [
+        unit.replace("User=shipsvc", "User=root"),
+        unit.replace("User=shipsvc\n", ""),
+        unit.replace(
             "[Service]\n",
             "[Service]\nExecStartPre=+/bin/sh -c 'id > /root/x'\n",
         ),
-        &format!(
-            "ship-root: refused ship-setup.service: line {} (ExecStartPre=+/bin/sh -c 'id > /root/x') is not one cargo-ship writes for unit ship-setup; after changing the config or upgrading cargo-ship, run cargo ship setup again\n",
-            service_line + 1
-        ),
+        unit.replace("User=shipsvc\n", "User=shipsvc\\\nUser=root\n"),
+        unit.clone(),
+    ] {
+        refused(h, &tee, &text, no_text);
+    }
+    refused(
+        h,
+        &format!("sudo -n {HELPER} install ssh.service"),
+        "",
+        "ship-root: refused: install ssh.service: cargo ship setup fixed no unit file of that name for ship-setup; run cargo ship setup again (it needs root)",
     );
     refused(
         h,
-        &tee,
-        &unit.replace(
-            "ExecStart=\"/opt/ship-setup/current/ship-setup\"",
-            "ExecStart=\"/opt/ship-setup/current/ship-setup\" ; +/bin/sh",
-        ),
-        &format!(
-            "ship-root: refused ship-setup.service: line {exec_line} (ExecStart=\"/opt/ship-setup/current/ship-setup\" ; +/bin/sh"
-        ),
+        &format!("sudo -n {HELPER} install ../../../../etc/passwd"),
+        "",
+        "ship-root: refused: install ../../../../etc/passwd (the deploy user may only manage unit ship-setup through cargo-ship)",
     );
     refused(
         h,
-        &tee,
-        &unit.replace("User=shipsvc\n", "User=shipsvc\\\nUser=root\n"),
-        &format!(
-            "ship-root: refused ship-setup.service: line {user_line} (User=shipsvc\\) is not one cargo-ship writes for unit ship-setup; after changing the config or upgrading cargo-ship, run cargo ship setup again\n"
-        ),
+        &format!("sudo -n {HELPER} remove ssh.service"),
+        "",
+        "ship-root: refused: remove ssh.service (the deploy user may only manage unit ship-setup through cargo-ship)",
     );
     assert_eq!(
         h.exec_ok("cat /etc/systemd/system/ship-setup.service"),
@@ -443,11 +419,52 @@ fn issue_9_setup_blue_green_secrets_and_reverts_through_the_helper() {
     app.assert_version(h, "0.2.0", Some(&run));
     assert_eq!(secret_seen(&app), "second");
 
-    // Another strategy: the template is disabled and removed, the service written.
+    // Another strategy: the template is disabled and removed, the service written. Its unit
+    // texts are new: only root may fix them (issue #16), so the deploy is refused until setup
+    // ran again, before anything changed.
     app.update(|s| {
         s.version = "0.4.0".into();
         s.systemd_lines[1] = "restart = \"socket\"".into();
     });
+    let stale = deploy_with_secret(&app, "second", &[], crate::app::EXIT_PREFLIGHT);
+    assert!(
+        stale.all_output().contains("shipbg@host0: preflight failed: unit file ship-setup-bg.socket as this deploy would write it differs from the one cargo ship setup fixed in /usr/local/lib/cargo-ship/ship-setup-bg/units; \
+            unit file ship-setup-bg.service as this deploy would write it differs from the one cargo ship setup fixed in /usr/local/lib/cargo-ship/ship-setup-bg/units; \
+            the config (or cargo-ship) changed since setup, and the deploy user cannot install unit text itself: run cargo ship setup for this environment again (as root or an admin)"),
+        "{}",
+        stale.describe()
+    );
+    app.assert_version(h, "0.2.0", Some(&stale));
+    app.run_expect(&["setup", "test", "--admin-user", "deploy"], 0);
+    assert_eq!(
+        h.exec_ok("ls /usr/local/lib/cargo-ship/ship-setup-bg/units /usr/local/lib/cargo-ship/ship-setup-bg/units.old"),
+        "/usr/local/lib/cargo-ship/ship-setup-bg/units:\nship-setup-bg-guard.service\nship-setup-bg.service\nship-setup-bg.socket\n\n\
+         /usr/local/lib/cargo-ship/ship-setup-bg/units.old:\nship-setup-bg-guard.service\nship-setup-bg.socket\nship-setup-bg@.service\n"
+    );
+    // The first deploy of the new strategy is unhealthy: its revert puts back, through the
+    // helper, the unit texts the previous setup fixed (units.old), never the deploy user's
+    // copies, and the blue-green instance serves 0.2.0 again.
+    let units_before = h
+        .exec_ok("cd /etc/systemd/system && sha256sum ship-setup-bg.socket ship-setup-bg@.service");
+    let run = deploy_with_secret(
+        &app,
+        "second",
+        &["--features", "unhealthy"],
+        crate::app::EXIT_ROLLED_BACK,
+    );
+    app.assert_version(h, "0.2.0", Some(&run));
+    assert_eq!(
+        (
+            h.exec_ok(
+                "cd /etc/systemd/system && sha256sum ship-setup-bg.socket ship-setup-bg@.service"
+            ),
+            h.exec("test -e /etc/systemd/system/ship-setup-bg.service")
+                .status
+                .success(),
+        ),
+        (units_before, false),
+        "the unit files after the revert"
+    );
     let run = deploy_with_secret(&app, "second", &[], 0);
     app.assert_version(h, "0.4.0", Some(&run));
     assert_eq!(
