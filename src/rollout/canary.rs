@@ -55,6 +55,15 @@ pub(crate) fn interval(window: Duration, confirm_timeout: Duration) -> Duration 
     i.max(Duration::from_secs(1))
 }
 
+/// How many of a service's `hosts` are its canary: none without a canary table or with
+/// `--no-canary`.
+pub(crate) fn count(plan: &Plan<'_>, opts: &DeployOptions, hosts: usize) -> usize {
+    match &plan.config.canary {
+        Some(c) if !opts.no_canary => c.hosts.count(hosts),
+        _ => 0,
+    }
+}
+
 /// The canary phase of service `svc`, whose hosts in rollout order are `mine`; `switched`
 /// are the hosts switched before it (earlier services), whose guards are kept alive too.
 pub(crate) async fn run(
@@ -77,8 +86,7 @@ pub(crate) async fn run(
         return Phase::Skipped;
     }
     let ui = &plan.ui;
-    let count = canary.hosts.count(mine.len());
-    let (canaries, baseline) = mine.split_at(count);
+    let (canaries, baseline) = mine.split_at(count(plan, opts, mine.len()));
     let names = |ix: &[usize]| -> Vec<String> {
         ix.iter()
             .map(|&i| runs[i].conn.host().to_string())
