@@ -177,7 +177,8 @@ enum Command {
         /// Deploy even an artifact that failed its health check before on a host
         #[arg(long)]
         force: bool,
-        /// Wait up to this long for another deploy's lock (e.g. 2m)
+        /// Wait up to this long for another deploy's lock, or for a switch a crashed deploy
+        /// left unconfirmed to be put back by its host (e.g. 2m)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         lock_wait: Option<Duration>,
         /// When a batch fails, leave the hosts of earlier batches on the new release
@@ -220,7 +221,8 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Switch back to the previous (or a named) release on every host
+    /// Switch back to the previous (or a named) release on every host; right after a deploy
+    /// crashed past its switch, put that unconfirmed switch back at once instead
     Rollback {
         /// Environment
         env: String,
@@ -340,7 +342,9 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Release the deploy lock: one taken by `cargo ship lock`, or left behind by a deploy whose holder is gone
+    /// Release the deploy lock: one taken by `cargo ship lock`, or left behind by a deploy whose
+    /// holder is gone (a switch it left unconfirmed is put back first); refused while the holder
+    /// still runs
     Unlock {
         /// Environment
         env: String,

@@ -116,6 +116,14 @@ pub enum Error {
         /// Who holds the lock: user@machine, pid, time, command.
         holder: String,
     },
+    /// `unlock` found the lock's holder still running (it holds the lock's lease).
+    #[error("{host}: the deploy lock is held by {holder}, which is still running (it holds the lock's lease)")]
+    HolderRunning {
+        /// The host as configured.
+        host: String,
+        /// Who holds the lock.
+        holder: String,
+    },
     /// A remote step failed.
     #[error("{host}: failed to {purpose} (exit {status}){tail}", tail = tail(stderr_tail))]
     Remote {
@@ -224,7 +232,9 @@ impl Error {
             Error::Io { .. } | Error::Cancelled { .. } => None,
             Error::NotHealthy { .. } => Some(
                 "each line above names the host; `cargo ship logs <env> -f` follows the journals, \
-                 `cargo ship rollback <env>` or `cargo ship deploy <env>` brings every host to one release"
+                 `cargo ship rollback <env>` brings every host to one release (and puts back at once \
+                 a switch left unconfirmed by a deploy that is gone), as does a new \
+                 `cargo ship deploy <env>` once no deploy holds a lock"
                     .into(),
             ),
             Error::CommandFailed { .. } => Some(
@@ -235,9 +245,22 @@ impl Error {
                  over, `cargo ship unlock <env>` releases it"
                     .into(),
             ),
+            Error::Locked { holder, .. } if holder.starts_with("an unconfirmed switch ") => Some(
+                "`cargo ship rollback <env>` puts the previous release back now on every host \
+                 (as does `cargo ship unlock <env>`, after which a deploy goes ahead); \
+                 `--lock-wait <duration>` waits for the host to do it by itself"
+                    .into(),
+            ),
             Error::Locked { .. } => Some(
                 "wait for that deploy to finish, pass `--lock-wait <duration>` to wait for it, \
-                 or if its holder is gone, run `cargo ship unlock <env>`"
+                 or if its holder is gone, run `cargo ship unlock <env>` (it also puts back a \
+                 switch that deploy left unconfirmed; `cargo ship rollback <env>` does too)"
+                    .into(),
+            ),
+            Error::HolderRunning { .. } => Some(
+                "its process is still connected to the host, on this \
+                 machine or another: wait for it to finish, or stop it (Ctrl-C puts every host \
+                 back); `cargo ship status <env>` shows each host's state"
                     .into(),
             ),
             Error::Remote { .. } => Some(
@@ -273,7 +296,7 @@ impl Error {
             Error::Io { .. } => exit::FAILURE,
             Error::Connect { .. } => exit::CONNECT,
             Error::Preflight { .. } => exit::PREFLIGHT,
-            Error::Locked { .. } => exit::LOCKED,
+            Error::Locked { .. } | Error::HolderRunning { .. } => exit::LOCKED,
             Error::Remote { .. } => exit::REMOTE,
             Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,

@@ -14,6 +14,7 @@
 //!     switching                            release to return to if a deploy is interrupted mid-switch
 //!     pending                              an unconfirmed switch the dead-man's switch reverts
 //!     guard.lock                           flock(1) file: confirm and revert never overlap
+//!     lease                                flock(1) file held by a running lock holder (lock/leased)
 //!     units.prev/                          unit files a pending switch replaced (restored on revert)
 //!     slots/blue, slots/green              blue-green: the release each instance runs
 //! ```
@@ -90,6 +91,14 @@ impl Layout {
     /// `<deploy_to>/.ship/artifacts`.
     pub fn artifacts(&self) -> String {
         format!("{}/.ship/artifacts", self.root)
+    }
+    /// `lock/leased`: the lock's holder holds [`Layout::lease`] (see [`crate::lock::lease`]).
+    pub fn lock_leased(&self) -> String {
+        format!("{}/.ship/lock/leased", self.root)
+    }
+    /// `.ship/lease`: flock(1) file held by the running lock holder (see [`crate::lock::lease`]).
+    pub fn lease(&self) -> String {
+        format!("{}/.ship/lease", self.root)
     }
     /// Cached artifact with this sha256 and file extension (`tar.zst`, `tar.gz`, `tar`).
     pub fn artifact(&self, sha256: &str, ext: &str) -> String {

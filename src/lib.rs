@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod package;
 pub mod preflight;
 pub mod prune;
+pub mod recover;
 pub mod remote;
 pub mod rollback;
 pub mod rollout;

@@ -40,6 +40,61 @@ pub fn take(script: &mut Script, layout: &Layout, holder: &str, wait_secs: u64) 
     script.line("printf '%s\\n' {} > {}", &[holder, &file]);
 }
 
+/// The lease of a lock holder that is still running: a remote process started right after the
+/// lock was taken ([`crate::remote::session::Connection::hold`]) holds `flock .ship/lease`
+/// while its ssh channel is open, and marks the lock (`lock/leased`) once it does. The channel
+/// closes when the holder's process ends in any way (exit, Ctrl-C, SIGKILL, a crashed CI
+/// runner; its control master closes the sessions of a client that is gone), and the flock
+/// goes with it. So on any machine: a lock marked `leased` whose lease nobody holds has a
+/// holder that is gone, while a deploy still running elsewhere (or frozen: its connection
+/// stays open) keeps its lease and is never taken over.
+///
+/// Prints `leased=1` once held (then waits for its input to end), `leased=0` when the lock is
+/// not `holder`'s any more or the lease stayed busy. The deploy does not wait for it (it runs
+/// beside the stage, long before the switch); a lock it never marked is simply not taken over
+/// (`unlock` then does it).
+pub fn lease(layout: &Layout, holder: &str) -> Script {
+    let mut s = Script::new(format!(
+        "hold the lease of the deploy lock in {}",
+        layout.root()
+    ));
+    s.line("exec 8>>{}", &[&layout.lease()]);
+    s.lines("if ! flock -w 10 8; then echo leased=0; exit 0; fi");
+    s.line(
+        "_h=; [ ! -f {} ] || IFS= read -r _h < {} || true",
+        &[&layout.lock_holder(), &layout.lock_holder()],
+    );
+    s.line(
+        "if [ \"$_h\" != {} ]; then echo leased=0; exit 0; fi",
+        &[holder],
+    );
+    s.line(": > {}", &[&layout.lock_leased()]);
+    s.lines("echo leased=1");
+    s.lines("exec cat > /dev/null");
+    s
+}
+
+/// Lines that set `$_gone=1` when the holder of this host's lock and unconfirmed switch is
+/// gone, and keep the lease (fd 7) for the rest of the script so no holder comes back in
+/// between: nobody holds the lease, and either the lock is marked `leased` (its holder took
+/// the lease, and let it go by ending), or there is no lock (someone removed it), or
+/// `operator_says_gone` (`cargo ship unlock`: the operator says the holder is gone, and only a
+/// held lease proves otherwise). Also prints `alive=1` when the lease is held.
+pub fn gone(s: &mut Script, layout: &Layout, operator_says_gone: bool) {
+    s.line("mkdir -p {}", &[&layout.state()]);
+    s.line("_gone=0; exec 7>>{}", &[&layout.lease()]);
+    s.lines("if flock -n 7; then");
+    if operator_says_gone {
+        s.lines("  _gone=1");
+    } else {
+        s.line(
+            "  if [ -f {} ] || ! [ -d {} ]; then _gone=1; fi",
+            &[&layout.lock_leased(), &layout.lock()],
+        );
+    }
+    s.lines("else echo alive=1; fi");
+}
+
 /// Ends a script that took the lock and keeps it (cancels the release-on-failure trap).
 pub fn keep(script: &mut Script) {
     script.lines("trap - EXIT");
@@ -57,16 +112,31 @@ pub async fn unlock(config: &Config, hosts: &[String], ui: &Ui) -> Result<()> {
     let rows = fleet::on_each_host(config, hosts, ui, |conn| {
         let layout = layout.clone();
         async move {
+            // #17: an unconfirmed switch of a deploy that is gone is put back first (now, as
+            // its dead-man's switch would at the deadline); a holder still running is left be.
+            let rec = crate::recover::on_host(config.for_host(conn.host()), &conn, true, false).await?;
+            if rec.alive {
+                if let Some(holder) = rec.holder.clone() {
+                    return Err(crate::Error::HolderRunning { host: conn.host().to_string(), holder });
+                }
+            }
+            let recovered = crate::recover::describe(&rec);
             let mut s = Script::new(format!("remove the deploy lock in {}", layout.root()));
             s.line("if [ -d {} ]; then printf 'holder=%s\\n' \"$(cat {} 2>/dev/null || echo unknown)\"; fi", &[&layout.lock(), &layout.lock_holder()]);
             s.line("if [ -f {} ]; then printf 'switching=%s\\n' \"$(cat {})\"; fi", &[&journal::switching(&layout), &journal::switching(&layout)]);
             release(&mut s, &layout);
             let out = conn.run_ok(&s).await?;
             let kv = crate::remote::script::parse_kv(&out);
-            let detail = match kv.get("holder") {
+            // The holder seen before the recovery: its revert may have released the lock.
+            let mut detail = match rec.holder.as_ref().or(kv.get("holder")) {
                 Some(h) => format!("removed the lock of {h}"),
                 None => "was not locked".to_string(),
             };
+            if let Some(r) = &recovered {
+                detail = format!("{detail}; {r}");
+            } else if let (Some((rel, _)), true) = (&rec.pending, rec.alive) {
+                detail = format!("{detail}; left the unconfirmed switch to {rel} alone: its deploy is still running");
+            }
             if let Some(prev) = kv.get("switching") {
                 ui.warn(format!(
                     "{}: an interrupted deploy switched `current` without verifying it (previous release: {}); run `cargo ship status` and `cargo ship rollback` if the service is not healthy",

@@ -13,6 +13,7 @@ use crate::host::unlock_quietly;
 use crate::journal::{self, HostState, Revision};
 use crate::layout::Layout;
 use crate::lock;
+use crate::recover;
 use crate::remote::script::parse_kv;
 use crate::remote::session::Connection;
 use crate::steps::{self, RevertInput};
@@ -96,6 +97,15 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
         let hosts = fleet::select_hosts(env, &opts.hosts)?;
         let started = std::time::Instant::now();
         let conns = crate::host::connect_all(config, &hosts, ui).await?;
+        // #17: right after a deploy crashed past its switch, its lock and unconfirmed switch
+        // are still there: put that switch back now, on every host, as its dead-man's switch
+        // would at the deadline. That is the rollback.
+        if let Some(done) = recover_crashed(config, &conns, started, ui).await {
+            for c in conns {
+                crate::host::close(c).await;
+            }
+            return done;
+        }
         let locked = crate::host::lock_all(config, &conns, &holder, lock_wait, ui).await;
         let locked = match locked {
             Ok(l) => {
@@ -138,6 +148,52 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
             Err(Error::Interrupted { detail: format!(": {n} of {} host(s) checked and put back as they were", hosts.len()) })
         }
     }
+}
+
+/// Puts back, on every host, the unconfirmed switch of a deploy that is gone, and releases its
+/// locks ([`recover`]). `None` when there was nothing of the kind (a plain rollback follows);
+/// otherwise the rollback's result: every host on the release before that deploy.
+async fn recover_crashed(
+    config: &Config,
+    conns: &[Arc<Connection>],
+    started: std::time::Instant,
+    ui: &Ui,
+) -> Option<Result<()>> {
+    let env = config.env().ok()?;
+    let found = fleet::bounded(conns.to_vec(), env.parallel, |conn| async move {
+        let r = recover::on_host(config.for_host(conn.host()), &conn, false, true).await;
+        (conn, r)
+    })
+    .await;
+    if !found.iter().any(|(_, r)| matches!(r, Ok(x) if x.acted())) {
+        return None;
+    }
+    let results = found
+        .into_iter()
+        .map(|(conn, r)| {
+            let host = conn.host().to_string();
+            let r = r.map(|rec| {
+                let detail = recover::describe(&rec);
+                if let Some(d) = &detail {
+                    ui.host(conn.host(), "Recovered", d.clone());
+                }
+                HostRow {
+                    outcome: if rec.reverted {
+                        "rolled back"
+                    } else {
+                        "unchanged"
+                    }
+                    .into(),
+                    release: rec.current.clone(),
+                    detail: detail.or_else(|| Some("nothing to put back here".into())),
+                    millis: started.elapsed().as_millis() as u64,
+                    ..fleet::row(&conn)
+                }
+            });
+            (host, r)
+        })
+        .collect();
+    Some(fleet::summarize("rollback", results, ui))
 }
 
 /// `rollback` at a workspace root: puts back the set of releases that was live together

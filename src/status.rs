@@ -50,6 +50,11 @@ pub fn status_script(config: &Config) -> Script {
         "if [ -f {} ]; then sed -n 's/^\\(release\\|previous\\|deadline\\)=/pending_\\1=/p' {}; fi",
         &[&layout.pending(), &layout.pending()],
     );
+    // #17: whether the deploy that switched still runs (it holds the lock's lease).
+    s.line(
+        "if [ -f {} ]; then if [ -f {} ] && ! flock -n {} true; then echo pending_running=1; fi; fi",
+        &[&layout.pending(), &layout.lease(), &layout.lease()],
+    );
     s.line(
         "for _d in {}/*; do [ -f \"$_d\"/{} ] || continue",
         &[&layout.releases(), MANIFEST_FILE],
@@ -134,9 +139,17 @@ impl HostStatus {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_else(|| "?".into());
         let previous = self.fact("pending_previous");
+        let previous = if previous.is_empty() {
+            "nothing"
+        } else {
+            previous
+        };
+        let next = match self.fact("pending_running") {
+            "1" => "the deploy that switched still runs".to_string(),
+            _ => format!("the deploy that switched is gone: `cargo ship rollback <env>` puts {previous} back now"),
+        };
         Some(format!(
-            "release {release} was switched but not confirmed; the host puts {} back by itself at {at} unless the deploy confirms it",
-            if previous.is_empty() { "nothing" } else { previous }
+            "release {release} was switched but not confirmed; the host puts {previous} back by itself at {at} unless the deploy confirms it ({next})"
         ))
     }
 

@@ -73,6 +73,11 @@ pub fn preflight(
     }
     // An unconfirmed switch (its deploy vanished, and someone removed the lock): the host is
     // about to put the previous release back by itself; nothing may switch before that.
+    // `--lock-wait` waits for that too, with what is left of its time (#17).
+    s.line(
+        "while [ -f {} ] && [ \"$_w\" -lt {} ]; do _w=$((_w + 1)); sleep 1; done",
+        &[&layout.pending(), &lock_wait.as_secs().to_string()],
+    );
     s.line(
         "if [ -f {} ]; then printf 'holder=an unconfirmed switch to release %s by %s; this host puts release %s back by itself at %s\\n' \"$(sed -n 's/^release=//p' {})\" \"$(sed -n 's/^holder=//p' {})\" \"$(sed -n 's/^previous=//p' {})\" \"$(date -u -d \"@$(sed -n 's/^deadline=//p' {})\" '+%Y-%m-%d %H:%M:%S UTC' 2>/dev/null || echo soon)\"; exit {}; fi",
         &[&layout.pending(), &layout.pending(), &layout.pending(), &layout.pending(), &layout.pending(), &EXIT_LOCKED.to_string()],

@@ -74,6 +74,8 @@ pub struct Connection {
     session: std::sync::Mutex<Arc<Session>>,
     stats: Arc<Stats>,
     ui: Ui,
+    /// Scripts kept running while the connection lives ([`Connection::hold`]).
+    held: std::sync::Mutex<Vec<openssh::Child<Arc<Session>>>>,
 }
 
 /// How long ssh may take to connect before giving up.
@@ -91,6 +93,7 @@ impl Connection {
             session: std::sync::Mutex::new(Arc::new(session)),
             stats,
             ui: ui.clone(),
+            held: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -257,6 +260,24 @@ impl Connection {
         Ok(child)
     }
 
+    /// Starts a script that keeps running as long as this connection (its input stays open:
+    /// it ends when the channel closes, however this process ends), without waiting for it:
+    /// it starts beside whatever runs next on the connection ([`crate::lock::lease`]).
+    pub async fn hold(&self, script: &Script) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let framed = script.framed()?;
+        let mut child = self.start(script.purpose()).await?;
+        if let Some(stdin) = child.stdin().as_mut() {
+            stdin
+                .write_all(&framed)
+                .await
+                .map_err(|e| Error::io("send the script", self.host.as_str(), e))?;
+            let _ = stdin.flush().await;
+        }
+        self.held.lock().expect("held").push(child);
+        Ok(())
+    }
+
     /// Runs a script and returns its stdout, or [`Error::Remote`] when it exits non-zero.
     pub async fn run_ok(&self, script: &Script) -> Result<String> {
         let out = self.run(script).await?;
@@ -356,6 +377,8 @@ impl Connection {
 
     /// Closes the master connection (waits for ssh to exit).
     pub async fn close(self) {
+        // The held scripts end with their channels (and give their session back).
+        self.held.lock().expect("held").clear();
         let session = self.session.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Ok(session) = Arc::try_unwrap(session) {
             let _ = session.close().await;

@@ -66,7 +66,7 @@ impl Plan<'_> {
 
     /// What `art` deployed on `host` runs with (see [`fingerprint`]).
     pub(crate) fn fingerprint(&self, host: &str, art: &Artifact) -> String {
-        fingerprint::of(self.config.for_host(host), &art.sha256, &self.secrets)
+        fingerprint::of(self.config.for_host(host), &art.manifest, &self.secrets)
     }
 }
 

@@ -251,6 +251,45 @@ pub fn disarm(s: &mut Script, config: &Config) {
     );
 }
 
+/// Recovery right after a crashed deploy (`rollback`, `unlock`): when a switch is pending and
+/// its holder is gone (`$_gone` = 1, see [`crate::lock::gone`]), does now what the guard
+/// would do at the deadline, through the guard itself: under the flock (a revert already
+/// running is waited for), the deadline becomes now and the guard is restarted; it reverts at
+/// once, and this waits until it has. Prints `pending_release=`, `pending_previous=` and
+/// `reverted=1`, or `pending_alive=1` when the switch's deploy still runs. Needs `$SUDO`.
+pub fn revert_now(s: &mut Script, config: &Config) {
+    let layout = Layout::new(&config.deploy_to);
+    let pending = layout.pending();
+    s.line("if [ -f {} ]; then", &[&pending]);
+    s.line(
+        "  _rel=$(sed -n 's/^release=//p' {}); _to=$(sed -n 's/^previous=//p' {})",
+        &[&pending, &pending],
+    );
+    s.lines("  printf 'pending_release=%s\npending_previous=%s\n' \"$_rel\" \"$_to\"");
+    s.lines("  if [ \"$_gone\" = 1 ]; then");
+    hold(s, config);
+    s.line(
+        "    if [ -f {} ]; then sed -i 's/^deadline=.*/deadline=0/' {}; fi",
+        &[&pending, &pending],
+    );
+    s.line("    if [ -f {} ]; then", &[&pending]);
+    restart(s, config);
+    s.lines("    fi");
+    release(s);
+    // The guard takes the flock, reverts, removes `pending`: wait for that (60 s at most).
+    s.line(
+        "    _t=0; while [ -f {} ] && [ \"$_t\" -lt 600 ]; do sleep 0.1; _t=$((_t + 1)); done",
+        &[&pending],
+    );
+    s.line(
+        "    if [ -f {} ]; then echo \"the dead-man's switch did not put back ${{_to:-nothing}} within 60s: see journalctl -u \"{} >&2; exit 1; fi",
+        &[&pending, &service(config)],
+    );
+    s.lines("    echo reverted=1");
+    s.lines("  else echo pending_alive=1; fi");
+    s.lines("fi");
+}
+
 /// What `<unit>-guard.service` runs (as root; after `cargo ship setup`, as the deploy user
 /// through the unit's `ship-root` helper, see [`super::privilege`]): under the flock, if a switch is still pending,
 /// put its previous release back with the unit files it replaced, mark the release failed,

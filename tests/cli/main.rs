@@ -3,8 +3,10 @@
 mod build;
 mod completions;
 mod config;
+mod demo;
 mod init;
 mod json;
+mod package;
 mod readme;
 mod security;
 mod setup;

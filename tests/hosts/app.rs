@@ -175,6 +175,62 @@ impl App {
         app
     }
 
+    /// Makes the project a git repository (see [`Project::git_init`]): from now on every
+    /// [`App::update`] is committed, so each deploy comes from its own commit, as in a team's
+    /// repository (the artifact's manifest then names a new commit every time).
+    pub fn in_git(self) -> App {
+        self.project.git_init();
+        self
+    }
+
+    /// Prepares the app's hosts with `cargo ship setup` (run as root, the admin) for a
+    /// least-privileged `deploy_user` and a `service_user`, then switches the environment's
+    /// hosts to `deploy_user@hostN`: every later command runs as that user, as intended after
+    /// setup. Returns the setup run.
+    pub fn as_deploy_user(&mut self, deploy_user: &str, service_user: &str) -> Run {
+        let hosts: Vec<String> = self
+            .spec
+            .hosts
+            .iter()
+            .map(|h| {
+                let base = h.rsplit('@').next().unwrap_or(h);
+                format!("{deploy_user}@{}", base.trim_end_matches("-deploy"))
+            })
+            .collect();
+        let key = self.hosts.dir.join("id_ed25519.pub");
+        self.update(|s| {
+            s.hosts = hosts;
+            if !s.ship_lines.iter().any(|l| l.starts_with("sudo")) {
+                s.ship_lines.push("sudo = true".into());
+            }
+            s.systemd_lines.retain(|l| !l.starts_with("user "));
+            s.systemd_lines
+                .push(format!("user = {}", toml_str(service_user)));
+        });
+        self.run_expect(
+            &[
+                "setup",
+                "test",
+                "--authorized-key",
+                key.to_str().expect("utf-8 path"),
+            ],
+            0,
+        )
+    }
+
+    /// Starts `cargo ship <args>` in the background, in its own process group (see
+    /// [`crate::support::process::Spawned`]).
+    pub fn spawn(&self, args: &[&str]) -> crate::support::process::Spawned {
+        crate::support::process::Spawned::start(
+            &self.project.root,
+            args,
+            match self.project.is_git() {
+                true => &[],
+                false => &[("SOURCE_DATE_EPOCH", "1700000000")],
+            },
+        )
+    }
+
     /// `/opt/<name>`.
     pub fn deploy_to(&self) -> String {
         format!("/opt/{}", self.name)
@@ -189,6 +245,10 @@ impl App {
     pub fn update(&mut self, f: impl FnOnce(&mut Spec)) {
         f(&mut self.spec);
         self.write();
+        if self.project.is_git() {
+            self.project
+                .commit(&format!("{} {}", self.name, self.spec.version));
+        }
     }
 
     /// Renders the whole Cargo.toml from the spec.
@@ -277,10 +337,13 @@ shared_dirs = ["data"]
         self.project.set_manifest(&self.manifest_text());
     }
 
-    /// `cargo ship <args>` in the project (reproducible: a fixed SOURCE_DATE_EPOCH).
+    /// `cargo ship <args>` in the project (reproducible: a fixed SOURCE_DATE_EPOCH, unless the
+    /// project is a git repository: then, as for a team, the build time is the commit's).
     pub fn ship(&self) -> assert_cmd::Command {
         let mut cmd = self.project.ship();
-        cmd.env("SOURCE_DATE_EPOCH", "1700000000");
+        if !self.project.is_git() {
+            cmd.env("SOURCE_DATE_EPOCH", "1700000000");
+        }
         cmd
     }
 
@@ -369,7 +432,8 @@ shared_dirs = ["data"]
             .hosts
             .iter()
             .filter_map(|alias| {
-                let base = alias.trim_end_matches("-deploy");
+                let base = alias.rsplit('@').next().unwrap_or(alias);
+                let base = base.trim_end_matches("-deploy");
                 self.hosts.hosts.iter().find(|h| h.name == base)
             })
             .collect()

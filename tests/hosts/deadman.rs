@@ -140,7 +140,7 @@ fn sigkill_after_switch(strategy: &str, name: &str, port: u16) {
     let Some(hosts) = host::shared_or_skip() else {
         return;
     };
-    let mut app = App::new(hosts, name, port, spec(strategy, port));
+    let mut app = App::new(hosts, name, port, spec(strategy, port)).in_git();
     let first = app.deploy(&[], 0);
     let r1 = app.deployed_release(&first, "host0");
     app.update(|s| {
@@ -234,7 +234,7 @@ fn issue_7_frozen_client_is_reverted_and_told_so() {
         return;
     };
     let port = 18713;
-    let mut app = App::new(hosts, "ship-dm-frozen", port, spec("socket", port));
+    let mut app = App::new(hosts, "ship-dm-frozen", port, spec("socket", port)).in_git();
     let first = app.deploy(&[], 0);
     let r1 = app.deployed_release(&first, "host0");
     app.update(|s| s.version = "0.2.0".into());
@@ -285,7 +285,7 @@ fn issue_7_status_shows_an_unconfirmed_switch() {
     let port = 18714;
     let mut s = spec("restart", port);
     s.hosts = vec!["host1".into()];
-    let mut app = App::new(hosts, "ship-dm-status", port, s);
+    let mut app = App::new(hosts, "ship-dm-status", port, s).in_git();
     app.deploy(&[], 0);
     app.update(|s| {
         s.version = "0.2.0".into();

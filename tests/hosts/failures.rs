@@ -419,7 +419,7 @@ fn issue_3_ctrl_c_puts_the_host_back() {
     let Some(hosts) = host::shared_or_skip() else {
         return;
     };
-    let mut app = App::new(hosts, "ship-ctrlc", 18207, Spec::default());
+    let mut app = App::new(hosts, "ship-ctrlc", 18207, Spec::default()).in_git();
     let h = app.host(0);
     let good = app.deploy(&[], 0);
     let r1 = app.deployed_release(&good, "host0");

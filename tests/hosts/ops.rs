@@ -29,7 +29,7 @@ fn issue_11_held_lock_refuses_deploys_with_the_reason_until_unlock() {
         hosts: hosts_list(3),
         ..Spec::default()
     };
-    let mut app = App::new(hosts, "ship-lock11", 18111, spec);
+    let mut app = App::new(hosts, "ship-lock11", 18111, spec).in_git();
     app.deploy(&[], 0);
     let reason = "incident 42: do not deploy";
     let lock = app.run_expect(
@@ -115,7 +115,7 @@ fn issue_11_drift_after_a_rollback_of_one_host_makes_status_exit_non_zero() {
         hosts: hosts_list(2),
         ..Spec::default()
     };
-    let mut app = App::new(hosts, "ship-drift11", 18112, spec);
+    let mut app = App::new(hosts, "ship-drift11", 18112, spec).in_git();
     let first = app.deploy(&[], 0);
     let r1 = app.deployed_release(&first, "host0");
     app.update(|s| s.version = "0.2.0".into());
@@ -212,7 +212,7 @@ fn issue_11_exec_on_three_hosts_with_one_failing() {
         environment: vec![("GREETING".into(), "it's me".into())],
         ..Spec::default()
     };
-    let app = App::new(hosts, name, 18113, spec);
+    let app = App::new(hosts, name, 18113, spec).in_git();
     let run = app.deploy(&[], 0);
     let release = app.deployed_release(&run, "host0");
     app.host(1).exec_ok(&format!("touch {marker}"));
@@ -413,7 +413,7 @@ fn issue_11_logs_follow_every_host_through_a_restart_and_a_drop() {
         hosts: hosts_list(2),
         ..Spec::default()
     };
-    let app = App::new(hosts, name, 18114, spec);
+    let app = App::new(hosts, name, 18114, spec).in_git();
     app.deploy(&[], 0);
     let tmp = tempfile::Builder::new()
         .prefix("l11")
@@ -584,7 +584,7 @@ fn issue_11_rollback_shows_the_plan_and_asks_on_a_terminal() {
         hosts: hosts_list(2),
         ..Spec::default()
     };
-    let mut app = App::new(hosts, "ship-plan11", 18115, spec);
+    let mut app = App::new(hosts, "ship-plan11", 18115, spec).in_git();
     let first = app.deploy(&[], 0);
     let r1 = app.deployed_release(&first, "host0");
     app.update(|s| s.version = "0.2.0".into());
@@ -700,7 +700,7 @@ fn issue_11_a_per_host_override_reaches_only_its_host() {
         ],
         ..Spec::default()
     };
-    let app = App::new(hosts, name, 18116, spec);
+    let app = App::new(hosts, name, 18116, spec).in_git();
     for i in 0..2 {
         app.host(i).exec_ok(&format!("rm -f {marker}"));
     }
@@ -745,7 +745,7 @@ fn issue_11_exec_runs_as_the_service_user() {
         systemd_lines: vec!["user = \"nobody\"".into()],
         ..Spec::default()
     };
-    let app = App::new(hosts, "ship-user11", 18117, spec);
+    let app = App::new(hosts, "ship-user11", 18117, spec).in_git();
     app.deploy(&[], 0);
     let ex = app.run_expect(
         &[

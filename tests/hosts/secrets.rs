@@ -52,7 +52,7 @@ fn issue_9_secrets_reach_the_service_and_nothing_else() {
         env_lines: vec!["secrets_file = \"deploy/test.env\"".into()],
         ..Spec::default()
     };
-    let app = App::new(hosts, "ship-secrets", 18901, spec);
+    let app = App::new(hosts, "ship-secrets", 18901, spec).in_git();
     let h = app.host(0);
     let from_env = unique("env");
     let from_file = unique("file");

@@ -60,6 +60,8 @@ settle = "1s"
                 probe_port: WORKER_PORT,
             },
         );
+        // Kept in git as a team keeps it: every member change below is its own commit.
+        ws.project.git_init();
         ws
     }
 
@@ -117,13 +119,16 @@ ssh_config = {ssh}
                 ssh = toml_str(&self.hosts.ssh_config.display().to_string()),
             ),
         );
+        if self.project.is_git() {
+            self.project.commit(&format!("{name} {}", m.version));
+        }
     }
 
     fn run(&self, args: &[&str]) -> Run {
+        // No SOURCE_DATE_EPOCH: as for a team, the build time is the commit's.
         let out = self
             .project
             .ship()
-            .env("SOURCE_DATE_EPOCH", "1700000000")
             .args(args)
             .timeout(Duration::from_secs(300))
             .output()
@@ -146,6 +151,17 @@ ssh_config = {ssh}
     fn invocation(&self, name: &str, alias: &str) -> String {
         self.host(alias)
             .unit_property(&format!("{name}.service"), "InvocationID")
+    }
+
+    fn main_pid(&self, name: &str, alias: &str) -> String {
+        self.host(alias)
+            .unit_property(&format!("{name}.service"), "MainPID")
+    }
+
+    /// The artifacts cached in `name`'s deploy_to on `alias` (one per upload).
+    fn artifacts(&self, name: &str, alias: &str) -> String {
+        self.host(alias)
+            .exec_ok(&format!("ls /opt/{name}/.ship/artifacts"))
     }
 
     fn version(&self, name: &str, alias: &str) -> Option<String> {
@@ -222,10 +238,20 @@ fn issue_13_workspace_deploy_rollout_unchanged_rollback_status_and_one_package()
         first.describe()
     );
 
-    // 2. Only the worker changed: only the worker restarts.
+    // 2. Only the worker changed, in a commit of its own (#17: the artifacts' manifests name
+    // the new commit, the api's binary, assets, units and secrets are the same): only the
+    // worker restarts, and nothing of the api is uploaded.
     let api_inv: Vec<String> = ["host0", "host1"]
         .iter()
         .map(|h| ws.invocation(API, h))
+        .collect();
+    let api_pid: Vec<String> = ["host0", "host1"]
+        .iter()
+        .map(|h| ws.main_pid(API, h))
+        .collect();
+    let api_artifacts: Vec<String> = ["host0", "host1"]
+        .iter()
+        .map(|h| ws.artifacts(API, h))
         .collect();
     ws.member(
         WORKER,
@@ -255,6 +281,28 @@ fn issue_13_workspace_deploy_rollout_unchanged_rollback_status_and_one_package()
         .map(|h| ws.invocation(API, h))
         .collect();
     assert_eq!(api_inv, after, "the unchanged api was not restarted");
+    let pid_after: Vec<String> = ["host0", "host1"]
+        .iter()
+        .map(|h| ws.main_pid(API, h))
+        .collect();
+    assert_eq!(api_pid, pid_after, "the unchanged api kept its MainPID");
+    let artifacts_after: Vec<String> = ["host0", "host1"]
+        .iter()
+        .map(|h| ws.artifacts(API, h))
+        .collect();
+    assert_eq!(
+        api_artifacts,
+        artifacts_after,
+        "no artifact of the unchanged api was uploaded\n{}",
+        second.describe()
+    );
+    // host0 runs only the api: nothing at all was sent to it.
+    assert_eq!(
+        Ws::row(&second, API, "host0")["bytes_sent"],
+        0,
+        "{}",
+        second.describe()
+    );
 
     // 3. Both change, the api (switched second) is unhealthy: both go back.
     ws.member(

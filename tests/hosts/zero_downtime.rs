@@ -117,7 +117,7 @@ fn zero_downtime(strategy: &str, name: &str, port: u16) {
     let Some(hosts) = host::shared_or_skip() else {
         return;
     };
-    let mut app = App::new(hosts, name, port, spec(strategy, port));
+    let mut app = App::new(hosts, name, port, spec(strategy, port)).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(&mut app, port, "0.2.0", &[], 0);
     assert_no_failures(&app, &report, &run);
@@ -154,7 +154,7 @@ fn issue_7_plain_restart_drops_requests_under_the_same_load() {
         return;
     };
     let port = 18703;
-    let mut app = App::new(hosts, "ship-zd-restart", port, spec("restart", port));
+    let mut app = App::new(hosts, "ship-zd-restart", port, spec("restart", port)).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(&mut app, port, "0.2.0", &[], 0);
     app.check(
@@ -185,7 +185,7 @@ fn issue_7_blue_green_release_that_never_gets_ready_never_takes_traffic() {
     let port = 18704;
     let mut s = spec("blue-green", port);
     s.timeout = "5s".into();
-    let mut app = App::new(hosts, "ship-zd-neverready", port, s);
+    let mut app = App::new(hosts, "ship-zd-neverready", port, s).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(
         &mut app,
@@ -227,7 +227,7 @@ fn issue_7_socket_unhealthy_release_and_rollback_keep_serving() {
         return;
     };
     let port = 18705;
-    let mut app = App::new(hosts, "ship-zd-sockrb", port, spec("socket", port));
+    let mut app = App::new(hosts, "ship-zd-sockrb", port, spec("socket", port)).in_git();
     first_deploy(&app);
     let (run, report) = deploy_under_load(
         &mut app,

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod process;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,6 +87,43 @@ impl Project {
         std::fs::write(p, text).unwrap();
     }
 
+    /// Makes the project a git repository, as a team keeps it: `target/` ignored, a
+    /// `Cargo.lock`, everything committed. Returns the commit id.
+    pub fn git_init(&self) -> String {
+        git(&self.root, &["init", "-q", "-b", "main"]);
+        std::fs::write(self.path(".gitignore"), "target/\n").unwrap();
+        if !self.path("Cargo.lock").exists() {
+            let out = std::process::Command::new("cargo")
+                .args(["generate-lockfile", "--offline"])
+                .current_dir(&self.root)
+                .output()
+                .expect("cargo generate-lockfile");
+            assert!(
+                out.status.success(),
+                "cargo generate-lockfile: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.commit("initial commit")
+    }
+
+    /// True when [`Project::git_init`] made the project a repository.
+    pub fn is_git(&self) -> bool {
+        self.path(".git").is_dir()
+    }
+
+    /// Commits every change in the work tree (a version bump, an edit) as `message`, as a
+    /// developer does before deploying; returns the new commit id. Commits even when nothing
+    /// changed: each deploy then comes from its own commit.
+    pub fn commit(&self, message: &str) -> String {
+        git(&self.root, &["add", "-A"]);
+        git(
+            &self.root,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.root, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
     /// `cargo ship <args>` run in the project's root.
     pub fn ship(&self) -> assert_cmd::Command {
         let mut cmd = ship_command();
@@ -104,6 +143,32 @@ pub fn ship_command() -> assert_cmd::Command {
         .env_remove("GITHUB_OUTPUT")
         .env_remove("GITHUB_STEP_SUMMARY");
     cmd
+}
+
+/// Runs `git <args>` in `dir` with a fixed identity; panics with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=Ship Test",
+            "-c",
+            "user.email=ship-test@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
