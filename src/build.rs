@@ -34,6 +34,8 @@ pub struct BuildOutput {
     /// The features cargo reports as enabled for the binary (sorted; includes `default`
     /// when default features are on).
     pub features: Vec<String>,
+    /// The jobs' other binaries (#21), by name: `[package.metadata.ship.jobs.*] bin`.
+    pub extra: Vec<(String, PathBuf)>,
 }
 
 /// The outcome of the builder choice: which builder, and why (shown to the user).
@@ -117,6 +119,18 @@ pub fn select_builder(
                 .to_string(),
         ),
         other => sel(other, "configured"),
+    }
+}
+
+/// True when `config` is built by plain cargo without probing anything: configured so, or
+/// `auto` for a target of this machine's architecture without a glibc pin.
+pub fn plain_cargo(config: &Config) -> bool {
+    match config.builder {
+        BuilderKind::Cargo => true,
+        BuilderKind::Auto => {
+            config.target.glibc.is_none() && same_arch(std::env::consts::ARCH, config.target.arch())
+        }
+        BuilderKind::Zigbuild | BuilderKind::Cross => false,
     }
 }
 
@@ -375,8 +389,10 @@ fn cargo_args_for(configs: &[&Config], target_arg: &str) -> Vec<OsString> {
     for c in configs {
         push("-p");
         push(&c.package);
-        push("--bin");
-        push(&c.bin);
+        for bin in c.bins() {
+            push("--bin");
+            push(&bin);
+        }
     }
     let features = requested_features(config);
     if !features.is_empty() {
@@ -540,11 +556,23 @@ pub fn build_together(configs: &[&Config], ui: &Ui) -> Result<Vec<BuildOutput>> 
         help: Some("install Rust with rustup (https://rustup.rs)".into()),
     })?;
     let mut found: Vec<Option<(PathBuf, Vec<String>)>> = vec![None; configs.len()];
+    let mut extra: Vec<Vec<(String, PathBuf)>> = vec![Vec::new(); configs.len()];
     let mut read_error = None;
     if let Some(stdout) = child.stdout.take() {
         for message in cargo_metadata::Message::parse_stream(BufReader::new(stdout)) {
             match message {
                 Ok(cargo_metadata::Message::CompilerArtifact(a)) if a.target.is_bin() => {
+                    if let Some(i) = configs.iter().position(|c| {
+                        a.target.name != c.bin
+                            && c.bins().contains(&a.target.name)
+                            && (configs.len() == 1
+                                || a.manifest_path.as_std_path() == c.manifest_path)
+                    }) {
+                        if let Some(exe) = &a.executable {
+                            extra[i].push((a.target.name.clone(), exe.clone().into_std_path_buf()));
+                        }
+                        continue;
+                    }
                     let Some(i) = configs.iter().position(|c| {
                         a.target.name == c.bin
                             && (configs.len() == 1
@@ -590,7 +618,24 @@ pub fn build_together(configs: &[&Config], ui: &Ui) -> Result<Vec<BuildOutput>> 
         });
     }
     let mut outputs = Vec::new();
-    for (config, found) in configs.iter().zip(found) {
+    for ((config, found), mut extra) in configs.iter().zip(found).zip(extra) {
+        for bin in config.bins().iter().skip(1) {
+            let Some((_, path)) = extra.iter_mut().find(|(n, _)| n == bin) else {
+                return Err(Error::Build {
+                    purpose: purpose.clone(),
+                    detail: format!("cargo reported no executable for the job binary `{bin}`"),
+                    help: Some(format!(
+                        "check that package `{}` has a `[[bin]]` named `{bin}`",
+                        config.package
+                    )),
+                });
+            };
+            if selection.builder == BuilderKind::Cross && !path.exists() {
+                if let Ok(rest) = path.strip_prefix("/target") {
+                    *path = config.target_dir.join(rest);
+                }
+            }
+        }
         let (mut binary, mut features) = found.ok_or_else(|| Error::Build {
             purpose: purpose.clone(),
             detail: format!(
@@ -625,6 +670,7 @@ pub fn build_together(configs: &[&Config], ui: &Ui) -> Result<Vec<BuildOutput>> 
             builder: selection.builder,
             rustc: rustc.clone(),
             features,
+            extra,
         });
     }
     Ok(outputs)

@@ -295,6 +295,31 @@ enum Command {
         /// Only lines since this time (journalctl syntax: "1h ago", "2026-11-28 03:00")
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
+        /// The journal of this scheduled job instead of the service's
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Show the scheduled jobs on each host: last run (result, duration), next run, running or not
+    Jobs {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Start a scheduled job now on its hosts and stream its output
+    Run {
+        /// Environment
+        env: String,
+        /// The job (a `[package.metadata.ship.jobs.<name>]` table)
+        job: String,
+        #[command(flatten)]
+        package: PackageArgs,
         /// Only these hosts
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -591,6 +616,7 @@ impl Ship {
                 lines,
                 follow,
                 since,
+                job,
                 hosts,
             } => {
                 let configs = selected(&package, None, Some(env))?;
@@ -599,6 +625,7 @@ impl Ship {
                     follow,
                     since,
                     hosts,
+                    job,
                 };
                 match configs.as_slice() {
                     [config] => logs::logs(config, &opts, ui).await,
@@ -613,6 +640,23 @@ impl Ship {
                         results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
                     }
                 }
+            }
+            Command::Jobs {
+                env,
+                package,
+                hosts,
+            } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                cargo_ship::jobs::jobs(&config, &hosts, ui).await
+            }
+            Command::Run {
+                env,
+                job,
+                package,
+                hosts,
+            } => {
+                let config = config::load(&load_options(&package, None, Some(env)))?;
+                cargo_ship::jobs::run(&config, &job, &hosts, ui).await
             }
             Command::Exec {
                 env,

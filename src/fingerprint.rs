@@ -34,7 +34,21 @@ pub fn of(config: &Config, manifest: &Manifest, secrets: &Secrets) -> String {
         h.update(f.sha256.as_bytes());
         h.update(format!("\0{:o}\0", f.mode).as_bytes());
     }
-    for f in unit::app_units(config) {
+    // The scheduled jobs' units (#21), of every host (an `on = "one"` job is on one).
+    let hosts: Vec<String> = config
+        .environment
+        .iter()
+        .flat_map(|e| e.hosts.iter().map(|h| h.to_string()))
+        .collect();
+    let jobs = hosts.iter().flat_map(|host| {
+        crate::jobs::units(config, host)
+            .into_iter()
+            .map(move |f| unit::UnitFile {
+                name: format!("{host}\0{}", f.name),
+                text: f.text,
+            })
+    });
+    for f in unit::app_units(config).into_iter().chain(jobs) {
         h.update(b"\0unit\0");
         h.update(f.name.as_bytes());
         h.update(b"\0");

@@ -113,6 +113,61 @@ pub async fn wait_http_from(
     outcome
 }
 
+/// The HTTP check run on the host itself, by bash (`/dev/tcp`, no curl needed), right after
+/// the switch's restart: `bash -c PROBE probe <host> <port> <path> <Host header> <timeout s>
+/// <invocation>`. GET until a 2xx answer within the timeout (each attempt 3 s at most, 0.25 s
+/// apart), counting only answers of the new process when the service names itself in a
+/// `Ship-Invocation` header, as [`wait_http_from`] does from the client. Prints the status code
+/// and exits 0, or prints why not and exits 1.
+const HOST_PROBE: &str = r#"h=$1 p=$2 path=$3 hh=$4 limit=$5 inv=$6 last=
+while :; do
+  if { exec 3<>"/dev/tcp/$h/$p"; } 2>/dev/null; then
+    printf 'GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: cargo-ship health check\r\nConnection: close\r\n\r\n' "$path" "$hh" >&3
+    st= code= from= body=
+    IFS= read -r -t 3 st <&3 || true
+    code=${st#* }; code=${code%% *}
+    while IFS= read -r -t 3 l <&3; do
+      l=${l%$'\r'}; [ -n "$l" ] || break
+      case ${l,,} in ship-invocation:*) from=${l#*:}; from=${from//[[:space:]]/} ;; esac
+    done
+    IFS= read -r -t 1 -N 200 body <&3 || true
+    exec 3<&-
+    if [[ $code =~ ^2[0-9][0-9]$ ]]; then
+      if [ -n "$inv" ] && [ -n "$from" ] && [ "$from" != "$inv" ]; then
+        last="GET $path was only answered by the old process (Ship-Invocation $from)"
+      else echo "$code"; exit 0; fi
+    elif [ -n "$code" ]; then last="GET $path answered $code: ${body//[$'\r\n']/ }"
+    else last="GET $path got no answer: the connection closed without a status line"; fi
+  else last="GET $path got no answer: connection refused"; fi
+  if [ "$SECONDS" -ge "$limit" ]; then echo "$last"; exit 1; fi
+  sleep 0.25
+done"#;
+
+/// Appends the HTTP check of `health.http` on the host ([`HOST_PROBE`]) after the switch's
+/// restart (`$_inv`: the new process's invocation), when the host has bash: prints
+/// `probed=<code>` or `probe_failed=<why>`, and the client skips its own probe through the
+/// SSH connection (no port forward, no extra round trips). Without bash, prints nothing.
+pub fn probe_on_host(s: &mut crate::remote::script::Script, config: &crate::config::Config) {
+    let Ok(Some(t)) = http_target(config) else {
+        return;
+    };
+    let host = t.host.trim_start_matches('[').trim_end_matches(']');
+    let timeout = config.health.timeout.as_secs_f64().ceil().max(1.0) as u64;
+    s.lines("if command -v bash >/dev/null 2>&1; then");
+    s.line(
+        "  if _pr=$(bash -c {} probe {} {} {} {} {} \"$_inv\" 2>/dev/null); then echo \"probed=$_pr\"; else echo \"probe_failed=$_pr\"; fi",
+        &[
+            HOST_PROBE,
+            host,
+            &t.port.to_string(),
+            &t.path,
+            &format!("{}:{}", t.host, t.port),
+            &timeout.to_string(),
+        ],
+    );
+    s.lines("fi");
+}
+
 /// One GET with short timeouts.
 pub fn probe_once(url: &str, host_header: &str) -> Probe {
     let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -230,13 +230,22 @@ pub async fn judge_switch(
         invocation: get("new_invocation"),
         retire: get("retire"),
     };
-    verify_release(config, conn, release, &started, hook_env, finish, ui).await
+    // The switch script probed `health.http` on the host already (it has bash).
+    if let Some(why) = kv.get("probe_failed") {
+        return Err(why.clone());
+    }
+    let probed = kv.get("probed").and_then(|c| c.parse().ok());
+    verify_release(
+        config, conn, release, &started, hook_env, finish, probed, ui,
+    )
+    .await
 }
 
-/// After a switch: the HTTP check (if configured) within `timeout`, answered by the process the
-/// switch started, then the settle period in which that process must stay active, then the
+/// After a switch: the HTTP check (if configured, and not `probed` by the switch script on the
+/// host already) within `timeout`, answered by the process the switch started, then the settle period in which that process must stay active, then the
 /// old blue-green instance is retired and the after_switch hooks run. Returns why the release
 /// is not healthy.
+#[allow(clippy::too_many_arguments)]
 pub async fn verify_release(
     config: &crate::config::Config,
     conn: &Connection,
@@ -244,22 +253,29 @@ pub async fn verify_release(
     started_unit: &crate::steps::Started<'_>,
     hook_env: &crate::hooks::HookEnv<'_>,
     finish: Option<crate::steps::Finish<'_>>,
+    probed: Option<u16>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     let started = std::time::Instant::now();
     if let Some(target) = crate::health::http_target(config).map_err(|e| e.to_string())? {
-        let code = crate::health::wait_http_from(
-            conn,
-            &target,
-            config.health.timeout,
-            Some(started_unit.invocation).filter(|i| !i.is_empty()),
-        )
-        .await?;
+        let (code, where_) = match probed {
+            Some(code) => (code, "on the host"),
+            None => (
+                crate::health::wait_http_from(
+                    conn,
+                    &target,
+                    config.health.timeout,
+                    Some(started_unit.invocation).filter(|i| !i.is_empty()),
+                )
+                .await?,
+                "through the ssh connection",
+            ),
+        };
         ui.step(
             Some(conn.host()),
             "Probed",
             format!(
-                "{} answered {code} after {:.1}s",
+                "{} answered {code} {where_} after {:.1}s",
                 target.path,
                 started.elapsed().as_secs_f64()
             ),

@@ -17,6 +17,7 @@
 //!     lease                                flock(1) file held by a running lock holder (lock/leased)
 //!     units.prev/                          unit files a pending switch replaced (restored on revert)
 //!     slots/blue, slots/green              blue-green: the release each instance runs
+//!     jobs/<id>/                           job unit files installed with release <id> (#21)
 //! ```
 
 /// Paths under one `deploy_to`.
@@ -75,6 +76,11 @@ impl Layout {
     /// Copies of the unit files the pending switch replaced (`<name>` or `<name>.absent`).
     pub fn units_prev(&self) -> String {
         format!("{}/.ship/units.prev", self.root)
+    }
+    /// `<deploy_to>/.ship/jobs/<id>`: the job unit files this host got with release `id`
+    /// (#21), installed again by a rollback to it.
+    pub fn jobs_record(&self, id: &str) -> String {
+        format!("{}/.ship/jobs/{id}", self.root)
     }
     /// `<deploy_to>/.ship/slots`: one symlink per blue-green color.
     pub fn slots(&self) -> String {

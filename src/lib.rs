@@ -24,6 +24,8 @@ pub mod health;
 pub mod hooks;
 pub mod host;
 pub mod init;
+pub mod inputs;
+pub mod jobs;
 pub mod journal;
 pub mod layout;
 pub mod lock;

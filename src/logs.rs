@@ -32,6 +32,8 @@ pub struct LogsOptions {
     pub since: Option<String>,
     /// Only these hosts.
     pub hosts: Vec<String>,
+    /// A scheduled job's journal instead of the service's (#21).
+    pub job: Option<String>,
 }
 
 /// One journal entry, as `journalctl -o json` prints it.
@@ -93,7 +95,10 @@ pub fn journal_script(
     follow: bool,
     after: Option<&str>,
 ) -> Script {
-    let unit = systemd::unit_name(config);
+    let unit = match &opts.job {
+        Some(job) => crate::jobs::service(config, job),
+        None => systemd::unit_name(config),
+    };
     let mut s = Script::new(format!(
         "{} the journal of {unit}",
         if follow { "follow" } else { "read" }
@@ -153,6 +158,11 @@ fn colour_of(config: &Config, host: &str) -> usize {
 
 /// `cargo ship logs`.
 pub async fn logs(config: &Config, opts: &LogsOptions, ui: &Ui) -> Result<()> {
+    if let Some(job) = &opts.job {
+        if !config.jobs.contains_key(job) {
+            return Err(crate::jobs::unknown_job(config, job));
+        }
+    }
     if !opts.follow {
         let results = fleet::on_each_host(config, &opts.hosts, ui, |conn| async move {
             let script = journal_script(config.for_host(conn.host()), opts, false, None);
@@ -315,6 +325,7 @@ mod tests {
             follow: true,
             since: Some("1h ago".into()),
             hosts: vec![],
+            job: None,
         };
         let first = journal_script(&config, &opts, true, None).render().unwrap();
         assert!(first.contains("-n 5"), "{first}");

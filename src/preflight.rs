@@ -110,6 +110,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     );
     world_writable_ancestors(script, layout);
     foreign_unit(script, config);
+    crate::jobs::preflight(script, config);
     crate::systemd::privilege::fixed_units_check(script, config);
     for f in &config.shared_files {
         let path = format!("{}/{f}", layout.shared());

@@ -61,7 +61,7 @@ pub async fn rollback(config: &Config, opts: &RollbackOptions, ui: &Ui) -> Resul
             let log = format!("<revisions.log line: rollback release={target} result=ok>");
             for s in [
                 steps::preflight(config, None, &holder, lock_wait),
-                steps::switch(config, &target, &holder, None),
+                steps::switch(config, &host, &target, &holder, None),
                 steps::verify(
                     config,
                     &target,
@@ -390,7 +390,7 @@ async fn rollback_host(
         format!("{} -> {target}", from.as_deref().unwrap_or("nothing")),
     );
     let out = conn
-        .run(&steps::switch(config, &target, holder, None))
+        .run(&steps::switch(config, conn.host(), &target, holder, None))
         .await?;
     let layout = Layout::new(&config.deploy_to);
     let rel_dir = layout.release(&target);

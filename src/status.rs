@@ -69,6 +69,7 @@ pub fn status_script(config: &Config) -> Script {
         "tail -n 500 {} 2>/dev/null | sed 's/^/revision=/' || true",
         &[&layout.revisions_log()],
     );
+    crate::jobs::state_lines(&mut s, config);
     s
 }
 
@@ -85,6 +86,8 @@ pub struct HostStatus {
     pub facts: std::collections::BTreeMap<String, String>,
     /// Last revisions.log lines.
     pub revisions: Vec<String>,
+    /// The scheduled jobs installed here (#21).
+    pub jobs: Vec<crate::jobs::JobState>,
 }
 
 impl HostStatus {
@@ -93,6 +96,7 @@ impl HostStatus {
         let mut h = HostStatus {
             state: HostState::parse(stdout),
             facts: parse_kv(stdout),
+            jobs: crate::jobs::parse(stdout),
             ..Default::default()
         };
         for line in stdout.lines() {
@@ -493,6 +497,14 @@ pub fn verdict(reports: &[(String, std::result::Result<HostStatus, String>)]) ->
         }
         if let Some(p) = st.pending() {
             v.problems.push(format!("{host}: {p}"));
+        }
+        for j in st.jobs.iter().filter(|j| j.failed) {
+            v.problems.push(format!(
+                "{host}: job {} {} in its last run (started {})",
+                j.name,
+                j.result,
+                j.last_start.as_deref().unwrap_or("?")
+            ));
         }
         if let Some(sw) = &st.state.switching {
             v.problems.push(format!(

@@ -70,6 +70,11 @@ pub fn preflight(
     s.lines("done");
     if let Some(req) = req {
         preflight::cached(&mut s, &layout, req);
+        // Every artifact the host keeps: one may be the base of a delta (no process).
+        s.line(
+            "for _a in {}/*; do [ -f \"$_a\" ] && printf 'have=%s\\n' \"${{_a##*/}}\"; done; true",
+            &[&layout.artifacts()],
+        );
     }
     // An unconfirmed switch (its deploy vanished, and someone removed the lock): the host is
     // about to put the previous release back by itself; nothing may switch before that.
@@ -106,6 +111,10 @@ pub struct StageInput<'a> {
     /// The artifact arrives on the script's standard input (this many bytes), to be stored in
     /// the host's cache first; `None` when the host has it already.
     pub receive: Option<u64>,
+    /// What arrives is a delta against this file of the host's artifacts dir
+    /// ([`crate::remote::transfer::Delta`]): the host rebuilds the tar (`receive` bytes, sha256
+    /// `sent_sha`) with `zstd --patch-from`, or exits [`crate::remote::transfer::EXIT_DELTA`].
+    pub delta_base: Option<&'a str>,
     /// The manifest (file checksums).
     pub manifest: &'a Manifest,
     /// Hook context.
@@ -122,11 +131,35 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     let art = layout.artifact(input.artifact_sha, input.encoding.ext());
     let mut s = Script::new(format!("stage release {} in {rel}", input.release));
     s.lines("umask 022");
+    if let (Some(_), Some(base)) = (input.receive, input.delta_base) {
+        // A delta follows the script: zstd reads it from standard input and rebuilds the tar
+        // against the earlier artifact's tar (decompressed next to it first when cached as
+        // .tar.zst); a zstd without --patch-from, or any failure, asks for the whole artifact.
+        let base = format!("{}/{base}", layout.artifacts());
+        if base.ends_with(".tar.zst") {
+            s.line(
+                "if zstd -dcq -- {} > {}.base; then _ref={}.base; else _ref=; fi",
+                &[&base, &art, &art],
+            );
+        } else {
+            s.line("_ref={}", &[&base]);
+        }
+        s.line(
+            "if [ -z \"$_ref\" ] || ! zstd -dqf --patch-from=\"$_ref\" -o {}.part; then rm -f -- {}.part {}.base; echo 'this host could not rebuild the artifact from the delta' >&2; exit {}; fi",
+            &[&art, &art, &art, &crate::remote::transfer::EXIT_DELTA.to_string()],
+        );
+        if base.ends_with(".tar.zst") {
+            s.line("rm -f -- {}.base", &[&art]);
+        }
+        s.line("mv -f -- {}.part {}", &[&art, &art]);
+    }
     if let Some(size) = input.receive {
         // The artifact follows the script on standard input: no SFTP session, no extra round
         // trip. A short or corrupted transfer fails the sha256 check below, which then names
         // the size that arrived. (Preflight made the artifacts dir.)
-        s.line("cat > {}.part; mv -f -- {}.part {}", &[&art, &art, &art]);
+        if input.delta_base.is_none() {
+            s.line("cat > {}.part; mv -f -- {}.part {}", &[&art, &art, &art]);
+        }
         s.line("_sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
         s.line(
             "if [ \"$_sum\" != {} ]; then _len=$(wc -c < {}); rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected \"{}\" (it arrived with $_len bytes, expected \"{}\")\" >&2; exit {}; fi",
@@ -260,7 +293,16 @@ pub fn once_hooks(config: &Config, hook_env: &HookEnv<'_>) -> Script {
 ///
 /// With `secrets` (a deploy), the unit's secret file is written when its values changed; a
 /// rollback passes `None` and keeps the values the host has.
-pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Secrets>) -> Script {
+///
+/// The job units (#21) of `host` are recorded with the release and installed beside the app
+/// units (a rollback installs the set recorded with its target, when there is one).
+pub fn switch(
+    config: &Config,
+    host: &str,
+    release: &str,
+    holder: &str,
+    secrets: Option<&Secrets>,
+) -> Script {
     let layout = Layout::new(&config.deploy_to);
     let mut s = Script::new(format!(
         "switch `current` to release {release} and start it ({} restart of {})",
@@ -285,6 +327,8 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
     strategy::install(&mut s, config);
+    crate::jobs::record(&mut s, config, host, release, secrets.is_none());
+    crate::jobs::install(&mut s, config, release);
     match secrets {
         Some(secrets) => crate::secrets::install(&mut s, config, secrets),
         // A rollback installs today's units with the release's binary: the fingerprint the
@@ -300,6 +344,8 @@ pub fn switch(config: &Config, release: &str, holder: &str, secrets: Option<&Sec
         hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
     }
+    // The HTTP check too, on the host, while the script runs: no round trips of its own.
+    crate::health::probe_on_host(&mut s, config);
     s
 }
 
@@ -416,10 +462,8 @@ pub fn extend_guard(config: &Config, release: &str) -> Script {
 /// artifacts.
 pub fn prune_lines(s: &mut Script, layout: &Layout, prune: &[String], keep_artifacts: usize) {
     for id in prune {
-        s.line(
-            "rm -rf -- {} {}; echo pruned={}",
-            &[&layout.release(id), &layout.failed(id), id],
-        );
+        // Kept (`busy=`) while a scheduled job runs from it.
+        crate::jobs::prune_line(s, layout, id);
     }
     // Counted by a glob first: `ls` (a process) only when some must go.
     s.line(

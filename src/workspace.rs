@@ -191,7 +191,13 @@ fn workspace_order(
     Ok(order)
 }
 
+/// `cargo metadata --no-deps`, or what it said last time when none of its inputs changed
+/// ([`crate::inputs::cached_metadata`]).
 fn metadata(manifest_path: Option<&Path>) -> Result<cargo_metadata::Metadata> {
+    crate::inputs::cached_metadata(manifest_path, || run_metadata(manifest_path))
+}
+
+fn run_metadata(manifest_path: Option<&Path>) -> Result<cargo_metadata::Metadata> {
     let mut cmd = MetadataCommand::new();
     cmd.no_deps();
     if let Some(cargo) = std::env::var_os("CARGO") {

@@ -45,6 +45,8 @@ pub struct Layer {
     pub(crate) hooks: HooksLayer,
     /// `[...canary]` (issue #20): the top table and environments, not per host.
     pub(crate) canary: CanaryLayer,
+    /// `jobs.<name>` tables (#21), by job name.
+    pub(crate) jobs: BTreeMap<String, JobLayer>,
     /// Environment tables only.
     pub(crate) hosts: Option<Strings>,
     /// Environment tables only; already resolved against the directory of the declaring file.
@@ -113,6 +115,38 @@ pub(crate) struct CanaryLayer {
     pub min_requests: Option<Val<i64>>,
 }
 
+/// One `[...jobs.<name>]` table (#21).
+#[derive(Debug, Clone)]
+pub(crate) struct JobLayer {
+    /// Where the job's table is.
+    pub at: Origin,
+    pub bin: Option<Val<String>>,
+    pub args: Option<Strings>,
+    pub schedule: Option<Val<String>>,
+    pub on: Option<Val<String>>,
+    pub timeout: Option<Val<String>>,
+    pub persistent: Option<Val<bool>>,
+    pub randomized_delay: Option<Val<String>>,
+    /// Variable name → (where the name was written, the value).
+    pub environment: BTreeMap<String, (Origin, Val<String>)>,
+}
+
+impl JobLayer {
+    fn merge(&mut self, o: &JobLayer) {
+        set(&mut self.bin, &o.bin);
+        set(&mut self.args, &o.args);
+        set(&mut self.schedule, &o.schedule);
+        set(&mut self.on, &o.on);
+        set(&mut self.timeout, &o.timeout);
+        set(&mut self.persistent, &o.persistent);
+        set(&mut self.randomized_delay, &o.randomized_delay);
+        for (k, v) in &o.environment {
+            self.environment.insert(k.clone(), v.clone());
+        }
+        self.at = o.at.clone();
+    }
+}
+
 /// `batch` as written: `2` or `"25%"`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum BatchValue {
@@ -154,6 +188,7 @@ const COMMON_KEYS: &[&str] = &[
     "systemd",
     "health",
     "hooks",
+    "jobs",
 ];
 const ENV_ONLY_KEYS: &[&str] = &[
     "hosts",
@@ -178,6 +213,16 @@ const SYSTEMD_KEYS: &[&str] = &[
     "secrets",
 ];
 const HEALTH_KEYS: &[&str] = &["http", "command", "timeout", "settle", "confirm_timeout"];
+const JOB_KEYS: &[&str] = &[
+    "bin",
+    "args",
+    "schedule",
+    "on",
+    "timeout",
+    "persistent",
+    "randomized_delay",
+    "environment",
+];
 const CANARY_KEYS: &[&str] = &[
     "enabled",
     "hosts",
@@ -269,6 +314,14 @@ impl Layer {
         );
         set(&mut self.hooks.after_switch, &over.hooks.after_switch);
         set(&mut self.hooks.once_on, &over.hooks.once_on);
+        for (name, job) in &over.jobs {
+            match self.jobs.get_mut(name) {
+                Some(mine) => mine.merge(job),
+                None => {
+                    self.jobs.insert(name.clone(), job.clone());
+                }
+            }
+        }
 
         let (c, o) = (&mut self.canary, &over.canary);
         set(&mut c.at, &o.at);
@@ -361,6 +414,17 @@ impl Reader<'_> {
                 "health" => self.health(&mut l.health, value, &path)?,
                 "hooks" => self.hooks(&mut l.hooks, value, &path)?,
                 "canary" if scope != Scope::Host => self.canary(&mut l.canary, value, &path)?,
+                "jobs" => {
+                    for (job, job_key, job_node) in self.table(value, &path)? {
+                        let job_path =
+                            format!("{path}.{}", toml_edit::Key::new(job).display_repr());
+                        let at = self
+                            .src
+                            .origin(&job_path, job_node.span().or(job_key.span()));
+                        let j = self.job(job_node, &job_path, at)?;
+                        l.jobs.insert(job.to_string(), j);
+                    }
+                }
                 "hosts" if scope == Scope::Environment => {
                     l.hosts = Some(self.strings(
                         value,
@@ -582,6 +646,61 @@ impl Reader<'_> {
             }
         }
         Ok(())
+    }
+
+    fn job(&self, node: Node<'_>, prefix: &str, at: Origin) -> Result<JobLayer> {
+        let mut j = JobLayer {
+            at,
+            bin: None,
+            args: None,
+            schedule: None,
+            on: None,
+            timeout: None,
+            persistent: None,
+            randomized_delay: None,
+            environment: BTreeMap::new(),
+        };
+        for (name, key, value) in self.table(node, prefix)? {
+            let path = format!("{prefix}.{name}");
+            match name {
+                "bin" => j.bin = Some(self.string(value, &path, "a binary name")?),
+                "args" => j.args = Some(self.strings(value, &path, "an array of strings")?),
+                "schedule" => {
+                    j.schedule = Some(self.string(
+                        value,
+                        &path,
+                        "a systemd calendar expression like \"*-*-* 03:00:00\" or \"daily\"",
+                    )?)
+                }
+                "on" => j.on = Some(self.string(value, &path, "\"all\" or \"one\"")?),
+                "timeout" => j.timeout = Some(self.string(value, &path, DURATION)?),
+                "persistent" => j.persistent = Some(self.boolean(value, &path)?),
+                "randomized_delay" => {
+                    j.randomized_delay = Some(self.string(value, &path, DURATION)?)
+                }
+                "environment" => {
+                    for (var, var_key, var_value) in self.table(value, &path)? {
+                        let var_path = format!("{path}.{var}");
+                        let name_at = self.src.origin(&var_path, var_key.span());
+                        let v = self.string(
+                            var_value,
+                            &var_path,
+                            "a string (quote numbers and booleans)",
+                        )?;
+                        j.environment.insert(var.to_string(), (name_at, v));
+                    }
+                }
+                _ => {
+                    return Err(unknown_key(
+                        &self.src.origin(&path, key.span()),
+                        name,
+                        prefix,
+                        JOB_KEYS,
+                    ))
+                }
+            }
+        }
+        Ok(j)
     }
 
     fn canary(&self, c: &mut CanaryLayer, node: Node<'_>, prefix: &str) -> Result<()> {

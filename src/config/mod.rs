@@ -113,6 +113,9 @@ pub struct Config {
     pub canary: Option<CanaryConfig>,
     /// Commands run on the hosts around the switch.
     pub hooks: HooksConfig,
+    /// `[package.metadata.ship.jobs.<name>]`: scheduled jobs run from the live release (#21).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, JobConfig>,
     /// The environment, when one was asked for.
     pub environment: Option<Environment>,
     /// `[...environments.<env>.per_host."<host>"]`: the whole configuration as resolved for
@@ -259,6 +262,51 @@ pub struct HooksConfig {
     pub once_on: Option<String>,
 }
 
+/// `[package.metadata.ship.jobs.<name>]`: a binary of the package run on a schedule by a
+/// systemd timer, from the release `current` points at when it starts (see [`crate::jobs`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobConfig {
+    /// The binary (default: the service's `bin`).
+    pub bin: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// `OnCalendar=`.
+    pub schedule: String,
+    /// Which hosts run it.
+    pub on: JobHosts,
+    /// `RuntimeMaxSec=`: the longest run (`None`: no limit).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// `Persistent=`: a run missed while the host was off happens when it is back.
+    pub persistent: bool,
+    /// `RandomizedDelaySec=`.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub randomized_delay: Option<Duration>,
+    /// Environment= lines on top of `systemd.environment`.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// `jobs.<name>.on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobHosts {
+    /// Every host of the environment (the default).
+    All,
+    /// One host: `hooks.once_on`, else the environment's first host.
+    One,
+}
+
+mod opt_duration {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A resolved `[package.metadata.ship.environments.<name>]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Environment {
@@ -328,6 +376,28 @@ impl Config {
     /// applied, or the environment's own.
     pub fn for_host(&self, host: &str) -> &Config {
         self.per_host.get(host).unwrap_or(self)
+    }
+
+    /// Every binary a release of this config holds: `bin`, then the jobs' other binaries.
+    pub fn bins(&self) -> Vec<String> {
+        let mut bins = vec![self.bin.clone()];
+        for j in self.jobs.values() {
+            if !bins.contains(&j.bin) {
+                bins.push(j.bin.clone());
+            }
+        }
+        bins
+    }
+
+    /// The host (as `HostSpec` displays it) that runs the `on = "one"` jobs: `hooks.once_on`,
+    /// else the environment's first host.
+    pub fn jobs_host(&self) -> Option<String> {
+        self.hooks.once_on.clone().or_else(|| {
+            self.environment
+                .as_ref()
+                .and_then(|e| e.hosts.first())
+                .map(|h| h.to_string())
+        })
     }
 
     /// The environment, or a usage error naming the command that needs one.

@@ -15,7 +15,7 @@ use super::layer::{closest, BatchValue, HealthLayer, Layer, Strings, SystemdLaye
 use super::source::{Origin, Source, Val};
 use super::{
     Batch, BuilderKind, CanaryConfig, CanaryHosts, Config, Environment, HealthConfig, HooksConfig,
-    HostSpec, LoadOptions, RestartStrategy, SystemdConfig,
+    HostSpec, JobConfig, JobHosts, LoadOptions, RestartStrategy, SystemdConfig,
 };
 use crate::target::Target;
 use crate::workspace::{self, list, Package};
@@ -397,6 +397,7 @@ fn resolve(
         after_switch: commands(l.hooks.after_switch.as_ref())?,
         once_on: None,
     };
+    let jobs = resolve_jobs(l, package, &bin, &systemd.unit)?;
     let environment = match environment {
         None => None,
         Some((name, at)) => Some(resolve_environment(l, name, &at)?),
@@ -437,6 +438,7 @@ fn resolve(
         health,
         canary,
         hooks,
+        jobs,
         environment,
         per_host: Default::default(),
     })
@@ -506,6 +508,156 @@ fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConf
         },
         secrets: resolve_secrets(s)?,
     })
+}
+
+/// `jobs.<name>` (#21): each job's name fits a unit name, its binary is one of the package's,
+/// its schedule looks like a systemd calendar expression (the host's `systemd-analyze
+/// calendar` judges it for good before the deploy changes anything).
+fn resolve_jobs(
+    l: &Layer,
+    package: &Package,
+    bin: &str,
+    unit: &str,
+) -> Result<BTreeMap<String, JobConfig>> {
+    let mut jobs = BTreeMap::new();
+    for (name, j) in &l.jobs {
+        let key = |k: &str| Origin {
+            location: j.at.location.clone(),
+            key: format!("{}.{k}", j.at.key),
+        };
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(j.at.error(
+                format!("expected a job name of letters, digits, `-` and `_`, found `{name}`"),
+                Some(format!(
+                    "the job runs as unit `{unit}-job-<name>.service`: rename the table"
+                )),
+            ));
+        }
+        let job_bin = match &j.bin {
+            None => bin.to_string(),
+            Some(v) => {
+                if !package.bins.contains(&v.value) {
+                    return Err(v.at.error(
+                        format!(
+                            "expected one of the binaries of package `{}` ({}), found \"{}\"",
+                            package.name,
+                            list(&package.bins),
+                            v.value
+                        ),
+                        None,
+                    ));
+                }
+                v.value.clone()
+            }
+        };
+        let schedule = match &j.schedule {
+            None => {
+                return Err(key("schedule").error(
+                    "missing: when the job runs",
+                    Some(
+                        "add e.g. `schedule = \"*-*-* 03:00:00\"` or `schedule = \"hourly\"` (systemd OnCalendar=)"
+                            .into(),
+                    ),
+                ))
+            }
+            Some(v) => check_schedule(v)?,
+        };
+        let on = match &j.on {
+            None => JobHosts::All,
+            Some(v) => match v.value.as_str() {
+                "all" => JobHosts::All,
+                "one" => JobHosts::One,
+                other => {
+                    return Err(v.at.error(
+                        format!("expected \"all\" or \"one\", found \"{other}\""),
+                        None,
+                    ))
+                }
+            },
+        };
+        let positive = |v: &Val<String>| -> Result<Duration> {
+            let d = duration(v)?;
+            if d.is_zero() {
+                return Err(v.at.error(
+                    format!(
+                        "expected a duration longer than zero, found \"{}\"",
+                        v.value
+                    ),
+                    None,
+                ));
+            }
+            Ok(d)
+        };
+        let mut environment = BTreeMap::new();
+        for (var, (name_at, value)) in &j.environment {
+            if !is_env_name(var) {
+                return Err(name_at.error(
+                    format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{var}`"),
+                    None,
+                ));
+            }
+            if value.value.contains(['\n', '\r', '\0']) {
+                return Err(value.at.error(
+                    "expected a single-line value, found a line break or NUL",
+                    None,
+                ));
+            }
+            environment.insert(var.clone(), value.value.clone());
+        }
+        let mut args = Vec::new();
+        if let Some(list) = &j.args {
+            for a in &list.value {
+                if a.value.contains(['\n', '\r', '\0']) {
+                    return Err(a.at.error(
+                        "expected a single-line argument, found a line break or NUL",
+                        None,
+                    ));
+                }
+                args.push(a.value.clone());
+            }
+        }
+        jobs.insert(
+            name.clone(),
+            JobConfig {
+                bin: job_bin,
+                args,
+                schedule,
+                on,
+                timeout: j.timeout.as_ref().map(positive).transpose()?,
+                persistent: j.persistent.as_ref().is_some_and(|v| v.value),
+                randomized_delay: j.randomized_delay.as_ref().map(positive).transpose()?,
+                environment,
+            },
+        );
+    }
+    Ok(jobs)
+}
+
+/// A systemd calendar expression, checked conservatively here (the characters systemd.time(7)
+/// uses, one line); the host's `systemd-analyze calendar` has the last word in preflight.
+fn check_schedule(v: &Val<String>) -> Result<String> {
+    let s = v.value.trim();
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " *:/.,~+-".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(v.at.error(
+            format!(
+                "expected a systemd calendar expression like \"*-*-* 03:00:00\" or \"daily\", found \"{}\"",
+                v.value
+            ),
+            Some("see `man systemd.time` (CALENDAR EVENTS); `systemd-analyze calendar '<expression>'` checks one".into()),
+        ))
+    }
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
@@ -1349,6 +1501,8 @@ struct View<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     canary: Option<CanaryView<'a>>,
     hooks: &'a HooksConfig,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    jobs: &'a BTreeMap<String, JobConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     environment: Option<EnvView<'a>>,
 }
@@ -1472,6 +1626,7 @@ impl<'a> From<&'a Config> for View<'a> {
                 min_requests: k.min_requests,
             }),
             hooks: &c.hooks,
+            jobs: &c.jobs,
             environment: c.environment.as_ref().map(|e| EnvView {
                 name: &e.name,
                 hosts: e.hosts.iter().map(ToString::to_string).collect(),

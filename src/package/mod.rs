@@ -11,6 +11,7 @@
 //! normalised to 0755/0644 and every mtime set to the manifest's `built_at`; zstd runs
 //! single-threaded at a fixed level.
 
+pub mod cache;
 pub mod manifest;
 pub mod store;
 pub mod unpack;
@@ -75,26 +76,50 @@ pub fn build_artifact(config: &Config, ui: &Ui) -> Result<Artifact> {
 /// to compile together: one builder invocation, then one artifact each, reported on its own
 /// `ui` (a workspace deploy tags each with its package); `build_ui` reports the compile.
 pub fn build_artifacts(configs: &[&Config], build_ui: &Ui, uis: &[Ui]) -> Result<Vec<Artifact>> {
+    let gits: Vec<cache::GitState> = configs
+        .iter()
+        .map(|c| cache::git_state(&c.package_root))
+        .collect();
+    build_with(configs, build_ui, uis, &gits)
+}
+
+/// [`build_artifacts`] with the git state of each package read already.
+fn build_with(
+    configs: &[&Config],
+    build_ui: &Ui,
+    uis: &[Ui],
+    gits: &[cache::GitState],
+) -> Result<Vec<Artifact>> {
     let mut prepared = Vec::new();
-    for config in configs {
+    for (config, git) in configs.iter().zip(gits) {
         let what = format!("{} v{}", config.bin, config.version);
         // Problems with the assets show before a long compile.
         let assets = collect_assets(config, &what)?;
-        let source = SourceInfo::read(config)?;
+        let source = SourceInfo::read(config, git)?;
         prepared.push((what, assets, source));
     }
     let store_dir = store::store_dir(&configs[0].target_dir);
     // Held until the artifacts are stored: another build sharing the target dir would
     // otherwise overwrite a binary between compiling and packing.
     let _lock = store::lock(&store_dir, build_ui)?;
+    // The inputs as they are before cargo looks at them (see `cache`).
+    let before: Vec<Option<cache::Before>> =
+        configs.iter().map(|c| cache::before_build(c)).collect();
     let built = build::build_together(configs, build_ui)?;
     let mut artifacts = Vec::new();
-    for (((config, ui), (what, assets, source)), built) in
-        configs.iter().zip(uis).zip(prepared).zip(built)
+    for ((((config, ui), (what, assets, source)), built), (before, git)) in configs
+        .iter()
+        .zip(uis)
+        .zip(prepared)
+        .zip(built)
+        .zip(before.into_iter().zip(gits))
     {
-        artifacts.push(pack_built(
-            config, ui, &store_dir, what, assets, source, built,
-        )?);
+        let binary = built.binary.clone();
+        let artifact = pack_built(config, ui, &store_dir, what, assets, source, built)?;
+        if let Some(before) = before {
+            cache::record(config, before, git, &binary, &artifact);
+        }
+        artifacts.push(artifact);
     }
     Ok(artifacts)
 }
@@ -133,10 +158,38 @@ pub fn build_each_target(configs: &[&Config], ui: &Ui, uis: &[Ui]) -> Result<Vec
             [one] => one.clone(),
             _ => ui.clone(),
         };
-        for (&i, a) in g
+        let gits: Vec<cache::GitState> = group_configs
             .iter()
-            .zip(build_artifacts(&group_configs, &build_ui, &group_uis)?)
-        {
+            .map(|c| cache::git_state(&c.package_root))
+            .collect();
+        // Every artifact of the group built before from these very inputs: nothing to do.
+        let fresh: Option<Vec<Artifact>> = group_configs
+            .iter()
+            .zip(&gits)
+            .map(|(c, git)| cache::lookup(c, git))
+            .collect();
+        let artifacts = match fresh {
+            Some(found) => {
+                for (a, gui) in found.iter().zip(&group_uis) {
+                    gui.detail(
+                        "Unchanged",
+                        format!(
+                            "{} v{}: no input changed since it was built (not compiled or packed again)",
+                            a.manifest.bin, a.manifest.version
+                        ),
+                    );
+                    gui.emit(Event::Artifact {
+                        path: a.path.display().to_string(),
+                        size: a.size,
+                        sha256: a.sha256.clone(),
+                        reused: true,
+                    });
+                }
+                found
+            }
+            None => build_with(&group_configs, &build_ui, &group_uis, &gits)?,
+        };
+        for (&i, a) in g.iter().zip(artifacts) {
             out[builds[i].0].push((i, a));
         }
     }
@@ -167,6 +220,15 @@ fn pack_built(
             mode: 0o755,
         },
     );
+    for (name, path) in &built.extra {
+        entries.insert(
+            name.clone(),
+            Entry::File {
+                source: path.clone(),
+                mode: 0o755,
+            },
+        );
+    }
     let binary = std::fs::read(&built.binary)
         .map_err(|e| Error::io("read the built binary", &built.binary, e))?;
     let glibc_required = manifest::glibc_required(&binary).map_err(|detail| Error::Build {
@@ -349,7 +411,8 @@ fn collect_assets(config: &Config, what: &str) -> Result<BTreeMap<String, Entry>
             WalkError::Io(e, path) => Error::io(format!("read asset `{asset}`"), path, e),
         })?;
     }
-    for reserved in [config.bin.as_str(), MANIFEST_FILE] {
+    let bins = config.bins();
+    for reserved in bins.iter().map(String::as_str).chain([MANIFEST_FILE]) {
         if entries.contains_key(reserved) {
             let from = config
                 .assets
@@ -476,12 +539,10 @@ struct SourceInfo {
 }
 
 impl SourceInfo {
-    fn read(config: &Config) -> Result<SourceInfo> {
+    fn read(config: &Config, git_state: &cache::GitState) -> Result<SourceInfo> {
         let dir = &config.package_root;
-        let git_commit = git(dir, &["rev-parse", "HEAD"]);
-        let git_dirty = git_commit.is_some()
-            && git(dir, &["status", "--porcelain", "--", "."])
-                .is_some_and(|s| !s.trim().is_empty());
+        let git_commit = git_state.commit.clone();
+        let git_dirty = git_state.dirty;
         let built_at = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) if !v.trim().is_empty() => v
                 .trim()

@@ -204,6 +204,7 @@ async fn preflight_host(
         facts,
         art,
         cached: parse_kv_all(&out.stdout, "cached"),
+        haves: parse_kv_all(&out.stdout, "have"),
         previous: None,
         outcome: None,
         conn,

@@ -68,6 +68,8 @@ pub(crate) struct HostRun {
     /// Index in `Plan::artifacts` of the artifact for this host's architecture.
     pub(crate) art: usize,
     pub(crate) cached: Vec<String>,
+    /// Every artifact file the host keeps (a delta's base may be among them).
+    pub(crate) haves: Vec<String>,
     /// `current` before the switch (None on a first deploy).
     pub(crate) previous: Option<String>,
     pub(crate) outcome: Option<(String, Option<String>)>,

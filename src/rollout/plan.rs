@@ -43,6 +43,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) env_name: String,
     /// Payloads prepared so far, by artifact index and encoding.
     pub(crate) payloads: Mutex<HashMap<(usize, &'static str), Payload>>,
+    /// Deltas prepared so far (hosts that have an earlier artifact).
+    pub(crate) deltas: crate::remote::transfer::Deltas,
     pub(crate) secrets: Secrets,
     /// Reports about this service (tagged with its package in a workspace deploy).
     pub(crate) ui: Ui,
@@ -174,6 +176,7 @@ pub(crate) fn plans<'a>(
             env_name: env_name.clone(),
             artifacts,
             payloads: Mutex::new(HashMap::new()),
+            deltas: Default::default(),
             ui: pui,
             package: several.then(|| config.package.clone()),
         });
@@ -341,6 +344,7 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
         sent_sha: &art.sha256,
         // Shown with the receiving lines; a host that has the artifact skips them.
         receive: Some(art.size),
+        delta_base: None,
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, "<host>", &release_dir, "<previous>"),
         fingerprint: &plan.fingerprint("<host>", art),
@@ -356,6 +360,7 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
         steps::stage(plan.config, &stage_in),
         steps::switch(
             plan.config,
+            "<host>",
             &plan.release,
             &plan.holder,
             Some(&plan.secrets),

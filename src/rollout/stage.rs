@@ -6,7 +6,7 @@
 
 use crate::fleet;
 use crate::layout::Layout;
-use crate::remote::transfer::{Encoding, Payload};
+use crate::remote::transfer::{self, Delta, Encoding, Payload};
 use crate::steps::{self, StageInput};
 use crate::ui::Ui;
 use crate::{Error, Result};
@@ -72,11 +72,21 @@ pub(crate) async fn once_hooks(plans: &[Plan<'_>], runs: &mut [HostRun]) -> Resu
 async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let config = plan.config.for_host(run.conn.host());
     let layout = Layout::new(&config.deploy_to);
-    let encoding = Encoding::for_host(run.facts.has_zstd, run.facts.has_gzip);
+    let (encoding, cached) =
+        transfer::encoding_for(&run.cached, run.facts.has_zstd, run.facts.has_gzip);
     let art = &plan.artifacts[run.art];
     let payload = payload(plan, run.art, encoding)?;
-    let cached = run.cached.iter().any(|c| c == encoding.ext());
     let host = run.conn.host().to_string();
+    // A host with zstd and an earlier artifact that is also here gets a delta.
+    if !cached && run.facts.has_zstd {
+        let store = crate::package::store::store_dir(&plan.config.target_dir);
+        let full = payload.bytes.len() as u64;
+        if let Some(d) = plan.deltas.for_host(&store, art, &run.haves, full) {
+            if send_delta(plan, run, &d, full, ui).await? {
+                return Ok(());
+            }
+        }
+    }
     if cached {
         ui.host(
             &host,
@@ -101,6 +111,7 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
         encoding,
         sent_sha: &payload.sha256,
         receive: (!cached).then_some(payload.bytes.len() as u64),
+        delta_base: None,
         manifest: &art.manifest,
         hook_env: hook_env(plan, art, &host, &rel_dir, &prev),
         fingerprint: &plan.fingerprint(&host, art),
@@ -130,6 +141,53 @@ async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     }
     ui.host(&host, "Staged", format!("release {}", plan.release));
     Ok(())
+}
+
+/// Stages the release from a delta ([`transfer::Delta`]); false when the host's zstd could
+/// not apply it (the whole artifact is to be sent then).
+async fn send_delta(plan: &Plan<'_>, run: &HostRun, d: &Delta, full: u64, ui: &Ui) -> Result<bool> {
+    let config = plan.config.for_host(run.conn.host());
+    let art = &plan.artifacts[run.art];
+    let host = run.conn.host().to_string();
+    let prev = run.state.current.clone().unwrap_or_default();
+    let rel_dir = Layout::new(&config.deploy_to).release(&plan.release);
+    let input = StageInput {
+        release: &plan.release,
+        artifact_sha: &art.sha256,
+        encoding: Encoding::Tar,
+        sent_sha: &d.tar_sha256,
+        receive: Some(d.tar_size),
+        delta_base: Some(&d.base_file),
+        manifest: &art.manifest,
+        hook_env: hook_env(plan, art, &host, &rel_dir, &prev),
+        fingerprint: &plan.fingerprint(&host, art),
+    };
+    let script = steps::stage(config, &input);
+    let out = run.conn.run_with_payload(&script, &d.bytes).await?;
+    match out.status {
+        0 => {
+            ui.host(
+                &host,
+                "Uploaded",
+                format!(
+                    "delta against {} ({} bytes, {}% of the {full}-byte artifact)",
+                    &d.base_file[..12],
+                    d.bytes.len(),
+                    d.bytes.len() as u64 * 100 / full.max(1),
+                ),
+            );
+            ui.host(&host, "Staged", format!("release {}", plan.release));
+            Ok(true)
+        }
+        transfer::EXIT_DELTA => {
+            ui.warn(format!(
+                "{host}: {}; sending the whole artifact",
+                out.tail(1)
+            ));
+            Ok(false)
+        }
+        _ => Err(run.conn.remote_error(&script, &out)),
+    }
 }
 
 /// The payload of artifact `art` for an encoding, prepared once per deploy.

@@ -191,7 +191,13 @@ async fn switch_host(
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let config = plan.config.for_host(run.conn.host());
     let host = run.conn.host().to_string();
-    let script = steps::switch(config, &plan.release, &plan.holder, Some(&plan.secrets));
+    let script = steps::switch(
+        config,
+        run.conn.host(),
+        &plan.release,
+        &plan.holder,
+        Some(&plan.secrets),
+    );
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {

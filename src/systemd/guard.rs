@@ -167,6 +167,11 @@ pub fn extend(s: &mut Script, config: &Config, release: &str) {
     s.lines("fi");
 }
 
+/// Where the guard's waiting `sleep` writes its pid.
+fn sleep_pid(config: &Config) -> String {
+    format!("{}/guard.pid", Layout::new(&config.deploy_to).state())
+}
+
 /// Takes the guard's flock for the rest of the script, so a firing revert waits for it (and
 /// then finds nothing to do) and this script never runs beside one.
 pub fn hold(s: &mut Script, config: &Config) {
@@ -202,9 +207,20 @@ pub fn confirm(s: &mut Script, config: &Config, release: &str) {
         "if [ -f {} ] && [ \"$_pr\" = {} ]; then",
         &[&layout.pending(), release],
     );
+    s.line("  rm -f -- {}", &[&layout.pending()]);
+    // The guard waits in a `sleep` of its own cgroup: ending that sleep (the shell's `kill`)
+    // lets it see that nothing is pending and exit. Anything else: systemctl stops it.
     s.line(
-        "  rm -f -- {}; $SUDO systemctl stop {} 2>/dev/null || true; echo confirmed=1",
-        &[&layout.pending(), &service(config)],
+        "  _gp=; _in=0; if [ -f {} ]; then read -r _gp < {} || true; fi",
+        &[&sleep_pid(config), &sleep_pid(config)],
+    );
+    s.line(
+        "  if [ -n \"$_gp\" ] && [ -r \"/proc/$_gp/cgroup\" ] && read -r _cm < \"/proc/$_gp/comm\" && [ \"$_cm\" = sleep ]; then while IFS= read -r _l; do case $_l in */{}) _in=1 ;; esac; done < \"/proc/$_gp/cgroup\" || true; fi",
+        &[&service(config)],
+    );
+    s.line(
+        "  if [ \"$_in\" != 1 ] || ! kill \"$_gp\" 2>/dev/null; then $SUDO systemctl stop {} 2>/dev/null || true; fi; echo confirmed=1",
+        &[&service(config)],
     );
     s.line(
         "else _c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
@@ -314,7 +330,12 @@ pub fn revert_script(config: &Config) -> Script {
         "_dl=; if [ -f {} ]; then while IFS='=' read -r _k _v; do [ \"$_k\" != deadline ] || _dl=$_v; done < {}; fi; case $_dl in ''|*[!0-9]*) _dl=0 ;; esac",
         &[&pending, &pending],
     );
-    s.lines("_left=$(( _dl - $(date +%s) )); if [ \"$_left\" -gt 0 ]; then sleep \"$_left\"; fi");
+    // The wait is a `sleep` whose pid the confirmation finds in `guard.pid` and ends with the
+    // shell's own `kill` (no systemctl call); the guard then finds nothing pending and exits.
+    s.line(
+        "_left=$(( _dl - $(date +%s) )); if [ \"$_left\" -gt 0 ]; then sleep \"$_left\" & _sp=$!; printf '%s\\n' \"$_sp\" > {}; wait \"$_sp\" || true; fi",
+        &[&sleep_pid(config)],
+    );
     hold(&mut s, config);
     s.line(
         "if ! [ -f {} ]; then echo 'no unconfirmed switch: nothing to revert'; exit 0; fi",

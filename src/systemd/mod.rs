@@ -23,6 +23,8 @@ pub fn unit_files(config: &Config) -> Vec<unit::UnitFile> {
     if guard::enabled(config) {
         files.extend(guard::units(config));
     }
+    // The scheduled jobs' `.service` and `.timer` (#21).
+    files.extend(crate::jobs::all_units(config));
     files
 }
 

@@ -244,7 +244,7 @@ case $_cmd in
     exec systemctl "$_verb" $_q -- "$@" ;;
   journalctl)
     [ "${{1:-}}" = -u ] && [ $# -ge 2 ] || refuse "journalctl $*"
-    case $2 in "$U.service"|"$U@*.service") ;; *) refuse "journalctl -u $2" ;; esac
+    case $2 in "$U.service"|"$U@*.service") ;; *.service) plain "$2" && [ -f "$D/units/$2" ] || refuse "journalctl -u $2" ;; *) refuse "journalctl -u $2" ;; esac
     _unit=$2; shift 2; _n=50; _since=; _o=short-iso; _after=; _follow=
     while [ $# -gt 0 ]; do
       case $1 in

@@ -220,19 +220,23 @@ pub fn restore(s: &mut Script, config: &Config) {
     // Disable what goes away while its file is still there.
     s.line("  for _f in {}/*.absent; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}; _n=${_n%.absent}");
+    crate::jobs::restore_absent(s, config);
     s.lines("    $SUDO systemctl $_nr disable -q \"$_n\" 2>/dev/null || true");
     s.lines("  done");
+    s.lines("  _jt=");
     s.line("  for _f in {}/*; do", &[&prev]);
     s.lines("    [ -e \"$_f\" ] || continue; _n=${_f##*/}");
+    crate::jobs::restore_saved(s, config);
     s.line(
         "    case $_n in secrets.changed) ;; *.absent) if [ -n \"$_H\" ]; then $SUDO remove \"${{_n%.absent}}\"; else $SUDO rm -f -- {}/\"${{_n%.absent}}\"; fi ;;",
         &[unit::UNIT_DIR],
     );
     // Through the helper, the saved copy only says which file changed: the helper puts back
-    // the text setup fixed before (never the deploy user's copy).
+    // the text setup fixed before (never the deploy user's copy); a file the switch removed
+    // (a job dropped from the config, #21) comes back as setup fixed it.
     s.line(
-        "      *) if [ -n \"$_H\" ]; then $SUDO restore \"$_n\"; else $SUDO tee {}/\"$_n\" < \"$_f\" >/dev/null; fi ;; esac",
-        &[unit::UNIT_DIR],
+        "      *) if [ -n \"$_H\" ]; then $SUDO restore \"$_n\"; [ -e {}/\"$_n\" ] || $SUDO install \"$_n\"; else $SUDO tee {}/\"$_n\" < \"$_f\" >/dev/null; fi ;; esac",
+        &[unit::UNIT_DIR, unit::UNIT_DIR],
     );
     s.lines("  done");
     detect(s, config);
@@ -243,6 +247,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     crate::secrets::restore(s, config);
     s.lines("  $SUDO systemctl daemon-reload");
     enable(s, config);
+    crate::jobs::restore_timers(s);
     s.line("  rm -rf -- {}", &[&prev]);
     s.lines("else");
     detect(s, config);
@@ -319,7 +324,10 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     s.lines("*) echo 'no unit file of this service is installed' >&2; exit 1 ;;");
     s.lines("esac");
     let tries = (config.health.timeout.as_secs().max(1) * 5).to_string();
-    s.lines("old_inv=$(systemctl show -p InvocationID --value \"$_svc\" 2>/dev/null || true)");
+    // The invocation before the restart, as systemd exports it for the journal
+    // (/run/systemd/units/invocation:<unit>, a symlink to the id): no systemctl call. Absent
+    // (never started), it reads as empty, which no new invocation equals.
+    s.lines("old_inv=$(readlink \"/run/systemd/units/invocation:$_svc\" 2>/dev/null || true)");
     // A failed start is retried by Restart=on-failure; the loop below judges the outcome.
     // `restart` starts a failed or stopped unit too, and returns once it is started (Type=exec:
     // the binary was exec'd; Type=notify: it said READY=1), so the loop rarely goes round.

@@ -72,6 +72,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
         },
         canary: None,
         hooks: HooksConfig::default(),
+        jobs: Default::default(),
         environment: None,
         per_host: BTreeMap::new(),
     }
@@ -560,4 +561,95 @@ fn prune_without_an_environment_trims_the_local_store() {
         left.unwrap().starts_with("hello-0.3.0-"),
         "the newest artifact is kept"
     );
+}
+
+/// Issue #18: a second build of unchanged inputs neither compiles nor packs (`Unchanged`, no
+/// cargo run), and any change of a source, the environment (`SOURCE_DATE_EPOCH`) or the git
+/// state is built again, into the artifact those inputs give.
+#[test]
+fn unchanged_inputs_skip_cargo_and_packing_and_any_change_builds_again() {
+    let p = crate::support::Project::fixture("hello");
+    let cache = p.dir.path().join("cache");
+    let build = |epoch: Option<&str>| {
+        let mut cmd = p.ship();
+        cmd.args(["build", "-v", "--message-format", "json"])
+            .env("XDG_CACHE_HOME", &cache)
+            .env_remove("SOURCE_DATE_EPOCH");
+        if let Some(e) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let events: Vec<serde_json::Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let verbs: Vec<String> = events
+            .iter()
+            .filter_map(|e| e["verb"].as_str().map(str::to_string))
+            .collect();
+        let sha = events
+            .iter()
+            .find(|e| e["event"] == "artifact")
+            .and_then(|e| e["sha256"].as_str())
+            .expect("an artifact event")
+            .to_string();
+        (verbs, sha, stderr)
+    };
+    // Inputs that changed a moment ago are never recorded (file times are coarse).
+    let settle = || std::thread::sleep(cargo_ship::inputs::SETTLE * 2);
+    settle();
+    let (verbs, first, _) = build(None);
+    assert!(verbs.contains(&"Building".to_string()), "{verbs:?}");
+    // (The first build made `target/` in the package's directory: that one is not recorded.)
+    settle();
+    build(None);
+    let (verbs, again, stderr) = build(None);
+    assert_eq!(again, first);
+    assert!(verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
+    assert!(!verbs.contains(&"Building".to_string()), "{verbs:?}");
+    assert!(!stderr.contains("Finished"), "cargo did not run: {stderr}");
+
+    // A source change is compiled and packed.
+    p.edit(
+        "src/main.rs",
+        "println!(\"{VERSION}\");",
+        "println!(\"{VERSION} edited\");",
+    );
+    let (verbs, edited, _) = build(None);
+    assert!(verbs.contains(&"Building".to_string()), "{verbs:?}");
+    assert_ne!(edited, first);
+    settle();
+    build(None);
+    let (verbs, same, _) = build(None);
+    assert_eq!(
+        (verbs.contains(&"Unchanged".to_string()), &same),
+        (true, &edited)
+    );
+
+    // The environment: SOURCE_DATE_EPOCH goes into the manifest.
+    let (verbs, dated, _) = build(Some("1234567890"));
+    assert!(!verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
+    assert_ne!(dated, edited);
+
+    // The git commit goes into the manifest too.
+    p.write(".gitignore", "/target\n");
+    git(&p.root, &["init", "-q"]);
+    git(&p.root, &["add", "."]);
+    git(&p.root, &["commit", "-q", "-m", "hello"]);
+    settle();
+    let (verbs, committed, _) = build(None);
+    assert!(!verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
+    assert_ne!(committed, edited);
+    let (verbs, again, _) = build(None);
+    assert_eq!(
+        (verbs.contains(&"Unchanged".to_string()), &again),
+        (true, &committed)
+    );
+    git(&p.root, &["commit", "-q", "--allow-empty", "-m", "empty"]);
+    let (verbs, recommitted, _) = build(None);
+    assert!(!verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
+    assert_ne!(recommitted, committed);
 }

@@ -390,7 +390,7 @@ fn unknown_keys_suggest_and_list() {
     assert_eq!(
         help.unwrap(),
         "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `canary`, `deploy_to`, `environments`, \
-         `health`, `hooks`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`, `targets`"
+         `health`, `hooks`, `jobs`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`, `targets`"
     );
     assert_eq!(
         error("[package.metadata.ship.health]\nurl = \"http://x:1/\"\n"),
@@ -1168,6 +1168,108 @@ fn issue_20_canary_keys() {
         help.as_deref(),
         Some("move it to `[package.metadata.ship.environments.prod]`")
     );
+}
+
+/// Issue #18: what `cargo metadata` said is reused while its inputs stay as they were, and a
+/// new binary (a file appearing in `src/bin`) or a version bump is seen at once.
+#[test]
+fn the_workspace_description_follows_new_binaries_and_versions() {
+    let p = Project::fixture("hello");
+    p.write("ssh_config", "Host demo1\n");
+    p.edit(
+        "Cargo.toml",
+        "ssh_config = \"../../target/ship-demo/ssh_config\"",
+        "ssh_config = \"ssh_config\"",
+    );
+    p.edit("Cargo.toml", "bin = \"hello\"\n", "");
+    let cache = p.dir.path().join("cache");
+    let show = || {
+        let out = p
+            .ship()
+            .args(["config", "show", "demo"])
+            .env("XDG_CACHE_HOME", &cache)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), all)
+    };
+    std::thread::sleep(cargo_ship::inputs::SETTLE * 2);
+    for _ in 0..2 {
+        let (code, all) = show();
+        assert_eq!(code, Some(0), "{all}");
+        assert!(all.contains("bin = \"hello\""), "{all}");
+    }
+    let records = std::fs::read_dir(cache.join("cargo-ship/metadata"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 1, "cargo metadata's answer was recorded");
+    p.write("src/bin/second.rs", "fn main() {}\n");
+    let (code, all) = show();
+    assert_eq!(code, Some(3), "{all}");
+    assert!(
+        all.contains("package `hello` has several binaries (`hello`, `second`)"),
+        "{all}"
+    );
+    std::fs::remove_file(p.path("src/bin/second.rs")).unwrap();
+    p.set_version("0.7.0");
+    let (code, all) = show();
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("0.7.0"), "{all}");
+}
+
+/// Issue #21: `[package.metadata.ship.jobs.<name>]` errors name the file, the key and what
+/// was expected.
+#[test]
+fn issue_21_job_config_errors() {
+    let cases = [
+        (
+            "[package.metadata.ship.jobs.cleanup]\nbin = \"nope\"\nschedule = \"daily\"\n",
+            "<p>/Cargo.toml:9:7: `package.metadata.ship.jobs.cleanup.bin`: expected one of the binaries of package `hello` (`hello`), found \"nope\"",
+        ),
+        (
+            "[package.metadata.ship.jobs.cleanup]\nschedule = \"daily; rm -rf /\"\n",
+            "<p>/Cargo.toml:9:12: `package.metadata.ship.jobs.cleanup.schedule`: expected a systemd calendar expression like \"*-*-* 03:00:00\" or \"daily\", found \"daily; rm -rf /\"",
+        ),
+        (
+            "[package.metadata.ship.jobs.cleanup]\nargs = [\"x\"]\n",
+            "<p>/Cargo.toml:8:1: `package.metadata.ship.jobs.cleanup.schedule`: missing: when the job runs",
+        ),
+        (
+            "[package.metadata.ship.jobs.cleanup]\nschedule = \"daily\"\non = \"some\"\n",
+            "<p>/Cargo.toml:10:6: `package.metadata.ship.jobs.cleanup.on`: expected \"all\" or \"one\", found \"some\"",
+        ),
+        (
+            "[package.metadata.ship.jobs.cleanup]\nschedule = \"daily\"\ntimeout = \"soon\"\n",
+            "<p>/Cargo.toml:10:11: `package.metadata.ship.jobs.cleanup.timeout`: expected a duration like \"30s\", \"2m\" or \"1m 30s\", found \"soon\"",
+        ),
+        (
+            "[package.metadata.ship.jobs.cleanup]\nschedule = \"daily\"\nshedule = \"hourly\"\n",
+            "<p>/Cargo.toml:10:1: `package.metadata.ship.jobs.cleanup.shedule`: unknown key; did you mean `schedule`?",
+        ),
+        (
+            "[package.metadata.ship.jobs.\"clean up\"]\nschedule = \"daily\"\n",
+            "<p>/Cargo.toml:8:1: `package.metadata.ship.jobs.\"clean up\"`: expected a job name of letters, digits, `-` and `_`, found `clean up`",
+        ),
+    ];
+    for (ship, expected) in cases {
+        assert_eq!(error(ship), expected, "{ship}");
+    }
+    let c = load(
+        &hello("[package.metadata.ship.jobs.cleanup]\nargs = [\"--older-than\", \"30d\"]\nschedule = \"*-*-* 03:00:00\"\non = \"one\"\ntimeout = \"1h\"\npersistent = true\nrandomized_delay = \"5m\"\n"),
+        None,
+    );
+    let j = &c.jobs["cleanup"];
+    assert_eq!(j.bin, "hello");
+    assert_eq!(j.args, ["--older-than", "30d"]);
+    assert_eq!(j.schedule, "*-*-* 03:00:00");
+    assert_eq!(j.on, cargo_ship::config::JobHosts::One);
+    assert_eq!(j.timeout, Some(Duration::from_secs(3600)));
+    assert!(j.persistent);
+    assert_eq!(j.randomized_delay, Some(Duration::from_secs(300)));
 }
 
 /// Issue #16: a service whose unit is another's dead-man's switch (`api` and `api-guard`), or

@@ -54,6 +54,11 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(canary.window, std::time::Duration::from_secs(120));
     assert_eq!(canary.errors, "http_requests_total{code=~\"5..\"}");
     assert_eq!((canary.max_error_ratio, canary.min_requests), (0.01, 100));
+    // Issue #21: a scheduled job.
+    let job = &c.jobs["cleanup"];
+    assert_eq!(job.schedule, "*-*-* 03:00:00");
+    assert_eq!(job.on, cargo_ship::config::JobHosts::One);
+    assert_eq!(job.timeout, Some(std::time::Duration::from_secs(3600)));
     // The environment overrides deploy_to, as the comment says.
     assert_eq!(c.deploy_to, "/srv/hello");
     let env = c.environment.as_ref().unwrap();
