@@ -49,11 +49,13 @@ Exit codes:
     8  the new release was unhealthy and was rolled back
     9  a remote step failed (stage, hook, switch, rollback), or `exec`'s command failed on a host
    10  status: the hosts do not all run the same healthy release
+   12  deploy: the canary was judged worse on its metrics and reverted
+   13  deploy: the canary could not be judged (too few requests, metrics unreadable) and was reverted
   130  interrupted; hosts were put back as they were
 
 Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
 1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
-9 failed, 10 not-healthy, 130 interrupted.";
+9 failed, 10 not-healthy, 12 canary-worse, 13 canary-inconclusive, 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
@@ -193,6 +195,14 @@ enum Command {
         /// (default: roll them back too, so the fleet runs one version)
         #[arg(long)]
         keep_switched: bool,
+        /// Skip the canary phase (`[package.metadata.ship.canary]`): every host rolls out as
+        /// if no canary were configured
+        #[arg(long)]
+        no_canary: bool,
+        /// Promote a canary that could not be judged (too few requests, metrics unreadable)
+        /// instead of reverting it
+        #[arg(long, conflicts_with = "no_canary")]
+        promote_inconclusive: bool,
         /// Only these hosts of the environment (repeatable)
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -513,6 +523,8 @@ impl Ship {
                 force,
                 lock_wait,
                 keep_switched,
+                no_canary,
+                promote_inconclusive,
                 hosts,
             } => {
                 let configs = selected(&package, Some(&build), Some(env))?;
@@ -522,6 +534,8 @@ impl Ship {
                     force,
                     lock_wait,
                     keep_switched,
+                    no_canary,
+                    promote_inconclusive,
                     hosts,
                 };
                 deploy::deploy(&configs, &opts, ui).await

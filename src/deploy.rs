@@ -54,7 +54,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             stage::once_hooks(&plans, &mut runs).await?;
             // 4. Switch service by service, each in its batches; 5. finish everywhere, or put
             // back every host this deploy switched.
-            let switched = switch::switch_all(&plans, &mut runs).await?;
+            let switched = switch::switch_all(&plans, &mut runs, opts).await?;
             if switched.failed.is_empty() {
                 switch::finish_all(&plans, &mut runs, ui).await
             } else {

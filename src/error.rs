@@ -34,6 +34,12 @@ pub mod exit {
     /// `status`: the hosts do not all run the same healthy release (drift, a unit failed or
     /// restarting, an unconfirmed or unverified switch, nothing deployed).
     pub const NOT_HEALTHY: i32 = 10;
+    /// The canary was judged worse than the baseline on its metrics and reverted; no other
+    /// host switched (#20).
+    pub const CANARY_WORSE: i32 = 12;
+    /// The canary could not be judged (too few requests, metrics unreadable) and was reverted;
+    /// no other host switched (#20).
+    pub const CANARY_INCONCLUSIVE: i32 = 13;
     /// Interrupted by Ctrl-C; hosts were put back as they were.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -155,6 +161,18 @@ pub enum Error {
         /// What the host said.
         detail: String,
     },
+    /// The canary hosts were judged on their metrics and not promoted: reverted (#20).
+    #[error("canary {verdict} on {hosts}: {reason}; {outcome}")]
+    Canary {
+        /// `worse` or `inconclusive`.
+        verdict: crate::metrics::Verdict,
+        /// The canary hosts, as configured, comma separated.
+        hosts: String,
+        /// Why, with the numbers.
+        reason: String,
+        /// What became of the canary hosts and the rest.
+        outcome: String,
+    },
     /// Several hosts failed; each error is kept.
     #[error("{summary}")]
     Fleet {
@@ -271,6 +289,10 @@ impl Error {
                  health.timeout), then deploy again; `cargo ship status <env>` shows what runs now"
                     .into(),
             ),
+            Error::Canary { verdict, .. } => Some(match verdict {
+                crate::metrics::Verdict::Inconclusive => "an inconclusive canary never promotes: send it traffic (or lower `canary.min_requests`), check that `canary.metrics` answers on each host, or pass `--promote-inconclusive` to promote anyway".into(),
+                _ => "the new release fails more requests than the old one: check the canary's journal (`cargo ship logs <env> --host <host>`), fix, and deploy again".into(),
+            }),
             Error::Fleet { .. } => Some("see each host's error above".into()),
             Error::Interrupted { .. } => None,
         }
@@ -289,6 +311,10 @@ impl Error {
             Error::Remote { .. } => exit::REMOTE,
             Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::Canary { verdict, .. } => match verdict {
+                crate::metrics::Verdict::Inconclusive => exit::CANARY_INCONCLUSIVE,
+                _ => exit::CANARY_WORSE,
+            },
             Error::NotHealthy { .. } | Error::DoctorProblems { .. } => exit::NOT_HEALTHY,
             Error::Cancelled { .. } => exit::FAILURE,
             Error::CommandFailed { .. } => exit::REMOTE,
@@ -325,7 +351,9 @@ impl Error {
 
 fn severity(code: i32) -> u8 {
     match code {
-        exit::REMOTE => 6,
+        exit::REMOTE => 8,
+        exit::CANARY_WORSE => 7,
+        exit::CANARY_INCONCLUSIVE => 6,
         exit::ROLLED_BACK => 5,
         exit::CONNECT => 4,
         exit::LOCKED => 3,

@@ -259,6 +259,15 @@ timeout = "30s"
 settle = "3s"
 # confirm_timeout = "90s"                  # dead-man's switch: each host puts the previous release back by itself unless the deploy confirms in time ("0s": off); raise it for slow hosts
 
+# Canary: switch the first host(s), judge them on the service's own Prometheus counters against
+# the hosts still on the old release, and put a worse release back before the rest (README: Canary releases):
+# [package.metadata.ship.canary]
+# metrics = "http://127.0.0.1:8080/metrics"     # Prometheus text, read on each host over its ssh connection
+# requests = "http_requests_total"              # counter of all requests
+# errors = 'http_requests_total{{code=~"5.."}}'   # counter of failed ones
+# hosts = 1                                     # or "10%": the hosts switched and judged first
+# window = "2m"                                 # how long they are judged, under real traffic
+
 # [package.metadata.ship.hooks]
 # before_switch = ["./{bin} check-config"]      # on every host, in the new release directory, before the switch
 # before_switch_once = ["./{bin} migrate"]      # on one host only (once_on), after every host has staged: migrations

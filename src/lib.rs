@@ -32,6 +32,7 @@ pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod logs;
+pub mod metrics;
 pub mod package;
 pub mod preflight;
 pub mod prune;

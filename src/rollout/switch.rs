@@ -13,9 +13,10 @@ use crate::systemd::{self, guard};
 use crate::ui::{Event, Tone, Ui};
 use crate::{Error, Result};
 
+use super::canary::{self, Phase};
 use super::plan::Plan;
 use super::revert::revert_host;
-use super::{hook_env, parallel, HostRun};
+use super::{hook_env, parallel, DeployOptions, HostRun};
 
 /// Where the switch phase stopped: the hosts switched and healthy (indexes into the runs), and
 /// the errors of the batch that failed (empty when every batch was healthy).
@@ -27,13 +28,38 @@ pub(crate) struct Switched {
 /// Switches service by service, each in its batches (`batch`), stopping after the first batch
 /// with a failed host. Hosts switched earlier get their dead-man's switch extended before
 /// each later batch.
-pub(crate) async fn switch_all(plans: &[Plan<'_>], runs: &mut [HostRun]) -> Result<Switched> {
+pub(crate) async fn switch_all(
+    plans: &[Plan<'_>],
+    runs: &mut [HostRun],
+    opts: &DeployOptions,
+) -> Result<Switched> {
     let total = runs.len();
     let mut failed: Vec<Error> = Vec::new();
     let mut switched_ok: Vec<usize> = Vec::new();
     'services: for (svc, plan) in plans.iter().enumerate() {
         let env = plan.config.env()?;
-        let mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        let mut mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        // 4a. The canary (#20): the service's first hosts switch and are judged on its metrics
+        // before its batches.
+        match canary::run(plans, svc, runs, &mine, &switched_ok, opts).await {
+            Phase::Skipped => {}
+            Phase::Promoted(done) => {
+                mine.retain(|i| !done.contains(i));
+                switched_ok.extend(done);
+            }
+            Phase::SwitchFailed(ok, errors) => {
+                switched_ok.extend(ok);
+                failed.extend(errors);
+                break 'services;
+            }
+            Phase::Stopped(e) => {
+                failed.push(e);
+                break 'services;
+            }
+        }
         if mine.is_empty() {
             continue;
         }
@@ -306,7 +332,7 @@ async fn switch_host(
 }
 
 /// Gives every host switched so far the full confirm_timeout again.
-async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
+pub(crate) async fn extend_guards(plans: &[Plan<'_>], runs: &[HostRun], switched: &[usize]) {
     let parallel = parallel(plans);
     let waiting: Vec<&HostRun> = switched
         .iter()

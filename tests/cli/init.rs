@@ -159,6 +159,9 @@ fn uncomment(text: &str, which: &[usize]) -> String {
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     for &i in which {
         out[i] = example(lines[i]).expect("an example line");
+        if out[i].starts_with('[') {
+            continue;
+        }
         // The nearest table header above, if commented.
         if let Some(h) = (0..i)
             .rev()
@@ -202,6 +205,7 @@ fn issue_22_every_example_in_the_template_loads_when_uncommented() {
         "\"blue-green\": the new release starts beside the old one",
         "# [package.metadata.ship.jobs.cleanup]",
         "# schedule = \"*-*-* 03:00:00\"",
+        "# [package.metadata.ship.canary]",
     ] {
         assert!(
             text.contains(needle),
@@ -228,6 +232,7 @@ fn issue_22_every_example_in_the_template_loads_when_uncommented() {
     assert_eq!(c.targets.len(), 2);
     assert_eq!(c.per_host.len(), 1);
     assert_eq!(c.jobs.len(), 1, "{:?}", c.jobs);
+    assert!(c.canary.is_some(), "the canary example is on");
 
     // Each alone (with its partner for the pair that needs one).
     each_example_alone(&p, &text);
@@ -262,23 +267,36 @@ fn each_example_alone(p: &Project, text: &str) {
         let key = key_of(&example(lines[i]).unwrap());
         let mut which = vec![i];
         // A job's table needs its schedule.
-        let in_job = (0..=i)
+        // A job's table needs its schedule; a canary's, its metrics and counters.
+        let table = (0..=i)
             .rev()
             .find(|&j| lines[j].starts_with('[') || lines[j].starts_with("# ["))
-            .is_some_and(|h| lines[h].contains(".jobs."));
-        let partner = match key.as_str() {
-            "restart" => Some("listen"),
-            "listen" => Some("restart"),
-            k if in_job && k != "schedule" => Some("schedule"),
-            _ => None,
+            .map(|h| lines[h])
+            .unwrap_or("");
+        let partners: &[&str] = match key.as_str() {
+            "restart" => &["listen"],
+            "listen" => &["restart"],
+            _ if table.contains(".jobs.") => &["schedule"],
+            _ if table.ends_with(".canary]") => &["metrics", "requests", "errors"],
+            _ => &[],
         };
-        if let Some(partner) = partner {
-            which.extend(
-                examples
-                    .iter()
-                    .filter(|&&j| key_of(&example(lines[j]).unwrap()) == partner),
-            );
-        }
+        // (Only the partners inside the same table: `timeout` and the like exist elsewhere.)
+        let end = (i + 1..lines.len())
+            .find(|&j| {
+                lines[j].starts_with('[') || lines[j].starts_with("# [") || lines[j].is_empty()
+            })
+            .unwrap_or(lines.len());
+        let start = (0..=i)
+            .rev()
+            .find(|&j| {
+                lines[j].starts_with('[') || lines[j].starts_with("# [") || lines[j].is_empty()
+            })
+            .unwrap_or(0);
+        which.extend(examples.iter().filter(|&&j| {
+            j >= start
+                && j < end
+                && partners.contains(&key_of(&example(lines[j]).unwrap()).as_str())
+        }));
         p.set_manifest(&uncomment(text, &which));
         if let Err(e) = load_prod(p) {
             panic!(

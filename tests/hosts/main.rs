@@ -20,6 +20,7 @@ mod glibc;
 mod action;
 mod app;
 mod arm64;
+mod canary;
 mod deadman;
 mod delta;
 mod deploy;

@@ -20,7 +20,7 @@ use crate::host;
 use crate::load::{Load, LoadConfig, LoadReport};
 
 /// The load tests run one at a time: two loads at once on two cores would measure each other.
-static ONE_LOAD_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_LOAD_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const RATE: u32 = 240;
 
