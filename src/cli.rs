@@ -10,7 +10,8 @@ use cargo_ship::config::{self, LoadOptions};
 use cargo_ship::remote::ssh_files::{self, SshFiles};
 use cargo_ship::ui::{ColorChoice, Format, Ui, Verbosity};
 use cargo_ship::{
-    approval, deploy, exec, init, lock, logs, package, prune, rollback, setup, status, Result,
+    approval, deploy, doctor, exec, init, lock, logs, package, prune, rollback, setup, status,
+    Result,
 };
 
 /// `cargo ship ...` is run by cargo as `cargo-ship ship ...`.
@@ -49,11 +50,13 @@ Exit codes:
     8  the new release was unhealthy and was rolled back
     9  a remote step failed (stage, hook, switch, rollback), or `exec`'s command failed on a host
    10  status: the hosts do not all run the same healthy release
+   12  deploy: the canary was judged worse on its metrics and reverted
+   13  deploy: the canary could not be judged (too few requests, metrics unreadable) and was reverted
   130  interrupted; hosts were put back as they were
 
 Under GitHub Actions (GITHUB_ACTIONS=true) the step output `result` names the code: 0 success,
 1 error, 2 usage, 3 config, 4 build, 5 unreachable, 6 preflight, 7 locked, 8 unhealthy,
-9 failed, 10 not-healthy, 130 interrupted.";
+9 failed, 10 not-healthy, 12 canary-worse, 13 canary-inconclusive, 130 interrupted.";
 
 /// Top-level flags shared by every subcommand, and the subcommand.
 #[derive(Debug, Args)]
@@ -109,6 +112,14 @@ enum ColorArg {
 enum FormatArg {
     Human,
     Json,
+}
+
+/// `init --strategy`: `systemd.restart` as written in the config.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    Restart,
+    Socket,
+    BlueGreen,
 }
 
 /// Which package, and how to build it: cargo's standard flags.
@@ -189,6 +200,14 @@ enum Command {
         /// <env>`) from another terminal or CI job
         #[arg(long)]
         pause_for_approval: bool,
+        /// Skip the canary phase (`[package.metadata.ship.canary]`): every host rolls out as
+        /// if no canary were configured
+        #[arg(long)]
+        no_canary: bool,
+        /// Promote a canary that could not be judged (too few requests, metrics unreadable)
+        /// instead of reverting it
+        #[arg(long, conflicts_with = "no_canary")]
+        promote_inconclusive: bool,
         /// Only these hosts of the environment (repeatable)
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -272,6 +291,16 @@ enum Command {
     },
     /// Show each host's current release, version, unit state and releases on disk
     Status {
+        /// Environment
+        env: String,
+        #[command(flatten)]
+        package: WorkspaceArgs,
+        /// Only these hosts
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Check every host before a deploy (ssh, sudo and its speed, systemd, tools, disk, clock, ports, leftover locks); changes nothing
+    Doctor {
         /// Environment
         env: String,
         #[command(flatten)]
@@ -389,13 +418,16 @@ enum Command {
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
     },
-    /// Add a commented [package.metadata.ship] section to Cargo.toml
+    /// Add a commented [package.metadata.ship] section to Cargo.toml ([workspace.metadata.ship] at a workspace root)
     Init {
         #[command(flatten)]
         package: PackageArgs,
         /// Replace an existing ship section
         #[arg(long)]
         force: bool,
+        /// How a new release replaces the running one; socket and blue-green write a zero-downtime setup
+        #[arg(long, value_enum, default_value = "restart")]
+        strategy: StrategyArg,
     },
     /// Inspect the configuration
     #[command(subcommand)]
@@ -511,6 +543,8 @@ impl Ship {
                 lock_wait,
                 keep_switched,
                 pause_for_approval,
+                no_canary,
+                promote_inconclusive,
                 hosts,
             } => {
                 let configs = selected(&package, Some(&build), Some(env))?;
@@ -520,6 +554,8 @@ impl Ship {
                     force,
                     lock_wait,
                     keep_switched,
+                    no_canary,
+                    promote_inconclusive,
                     hosts,
                     pause_for_approval,
                 };
@@ -612,6 +648,22 @@ impl Ship {
                 },
             )
             .await,
+            Command::Doctor {
+                env,
+                package,
+                hosts,
+            } => {
+                each_service(
+                    "doctor",
+                    selected(&package, None, Some(env))?,
+                    ui,
+                    |config, ui| {
+                        let hosts = &hosts;
+                        async move { doctor::doctor(&config, hosts, &ui).await }
+                    },
+                )
+                .await
+            }
             Command::Releases {
                 env,
                 package,
@@ -733,11 +785,20 @@ impl Ship {
                 )
                 .await
             }
-            Command::Init { package, force } => {
+            Command::Init {
+                package,
+                force,
+                strategy,
+            } => {
                 let opts = init::InitOptions {
                     manifest_path: package.manifest.manifest_path.clone(),
                     package: package.package.clone(),
                     force,
+                    strategy: match strategy {
+                        StrategyArg::Restart => config::RestartStrategy::Restart,
+                        StrategyArg::Socket => config::RestartStrategy::Socket,
+                        StrategyArg::BlueGreen => config::RestartStrategy::BlueGreen,
+                    },
                 };
                 init::init(&opts, ui).map(|_| ())
             }

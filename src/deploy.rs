@@ -63,9 +63,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
             stage::once_hooks(&plans, &mut runs).await?;
             // 4. Switch service by service, each in its batches; 5. finish everywhere, or put
             // back every host this deploy switched.
-            let switched =
-                switch::switch_all(&plans, &mut runs, deferred.len(), opts.pause_for_approval)
-                    .await?;
+            let switched = switch::switch_all(&plans, &mut runs, deferred.len(), opts).await?;
             if switched.stopped {
                 revert::stop_all(&plans, &mut runs, switched, opts).await
             } else {

@@ -37,6 +37,12 @@ pub mod exit {
     /// `deploy`: deployed, with some hosts failed (put back on their old release) or deferred
     /// (unreachable or failing preflight), within `max_fail` (#19).
     pub const PARTIAL: i32 = 11;
+    /// The canary was judged worse than the baseline on its metrics and reverted; no other
+    /// host switched (#20).
+    pub const CANARY_WORSE: i32 = 12;
+    /// The canary could not be judged (too few requests, metrics unreadable) and was reverted;
+    /// no other host switched (#20).
+    pub const CANARY_INCONCLUSIVE: i32 = 13;
     /// Interrupted by Ctrl-C; hosts were put back as they were.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -158,6 +164,18 @@ pub enum Error {
         /// What the host said.
         detail: String,
     },
+    /// The canary hosts were judged on their metrics and not promoted: reverted (#20).
+    #[error("canary {verdict} on {hosts}: {reason}; {outcome}")]
+    Canary {
+        /// `worse` or `inconclusive`.
+        verdict: crate::metrics::Verdict,
+        /// The canary hosts, as configured, comma separated.
+        hosts: String,
+        /// Why, with the numbers.
+        reason: String,
+        /// What became of the canary hosts and the rest.
+        outcome: String,
+    },
     /// Several hosts failed; each error is kept.
     #[error("{summary}")]
     Fleet {
@@ -172,6 +190,14 @@ pub enum Error {
         /// The environment.
         env: String,
         /// One line per problem, each naming its host(s).
+        problems: Vec<String>,
+    },
+    /// `doctor` found problems on reachable hosts (each line names its host and check).
+    #[error("doctor found {} problem(s) in environment `{env}`: {}", problems.len(), doctor_summary(problems))]
+    DoctorProblems {
+        /// The environment.
+        env: String,
+        /// One line per problem: `host: check: what`.
         problems: Vec<String>,
     },
     /// `exec`: the command exited non-zero (or could not run) on some hosts.
@@ -265,6 +291,9 @@ impl Error {
                  `cargo ship deploy <env>` once no deploy holds a lock"
                     .into(),
             ),
+            Error::DoctorProblems { .. } => Some(
+                "each problem above comes with its fix; nothing was changed on any host".into(),
+            ),
             Error::CommandFailed { .. } => Some(
                 "the output above is prefixed with each host; nothing else was changed by cargo-ship".into(),
             ),
@@ -306,6 +335,10 @@ impl Error {
                  health.timeout), then deploy again; `cargo ship status <env>` shows what runs now"
                     .into(),
             ),
+            Error::Canary { verdict, .. } => Some(match verdict {
+                crate::metrics::Verdict::Inconclusive => "an inconclusive canary never promotes: send it traffic (or lower `canary.min_requests`), check that `canary.metrics` answers on each host, or pass `--promote-inconclusive` to promote anyway".into(),
+                _ => "the new release fails more requests than the old one: check the canary's journal (`cargo ship logs <env> --host <host>`), fix, and deploy again".into(),
+            }),
             Error::Fleet { .. } => Some("see each host's error above".into()),
             Error::Partial { .. } => Some(
                 "fix those hosts, then run the same deploy again: it converges only the hosts \
@@ -330,7 +363,11 @@ impl Error {
             Error::Unhealthy { .. } | Error::Reverted { .. } => exit::ROLLED_BACK,
             Error::Interrupted { .. } => exit::INTERRUPTED,
             Error::Partial { .. } => exit::PARTIAL,
-            Error::NotHealthy { .. } => exit::NOT_HEALTHY,
+            Error::Canary { verdict, .. } => match verdict {
+                crate::metrics::Verdict::Inconclusive => exit::CANARY_INCONCLUSIVE,
+                _ => exit::CANARY_WORSE,
+            },
+            Error::NotHealthy { .. } | Error::DoctorProblems { .. } => exit::NOT_HEALTHY,
             Error::Cancelled { .. } => exit::FAILURE,
             Error::CommandFailed { .. } => exit::REMOTE,
             // The most serious code among the hosts decides.
@@ -366,11 +403,32 @@ impl Error {
 
 fn severity(code: i32) -> u8 {
     match code {
-        exit::REMOTE => 6,
+        exit::REMOTE => 8,
+        exit::CANARY_WORSE => 7,
+        exit::CANARY_INCONCLUSIVE => 6,
         exit::ROLLED_BACK => 5,
         exit::CONNECT => 4,
         exit::LOCKED => 3,
         exit::PREFLIGHT => 2,
         _ => 1,
     }
+}
+
+/// `host (check, check); host (check)` from `doctor`'s `host: check: what` lines.
+fn doctor_summary(problems: &[String]) -> String {
+    let mut hosts: Vec<(String, Vec<String>)> = Vec::new();
+    for p in problems {
+        let mut parts = p.splitn(3, ": ");
+        let (host, check) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        match hosts.iter_mut().find(|(h, _)| h == host) {
+            Some((_, checks)) if !checks.iter().any(|c| c == check) => checks.push(check.into()),
+            Some(_) => {}
+            None => hosts.push((host.into(), vec![check.into()])),
+        }
+    }
+    hosts
+        .iter()
+        .map(|(h, c)| format!("{h} ({})", c.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

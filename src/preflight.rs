@@ -2,7 +2,8 @@
 //! deploy (which then takes the lock and reads the release state): the host's architecture
 //! and glibc can run the artifact, the tools the deploy needs are there, the disk has room,
 //! shared files exist, systemctl can be run, and the artifact is not a ghost of a failed
-//! release. Every problem of a host is reported at once.
+//! release. Every problem of a host is reported at once. The sudo call is timed and the host's
+//! clock read, so a slow or skewed host is warned about with its cause (`diagnose`).
 
 use crate::config::Config;
 use crate::layout::Layout;
@@ -38,6 +39,7 @@ pub struct Requirements {
 pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Requirements]) {
     script.lines("_problems=0");
     script.lines("problem() { printf 'problem=%s\\n' \"$*\"; _problems=$((_problems + 1)); }");
+    crate::diagnose::clock_start(script);
     script.lines("_arch=$(uname -m); echo arch=$_arch");
     script.lines("_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null || true); _glibc=${_glibc#glibc }; echo glibc=$_glibc");
     // The artifact for this host's architecture: its target, glibc, disk and ghost mark.
@@ -84,15 +86,12 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     );
     if config.sudo {
         // After `cargo ship setup`, the deploy user may run the unit's helper and nothing else.
-        let helper = crate::systemd::privilege::helper_path(config);
-        script.line(
-            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
-            &[&helper, &helper, &helper],
-        );
-        script.lines("else sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): run cargo ship setup for this environment (or allow passwordless sudo)\"; fi");
+        // Timed: a slow call is explained (`diagnose`) and warned about before anything changes.
+        crate::diagnose::sudo_timed(script, config);
     } else {
         script.lines("[ \"$(id -u)\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
     }
+    crate::diagnose::clock_end(script);
     // The nearest existing ancestor of deploy_to must be writable and have room. (`${_p%/*}`
     // is dirname for the absolute, normalised deploy_to: no process per step.)
     script.line(

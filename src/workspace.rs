@@ -271,6 +271,22 @@ fn containing_member<'m>(
         .map(|(_, p)| p))
 }
 
+/// At the root of a workspace of several members (no member's directory contains the
+/// starting point, as for a whole-workspace deploy): the root's Cargo.toml and the members'
+/// names. `None` anywhere else.
+pub fn root_of_several(manifest_path: Option<&Path>) -> Result<Option<(PathBuf, Vec<String>)>> {
+    let metadata = metadata(manifest_path)?;
+    let members: Vec<&cargo_metadata::Package> = metadata.workspace_packages();
+    if members.len() < 2 || containing_member(manifest_path, &members)?.is_some() {
+        return Ok(None);
+    }
+    let root = PathBuf::from(metadata.workspace_root.as_std_path()).join("Cargo.toml");
+    Ok(Some((
+        root,
+        members.iter().map(|p| p.name.to_string()).collect(),
+    )))
+}
+
 /// Finds the one package to ship. `manifest_path` is `--manifest-path`, `package` is `-p`.
 pub fn find(manifest_path: Option<&Path>, package: Option<&str>) -> Result<Package> {
     pick(&metadata(manifest_path)?, manifest_path, package)

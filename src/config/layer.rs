@@ -43,6 +43,8 @@ pub struct Layer {
     pub(crate) systemd: SystemdLayer,
     pub(crate) health: HealthLayer,
     pub(crate) hooks: HooksLayer,
+    /// `[...canary]` (issue #20): the top table and environments, not per host.
+    pub(crate) canary: CanaryLayer,
     /// `jobs.<name>` tables (#21), by job name.
     pub(crate) jobs: BTreeMap<String, JobLayer>,
     /// Environment tables only.
@@ -104,6 +106,21 @@ pub(crate) struct HooksLayer {
     pub before_switch_once: Option<Strings>,
     pub after_switch: Option<Strings>,
     pub once_on: Option<Val<String>>,
+}
+
+/// `[...canary]` (issue #20).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CanaryLayer {
+    /// Where the table is (for "missing key" errors): the last layer that has one.
+    pub at: Option<Origin>,
+    pub enabled: Option<Val<bool>>,
+    pub hosts: Option<Val<BatchValue>>,
+    pub window: Option<Val<String>>,
+    pub metrics: Option<Val<String>>,
+    pub requests: Option<Val<String>>,
+    pub errors: Option<Val<String>>,
+    pub max_error_ratio: Option<Val<f64>>,
+    pub min_requests: Option<Val<i64>>,
 }
 
 /// One `[...jobs.<name>]` table (#21).
@@ -220,6 +237,16 @@ const JOB_KEYS: &[&str] = &[
     "randomized_delay",
     "environment",
 ];
+const CANARY_KEYS: &[&str] = &[
+    "enabled",
+    "hosts",
+    "window",
+    "metrics",
+    "requests",
+    "errors",
+    "max_error_ratio",
+    "min_requests",
+];
 const HOOKS_KEYS: &[&str] = &[
     "before_switch",
     "before_switch_once",
@@ -310,6 +337,17 @@ impl Layer {
             }
         }
 
+        let (c, o) = (&mut self.canary, &over.canary);
+        set(&mut c.at, &o.at);
+        set(&mut c.enabled, &o.enabled);
+        set(&mut c.hosts, &o.hosts);
+        set(&mut c.window, &o.window);
+        set(&mut c.metrics, &o.metrics);
+        set(&mut c.requests, &o.requests);
+        set(&mut c.errors, &o.errors);
+        set(&mut c.max_error_ratio, &o.max_error_ratio);
+        set(&mut c.min_requests, &o.min_requests);
+
         set(&mut self.hosts, &over.hosts);
         set(&mut self.ssh_config, &over.ssh_config);
         set(&mut self.secrets_file, &over.secrets_file);
@@ -393,6 +431,7 @@ impl Reader<'_> {
                 "systemd" => self.systemd(&mut l.systemd, value, &path)?,
                 "health" => self.health(&mut l.health, value, &path)?,
                 "hooks" => self.hooks(&mut l.hooks, value, &path)?,
+                "canary" if scope != Scope::Host => self.canary(&mut l.canary, value, &path)?,
                 "jobs" => {
                     for (job, job_key, job_node) in self.table(value, &path)? {
                         let job_path =
@@ -494,7 +533,7 @@ impl Reader<'_> {
                             "this key belongs to an environment",
                             Some(format!("move it into an environment's table, e.g. `[{prefix}.environments.prod]`")),
                         ),
-                        (Scope::Host, n) if ENV_ONLY_KEYS.contains(&n) || n == "environments" => at.error(
+                        (Scope::Host, n) if ENV_ONLY_KEYS.contains(&n) || n == "environments" || n == "canary" => at.error(
                             "this key applies to the whole environment; it cannot be set per host",
                             Some(format!("move it to `[{}]`", prefix.rsplit_once(".per_host.").map(|p| p.0).unwrap_or(prefix))),
                         ),
@@ -503,8 +542,8 @@ impl Reader<'_> {
                         }
                         _ => {
                             let valid: Vec<&str> = match scope {
-                                Scope::Top => COMMON_KEYS.iter().chain(&["environments"]).copied().collect(),
-                                Scope::Environment => ENV_ONLY_KEYS.iter().chain(COMMON_KEYS).copied().collect(),
+                                Scope::Top => COMMON_KEYS.iter().chain(&["environments", "canary"]).copied().collect(),
+                                Scope::Environment => ENV_ONLY_KEYS.iter().chain(COMMON_KEYS).chain(&["canary"]).copied().collect(),
                                 Scope::Host => COMMON_KEYS.to_vec(),
                             };
                             unknown_key(&at, name, prefix, &valid)
@@ -693,6 +732,81 @@ impl Reader<'_> {
             }
         }
         Ok(j)
+    }
+
+    fn canary(&self, c: &mut CanaryLayer, node: Node<'_>, prefix: &str) -> Result<()> {
+        let entries = self.table(node, prefix)?;
+        c.at = Some(self.src.origin(prefix, node.span()));
+        for (name, key, value) in entries {
+            let path = format!("{prefix}.{name}");
+            match name {
+                "enabled" => c.enabled = Some(self.boolean(value, &path)?),
+                "hosts" => {
+                    let at = self.src.origin(&path, value.span());
+                    let v = if let Some(i) = value.as_integer() {
+                        BatchValue::Count(i)
+                    } else if let Some(s) = value.as_str() {
+                        BatchValue::Text(s.to_string())
+                    } else {
+                        return Err(at.error(
+                            format!(
+                                "expected a number of hosts or a percentage like \"10%\", found {}",
+                                value.found()
+                            ),
+                            None,
+                        ));
+                    };
+                    c.hosts = Some(Val::new(v, at));
+                }
+                "window" => c.window = Some(self.string(value, &path, DURATION)?),
+                "metrics" => {
+                    c.metrics = Some(self.string(
+                        value,
+                        &path,
+                        "a URL like \"http://127.0.0.1:7070/metrics\"",
+                    )?)
+                }
+                "requests" | "errors" => {
+                    let v = Some(self.string(
+                        value,
+                        &path,
+                        "a series selector like `http_requests_total{code=~\"5..\"}`",
+                    )?);
+                    if name == "requests" {
+                        c.requests = v;
+                    } else {
+                        c.errors = v;
+                    }
+                }
+                "max_error_ratio" => {
+                    let at = self.src.origin(&path, value.span());
+                    match value.as_number() {
+                        Some(f) => c.max_error_ratio = Some(Val::new(f, at)),
+                        None => {
+                            return Err(at.error(
+                                format!(
+                                    "expected a ratio from 0 to 1 like 0.01, found {}",
+                                    value.found()
+                                ),
+                                None,
+                            ))
+                        }
+                    }
+                }
+                "min_requests" => {
+                    c.min_requests = Some(self.integer(value, &path, "a number of requests")?)
+                }
+                _ => {
+                    return Err(unknown_key(
+                        &self.src.origin(&path, key.span()),
+                        name,
+                        prefix,
+                        CANARY_KEYS,
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn table<'a>(

@@ -108,6 +108,9 @@ pub struct Config {
     pub systemd: SystemdConfig,
     /// How a new release is judged healthy.
     pub health: HealthConfig,
+    /// `[package.metadata.ship.canary]`: the first hosts are judged on the service's own
+    /// metrics before the rest switch (issue #20); `None` when not configured or disabled.
+    pub canary: Option<CanaryConfig>,
     /// Commands run on the hosts around the switch.
     pub hooks: HooksConfig,
     /// `[package.metadata.ship.jobs.<name>]`: scheduled jobs run from the live release (#21).
@@ -200,6 +203,46 @@ pub struct HealthConfig {
     /// deploy confirms the new one within this time after the switch (default 90s; zero: off).
     #[serde(with = "humantime_serde_compat")]
     pub confirm_timeout: Duration,
+}
+
+/// `[package.metadata.ship.canary]` (issue #20).
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryConfig {
+    /// How many of the first hosts are the canary.
+    pub hosts: CanaryHosts,
+    /// How long the canary is judged under real traffic (default 2m).
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+    /// The Prometheus text endpoint, read on each host through its SSH connection.
+    pub metrics: String,
+    /// Selector of the counter of all requests (summed over its series).
+    pub requests: String,
+    /// Selector of the counter of failed requests.
+    pub errors: String,
+    /// How far the canary's error ratio may exceed the baseline's (default 0.01).
+    pub max_error_ratio: f64,
+    /// Fewer canary requests in the window: inconclusive (default 100).
+    pub min_requests: u64,
+}
+
+/// `canary.hosts`: a count or a percentage of the deploy's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryHosts {
+    /// This many hosts.
+    Count(usize),
+    /// This percentage of the hosts (rounded up, at least one).
+    Percent(u8),
+}
+
+impl CanaryHosts {
+    /// How many of `total` hosts are canaries (never more than `total`).
+    pub fn count(self, total: usize) -> usize {
+        match self {
+            CanaryHosts::Count(n) => n.min(total),
+            CanaryHosts::Percent(p) => (total * p as usize).div_ceil(100).max(1).min(total),
+        }
+    }
 }
 
 /// `[package.metadata.ship.hooks]`: shell commands (run by `sh -c` on the host, in the release

@@ -273,6 +273,15 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The number, if this is a float or an integer.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            Node::Value(Value::Float(f)) => Some(*f.value()),
+            Node::Value(Value::Integer(i)) => Some(*i.value() as f64),
+            _ => None,
+        }
+    }
+
     /// The boolean, if this is one.
     pub fn as_bool(&self) -> Option<bool> {
         match self {

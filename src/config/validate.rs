@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::layer::{closest, BatchValue, HealthLayer, Layer, Strings, SystemdLayer, DURATION};
 use super::source::{Origin, Source, Val};
 use super::{
-    Batch, Budget, BuilderKind, Config, Environment, HealthConfig, HooksConfig, HostSpec,
-    JobConfig, JobHosts, LoadOptions, RestartStrategy, SystemdConfig, Unreachable,
+    Batch, Budget, BuilderKind, CanaryConfig, CanaryHosts, Config, Environment, HealthConfig,
+    HooksConfig, HostSpec, JobConfig, JobHosts, LoadOptions, RestartStrategy, SystemdConfig,
+    Unreachable,
 };
 use crate::target::Target;
 use crate::workspace::{self, list, Package};
@@ -390,6 +391,7 @@ fn resolve(
 
     let systemd = resolve_systemd(l, &bin, ship_at)?;
     let health = resolve_health(l)?;
+    let canary = resolve_canary(l)?;
     let hooks = HooksConfig {
         before_switch: commands(l.hooks.before_switch.as_ref())?,
         before_switch_once: commands(l.hooks.before_switch_once.as_ref())?,
@@ -435,6 +437,7 @@ fn resolve(
         sudo: l.sudo.as_ref().is_some_and(|v| v.value),
         systemd,
         health,
+        canary,
         hooks,
         jobs,
         environment,
@@ -802,6 +805,94 @@ fn resolve_health(l: &Layer) -> Result<HealthConfig> {
         settle,
         confirm_timeout,
     })
+}
+
+/// `[...canary]` (issue #20): `None` without the table or with `enabled = false`; otherwise
+/// every key checked, `metrics`, `requests` and `errors` required.
+fn resolve_canary(l: &Layer) -> Result<Option<CanaryConfig>> {
+    let c = &l.canary;
+    let Some(at) = &c.at else {
+        return Ok(None);
+    };
+    if c.enabled.as_ref().is_some_and(|v| !v.value) {
+        return Ok(None);
+    }
+    let missing = |key: &str, example: &str| Error::Config {
+        location: at.location.clone(),
+        key: format!("{}.{key}", at.key),
+        problem: "missing: a canary is judged on the service's own metrics".into(),
+        help: Some(format!(
+            "add `{key} = {example}` to `[{}]`, or `enabled = false` to turn the canary off",
+            at.key
+        )),
+    };
+    let hosts = match &c.hosts {
+        None => CanaryHosts::Count(1),
+        Some(v) => match parse_batch(&v.value) {
+            Ok(Batch::Count(n)) => CanaryHosts::Count(n),
+            Ok(Batch::Percent(p)) => CanaryHosts::Percent(p),
+            Ok(Batch::All) | Err(_) => {
+                let found = shown(&v.value);
+                return Err(v.at.error(
+                    format!("expected a number of hosts (at least 1) or a percentage from \"1%\" to \"100%\", found {found}"),
+                    None,
+                ));
+            }
+        },
+    };
+    let window = match &c.window {
+        None => Duration::from_secs(120),
+        Some(v) => duration(v)?,
+    };
+    if window < Duration::from_secs(1) {
+        if let Some(v) = &c.window {
+            return Err(v.at.error(
+                format!("expected a window of at least 1s, found \"{}\"", v.value),
+                None,
+            ));
+        }
+    }
+    let metrics = match &c.metrics {
+        None => return Err(missing("metrics", "\"http://127.0.0.1:7070/metrics\"")),
+        Some(v) => check_url(v, "http://127.0.0.1:7070/metrics")?,
+    };
+    let selector = |v: &Option<Val<String>>, key: &str, example: &str| -> Result<String> {
+        let Some(v) = v else {
+            return Err(missing(key, example));
+        };
+        crate::metrics::Selector::parse(&v.value).map_err(|why| {
+            v.at.error(
+                format!("expected a series selector like `http_requests_total{{code=~\"5..\"}}`, found \"{}\": {why}", v.value),
+                None,
+            )
+        })?;
+        Ok(v.value.trim().to_string())
+    };
+    let requests = selector(&c.requests, "requests", "\"http_requests_total\"")?;
+    let errors = selector(&c.errors, "errors", "'http_requests_total{code=~\"5..\"}'")?;
+    let max_error_ratio = match &c.max_error_ratio {
+        None => 0.01,
+        Some(v) if (0.0..=1.0).contains(&v.value) => v.value,
+        Some(v) => {
+            return Err(v.at.error(
+                format!("expected a ratio from 0 to 1 like 0.01, found {}", v.value),
+                None,
+            ))
+        }
+    };
+    let min_requests = match &c.min_requests {
+        None => 100,
+        Some(v) => at_least_one(v)? as u64,
+    };
+    Ok(Some(CanaryConfig {
+        hosts,
+        window,
+        metrics,
+        requests,
+        errors,
+        max_error_ratio,
+        min_requests,
+    }))
 }
 
 /// `health.confirm_timeout`: zero turns the dead-man's switch off; otherwise the switch, the
@@ -1269,9 +1360,13 @@ fn account_name(v: &Val<String>, what: &str) -> Result<String> {
 }
 
 fn check_http(v: &Val<String>) -> Result<String> {
+    check_url(v, "http://127.0.0.1:8080/healthz")
+}
+
+/// An `http://host:port/path` URL read on the host itself; `example` goes into the message.
+fn check_url(v: &Val<String>, example: &str) -> Result<String> {
     let s = v.value.as_str();
-    let expected =
-        "expected a URL like \"http://127.0.0.1:8080/healthz\" (http://, a host and a port)";
+    let expected = format!("expected a URL like \"{example}\" (http://, a host and a port)");
     if s.starts_with("https://") {
         return Err(v.at.error(
             format!("{expected}, found \"{s}\": https is not supported"),
@@ -1485,6 +1580,8 @@ struct View<'a> {
     sudo: bool,
     systemd: SystemdView<'a>,
     health: HealthView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<CanaryView<'a>>,
     hooks: &'a HooksConfig,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     jobs: &'a BTreeMap<String, JobConfig>,
@@ -1521,6 +1618,17 @@ struct HealthView<'a> {
     timeout: String,
     settle: String,
     confirm_timeout: String,
+}
+
+#[derive(Serialize)]
+struct CanaryView<'a> {
+    hosts: BatchView,
+    window: String,
+    metrics: &'a str,
+    requests: &'a str,
+    errors: &'a str,
+    max_error_ratio: f64,
+    min_requests: u64,
 }
 
 #[derive(Serialize)]
@@ -1592,6 +1700,18 @@ impl<'a> From<&'a Config> for View<'a> {
                 settle: human(c.health.settle),
                 confirm_timeout: human(c.health.confirm_timeout),
             },
+            canary: c.canary.as_ref().map(|k| CanaryView {
+                hosts: match k.hosts {
+                    CanaryHosts::Count(n) => BatchView::Count(n),
+                    CanaryHosts::Percent(p) => BatchView::Text(format!("{p}%")),
+                },
+                window: human(k.window),
+                metrics: &k.metrics,
+                requests: &k.requests,
+                errors: &k.errors,
+                max_error_ratio: k.max_error_ratio,
+                min_requests: k.min_requests,
+            }),
             hooks: &c.hooks,
             jobs: &c.jobs,
             environment: c.environment.as_ref().map(|e| EnvView {

@@ -194,10 +194,18 @@ async fn preflight_host(
         "Connected",
         "checking the host and taking the deploy lock",
     );
+    let sent = std::time::SystemTime::now();
     let out = match conn.run(script).await {
         Ok(o) => o,
         Err(e) => return Err((conn, e)),
     };
+    // A slow sudo or a skewed clock, named with its cause before anything changes (#22).
+    let kv = parse_kv(&out.stdout);
+    let config = plan.config.for_host(conn.host());
+    for f in crate::diagnose::slow_host(&kv, sent, std::time::SystemTime::now(), config) {
+        let fix = f.fix.unwrap_or_default();
+        ui.warn(format!("{}: {}; {fix}", conn.host(), f.message));
+    }
     let host = conn.host().to_string();
     let reqs = &plan.requirements[..];
     let error = match out.status {

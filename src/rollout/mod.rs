@@ -4,6 +4,8 @@
 //!   release id, lock holder), the dry run, and which services are already in place;
 //! - [`connect`]: one SSH connection per host, then preflight + lock in one fixed order;
 //! - [`stage`]: the release unpacked on every host, then the once-per-deploy hooks;
+//! - [`canary`]: before a service's batches, its first hosts switch and are judged on the
+//!   service's own metrics against the others (#20);
 //! - [`switch`]: the switch in batches (restart, probe, verify; an unhealthy host rolled back at
 //!   once), then finish everywhere (confirm, record, prune, unlock);
 //! - [`revert`]: putting hosts back: one unhealthy host, the fleet after a failed batch, the
@@ -12,6 +14,7 @@
 //! This module holds what every phase shares: the options, one service on one host
 //! ([`HostRun`]) and its summary row.
 
+pub mod canary;
 pub mod connect;
 pub mod pause;
 pub mod plan;
@@ -47,6 +50,10 @@ pub struct DeployOptions {
     pub lock_wait: Option<Duration>,
     /// After a failed batch, leave earlier batches on the new release.
     pub keep_switched: bool,
+    /// Skip the canary phase (#20).
+    pub no_canary: bool,
+    /// Promote an inconclusive canary instead of reverting it (#20).
+    pub promote_inconclusive: bool,
     /// Only these hosts.
     pub hosts: Vec<String>,
     /// After the first batch, wait for `cargo ship promote <env>` (or `abort`) (#19).

@@ -13,9 +13,10 @@ use crate::systemd::{self, guard};
 use crate::ui::{Event, Tone, Ui};
 use crate::{Error, Result};
 
+use super::canary::{self, Phase};
 use super::plan::Plan;
 use super::revert::revert_host;
-use super::{hook_env, parallel, pause, HostRun};
+use super::{hook_env, parallel, pause, DeployOptions, HostRun};
 
 /// Where the switch phase stopped: the hosts switched and healthy (indexes into the runs), the
 /// errors of the hosts that failed, and whether they were more than `max_fail` allows (then
@@ -38,86 +39,106 @@ pub(crate) async fn switch_all(
     plans: &[Plan<'_>],
     runs: &mut [HostRun],
     deferred: usize,
-    approval: bool,
+    opts: &DeployOptions,
 ) -> Result<Switched> {
+    let approval = opts.pause_for_approval;
     let total = runs.len();
     let env = plans[0].config.env()?;
     let allowed = env.max_fail.allowed(total + deferred);
     let mut failed: Vec<Error> = Vec::new();
     let mut switched_ok: Vec<usize> = Vec::new();
-    // Every batch of every service, in order.
-    let mut batches: Vec<(usize, Vec<usize>)> = Vec::new();
+    let over = |failed: &[Error]| failed.len() + deferred > allowed;
+    let stop = |ok: Vec<usize>, failed: Vec<Error>| Switched {
+        ok,
+        failed,
+        stopped: true,
+    };
+    // Batches switched so far, over every service (the first one is the approval's).
+    let mut done = 0;
     for (svc, plan) in plans.iter().enumerate() {
         let env = plan.config.env()?;
-        let mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        let mut mine: Vec<usize> = (0..total).filter(|&i| runs[i].svc == svc).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        // 4a. The canary (#20): the service's first hosts switch and are judged on its metrics
+        // before its batches; a canary that fails or is judged worse stops the rollout.
+        match canary::run(plans, svc, runs, &mine, &switched_ok, opts).await {
+            Phase::Skipped => {}
+            Phase::Promoted(canaries) => {
+                mine.retain(|i| !canaries.contains(i));
+                switched_ok.extend(canaries);
+            }
+            Phase::SwitchFailed(ok, errors) => {
+                switched_ok.extend(ok);
+                failed.extend(errors);
+                return Ok(stop(switched_ok, failed));
+            }
+            Phase::Stopped(e) => {
+                failed.push(e);
+                return Ok(stop(switched_ok, failed));
+            }
+        }
+        let mut batches = Vec::new();
         let mut rest = &mine[..];
         for size in env.batch_sizes(mine.len()) {
             let (batch, more) = rest.split_at(size);
-            batches.push((svc, batch.to_vec()));
+            batches.push(batch.to_vec());
             rest = more;
         }
-    }
-    let count = batches.len();
-    if approval && count == 1 {
-        plans[0].ui.warn(
-            "--pause-for-approval: `batch` puts every host in one batch, so there is no second batch to wait for; give a ramp such as `batch = [1, \"100%\"]`",
-        );
-    }
-    let over = |failed: &[Error]| failed.len() + deferred > allowed;
-    for (b, (svc, batch)) in batches.iter().enumerate() {
-        let plan = &plans[*svc];
-        let env = plan.config.env()?;
-        if b > 0 {
-            // Hosts switched earlier wait for this batch: their dead-man's switches get the
-            // full confirm_timeout again (in parallel with this batch).
-            extend_guards(plans, runs, &switched_ok).await;
-        }
-        let started = chrono::Utc::now();
-        if count > 1 {
-            plan.ui.status(
-                "Batch",
-                format!("{} of {count}: {} host(s)", b + 1, batch.len()),
+        let count = batches.len();
+        if approval && done == 0 && count == 1 && svc + 1 == plans.len() {
+            plan.ui.warn(
+                "--pause-for-approval: `batch` puts every host in one batch, so there is no second batch to wait for; give a ramp such as `batch = [1, \"100%\"]`",
             );
         }
-        let (ok, errors) = switch_batch(plan, runs, batch, env.at_once(), total == 1).await;
-        switched_ok.extend(ok);
-        failed.extend(errors);
-        pause::record_batch(plan, b, count, batch, runs, started);
-        if over(&failed) {
-            return Ok(Switched {
-                ok: switched_ok,
-                failed,
-                stopped: true,
-            });
-        }
-        if b + 1 == count {
-            break;
-        }
-        // Between two batches: watch the hosts switched so far.
-        let wait = pause::Wait {
-            pause: env.pause,
-            approval: approval && b == 0,
-            budget_left: allowed.saturating_sub(failed.len() + deferred),
-        };
-        if wait.pause.is_zero() && !wait.approval {
-            continue;
-        }
-        let outcome = pause::between_batches(plans, runs, &switched_ok, &wait).await;
-        for (i, e) in outcome.failed {
-            switched_ok.retain(|&x| x != i);
-            failed.push(e);
-        }
-        if outcome.aborted || over(&failed) {
+        let later = (0..total).any(|i| runs[i].svc > svc);
+        for (b, batch) in batches.iter().enumerate() {
+            if !switched_ok.is_empty() {
+                // Hosts switched earlier wait for this batch: their dead-man's switches get the
+                // full confirm_timeout again (in parallel with this batch).
+                extend_guards(plans, runs, &switched_ok).await;
+            }
+            let started = chrono::Utc::now();
+            if count > 1 {
+                plan.ui.status(
+                    "Batch",
+                    format!("{} of {count}: {} host(s)", b + 1, batch.len()),
+                );
+            }
+            let (ok, errors) = switch_batch(plan, runs, batch, env.at_once(), total == 1).await;
+            switched_ok.extend(ok);
+            failed.extend(errors);
+            pause::record_batch(plan, b, count, batch, runs, started);
+            done += 1;
+            if over(&failed) {
+                return Ok(stop(switched_ok, failed));
+            }
+            if b + 1 == count && !later {
+                break;
+            }
+            // Between two batches: watch the hosts switched so far.
+            let wait = pause::Wait {
+                pause: env.pause,
+                approval: approval && done == 1,
+                budget_left: allowed.saturating_sub(failed.len() + deferred),
+            };
+            if wait.pause.is_zero() && !wait.approval {
+                continue;
+            }
+            let outcome = pause::between_batches(plans, runs, &switched_ok, &wait).await;
+            for (i, e) in outcome.failed {
+                switched_ok.retain(|&x| x != i);
+                failed.push(e);
+            }
             if outcome.aborted {
                 failed.push(Error::Cancelled {
                     what: "the rollout (`cargo ship abort` while it waited for approval: every switched host is put back)".into(),
                 });
             }
-            return Ok(Switched {
-                ok: switched_ok,
-                failed,
-                stopped: true,
-            });
+            if outcome.aborted || over(&failed) {
+                return Ok(stop(switched_ok, failed));
+            }
         }
     }
     Ok(Switched {

@@ -42,6 +42,8 @@ pub fn result_word(code: i32) -> &'static str {
         exit::REMOTE => "failed",
         exit::NOT_HEALTHY => "not-healthy",
         exit::PARTIAL => "partial",
+        exit::CANARY_WORSE => "canary-worse",
+        exit::CANARY_INCONCLUSIVE => "canary-inconclusive",
         exit::INTERRUPTED => "interrupted",
         _ => "error",
     }
@@ -142,6 +144,8 @@ struct State {
     trailer: Vec<String>,
     /// `(operation, rows)` of every summary event.
     summaries: Vec<(String, Vec<HostRow>)>,
+    /// The data of every canary verdict (#20), for the job summary.
+    canaries: Vec<serde_json::Value>,
     finished: bool,
 }
 
@@ -295,6 +299,12 @@ impl Github {
         self.write(&text);
     }
 
+    /// A canary verdict (the `data` of an `output` event of kind `canary`): kept for the job
+    /// summary.
+    pub fn canary(&self, data: &serde_json::Value) {
+        self.state().canaries.push(data.clone());
+    }
+
     /// Prints any group still held (hosts no summary named, e.g. after an early failure).
     pub fn flush(&self) {
         let text = {
@@ -318,20 +328,22 @@ impl Github {
     pub fn finish(&self, command: &str, error: Option<&Error>) {
         self.flush();
         let code = error.map_or(exit::OK, Error::exit_code);
-        let summaries = {
+        let (summaries, canaries) = {
             let mut st = self.state();
             if st.finished {
                 return;
             }
             st.finished = true;
-            st.summaries.clone()
+            (st.summaries.clone(), st.canaries.clone())
         };
         if let Some(e) = error {
             self.write(&ours(&annotations(e)));
         }
         if let Some(path) = &self.summary_file {
-            if !summaries.is_empty() || error.is_some() {
-                append(path, &job_summary(command, &summaries, error));
+            if !summaries.is_empty() || !canaries.is_empty() || error.is_some() {
+                let mut md = job_summary(command, &summaries, error);
+                md.extend(canaries.iter().map(canary_summary));
+                append(path, &md);
             }
         }
         if let Some(path) = &self.output_file {
@@ -525,6 +537,42 @@ pub fn job_summary(
     md
 }
 
+/// The Markdown of one canary verdict: the verdict, why, and the numbers of both sides.
+pub fn canary_summary(data: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map(cell).unwrap_or_default();
+    let verdict = text(&data["verdict"]);
+    let mark = if verdict == "promote" { "✅" } else { "❌" };
+    let mut md = format!(
+        "**Canary: {mark} {verdict}** ({} window, max_error_ratio {}, min_requests {}): {}\n\n",
+        text(&data["window"]),
+        data["max_error_ratio"],
+        data["min_requests"],
+        text(&data["reason"])
+    );
+    md.push_str("| | Hosts | Requests | Errors | Error ratio |\n| --- | --- | --- | --- | --- |\n");
+    for (name, side) in [("Canary", &data["canary"]), ("Baseline", &data["baseline"])] {
+        if side.is_null() {
+            continue;
+        }
+        let hosts: Vec<String> = side["hosts"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        let n = |k: &str| side[k].as_u64().map_or("-".to_string(), |v| v.to_string());
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            hosts.join(", "),
+            n("requests"),
+            n("errors"),
+            side["ratio"]
+                .as_f64()
+                .map_or("-".to_string(), crate::metrics::pct)
+        ));
+    }
+    md.push('\n');
+    md
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,7 +613,7 @@ mod tests {
 
     #[test]
     fn every_documented_exit_code_has_its_word() {
-        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130]
+        let words: Vec<(i32, &str)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 130]
             .into_iter()
             .map(|c| (c, result_word(c)))
             .collect();
@@ -584,9 +632,37 @@ mod tests {
                 (9, "failed"),
                 (10, "not-healthy"),
                 (11, "partial"),
+                (12, "canary-worse"),
+                (13, "canary-inconclusive"),
                 (130, "interrupted")
             ]
         );
+    }
+
+    /// Issue #20: the canary's verdict and numbers in the job summary.
+    #[test]
+    fn canary_verdict_in_the_job_summary() {
+        let data = serde_json::json!({
+            "verdict": "worse", "reason": "the canary's error ratio 5.00% exceeds the baseline's 0.00% by more than max_error_ratio = 0.01",
+            "early": false, "window": "12s", "max_error_ratio": 0.01, "min_requests": 50,
+            "canary": { "hosts": ["host0"], "requests": 200, "errors": 10, "ratio": 0.05 },
+            "baseline": { "hosts": ["host1", "host2"], "requests": 400, "errors": 0, "ratio": 0.0 },
+        });
+        assert_eq!(
+            canary_summary(&data),
+            "**Canary: ❌ worse** (12s window, max_error_ratio 0.01, min_requests 50): the canary's error ratio 5.00% exceeds the baseline's 0.00% by more than max\\_error\\_ratio = 0.01\n\n\
+             | | Hosts | Requests | Errors | Error ratio |\n| --- | --- | --- | --- | --- |\n\
+             | Canary | host0 | 200 | 10 | 5.00% |\n\
+             | Baseline | host1, host2 | 400 | 0 | 0.00% |\n\n"
+        );
+        let buf = Buf::default();
+        let dir = tempfile::tempdir().unwrap();
+        let summary = dir.path().join("summary.md");
+        let gh = Github::new(false, Some(summary.clone()), None, Box::new(buf.clone()));
+        gh.canary(&data);
+        gh.finish("cargo ship deploy prod", None);
+        let md = std::fs::read_to_string(&summary).unwrap();
+        assert!(md.contains("| Canary | host0 | 200 | 10 | 5.00% |"), "{md}");
     }
 
     /// Issue #16: host text cannot issue workflow commands (`::`, `##[`, a bare CR) nor

@@ -219,6 +219,12 @@ impl Human {
                     }
                 }
             }
+            // A canary's numbers (#20) belong with the deploy's progress, on stderr.
+            Event::Output { kind, text, .. } if kind == "canary" => {
+                for l in text.lines() {
+                    self.line(l);
+                }
+            }
             Event::Output { kind, text, data } => {
                 // Requested output goes to stdout, like `cargo metadata`. A journal line's
                 // host prefix gets the host's own colour (`host_index`, #11).

@@ -360,6 +360,10 @@ impl Ui {
                 gh.summary(operation, hosts);
                 false
             }
+            Event::Output { kind, data, .. } if kind == "canary" => {
+                gh.canary(data);
+                false
+            }
             _ => false,
         }
     }

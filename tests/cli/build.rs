@@ -70,6 +70,7 @@ fn hello_config(project: &Project, target: &str) -> Config {
             settle: Duration::from_secs(2),
             confirm_timeout: Duration::from_secs(90),
         },
+        canary: None,
         hooks: HooksConfig::default(),
         jobs: Default::default(),
         environment: None,

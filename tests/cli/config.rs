@@ -389,7 +389,7 @@ fn unknown_keys_suggest_and_list() {
     assert_eq!(e, "<p>/Cargo.toml:9:1: `package.metadata.ship.keep_release`: unknown key; did you mean `keep_releases`?");
     assert_eq!(
         help.unwrap(),
-        "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `deploy_to`, `environments`, \
+        "the keys allowed in `[package.metadata.ship]` are: `assets`, `bin`, `builder`, `canary`, `deploy_to`, `environments`, \
          `health`, `hooks`, `jobs`, `keep_releases`, `profile`, `shared_dirs`, `shared_files`, `strip`, `sudo`, `systemd`, `target`, `targets`"
     );
     assert_eq!(
@@ -1127,6 +1127,132 @@ fn workspace_deploy_refuses_two_services_in_one_directory() {
     assert!(
         stderr.contains("help: give each service its own `deploy_to` and `systemd.unit`"),
         "{stderr}"
+    );
+}
+
+/// Issue #20: `[package.metadata.ship.canary]`, its defaults, an environment turning it off,
+/// and the exact text of every error.
+#[test]
+fn issue_20_canary_keys() {
+    use cargo_ship::config::CanaryHosts;
+    let c = load(
+        &hello(
+            "[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"http_requests_total\"\nerrors = 'http_requests_total{code=~\"5..\"}'\n\
+             [package.metadata.ship.environments.prod]\nhosts = [\"a\", \"b\"]\ncanary.hosts = \"50%\"\ncanary.window = \"10s\"\n\
+             [package.metadata.ship.environments.staging]\nhosts = [\"s\"]\ncanary.enabled = false\n",
+        ),
+        Some("prod"),
+    );
+    let k = c.canary.expect("canary");
+    assert_eq!(k.hosts, CanaryHosts::Percent(50));
+    assert_eq!(k.window, Duration::from_secs(10));
+    assert_eq!(k.metrics, "http://127.0.0.1:7070/metrics");
+    assert_eq!(k.errors, "http_requests_total{code=~\"5..\"}");
+    assert_eq!((k.max_error_ratio, k.min_requests), (0.01, 100));
+    assert_eq!(CanaryHosts::Percent(10).count(25), 3);
+    assert_eq!(CanaryHosts::Count(3).count(2), 2);
+    let p = hello(
+        "[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = \"e\"\nhosts = 2\nwindow = \"2m\"\nmax_error_ratio = 0\nmin_requests = 5\n\
+         [package.metadata.ship.environments.staging]\nhosts = [\"s\"]\ncanary.enabled = false\n",
+    );
+    let k = load(&p, None).canary.expect("canary");
+    assert_eq!(
+        (k.hosts, k.window, k.max_error_ratio, k.min_requests),
+        (CanaryHosts::Count(2), Duration::from_secs(120), 0.0, 5)
+    );
+    assert!(load(&p, Some("staging")).canary.is_none());
+    // `config show` shows the table with its defaults filled in.
+    let (text, json) = config::show(&load(&p, None));
+    assert!(
+        text.contains("[canary]\nhosts = 2\nwindow = \"2m\"\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = \"e\"\nmax_error_ratio = 0.0\nmin_requests = 5\n"),
+        "{text}"
+    );
+    assert_eq!(json["canary"]["min_requests"], 5);
+    assert!(config::show(&load(&p, Some("staging")))
+        .1
+        .get("canary")
+        .is_none());
+
+    let base = "[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = \"e\"\n";
+    let (e, help) = error_with(
+        "[package.metadata.ship.canary]\nrequests = \"r\"\nerrors = \"e\"\n",
+        None,
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:8:1: `package.metadata.ship.canary.metrics`: missing: a canary is judged on the service's own metrics"
+    );
+    assert_eq!(
+        help.as_deref(),
+        Some("add `metrics = \"http://127.0.0.1:7070/metrics\"` to `[package.metadata.ship.canary]`, or `enabled = false` to turn the canary off")
+    );
+    assert_eq!(
+        error("[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\n"),
+        "<p>/Cargo.toml:8:1: `package.metadata.ship.canary.errors`: missing: a canary is judged on the service's own metrics"
+    );
+    for (extra, expected) in [
+        (
+            "hosts = 0",
+            "<p>/Cargo.toml:12:9: `package.metadata.ship.canary.hosts`: expected a number of hosts (at least 1) or a percentage from \"1%\" to \"100%\", found 0",
+        ),
+        (
+            "hosts = \"all\"",
+            "<p>/Cargo.toml:12:9: `package.metadata.ship.canary.hosts`: expected a number of hosts (at least 1) or a percentage from \"1%\" to \"100%\", found \"all\"",
+        ),
+        (
+            "hosts = true",
+            "<p>/Cargo.toml:12:9: `package.metadata.ship.canary.hosts`: expected a number of hosts or a percentage like \"10%\", found a boolean (true)",
+        ),
+        (
+            "window = \"soon\"",
+            "<p>/Cargo.toml:12:10: `package.metadata.ship.canary.window`: expected a duration like \"30s\", \"2m\" or \"1m 30s\", found \"soon\"",
+        ),
+        (
+            "window = \"0s\"",
+            "<p>/Cargo.toml:12:10: `package.metadata.ship.canary.window`: expected a window of at least 1s, found \"0s\"",
+        ),
+        (
+            "max_error_ratio = 1.5",
+            "<p>/Cargo.toml:12:19: `package.metadata.ship.canary.max_error_ratio`: expected a ratio from 0 to 1 like 0.01, found 1.5",
+        ),
+        (
+            "max_error_ratio = \"1%\"",
+            "<p>/Cargo.toml:12:19: `package.metadata.ship.canary.max_error_ratio`: expected a ratio from 0 to 1 like 0.01, found a string (\"1%\")",
+        ),
+        (
+            "min_requests = 0",
+            "<p>/Cargo.toml:12:16: `package.metadata.ship.canary.min_requests`: expected at least 1, found 0",
+        ),
+        (
+            "min_request = 5",
+            "<p>/Cargo.toml:12:1: `package.metadata.ship.canary.min_request`: unknown key; did you mean `min_requests`?",
+        ),
+    ] {
+        assert_eq!(error(&format!("{base}{extra}\n")), expected, "{extra}");
+    }
+    assert_eq!(
+        error("[package.metadata.ship.canary]\nmetrics = \"https://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = \"e\"\n"),
+        "<p>/Cargo.toml:9:11: `package.metadata.ship.canary.metrics`: expected a URL like \"http://127.0.0.1:7070/metrics\" (http://, a host and a port), found \"https://127.0.0.1:7070/metrics\": https is not supported"
+    );
+    assert_eq!(
+        error("[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"rate(r[5m])\"\nerrors = \"e\"\n"),
+        "<p>/Cargo.toml:10:12: `package.metadata.ship.canary.requests`: expected a series selector like `http_requests_total{code=~\"5..\"}`, found \"rate(r[5m])\": unexpected `(` after the selector (only a name and {label matchers} are allowed, no functions or ranges)"
+    );
+    assert_eq!(
+        error("[package.metadata.ship.canary]\nmetrics = \"http://127.0.0.1:7070/metrics\"\nrequests = \"r\"\nerrors = 'r{code~\"5..\"}'\n"),
+        "<p>/Cargo.toml:11:10: `package.metadata.ship.canary.errors`: expected a series selector like `http_requests_total{code=~\"5..\"}`, found \"r{code~\"5..\"}\": expected `=`, `!=`, `=~` or `!~` after the label `code`"
+    );
+    let (e, help) = error_with(
+        "[package.metadata.ship.environments.prod]\nhosts = [\"a\"]\nper_host.a.canary.hosts = 1\n",
+        Some("prod"),
+    );
+    assert_eq!(
+        e,
+        "<p>/Cargo.toml:10:12: `package.metadata.ship.environments.prod.per_host.a.canary`: this key applies to the whole environment; it cannot be set per host"
+    );
+    assert_eq!(
+        help.as_deref(),
+        Some("move it to `[package.metadata.ship.environments.prod]`")
     );
 }
 

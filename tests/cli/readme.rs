@@ -49,6 +49,11 @@ fn readme_config_reference_loads_as_written() {
     assert_eq!(c.systemd.drain_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.hooks.before_switch, ["./hello check-config"]);
     assert_eq!(c.hooks.before_switch_once, ["./hello migrate"]);
+    // Issue #20: the canary table.
+    let canary = c.canary.as_ref().expect("the reference's canary table");
+    assert_eq!(canary.window, std::time::Duration::from_secs(120));
+    assert_eq!(canary.errors, "http_requests_total{code=~\"5..\"}");
+    assert_eq!((canary.max_error_ratio, canary.min_requests), (0.01, 100));
     // Issue #21: a scheduled job.
     let job = &c.jobs["cleanup"];
     assert_eq!(job.schedule, "*-*-* 03:00:00");

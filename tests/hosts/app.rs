@@ -275,6 +275,7 @@ publish = false
 unhealthy = []
 crash = []
 never-ready = []
+flaky = []
 
 [package.metadata.ship]
 target = "x86_64-unknown-linux-gnu"

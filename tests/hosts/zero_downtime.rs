@@ -20,7 +20,7 @@ use crate::host;
 use crate::load::{Load, LoadConfig, LoadReport};
 
 /// The load tests run one at a time: two loads at once on two cores would measure each other.
-static ONE_LOAD_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_LOAD_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const RATE: u32 = 240;
 
@@ -259,5 +259,104 @@ fn issue_7_socket_unhealthy_release_and_rollback_keep_serving() {
     assert_no_failures(&app, &report, &rb);
     for h in app.app_hosts() {
         app.assert_version(h, "0.1.0", Some(&rb));
+    }
+}
+
+/// Issue #22: what `cargo ship init --strategy socket` writes is a working zero-downtime setup.
+/// In a git repository (a commit per version), the fixture's section is replaced by init's, and
+/// only what a user must fill in is edited:
+/// the hosts and their ssh_config (environment `prod` renamed `test`), the port (8080 → this
+/// test's own, on shared hosts), and `args` for a service that takes 500 ms to start (the gap
+/// a plain restart leaves). Under the same load as above, the deploy of a new version refuses
+/// no connection and fails no request.
+#[test]
+fn issue_22_init_strategy_socket_deploys_with_no_refused_connection() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let port = 18706;
+    // A crate in its git repository, as users have it: each deploy from its own commit.
+    let app = App::new(
+        hosts,
+        "ship-init-socket",
+        port,
+        Spec {
+            hosts: vec!["host0".into(), "host1".into(), "host2".into()],
+            ..Spec::default()
+        },
+    )
+    .in_git();
+    // The package without any ship section, then `cargo ship init --strategy socket`.
+    let text = app.project.manifest();
+    let cut = text.find("[package.metadata.ship]").unwrap();
+    app.project.set_manifest(&text[..cut]);
+    app.run_expect(&["init", "--strategy", "socket"], 0);
+    let written = app.project.manifest();
+    let edited = written
+        .replace("8080", &port.to_string())
+        .replace(
+            "# args = [\"--port\", \"",
+            "args = [\"--start-delay-ms\", \"500\"] # was: [\"--port\", \"",
+        )
+        .replace(
+            "[package.metadata.ship.environments.prod]",
+            "[package.metadata.ship.environments.test]",
+        )
+        .replace(
+            "hosts = [\"deploy@prod1.example.com\"]",
+            &format!(
+                "hosts = [\"host0\", \"host1\", \"host2\"]\nssh_config = {}",
+                crate::app::toml_str(&hosts.ssh_config.display().to_string())
+            ),
+        );
+    assert!(
+        edited.contains(&format!(
+            "restart = \"socket\"\nlisten = [\"0.0.0.0:{port}\"]"
+        )),
+        "{edited}"
+    );
+    app.project.set_manifest(&edited);
+    app.project.commit("cargo ship init --strategy socket");
+    // The fixture answers /version; what App checks with is the same port.
+    let run = app.deploy(&[], 0);
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.1.0", Some(&run));
+    }
+
+    app.project.set_version("0.2.0");
+    app.project.commit("0.2.0");
+    app.run_expect(&["build"], 0);
+    let _one = ONE_LOAD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let load = Load::start(LoadConfig {
+        targets: targets(&app, port),
+        path: "/version".into(),
+        rate_per_sec: RATE,
+        timeout: Duration::from_secs(10),
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let run = app.deploy(&[], 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let report = load.stop();
+    eprintln!(
+        "[{}] deploy of 0.2.0 under load: {}",
+        app.name,
+        report.summary()
+    );
+    app.check(
+        !report.failures_by_kind().contains_key("refused"),
+        format!(
+            "no connection may be refused: {:?}",
+            report.failures_by_kind()
+        ),
+        Some(&run),
+    );
+    assert_no_failures(&app, &report, &run);
+    app.check(
+        report.bodies.contains_key("0.2.0"),
+        format!("0.2.0 should answer during the load: {:?}", report.bodies),
+        Some(&run),
+    );
+    for h in app.app_hosts() {
+        app.assert_version(h, "0.2.0", Some(&run));
     }
 }
