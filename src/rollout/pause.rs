@@ -160,49 +160,50 @@ pub(crate) async fn between_batches(
             true => ROUND.min(deadline - now),
             false => ROUND,
         };
-        tokio::time::sleep(nap).await;
-        // Keep the dead-man's switches armed: the full confirm_timeout again, well before
-        // the last extension runs out.
-        if let Some(every) = extend_every(plans, runs, &live) {
-            if extended.elapsed() >= every {
-                extend_guards(plans, runs, &live).await;
-                extended = Instant::now();
-            }
-        }
-        // Re-probe and look at the units.
-        let checks = futures_util::future::join_all(live.iter().map(|&i| {
-            let base = baseline
-                .iter()
-                .find(|(j, _)| *j == i)
-                .and_then(|(_, b)| b.clone());
-            let run = &runs[i];
-            async move { (i, check(plans, run, base.as_ref()).await) }
-        }))
-        .await;
+        // One round: a nap, a look at every watched host, the approval marker. The dead-man's
+        // switches are extended on their own clock meanwhile, so a round slowed down by a busy
+        // host (a probe waits up to 5 s) never lets a healthy host's guard run out.
+        let every = extend_every(plans, runs, &live);
+        let look = async {
+            tokio::time::sleep(nap).await;
+            let checks = futures_util::future::join_all(live.iter().map(|&i| {
+                let base = baseline
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .and_then(|(_, b)| b.clone());
+                let run = &runs[i];
+                async move { (i, check(plans, run, base.as_ref()).await) }
+            }))
+            .await;
+            let word = match approved {
+                true => None,
+                false => decision(plans, &runs[marker]).await,
+            };
+            (checks, word)
+        };
+        let (checks, word) = armed(plans, runs, &live, every, &mut extended, look).await;
         for (i, r) in checks {
             let Err(reason) = r else { continue };
             live.retain(|&x| x != i);
             let e = put_back(plans, &mut runs[i], &reason).await;
             outcome.failed.push((i, e));
         }
-        if !approved {
-            match decision(plans, &runs[marker]).await.as_deref() {
-                Some("promote") => {
-                    approved = true;
-                    ui.status("Promoted", "the rollout goes on");
-                }
-                Some("abort") => {
-                    ui.step(
-                        None,
-                        "Aborted",
-                        "putting every switched host back",
-                        Tone::Warning,
-                    );
-                    outcome.aborted = true;
-                    break;
-                }
-                _ => {}
+        match word.as_deref() {
+            Some("promote") => {
+                approved = true;
+                ui.status("Promoted", "the rollout goes on");
             }
+            Some("abort") => {
+                ui.step(
+                    None,
+                    "Aborted",
+                    "putting every switched host back",
+                    Tone::Warning,
+                );
+                outcome.aborted = true;
+                break;
+            }
+            _ => {}
         }
     }
     if ui.format() == Format::Json {
@@ -222,6 +223,33 @@ pub(crate) async fn between_batches(
         });
     }
     outcome
+}
+
+/// Runs `work` while the `live` hosts' dead-man's switches are kept armed: whenever `every` has
+/// passed since the last extension (`extended`), they get the full `confirm_timeout` again,
+/// however long `work` takes. Without a guard (`every` None) it is just `work`.
+async fn armed<T>(
+    plans: &[Plan<'_>],
+    runs: &[HostRun],
+    live: &[usize],
+    every: Option<Duration>,
+    extended: &mut Instant,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(every) = every else {
+        return work.await;
+    };
+    tokio::pin!(work);
+    loop {
+        let due = *extended + every;
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep_until(due.into()) => {
+                extend_guards(plans, runs, live).await;
+                *extended = Instant::now();
+            }
+        }
+    }
 }
 
 /// How often the waiting hosts' dead-man's switches are extended: a third of the shortest
