@@ -119,32 +119,7 @@ pub async fn exec(config: &Config, opts: &ExecOptions, ui: &Ui) -> Result<()> {
         async move { run_on(&conn, &script, &mask, ui).await }
     })
     .await;
-    let mut failed = Vec::new();
-    let mut rows = Vec::new();
-    let mut errors = Vec::new();
-    for (host, r) in results {
-        match r {
-            Ok((row, code)) => {
-                if code != 0 {
-                    failed.push((host, code));
-                }
-                rows.push(row);
-            }
-            Err(e) if host.is_empty() => return Err(e),
-            Err(e) => errors.push(e),
-        }
-    }
-    let total = rows.len() + errors.len();
-    ui.emit(Event::Summary {
-        operation: "exec".into(),
-        hosts: rows,
-    });
-    fleet::fail_if_any("exec", total, errors)?;
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::CommandFailed { failed, total })
-    }
+    fleet::command_summary("exec", results, ui)
 }
 
 /// Hides the values of `systemd.secrets` in what `exec` shows (issue #16: `exec -- env`

@@ -188,6 +188,42 @@ pub fn summarize(operation: &str, results: Vec<(String, Result<HostRow>)>, ui: &
     fail_if_any(operation, total, errors)
 }
 
+/// The end of a command run on every host (`exec`, a job's `run`): the summary table, then
+/// the hosts that could not run it as one error, else the hosts where it exited non-zero
+/// ([`Error::CommandFailed`], each with its exit code).
+pub fn command_summary(
+    operation: &str,
+    results: Vec<(String, Result<(HostRow, i32)>)>,
+    ui: &Ui,
+) -> Result<()> {
+    let mut failed = Vec::new();
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (host, r) in results {
+        match r {
+            Ok((row, code)) => {
+                if code != 0 {
+                    failed.push((host, code));
+                }
+                rows.push(row);
+            }
+            Err(e) if host.is_empty() => return Err(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    let total = rows.len() + errors.len();
+    ui.emit(Event::Summary {
+        operation: operation.into(),
+        hosts: rows,
+    });
+    fail_if_any(operation, total, errors)?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CommandFailed { failed, total })
+    }
+}
+
 /// `Ok` when `errors` is empty; the single error itself when there is one; else a
 /// [`Error::Fleet`] saying how many of `total` hosts failed.
 pub fn fail_if_any(operation: &str, total: usize, mut errors: Vec<Error>) -> Result<()> {

@@ -148,17 +148,7 @@ pub fn render_service(config: &Config, name: &str, job: &JobConfig) -> String {
         u.push_str(&format!("RuntimeMaxSec={}\n", t.as_secs().max(1)));
     }
     if s.hardening {
-        u.push_str("NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=full\n");
-        let home = ["/home", "/root", "/run/user"]
-            .iter()
-            .any(|p| std::path::Path::new(&config.deploy_to).starts_with(p));
-        if !home {
-            u.push_str("ProtectHome=yes\n");
-        }
-        u.push_str(
-            "ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
-             RestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\n",
-        );
+        u.push_str(&crate::systemd::unit::hardening(config));
     }
     u
 }
@@ -580,32 +570,7 @@ pub async fn run(config: &Config, job: &str, hosts: &[String], ui: &Ui) -> Resul
         run_on(&conn, &script, ui).await
     })
     .await;
-    let mut failed = Vec::new();
-    let mut rows = Vec::new();
-    let mut errors = Vec::new();
-    for (host, r) in results {
-        match r {
-            Ok((row, code)) => {
-                if code != 0 {
-                    failed.push((host, code));
-                }
-                rows.push(row);
-            }
-            Err(e) if host.is_empty() => return Err(e),
-            Err(e) => errors.push(e),
-        }
-    }
-    let total = rows.len() + errors.len();
-    ui.emit(Event::Summary {
-        operation: "run".into(),
-        hosts: rows,
-    });
-    fleet::fail_if_any("run", total, errors)?;
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::CommandFailed { failed, total })
-    }
+    fleet::command_summary("run", results, ui)
 }
 
 async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(HostRow, i32)> {

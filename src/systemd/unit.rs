@@ -200,18 +200,7 @@ fn render_service(config: &Config, dir: &str, template: bool) -> String {
         s.drain_timeout.as_millis().max(1)
     ));
     if s.hardening {
-        u.push_str("NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=full\n");
-        // Whole path components: /rootfs/app is not under /root.
-        let home = ["/home", "/root", "/run/user"]
-            .iter()
-            .any(|p| std::path::Path::new(&config.deploy_to).starts_with(p));
-        if !home {
-            u.push_str("ProtectHome=yes\n");
-        }
-        u.push_str(
-            "ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
-             RestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\n",
-        );
+        u.push_str(&hardening(config));
     }
     u.push_str("\n[Install]\nWantedBy=multi-user.target\n");
     u
@@ -250,6 +239,23 @@ pub fn enabled(config: &Config) -> Vec<String> {
         RestartStrategy::Socket => vec![socket(config), service(config)],
         RestartStrategy::BlueGreen => vec![socket(config), instance(config, "blue")],
     }
+}
+
+/// The sandboxing lines of `systemd.hardening = true`, the same for the service and its jobs.
+pub(crate) fn hardening(config: &Config) -> String {
+    let mut u = String::from("NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=full\n");
+    // Whole path components: /rootfs/app is not under /root.
+    let home = ["/home", "/root", "/run/user"]
+        .iter()
+        .any(|p| std::path::Path::new(&config.deploy_to).starts_with(p));
+    if !home {
+        u.push_str("ProtectHome=yes\n");
+    }
+    u.push_str(
+        "ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
+         RestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\n",
+    );
+    u
 }
 
 #[cfg(test)]
