@@ -452,22 +452,7 @@ fn resolve_systemd(l: &Layer, bin: &str, ship_at: &Origin) -> Result<SystemdConf
         None => derived_default(bin, "systemd.unit", bin.to_string(), ship_at, check_unit)?,
         Some(v) => check_unit(v)?,
     };
-    let mut environment = BTreeMap::new();
-    for (name, (name_at, value)) in &s.environment {
-        if !is_env_name(name) {
-            return Err(name_at.error(
-                format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{name}`"),
-                None,
-            ));
-        }
-        if value.value.contains(['\n', '\r', '\0']) {
-            return Err(value.at.error(
-                "expected a single-line value, found a line break or NUL",
-                None,
-            ));
-        }
-        environment.insert(name.clone(), value.value.clone());
-    }
+    let environment = check_environment(&s.environment)?;
     Ok(SystemdConfig {
         unit,
         args: match &s.args {
@@ -595,22 +580,7 @@ fn resolve_jobs(
             }
             Ok(d)
         };
-        let mut environment = BTreeMap::new();
-        for (var, (name_at, value)) in &j.environment {
-            if !is_env_name(var) {
-                return Err(name_at.error(
-                    format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{var}`"),
-                    None,
-                ));
-            }
-            if value.value.contains(['\n', '\r', '\0']) {
-                return Err(value.at.error(
-                    "expected a single-line value, found a line break or NUL",
-                    None,
-                ));
-            }
-            environment.insert(var.clone(), value.value.clone());
-        }
+        let environment = check_environment(&j.environment)?;
         let mut args = Vec::new();
         if let Some(list) = &j.args {
             for a in &list.value {
@@ -659,6 +629,29 @@ fn check_schedule(v: &Val<String>) -> Result<String> {
             Some("see `man systemd.time` (CALENDAR EVENTS); `systemd-analyze calendar '<expression>'` checks one".into()),
         ))
     }
+}
+
+/// `systemd.environment` or a job's `environment`: names as the shell has them, one-line values.
+fn check_environment(
+    table: &BTreeMap<String, (Origin, Val<String>)>,
+) -> Result<BTreeMap<String, String>> {
+    let mut environment = BTreeMap::new();
+    for (name, (name_at, value)) in table {
+        if !is_env_name(name) {
+            return Err(name_at.error(
+                format!("expected an environment variable name matching [A-Za-z_][A-Za-z0-9_]*, found `{name}`"),
+                None,
+            ));
+        }
+        if value.value.contains(['\n', '\r', '\0']) {
+            return Err(value.at.error(
+                "expected a single-line value, found a line break or NUL",
+                None,
+            ));
+        }
+        environment.insert(name.clone(), value.value.clone());
+    }
+    Ok(environment)
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
