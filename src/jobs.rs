@@ -65,38 +65,36 @@ pub fn runs_on(config: &Config, job: &JobConfig, host: &str) -> bool {
 /// The job unit files `host` should have, service then timer per job.
 pub fn units(config: &Config, host: &str) -> Vec<UnitFile> {
     let config = config.for_host(host);
-    let mut out = Vec::new();
-    for (name, job) in &config.jobs {
-        if !runs_on(config, job, host) {
-            continue;
-        }
-        out.push(UnitFile {
-            name: service(config, name),
-            text: render_service(config, name, job),
-        });
-        out.push(UnitFile {
-            name: timer(config, name),
-            text: render_timer(config, name, job),
-        });
-    }
-    out
+    config
+        .jobs
+        .iter()
+        .filter(|(_, job)| runs_on(config, job, host))
+        .flat_map(|(name, job)| pair(config, name, job))
+        .collect()
 }
 
 /// Every job unit file of the config, whichever host runs it (an `on = "one"` job's too): part
 /// of [`crate::systemd::unit_files`], the one list setup fixes for the root helper.
 pub fn all_units(config: &Config) -> Vec<UnitFile> {
-    let mut out = Vec::new();
-    for (name, job) in &config.jobs {
-        out.push(UnitFile {
+    config
+        .jobs
+        .iter()
+        .flat_map(|(name, job)| pair(config, name, job))
+        .collect()
+}
+
+/// A job's service and timer.
+fn pair(config: &Config, name: &str, job: &JobConfig) -> [UnitFile; 2] {
+    [
+        UnitFile {
             name: service(config, name),
             text: render_service(config, name, job),
-        });
-        out.push(UnitFile {
+        },
+        UnitFile {
             name: timer(config, name),
             text: render_timer(config, name, job),
-        });
-    }
-    out
+        },
+    ]
 }
 
 /// The job's service: the binary under `current` as resolved at start, as the service's user
