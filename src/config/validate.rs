@@ -45,7 +45,8 @@ pub fn load_selected(sel: &workspace::Selection<'_>, opts: &LoadOptions) -> Resu
 /// with ...": the same deploy_to or unit, one deploy_to inside the other, a unit that is the
 /// other's dead-man's switch (`x-guard` beside `x`: the guard drop-in setup writes for one would
 /// apply to the other's service), or units that share a sudoers file (`foo.bar` and `foo_bar`:
-/// sudo's file names turn `.` into `_`). Issue #16 added the last three.
+/// sudo's file names turn `.` into `_`). Issue #16 added the last three; a unit named like
+/// another's scheduled job (`x-job-y` beside `x`, issue #21) collides too.
 pub fn collision(a: &Config, b: &Config) -> Option<String> {
     let (ua, ub) = (&a.systemd.unit, &b.systemd.unit);
     let (pa, pb) = (
@@ -70,6 +71,15 @@ pub fn collision(a: &Config, b: &Config) -> Option<String> {
         };
         Some(format!(
             "units {owner} and {guard}, but {guard}.service is the dead-man's switch of unit {owner}"
+        ))
+    } else if ub.starts_with(&format!("{ua}-job-")) || ua.starts_with(&format!("{ub}-job-")) {
+        let (owner, other) = if ub.starts_with(&format!("{ua}-job-")) {
+            (ua, ub)
+        } else {
+            (ub, ua)
+        };
+        Some(format!(
+            "units {owner} and {other}, but {owner}-job-* names the scheduled jobs of unit {owner}"
         ))
     } else if sudoers(ua) == sudoers(ub) {
         Some(format!(
@@ -1773,6 +1783,14 @@ mod tests {
         assert_eq!(
             what(with("api", "/opt/api"), with("api", "/opt/worker")),
             "the same unit api"
+        );
+        // Issue #21: `x-job-*` names the jobs of unit x.
+        assert_eq!(
+            what(
+                with("api-job-report", "/opt/report"),
+                with("api", "/opt/api")
+            ),
+            "units api and api-job-report, but api-job-* names the scheduled jobs of unit api"
         );
         // Siblings whose names only share a prefix are fine.
         assert_eq!(
