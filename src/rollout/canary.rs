@@ -190,7 +190,10 @@ pub(crate) async fn run(
         return Phase::Promoted(canaries.to_vec());
     }
 
-    // Put the canary hosts back, verified as any rollback.
+    // Put the canary hosts back, verified as any rollback. A canary judged worse is marked
+    // failed like an unhealthy release (its artifact a ghost on those hosts: not deployed there
+    // again without --force); an inconclusive one is not: it was never judged bad.
+    let worse = judgement.verdict == Verdict::Worse;
     let reason = format!("canary {}: {}", judgement.verdict, judgement.reason);
     let reverted = fleet::bounded(canaries.to_vec(), parallel(plans), |i| {
         let (run, reason) = (&runs[i], &reason);
@@ -203,7 +206,7 @@ pub(crate) async fn run(
                     run.previous.as_deref().unwrap_or("nothing")
                 ),
             );
-            let r = revert_host(plan, run, run.previous.as_deref(), reason, false, None, ui).await;
+            let r = revert_host(plan, run, run.previous.as_deref(), reason, worse, None, ui).await;
             (i, r)
         }
     })

@@ -242,6 +242,21 @@ fn issue_20_bad_canary_reverted_good_canary_promoted_under_load() {
             Some(&bad),
         );
     }
+    // The worse canary's artifact is a ghost on the canary host (as an unhealthy release's),
+    // and nowhere else.
+    let hosts = app.app_hosts();
+    app.check(
+        app.list(hosts[0], ".ship/ghosts").len() == 1,
+        "host0: the worse canary's artifact should be marked a ghost",
+        Some(&bad),
+    );
+    for h in &hosts[1..] {
+        app.check(
+            app.list(h, ".ship/ghosts").is_empty(),
+            format!("{}: never switched, so no ghost", h.name),
+            Some(&bad),
+        );
+    }
     // The baseline never switched: no revisions.log line of the canary release there.
     for h in &app.app_hosts()[1..] {
         let log = app.read(h, "revisions.log");
