@@ -527,7 +527,11 @@ pub fn run_script(config: &Config, job: &str) -> Script {
     );
     s.lines("while :; do _st=$(systemctl show -p ActiveState --value -- \"$_svc\"); _i=$(systemctl show -p InvocationID --value -- \"$_svc\")");
     s.lines("  case $_st in active|activating|deactivating|reloading) [ \"$_i\" = \"$_inv\" ] || break ;; *) break ;; esac; sleep 0.2; done");
+    // The follower may still be starting (journalctl reads the journal files first: slow on a
+    // busy host) when a short job ends: after it stops, the run's lines are read once more in
+    // full, and the client shows each journal entry once (by its cursor).
     s.lines("sleep 1; kill $_jp 2>/dev/null || true; wait $_jp 2>/dev/null || true");
+    s.lines("$SUDO journalctl -u \"$_svc\" --since \"$_t\" -n all -o json --no-pager || true");
     s.lines("_res=$(systemctl show -p Result --value -- \"$_svc\"); _code=$(systemctl show -p ExecMainStatus --value -- \"$_svc\")");
     s.lines("echo result=$_res; echo status=$_code");
     s.lines("case $_res in success) exit 0 ;; timeout) exit 124 ;; signal|core-dump) exit $((128 + _code)) ;; *) [ \"${_code:-1}\" != 0 ] && exit \"$_code\" || exit 1 ;; esac");
@@ -582,6 +586,7 @@ async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(Hos
         let Some(r) = out else { return result };
         let mut lines = BufReader::new(r).lines();
         let mut inv = String::new();
+        let mut seen = std::collections::HashSet::new();
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(i) = line.strip_prefix("invocation=") {
                 inv = i.to_string();
@@ -589,7 +594,10 @@ async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(Hos
                 result = Some(r.to_string());
             } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
-                if s("_SYSTEMD_INVOCATION_ID") != inv || s("_PID") == "1" {
+                if s("_SYSTEMD_INVOCATION_ID") != inv
+                    || s("_PID") == "1"
+                    || !seen.insert(s("__CURSOR").to_string())
+                {
                     continue;
                 }
                 let message = match v.get("MESSAGE") {
