@@ -285,8 +285,12 @@ settle = "3s"
 hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
 # ssh_config = "deploy/ssh_config"         # passed to ssh as -F, relative to this file
 # secrets_file = "deploy/prod.env"         # dotenv file with the secrets' values, on this machine only (keep it out of git)
-# parallel = 10                            # hosts worked on at once
-# batch = "25%"                            # hosts switched at a time (a count or a share); default: all at once
+# connect_parallel = 10                    # SSH handshakes in flight at once (a jump host's sshd MaxStartups); default 10
+# parallel = 50                            # hosts worked on at once; default: every connected host
+# batch = [1, "10%", "50%", "100%"]        # a ramp: each entry the size of the next switch batch (or one size, "25%"); default: all at once
+# pause = "30s"                            # between batches, watch the switched hosts stay healthy (README: Big fleets)
+# max_fail = "5%"                          # hosts that may fail (each put back) before the whole deploy is put back; default 0
+# unreachable = "defer"                    # "fail" (default) or "defer": leave hosts that cannot be reached on their old release
 
 # One host's overrides on top of its environment (the host as written in `hosts`), e.g. a smaller machine:
 # [package.metadata.ship.environments.prod.per_host."deploy@prod1.example.com".systemd]
@@ -328,8 +332,12 @@ settle = "3s"
 hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
 # ssh_config = "deploy/ssh_config"         # passed to ssh as -F, relative to this file
 # secrets_file = "deploy/prod.env"         # dotenv file with the secrets' values, on this machine only (keep it out of git)
-# parallel = 10                            # hosts worked on at once
-# batch = "25%"                            # hosts switched at a time (a count or a share); default: all at once
+# connect_parallel = 10                    # SSH handshakes in flight at once (a jump host's sshd MaxStartups); default 10
+# parallel = 50                            # hosts worked on at once; default: every connected host
+# batch = [1, "10%", "50%", "100%"]        # a ramp: each entry the size of the next switch batch (or one size, "25%"); default: all at once
+# pause = "30s"                            # between batches, watch the switched hosts stay healthy (README: Big fleets)
+# max_fail = "5%"                          # hosts that may fail (each put back) before the whole deploy is put back; default 0
+# unreachable = "defer"                    # "fail" (default) or "defer": leave hosts that cannot be reached on their old release
 "#,
         order = order.join(", "),
     )
