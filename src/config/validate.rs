@@ -276,20 +276,7 @@ fn resolve(
     opts: &LoadOptions,
 ) -> Result<Config> {
     let bin = match &l.bin {
-        Some(v) => {
-            if !package.bins.contains(&v.value) {
-                return Err(v.at.error(
-                    format!(
-                        "expected one of the binaries of package `{}` ({}), found \"{}\"",
-                        package.name,
-                        list(&package.bins),
-                        v.value
-                    ),
-                    None,
-                ));
-            }
-            v.value.clone()
-        }
+        Some(v) => check_bin(package, v)?,
         None => match package.default_bin() {
             Ok(b) => b.to_string(),
             Err(m) if package.bins.is_empty() => return Err(Error::usage(m, None)),
@@ -537,20 +524,7 @@ fn resolve_jobs(
         }
         let job_bin = match &j.bin {
             None => bin.to_string(),
-            Some(v) => {
-                if !package.bins.contains(&v.value) {
-                    return Err(v.at.error(
-                        format!(
-                            "expected one of the binaries of package `{}` ({}), found \"{}\"",
-                            package.name,
-                            list(&package.bins),
-                            v.value
-                        ),
-                        None,
-                    ));
-                }
-                v.value.clone()
-            }
+            Some(v) => check_bin(package, v)?,
         };
         let schedule = match &j.schedule {
             None => {
@@ -639,6 +613,22 @@ fn check_schedule(v: &Val<String>) -> Result<String> {
             Some("see `man systemd.time` (CALENDAR EVENTS); `systemd-analyze calendar '<expression>'` checks one".into()),
         ))
     }
+}
+
+/// `bin` or a job's `bin`: one of the package's binaries.
+fn check_bin(package: &Package, v: &Val<String>) -> Result<String> {
+    if !package.bins.contains(&v.value) {
+        return Err(v.at.error(
+            format!(
+                "expected one of the binaries of package `{}` ({}), found \"{}\"",
+                package.name,
+                list(&package.bins),
+                v.value
+            ),
+            None,
+        ));
+    }
+    Ok(v.value.clone())
 }
 
 /// `systemd.environment` or a job's `environment`: names as the shell has them, one-line values.
