@@ -282,7 +282,19 @@ settle = "3s"
 # timeout = "1h"                                # the longest run (RuntimeMaxSec=); default: none
 
 [package.metadata.ship.environments.prod]
-hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
+{environment}
+# One host's overrides on top of its environment (the host as written in `hosts`), e.g. a smaller machine:
+# [package.metadata.ship.environments.prod.per_host."deploy@prod1.example.com".systemd]
+# environment = {{ WORKERS = "2" }}
+"#,
+        bin_q = q(&bin),
+        deploy_to_q = q(&deploy_to),
+        environment = ENVIRONMENT,
+    )
+}
+
+/// The body of the `prod` environment in both templates (a package's and a workspace's).
+const ENVIRONMENT: &str = r#"hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
 # ssh_config = "deploy/ssh_config"         # passed to ssh as -F, relative to this file
 # secrets_file = "deploy/prod.env"         # dotenv file with the secrets' values, on this machine only (keep it out of git)
 # connect_parallel = 10                    # SSH handshakes in flight at once (a jump host's sshd MaxStartups); default 10
@@ -291,15 +303,7 @@ hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user
 # pause = "30s"                            # between batches, watch the switched hosts stay healthy (README: Big fleets)
 # max_fail = "5%"                          # hosts that may fail (each put back) before the whole deploy is put back; default 0
 # unreachable = "defer"                    # "fail" (default) or "defer": leave hosts that cannot be reached on their old release
-
-# One host's overrides on top of its environment (the host as written in `hosts`), e.g. a smaller machine:
-# [package.metadata.ship.environments.prod.per_host."deploy@prod1.example.com".systemd]
-# environment = {{ WORKERS = "2" }}
-"#,
-        bin_q = q(&bin),
-        deploy_to_q = q(&deploy_to),
-    )
-}
+"#;
 
 /// The `[workspace.metadata.ship]` section `init` writes at the root of a workspace of several
 /// members: defaults every service inherits (each member's own section overrides any key).
@@ -329,17 +333,9 @@ settle = "3s"
 # confirm_timeout = "90s"                  # dead-man's switch: hosts revert unless the deploy confirms in time ("0s": off)
 
 [workspace.metadata.ship.environments.prod]
-hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
-# ssh_config = "deploy/ssh_config"         # passed to ssh as -F, relative to this file
-# secrets_file = "deploy/prod.env"         # dotenv file with the secrets' values, on this machine only (keep it out of git)
-# connect_parallel = 10                    # SSH handshakes in flight at once (a jump host's sshd MaxStartups); default 10
-# parallel = 50                            # hosts worked on at once; default: every connected host
-# batch = [1, "10%", "50%", "100%"]        # a ramp: each entry the size of the next switch batch (or one size, "25%"); default: all at once
-# pause = "30s"                            # between batches, watch the switched hosts stay healthy (README: Big fleets)
-# max_fail = "5%"                          # hosts that may fail (each put back) before the whole deploy is put back; default 0
-# unreachable = "defer"                    # "fail" (default) or "defer": leave hosts that cannot be reached on their old release
-"#,
+{environment}"#,
         order = order.join(", "),
+        environment = ENVIRONMENT,
     )
 }
 
