@@ -97,6 +97,20 @@ fn pair(config: &Config, name: &str, job: &JobConfig) -> [UnitFile; 2] {
     ]
 }
 
+/// The header and `[Unit]` description shared by a job's service and timer (`what` tells them
+/// apart in the description).
+fn unit_head(config: &Config, name: &str, what: &str) -> String {
+    let mut u = unit::header(config);
+    u.push('\n');
+    u.push_str("[Unit]\n");
+    u.push_str(&format!(
+        "Description={} job {}{what} (deployed by cargo-ship)\n",
+        escape_specifiers(&config.package),
+        escape_specifiers(name)
+    ));
+    u
+}
+
 /// The job's service: the binary under `current` as resolved at start, as the service's user
 /// with its environment and secrets, in the release directory.
 pub fn render_service(config: &Config, name: &str, job: &JobConfig) -> String {
@@ -104,14 +118,7 @@ pub fn render_service(config: &Config, name: &str, job: &JobConfig) -> String {
     let mut exec = vec!["/bin/sh".to_string(), "-c".into(), exec_arg(RUNNER)];
     exec.push(exec_arg(&job.bin));
     exec.extend(job.args.iter().map(|a| exec_arg(a)));
-    let mut u = unit::header(config);
-    u.push('\n');
-    u.push_str("[Unit]\n");
-    u.push_str(&format!(
-        "Description={} job {} (deployed by cargo-ship)\n",
-        escape_specifiers(&config.package),
-        escape_specifiers(name)
-    ));
+    let mut u = unit_head(config, name, "");
     u.push_str("After=network-online.target\n\n");
     u.push_str("[Service]\nType=exec\n");
     u.push_str(&format!("ExecStart={}\n", exec.join(" ")));
@@ -153,14 +160,8 @@ pub fn render_service(config: &Config, name: &str, job: &JobConfig) -> String {
 
 /// The job's timer: `OnCalendar=` the schedule, to the second (`AccuracySec=1s`).
 pub fn render_timer(config: &Config, name: &str, job: &JobConfig) -> String {
-    let mut u = unit::header(config);
+    let mut u = unit_head(config, name, " schedule");
     u.push('\n');
-    u.push_str("[Unit]\n");
-    u.push_str(&format!(
-        "Description={} job {} schedule (deployed by cargo-ship)\n\n",
-        escape_specifiers(&config.package),
-        escape_specifiers(name)
-    ));
     u.push_str("[Timer]\n");
     u.push_str(&format!(
         "OnCalendar={}\n",
