@@ -529,9 +529,13 @@ pub fn run_script(config: &Config, job: &str) -> Script {
     s.lines("while :; do _st=$(systemctl show -p ActiveState --value -- \"$_svc\"); _i=$(systemctl show -p InvocationID --value -- \"$_svc\")");
     s.lines("  case $_st in active|activating|deactivating|reloading) [ \"$_i\" = \"$_inv\" ] || break ;; *) break ;; esac; sleep 0.2; done");
     // The follower may still be starting (journalctl reads the journal files first: slow on a
-    // busy host) when a short job ends: after it stops, the run's lines are read once more in
-    // full, and the client shows each journal entry once (by its cursor).
-    s.lines("sleep 1; kill $_jp 2>/dev/null || true; wait $_jp 2>/dev/null || true");
+    // busy host) when a short job ends, and journald may not have stored the job's last lines
+    // yet (seen on a loaded host: none of them within a second). `journalctl --sync` returns
+    // once journald has written out everything sent to it before; then the run's lines are
+    // read once more in full, and the client shows each journal entry once (by its cursor).
+    // A helper installed before `--sync` was allowed refuses it: a second's wait instead.
+    s.lines("$SUDO journalctl --sync 2>/dev/null || sleep 1");
+    s.lines("kill $_jp 2>/dev/null || true; wait $_jp 2>/dev/null || true; echo");
     s.lines("$SUDO journalctl -u \"$_svc\" --since \"$_t\" -n all -o json --no-pager || true");
     s.lines("_res=$(systemctl show -p Result --value -- \"$_svc\"); _code=$(systemctl show -p ExecMainStatus --value -- \"$_svc\")");
     s.lines("echo result=$_res; echo status=$_code");

@@ -1,9 +1,13 @@
-//! Phases 1 and 2 of a deploy: connect to every host, then preflight + lock each service on
+//! Phases 1 and 2 of a deploy: connect to every host and preflight + lock each service on
 //! each host, in one fixed order so that of two deploys started together exactly one proceeds.
 //! Nothing on any host changes here; when one host is refused, every lock taken is released.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use futures_util::future::{join_all, FutureExt};
+use tokio::sync::Semaphore;
 
 use crate::arch;
 use crate::config::{Environment, HostSpec, Unreachable};
@@ -21,11 +25,13 @@ use crate::{Error, Result};
 use super::plan::Plan;
 use super::{close_all, close_conns, parallel, sort_for_rollout, Deferred, HostRun};
 
-/// Connects to every host (once, however many services it runs), then takes the locks in one
+/// Connects to every host (once, however many services it runs) and takes the locks in one
 /// fixed order, by host name and then service: first the first of that order alone, and only
-/// then all the others in parallel. Two deploys started together both go for that lock first,
-/// so exactly one proceeds; the other is refused there (or waits with `--lock-wait`) before it
-/// holds any other lock.
+/// then all the others in parallel, each as soon as its host is connected (no host waits for
+/// the slowest handshake). Two deploys started together both go for that lock first, so
+/// exactly one proceeds; the other is refused there (or waits with `--lock-wait`) before it
+/// holds any other lock. When a host cannot be reached (and may not be deferred), no further
+/// lock is taken and those taken are released: nothing changes anywhere.
 ///
 /// With `unreachable = "defer"`, a host that cannot be reached or fails preflight is left
 /// alone and returned as [`Deferred`] (its service hosts count against `max_fail`; past it, the
@@ -44,78 +50,105 @@ pub(crate) async fn open_and_lock(
         .collect();
     let total: usize = plans.iter().map(|p| p.hosts.len()).sum();
     let allowed = env.max_fail.allowed(total);
-    // Handshakes are bounded by `connect_parallel` inside `Connection::open`; hosts (connect
-    // included) by `parallel` when it is set.
-    let opened = fleet::bounded(hosts.to_vec(), parallel, |(spec, env)| async move {
-        let started = Instant::now();
-        let r = Connection::open(&spec, env, ui)
-            .await
-            .map(|c| (Arc::new(c), started));
-        (spec, r)
-    })
-    .await;
-    let mut conns = Vec::new();
-    let mut errors = Vec::new();
-    let mut deferred = Vec::new();
-    for (spec, r) in opened {
-        match r {
-            Ok(c) => conns.push(c),
-            Err(e) if defer => deferred.extend(defer_host(plans, &spec.to_string(), e, ui)),
-            Err(e) => errors.push(e),
-        }
+    // Every host is connected to at once (handshakes bounded by `connect_parallel` inside
+    // `Connection::open`, hosts by `parallel` when it is set), and each (service, host) pair
+    // is preflighted as soon as its host is connected and the lock order allows it: the
+    // first hosts lock while the last ones still shake hands.
+    let failed: Mutex<Vec<(HostSpec, Error)>> = Mutex::new(Vec::new());
+    let slots = Semaphore::new(parallel.min(hosts.len()).max(1));
+    let mut opening = HashMap::new();
+    for (spec, env) in hosts.iter().cloned() {
+        let (failed, slots) = (&failed, &slots);
+        let key = spec.to_string();
+        let open = async move {
+            let _slot = slots.acquire().await.ok()?;
+            let started = Instant::now();
+            match Connection::open(&spec, env, ui).await {
+                Ok(c) => Some((Arc::new(c), started)),
+                Err(e) => {
+                    failed.lock().expect("failed hosts").push((spec, e));
+                    None
+                }
+            }
+        };
+        opening.insert(key, open.boxed().shared());
     }
-    if !errors.is_empty() || deferred.len() > allowed {
-        close_conns(conns.into_iter().map(|(c, _)| c)).await;
-        errors.extend(deferred.into_iter().filter_map(|d| d.error));
-        return fleet::fail_if_any("preflight", total, errors).map(|_| (Vec::new(), Vec::new()));
-    }
+    // A failed connect stops the deploy unless it may be deferred (within `max_fail`): then
+    // no further lock is taken.
+    let give_up = || {
+        let f = failed.lock().expect("failed hosts");
+        !f.is_empty() && (!defer || f.len() > allowed)
+    };
     // Every (service, host) pair, in the lock order.
-    let mut pairs: Vec<(usize, Arc<Connection>, Instant)> = Vec::new();
+    let mut pairs: Vec<(usize, String)> = Vec::new();
     for (svc, plan) in plans.iter().enumerate() {
         for h in &plan.hosts {
             let host = h.to_string();
-            if let Some((c, started)) = conns.iter().find(|(c, _)| c.host() == host) {
-                pairs.push((svc, c.clone(), *started));
+            if opening.contains_key(&host) {
+                pairs.push((svc, host));
             }
         }
     }
-    pairs.sort_by(|a, b| (a.1.host(), a.0).cmp(&(b.1.host(), b.0)));
-    let preflight = |(svc, conn, started): (usize, Arc<Connection>, Instant)| {
+    pairs.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    let connected = &opening;
+    let preflight = |svc: usize, conn: Arc<Connection>, started: Instant| {
         let (plan, script) = (&plans[svc], &scripts[svc]);
-        async move { preflight_host(script, plan, svc, conn, started, &plan.ui).await }
+        async move {
+            preflight_host(script, plan, svc, conn, started, &plan.ui)
+                .await
+                .map_err(|(c, e)| (svc, c, e))
+        }
     };
     let deferrable = |e: &Error| defer && !matches!(e, Error::Locked { .. });
-    let mut rest = pairs.into_iter();
-    let mut results = Vec::new();
-    let mut skipped = Vec::new();
-    // The first of the lock order alone; a deferred host hands that role to the next one.
-    for first in rest.by_ref() {
-        let svc = first.0;
-        let r = preflight(first).await;
-        match r {
-            Ok(run) => {
-                results.push(Ok(run));
-                break;
-            }
-            Err((conn, e)) if deferrable(&e) => results.push(Err((svc, conn, e))),
-            Err((conn, e)) => {
-                results.push(Err((svc, conn, e)));
-                // Nothing is locked anywhere: the others are not even asked.
-                skipped.extend(rest.by_ref().map(|(_, c, _)| c));
-                break;
+    let lock_all = async {
+        let mut rest = pairs.into_iter();
+        let mut results = Vec::new();
+        // The first of the lock order alone; a deferred host (or one that could not be
+        // reached, with `unreachable = "defer"`) hands that role to the next one.
+        for (svc, host) in rest.by_ref() {
+            let Some((conn, started)) = connected[&host].clone().await else {
+                match give_up() {
+                    true => break,
+                    false => continue,
+                }
+            };
+            match preflight(svc, conn, started).await {
+                Ok(run) => {
+                    results.push(Ok(run));
+                    break;
+                }
+                Err(e) if deferrable(&e.2) => results.push(Err(e)),
+                Err(e) => {
+                    // Nothing is locked anywhere: the others are not even asked.
+                    results.push(Err(e));
+                    return results;
+                }
             }
         }
+        let others = fleet::bounded(rest.collect(), parallel, |(svc, host)| async move {
+            let (conn, started) = connected[&host].clone().await?;
+            if give_up() {
+                return None;
+            }
+            Some(preflight(svc, conn, started).await)
+        })
+        .await;
+        results.extend(others.into_iter().flatten());
+        results
+    };
+    let (opened, results) = tokio::join!(join_all(opening.values().cloned()), lock_all);
+    let conns: Vec<Arc<Connection>> = opened.into_iter().flatten().map(|(c, _)| c).collect();
+    // The shared futures keep a copy of each connection: gone, so connections can be closed.
+    drop(opening);
+    let mut errors = Vec::new();
+    let mut deferred = Vec::new();
+    for (spec, e) in failed.into_inner().expect("failed hosts") {
+        match defer {
+            true => deferred.extend(defer_host(plans, &spec.to_string(), e, ui)),
+            false => errors.push(e),
+        }
     }
-    let others = fleet::bounded(rest.collect(), parallel, |pair| {
-        let svc = pair.0;
-        let f = preflight(pair);
-        async move { f.await.map_err(|(c, e)| (svc, c, e)) }
-    })
-    .await;
-    results.extend(others);
-    drop(conns);
-
-    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    let mut ok = Vec::new();
     let mut refused_conns = Vec::new();
     for r in results {
         match r {
@@ -141,7 +174,9 @@ pub(crate) async fn open_and_lock(
     if errors.is_empty() && deferred.len() <= allowed && !ok.is_empty() {
         // Back to the switch order: services in order, each service's hosts as configured.
         sort_for_rollout(plans, &mut ok);
-        close_conns(refused_conns).await;
+        drop(refused_conns);
+        // The hosts left out (deferred, refused): closed unless a run still holds them.
+        close_conns(conns).await;
         return Ok((ok, deferred));
     }
     // Nothing has changed anywhere: release the locks we took and report every problem.
@@ -153,8 +188,8 @@ pub(crate) async fn open_and_lock(
     })
     .await;
     close_all(ok).await;
-    refused_conns.extend(skipped);
-    close_conns(refused_conns).await;
+    drop(refused_conns);
+    close_conns(conns).await;
     errors.extend(deferred.into_iter().filter_map(|d| d.error));
     fleet::fail_if_any("preflight", total, errors).map(|_| (Vec::new(), Vec::new()))
 }

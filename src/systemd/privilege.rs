@@ -243,6 +243,8 @@ case $_cmd in
     case $_verb in enable|disable) exec systemctl --no-reload "$_verb" $_q -- "$@" ;; esac
     exec systemctl "$_verb" $_q -- "$@" ;;
   journalctl)
+    # `--sync` alone: journald writes out what it was sent (a job's last lines) before this returns.
+    if [ $# -eq 1 ] && [ "$1" = --sync ]; then exec journalctl --sync; fi
     [ "${{1:-}}" = -u ] && [ $# -ge 2 ] || refuse "journalctl $*"
     case $2 in "$U.service"|"$U@*.service") ;; *.service) plain "$2" && [ -f "$D/units/$2" ] || refuse "journalctl -u $2" ;; *) refuse "journalctl -u $2" ;; esac
     _unit=$2; shift 2; _n=50; _since=; _o=short-iso; _after=; _follow=
