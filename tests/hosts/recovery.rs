@@ -217,6 +217,12 @@ fn issue_17_lock_wait_waits_through_a_pending_switch() {
         return;
     };
     let mut app = App::new(hosts, "ship-crash-lw", 18173, spec("40s")).in_git();
+    // 0.3.0 is built first: a build between the crash and the deploy could outlast the 40 s
+    // switch on a busy machine (seen beside the whole suite).
+    app.update(|s| s.version = "0.3.0".into());
+    app.run_expect(&["build"], 0);
+    let next_artifact = app.artifact_path("0.3.0").display().to_string();
+    app.update(|s| s.version = "0.1.0".into());
     let (_r1, _, _crashed) = crash_after_switch(&mut app, false);
     for h in app.app_hosts() {
         h.exec_ok(&format!("rm -rf {}/.ship/lock", app.deploy_to()));
@@ -225,7 +231,6 @@ fn issue_17_lock_wait_waits_through_a_pending_switch() {
         s.version = "0.3.0".into();
         s.after_switch.clear();
     });
-    app.run_expect(&["build"], 0);
     for h in app.app_hosts() {
         app.check(
             app.exists(h, ".ship/pending"),
@@ -236,7 +241,7 @@ fn issue_17_lock_wait_waits_through_a_pending_switch() {
             None,
         );
     }
-    let next = app.deploy(&["--lock-wait", "90s"], 0);
+    let next = app.deploy(&["--lock-wait", "90s", "--artifact", &next_artifact], 0);
     let r3 = app.deployed_release(&next, "host0");
     assert_on(&app, &r3, "0.3.0", &next);
     for h in app.app_hosts() {
