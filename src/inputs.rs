@@ -101,10 +101,7 @@ impl Clock {
 
     /// A clock at `secs` (seconds since the epoch) on device `dev` (for tests).
     pub fn at(dev: u64, secs: i64) -> Clock {
-        Clock {
-            dev,
-            at: (secs, 0),
-        }
+        Clock { dev, at: (secs, 0) }
     }
 
     /// True when an input with metadata `m`, stamped after this clock was read, last changed
@@ -126,7 +123,11 @@ impl Clock {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Content {
     /// A file: the sha256 of its bytes, its size and mode.
-    File { sha256: String, size: u64, mode: u32 },
+    File {
+        sha256: String,
+        size: u64,
+        mode: u32,
+    },
     /// A directory: the sha256 of its sorted entry names, `without` one (the target dir, in
     /// the directory that holds it).
     Dir {
@@ -644,10 +645,9 @@ pub fn cached_metadata(
     let (Some(path), Some(dir), Some(before)) = (record_path, record_dir, before) else {
         return Ok(metadata);
     };
-    if let (Some(inputs), Ok(value)) = (
-        before.finish(&later, &dir),
-        serde_json::to_value(&metadata),
-    ) {
+    if let (Some(inputs), Ok(value)) =
+        (before.finish(&later, &dir), serde_json::to_value(&metadata))
+    {
         write_record(
             &path,
             &MetadataRecord {
@@ -708,7 +708,10 @@ mod tests {
         assert!(!rec.unchanged(dir.path()));
         let rec = Stamped::of(&stamps(&paths));
         std::fs::write(dir.path().join("b"), "").unwrap();
-        assert!(!rec.unchanged(dir.path()), "a file that appears is a change");
+        assert!(
+            !rec.unchanged(dir.path()),
+            "a file that appears is a change"
+        );
     }
 
     use std::os::unix::fs::PermissionsExt;
@@ -750,10 +753,7 @@ mod tests {
             .unwrap()
             .set_modified(mtime)
             .unwrap();
-        assert!(matches!(
-            rec.check_with(early(dir.path())),
-            Check::Changed
-        ));
+        assert!(matches!(rec.check_with(early(dir.path())), Check::Changed));
         std::fs::write(&f, "fn main() {1}").unwrap();
         assert!(matches!(
             rec.check_with(early(dir.path())),
@@ -761,16 +761,10 @@ mod tests {
         ));
         let mode = std::fs::metadata(&f).unwrap().permissions();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(matches!(
-            rec.check_with(early(dir.path())),
-            Check::Changed
-        ));
+        assert!(matches!(rec.check_with(early(dir.path())), Check::Changed));
         std::fs::set_permissions(&f, mode).unwrap();
         std::fs::write(dir.path().join("b.rs"), "").unwrap();
-        assert!(matches!(
-            rec.check_with(early(dir.path())),
-            Check::Changed
-        ));
+        assert!(matches!(rec.check_with(early(dir.path())), Check::Changed));
     }
 
     /// Issue #18: once the file system's clock has moved past them, racy inputs go back to
@@ -821,7 +815,10 @@ mod tests {
             rec.contents.get(&root),
             Some(Content::Dir { without: Some(t), .. }) if t == Path::new("target")
         ));
-        assert!(matches!(rec.check(&root.join("rec")), Check::Unchanged(None)));
+        assert!(matches!(
+            rec.check(&root.join("rec")),
+            Check::Unchanged(None)
+        ));
         std::fs::remove_dir_all(root.join("target")).unwrap();
         assert!(rec.unchanged(&root.join("rec")));
         std::fs::write(root.join("build.rs"), "").unwrap();

