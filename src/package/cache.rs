@@ -20,9 +20,13 @@
 //!
 //! Only plain `cargo` builds are recorded (zigbuild and cross bring toolchains of their own).
 //! A record is written after a build only when no input changed from just before the build
-//! until after packing, and none changed just before ([`crate::inputs::settled`]).
+//! until after packing. Inputs that changed too recently for their stamps to be trusted are
+//! recorded by content ([`crate::inputs::Clock`]), so a deploy right after an edit, a commit
+//! and a build finds the artifact; the directory holding the target dir is recorded by its
+//! listing without it, and files under the target dir (build scripts' `OUT_DIR`) are outputs,
+//! not inputs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
@@ -32,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Artifact, Manifest};
 use crate::config::Config;
-use crate::inputs::{self, Stamp, Stamped};
+use crate::inputs::{self, Check, Stamped};
 
 /// Beyond this many files and directories in the workspace, nothing is recorded: stamping
 /// them would cost more than asking cargo.
@@ -125,15 +129,20 @@ fn record_path(config: &Config) -> PathBuf {
 
 /// The artifact built before from exactly these inputs, when its record is intact, no input
 /// changed and the artifact is still in the store (its modification time is set to now, as
-/// packing does, so pruning keeps it).
+/// packing does, so pruning keeps it). A record whose racy inputs are racy no more is written
+/// again with them on stat checks.
 pub fn lookup(config: &Config, git: &GitState) -> Option<Artifact> {
     if !applies(config) {
         return None;
     }
-    let rec: Record = inputs::read_record(&record_path(config))?;
-    if rec.git != *git || rec.env != inputs::env_digest() || !rec.inputs.unchanged() {
+    let path = record_path(config);
+    let rec: Record = inputs::read_record(&path)?;
+    if rec.git != *git || rec.env != inputs::env_digest() {
         return None;
     }
+    let Check::Unchanged(renewed) = rec.inputs.check(path.parent()?) else {
+        return None;
+    };
     let meta = std::fs::metadata(&rec.path).ok()?;
     if !meta.is_file() || meta.len() != rec.size {
         return None;
@@ -143,21 +152,24 @@ pub fn lookup(config: &Config, git: &GitState) -> Option<Artifact> {
         .open(&rec.path)
         .and_then(|f| f.set_modified(SystemTime::now()))
         .ok()?;
-    Some(Artifact {
-        path: rec.path,
-        sha256: rec.sha256,
+    let artifact = Artifact {
+        path: rec.path.clone(),
+        sha256: rec.sha256.clone(),
         size: rec.size,
-        manifest: rec.manifest,
+        manifest: rec.manifest.clone(),
         reused: true,
-    })
+    };
+    if let Some(inputs) = renewed {
+        inputs::write_record(&path, &Record { inputs, ..rec });
+    }
+    Some(artifact)
 }
 
 /// The inputs as they were just before a build.
 pub struct Before {
     root: PathBuf,
-    started: SystemTime,
     env: String,
-    stamps: BTreeMap<PathBuf, Stamp>,
+    inputs: inputs::Before,
 }
 
 /// The workspace `config`'s package belongs to: the nearest directory from the package's up
@@ -182,7 +194,6 @@ pub fn before_build(config: &Config) -> Option<Before> {
     if !applies(config) {
         return None;
     }
-    let started = SystemTime::now();
     let root = workspace_root(config);
     let mut paths = BTreeSet::new();
     walk(&root, &config.target_dir, &mut paths)?;
@@ -191,50 +202,72 @@ pub fn before_build(config: &Config) -> Option<Before> {
     }
     toolchain(config, &mut paths);
     inputs::cargo_config_paths(&config.package_root, &mut paths);
-    if let Some(prev) = inputs::read_record::<Record>(&record_path(config)) {
-        paths.extend(prev.inputs.paths);
+    let record = record_path(config);
+    if let Some(prev) = inputs::read_record::<Record>(&record) {
+        paths.extend(prev.inputs.all_paths().cloned());
     }
+    // The directory holding the target dir is recorded by its listing without it: the first
+    // build creates it.
+    let target = canonical_target(&config.target_dir);
+    let listed = target
+        .parent()
+        .zip(target.file_name())
+        .map(|(d, n)| (d.to_path_buf(), PathBuf::from(n)));
     Some(Before {
         root,
-        started,
         env: inputs::env_digest(),
-        stamps: inputs::stamps(&paths),
+        inputs: inputs::Before::take(&paths, record.parent()?, listed),
     })
 }
 
+/// The target dir with its parent's symlinks resolved (it may not exist yet).
+fn canonical_target(target_dir: &Path) -> PathBuf {
+    match (target_dir.parent(), target_dir.file_name()) {
+        (Some(d), Some(n)) => std::fs::canonicalize(d)
+            .map(|d| d.join(n))
+            .unwrap_or_else(|_| target_dir.to_path_buf()),
+        _ => target_dir.to_path_buf(),
+    }
+}
+
 /// Records `artifact` as the result of the inputs stamped in `before` plus the files cargo's
-/// dep-info lists for `binary`, unless any input changed meanwhile.
+/// dep-info lists for `binary`, unless any input changed meanwhile. What build scripts wrote
+/// under the target dir (`OUT_DIR`) is their output, not an input: their inputs are.
 pub fn record(config: &Config, before: Before, git: &GitState, binary: &Path, artifact: &Artifact) {
     let Some(deps) = dep_info(Path::new(&format!("{}.d", binary.display()))) else {
         return;
     };
-    let mut all = before.stamps.clone();
+    let target = canonical_target(&config.target_dir);
+    let mut later = BTreeSet::new();
     let mut outside = BTreeSet::new();
     for d in deps {
+        if d.starts_with(&target) || d.starts_with(&config.target_dir) {
+            continue;
+        }
         if let Some(root) = path_dependency_root(&d, &before.root, &config.target_dir) {
             outside.insert(root);
         }
-        all.entry(d.clone()).or_insert_with(|| inputs::stamp(&d));
+        later.insert(d);
     }
     for root in outside {
-        let mut files = BTreeSet::new();
-        if walk(&root, &config.target_dir, &mut files).is_none() {
+        if walk(&root, &config.target_dir, &mut later).is_none() {
             return;
         }
-        for f in files {
-            all.entry(f.clone()).or_insert_with(|| inputs::stamp(&f));
-        }
     }
-    let unchanged = before.stamps.iter().all(|(p, s)| inputs::stamp(p) == *s);
-    if !unchanged || !inputs::settled(&all, before.started) || inputs::env_digest() != before.env {
+    let path = record_path(config);
+    let Some(dir) = path.parent() else { return };
+    let Some(stamped) = before.inputs.finish(&later, dir) else {
+        return;
+    };
+    if inputs::env_digest() != before.env {
         return;
     }
     inputs::write_record(
-        &record_path(config),
+        &path,
         &Record {
             env: before.env,
             git: git.clone(),
-            inputs: Stamped::of(&all),
+            inputs: stamped,
             path: artifact.path.clone(),
             sha256: artifact.sha256.clone(),
             size: artifact.size,

@@ -598,14 +598,10 @@ fn unchanged_inputs_skip_cargo_and_packing_and_any_change_builds_again() {
             .to_string();
         (verbs, sha, stderr)
     };
-    // Inputs that changed a moment ago are never recorded (file times are coarse).
-    let settle = || std::thread::sleep(cargo_ship::inputs::SETTLE * 2);
-    settle();
+    // Recorded at once, though `target/` was just created and the sources copied a moment
+    // ago (issue #18).
     let (verbs, first, _) = build(None);
     assert!(verbs.contains(&"Building".to_string()), "{verbs:?}");
-    // (The first build made `target/` in the package's directory: that one is not recorded.)
-    settle();
-    build(None);
     let (verbs, again, stderr) = build(None);
     assert_eq!(again, first);
     assert!(verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
@@ -621,8 +617,6 @@ fn unchanged_inputs_skip_cargo_and_packing_and_any_change_builds_again() {
     let (verbs, edited, _) = build(None);
     assert!(verbs.contains(&"Building".to_string()), "{verbs:?}");
     assert_ne!(edited, first);
-    settle();
-    build(None);
     let (verbs, same, _) = build(None);
     assert_eq!(
         (verbs.contains(&"Unchanged".to_string()), &same),
@@ -639,7 +633,6 @@ fn unchanged_inputs_skip_cargo_and_packing_and_any_change_builds_again() {
     git(&p.root, &["init", "-q"]);
     git(&p.root, &["add", "."]);
     git(&p.root, &["commit", "-q", "-m", "hello"]);
-    settle();
     let (verbs, committed, _) = build(None);
     assert!(!verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
     assert_ne!(committed, edited);
@@ -652,4 +645,150 @@ fn unchanged_inputs_skip_cargo_and_packing_and_any_change_builds_again() {
     let (verbs, recommitted, _) = build(None);
     assert!(!verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
     assert_ne!(recommitted, committed);
+}
+
+/// `cargo ship <args> -v --message-format json` in `p` with its own cache dir: the verbs of
+/// the events, the artifact's sha256 and reuse, and stderr (where cargo writes).
+fn ship_json(p: &Project, args: &[&str]) -> (Vec<String>, String, bool, String) {
+    let out = p
+        .ship()
+        .args(args)
+        .args(["-v", "--message-format", "json"])
+        .env("XDG_CACHE_HOME", p.dir.path().join("cache"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let verbs = events
+        .iter()
+        .filter_map(|e| e["verb"].as_str().map(str::to_string))
+        .collect();
+    let artifact = events
+        .iter()
+        .find(|e| e["event"] == "artifact")
+        .expect("an artifact event");
+    (
+        verbs,
+        artifact["sha256"].as_str().unwrap().to_string(),
+        artifact["reused"] == true,
+        stderr,
+    )
+}
+
+/// The hello fixture with its `demo` environment on an ssh_config of its own (a dry run
+/// connects nowhere).
+fn hello_for_dry_runs() -> Project {
+    let p = Project::fixture("hello");
+    p.write("ssh_config", "Host demo1\n");
+    p.edit(
+        "Cargo.toml",
+        "ssh_config = \"../../target/ship-demo/ssh_config\"",
+        "ssh_config = \"ssh_config\"",
+    );
+    p
+}
+
+/// Issue #18: as people work (a fresh clone, then edit, `git commit`, build and deploy at
+/// once), the deploy finds the artifact the build just made: `Fresh`, no cargo run, not packed
+/// again, though the inputs changed a moment before the build recorded them.
+#[test]
+fn issue_18_a_deploy_right_after_commit_and_build_is_fresh() {
+    let p = hello_for_dry_runs();
+    p.git_init();
+    assert!(!p.path("target").exists(), "a fresh clone");
+    let deploy = ["deploy", "demo", "--dry-run"];
+    for version in ["0.1.0", "0.2.0"] {
+        if version != "0.1.0" {
+            // The bump, its lock file, a commit: a clean tree (as the peers bench does).
+            p.set_version(version);
+            let lock = Command::new("cargo")
+                .args(["generate-lockfile", "--offline", "-q"])
+                .current_dir(&p.root)
+                .status()
+                .unwrap();
+            assert!(lock.success());
+            p.commit(version);
+        }
+        let (verbs, built, reused, _) = ship_json(&p, &["build"]);
+        assert!(verbs.contains(&"Building".to_string()), "{verbs:?}");
+        assert!(!reused);
+        let (verbs, sha, reused, stderr) = ship_json(&p, &deploy);
+        assert_eq!((reused, &sha), (true, &built), "{verbs:?}\n{stderr}");
+        assert!(verbs.contains(&"Unchanged".to_string()), "{verbs:?}");
+        assert!(!verbs.contains(&"Building".to_string()), "{verbs:?}");
+        assert!(!stderr.contains("Finished"), "cargo did not run: {stderr}");
+    }
+    // What a person reads.
+    let out = p
+        .ship()
+        .args(deploy)
+        .env("XDG_CACHE_HOME", p.dir.path().join("cache"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Fresh"), "{stderr}");
+    assert!(!stderr.contains("Finished"), "{stderr}");
+}
+
+/// Issue #18: a change made right after a build recorded its inputs is seen, even one that
+/// keeps the size and puts the modification time back; so are a new mode, a file added and
+/// one removed (no git here: only the inputs' record can tell).
+#[test]
+fn issue_18_changes_right_after_the_record_are_built() {
+    let p = hello_for_dry_runs();
+    let (_, first, _, _) = ship_json(&p, &["build"]);
+    let (_, again, reused, _) = ship_json(&p, &["build"]);
+    assert_eq!((reused, &again), (true, &first));
+
+    // Same size, same modification time, at once: an asset, then a source.
+    let same_size_edit = |rel: &str, from: &str, to: &str| {
+        assert_eq!(from.len(), to.len());
+        let path = p.path(rel);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        p.edit(rel, from, to);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
+    let mut last = first;
+    // `new_artifact`: `None` when cargo decides (it judges sources by modification time).
+    let mut expect_build = |what: &str, new_artifact: Option<bool>| {
+        let (verbs, sha, _, _) = ship_json(&p, &["build"]);
+        assert!(verbs.contains(&"Building".to_string()), "{what}: {verbs:?}");
+        if let Some(new) = new_artifact {
+            assert_eq!(sha != last, new, "{what}");
+        }
+        last = sha.clone();
+        let (_, again, reused, _) = ship_json(&p, &["build"]);
+        assert_eq!((reused, &again), (true, &sha), "{what}: recorded at once");
+    };
+    same_size_edit("static/index.html", "hello from", "HELLO from");
+    expect_build("an asset's content", Some(true));
+    // cargo runs; whether it compiles again is its own call (by mtime, put back here).
+    same_size_edit("src/main.rs", "listening on port", "LISTENING ON PORT");
+    expect_build("a source's content", None);
+    std::fs::set_permissions(
+        p.path("static/index.html"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    expect_build("an asset's mode", Some(true));
+    p.write("static/new.txt", "new\n");
+    expect_build("a file added", Some(true));
+    std::fs::remove_file(p.path("static/new.txt")).unwrap();
+    expect_build("a file removed", Some(true));
+    p.write("src/unused.rs", "\n");
+    expect_build("a source file nobody uses, added", Some(false));
 }
