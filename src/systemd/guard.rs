@@ -133,17 +133,34 @@ pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
     s.lines("echo guard_deadline=$_deadline");
 }
 
-/// (Re)starts the guard. Type=exec: returns once the waiting process runs. StartLimitIntervalSec=0
-/// keeps systemd's start rate limit (5 in 10 s) from refusing it; a start that fails anyway
-/// is tried once more: on the test hosts (systemd in a container) a guard restarted right
-/// after its last run ended was seen to fail with 219/CGROUP while systemd still tore down
-/// that run's cgroup, and a switch must not be given up for that.
-fn restart(s: &mut Script, config: &Config) {
-    let sv = service(config);
+/// How many times a failed start of the guard is tried again, [`RETRY_PAUSE`] apart, before
+/// the script fails.
+pub const RETRY: u32 = 5;
+
+/// The pause between two tries of a failed guard start (seconds, as `sleep` takes it).
+const RETRY_PAUSE: &str = "0.2";
+
+/// Defines `_guard_retry <units...>`: `systemctl restart` of the units, tried again up to
+/// [`RETRY`] times, [`RETRY_PAUSE`] s apart, when it fails; the last failure (with systemd's
+/// message) fails the script. Needs `$SUDO`.
+///
+/// On the test hosts (systemd in a container, cgroup v1) a guard restarted right after its
+/// last run ended was seen to fail with 219/CGROUP while systemd still tore down that run's
+/// cgroup, for a few hundred milliseconds; a switch must not be given up for that, nor wait
+/// a whole second for it.
+pub fn define_retry(s: &mut Script, config: &Config) {
     s.line(
-        "if ! $SUDO systemctl restart {} 2>/dev/null; then $SUDO systemctl reset-failed {} 2>/dev/null || true; sleep 1; $SUDO systemctl restart {}; fi",
-        &[&sv, &sv, &sv],
+        "_guard_retry() {{ _gr=0; while ! $SUDO systemctl restart \"$@\" 2>/dev/null; do _gr=$((_gr + 1)); $SUDO systemctl reset-failed {} 2>/dev/null || true; sleep {}; if [ \"$_gr\" -ge {} ]; then $SUDO systemctl restart \"$@\"; return; fi; done; }}",
+        &[&service(config), RETRY_PAUSE, &RETRY.to_string()],
     );
+}
+
+/// (Re)starts the guard. Type=exec: returns once the waiting process runs.
+/// StartLimitIntervalSec=0 keeps systemd's start rate limit (5 in 10 s) from refusing it; a
+/// start that fails anyway is tried again ([`define_retry`]).
+fn restart(s: &mut Script, config: &Config) {
+    define_retry(s, config);
+    s.line("_guard_retry {}", &[&service(config)]);
 }
 
 /// Moves the deadline of a host still waiting for the rest of the fleet (a later batch), so
@@ -420,6 +437,40 @@ mod tests {
             svc.contains(&format!("case $$_rel in {RELEASE_GLOB})")),
             "{svc}"
         );
+    }
+
+    /// A guard start that fails is tried again [`RETRY`] times, [`RETRY_PAUSE`] s apart; a
+    /// start that fails every time fails the script with systemctl's status. (`systemctl` is
+    /// a shell function here, failing its first `fails` restarts.)
+    #[test]
+    fn guard_start_is_retried() {
+        let c = config_from("", "confirm_timeout = \"60s\"\n");
+        for (fails, ok) in [(0u32, true), (1, true), (RETRY, true), (RETRY + 1, false)] {
+            let mut s = Script::new("t");
+            s.line(
+                "SUDO=; _n=0; systemctl() {{ if [ \"$1\" = restart ]; then _n=$((_n + 1)); echo \"restart $_n\" >&2; [ \"$_n\" -gt {} ] || return 3; fi; }}",
+                &[&fails.to_string()],
+            );
+            restart(&mut s, &c);
+            s.lines("echo started after $_n");
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if ok {
+                assert!(out.status.success(), "{fails}: {out:?}");
+                assert_eq!(stdout, format!("started after {}\n", fails + 1));
+            } else {
+                assert_eq!(out.status.code(), Some(3), "{fails}: {out:?}");
+                // Only the last try speaks.
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stderr),
+                    format!("restart {}\n", RETRY + 1)
+                );
+            }
+        }
     }
 
     #[test]
