@@ -118,7 +118,7 @@ pub fn sudo_timed(s: &mut Script, config: &Config) {
     let helper = crate::systemd::privilege::helper_path(config);
     s.lines("read -r _s0 _ < /proc/uptime");
     s.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then echo sudo_via=helper; sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
+        "if [ \"${{_uid:-$(id -u)}}\" != 0 ] && [ -x {} ]; then echo sudo_via=helper; sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
         &[&helper, &helper, &helper],
     );
     s.lines("else echo sudo_via=sudo; sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): run cargo ship setup for this environment (or allow passwordless sudo)\"; fi");

@@ -89,8 +89,9 @@ pub(crate) fn escape_specifiers(s: &str) -> String {
 pub fn sudo_prelude(script: &mut Script, config: &Config) {
     if config.sudo {
         let helper = privilege::helper_path(config);
+        crate::hostfacts::uid(script);
         script.line(
-            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO='sudo -n '; _nr=--no-reload; _H=; fi",
+            "if [ \"$_uid\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO='sudo -n '; _nr=--no-reload; _H=; fi",
             &[&helper, &helper],
         );
     } else {

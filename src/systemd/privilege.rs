@@ -138,7 +138,7 @@ pub fn fixed_units_check(script: &mut Script, config: &Config) {
     let helper = helper_path(config);
     let dir = fixed_dir(config);
     script.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then _sums=$(cd {} 2>/dev/null && sha256sum -- * 2>/dev/null || true)",
+        "if [ \"${{_uid:-$(id -u)}}\" != 0 ] && [ -x {} ]; then _sums=$(cd {} 2>/dev/null && sha256sum -- * 2>/dev/null || true)",
         &[&helper, &dir],
     );
     script.line("  _nl={}; _stale=0", &["\n"]);
