@@ -101,7 +101,7 @@ impl Finding {
 /// First lines of a script: the host's wall clock (`host_now=`, unix seconds) and a mark on
 /// its monotonic clock, so that [`clock_end`] can say how long the script ran after it.
 pub fn clock_start(s: &mut Script) {
-    s.lines("echo host_now=$(date +%s); read -r _ck _ < /proc/uptime");
+    s.lines("_wall=$(date +%s); echo host_now=$_wall; read -r _ck _ < /proc/uptime");
 }
 
 /// Prints `after_clock_cs=`: centiseconds since [`clock_start`] (by /proc/uptime).

@@ -22,8 +22,44 @@ pub fn uid(s: &mut Script) {
 /// `readlink` runs: that is no deploy's normal path).
 pub fn link_base(s: &mut Script, link: &str) {
     s.line(
-        "_c=; _lo=$PWD; if cd -P -- {} 2>/dev/null; then _c=${{PWD##*/}}; cd -- \"$_lo\" 2>/dev/null || cd /; elif [ -L {} ]; then _c=$(readlink -- {} 2>/dev/null || true); _c=${{_c##*/}}; fi",
+        "_c=; _lo=$PWD; if cd -P -- {} 2>/dev/null; then _c=${{PWD##*/}}; cd -- \"$_lo\" 2>/dev/null || cd /; elif [ -L {} ]; then _c=$(readlink -- {} 2>/dev/null) || true; _c=${{_c##*/}}; fi",
         &[link, link, link],
+    );
+}
+
+/// `<deploy_to>/.ship/clock`: the host's wall clock and uptime read together by a preflight
+/// (`<unix seconds> <uptime> <boot id>`), so later scripts of the deploy (and the dead-man's
+/// switch it arms) know the time without `date`: see [`now`].
+pub fn clock_file(layout: &crate::layout::Layout) -> String {
+    format!("{}/clock", layout.state())
+}
+
+/// How old (by the uptime) [`clock_file`] may be for [`now`] to use it: a switch runs seconds
+/// after its preflight (longer only when batches or an approval wait in between).
+const CLOCK_MAX_AGE_SECS: u64 = 600;
+
+/// Records [`clock_file`] from `$_wall` (unix seconds, `date +%s`) and `$_ck` (the uptime read
+/// right after it, see [`crate::diagnose::clock_start`]). No process.
+pub fn record_clock(s: &mut Script, file: &str) {
+    s.line(
+        "_bi=; if [ -r /proc/sys/kernel/random/boot_id ]; then read -r _bi < /proc/sys/kernel/random/boot_id || true; fi; printf '%s %s %s\\n' \"$_wall\" \"$_ck\" \"$_bi\" > {}",
+        &[file],
+    );
+}
+
+/// Sets `$_now` to the time (unix seconds, as `date +%s` prints it): the wall clock recorded
+/// in `file` ([`record_clock`]) plus the uptime since, when `file` was written in this boot
+/// (same boot id) at most [`CLOCK_MAX_AGE_SECS`] ago; else `date +%s` (at boot, after a long
+/// wait, without /proc). Never later than `date` would say: both truncate, and the uptime is
+/// read after the recorded `date`.
+pub fn now(s: &mut Script, file: &str) {
+    s.line(
+        "_now=; if [ -r {} ] && [ -r /proc/uptime ] && [ -r /proc/sys/kernel/random/boot_id ]; then _cw=; _cu=; _cb=; _bi=; _u=; read -r _cw _cu _cb < {} || true; read -r _bi < /proc/sys/kernel/random/boot_id || true; read -r _u _x < /proc/uptime || true",
+        &[file, file],
+    );
+    s.line(
+        "  case $_cw:$_cu:$_u in [0-9]*:[0-9]*.[0-9][0-9]:[0-9]*.[0-9][0-9]) case $_cw${{_cu%.*}}${{_u%.*}} in *[!0-9]*) ;; *) if [ -n \"$_cb\" ] && [ \"$_cb\" = \"$_bi\" ]; then _d=$(( (${{_u%.*}} - ${{_cu%.*}}) * 100 + 1${{_u#*.}} - 1${{_cu#*.}} )); if [ \"$_d\" -ge 0 ] && [ \"$_d\" -le {} ]; then _now=$(( _cw + _d / 100 )); fi; fi ;; esac ;; esac; fi; [ -n \"$_now\" ] || _now=$(date +%s)",
+        &[&(CLOCK_MAX_AGE_SECS * 100).to_string()],
     );
 }
 
@@ -39,6 +75,58 @@ mod tests {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The time from a recorded clock: the recorded seconds plus the uptime since (same boot);
+    /// `date` when the record is of another boot, too old, from the future, or garbled.
+    #[test]
+    fn issue_18_now_from_the_recorded_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clock");
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let boot = boot.trim();
+        let up: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let date = || -> u64 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let run = |record: &str| -> u64 {
+            std::fs::write(&file, record).unwrap();
+            let mut s = Script::new("t");
+            now(&mut s, &file.display().to_string());
+            s.lines("echo \"$_now\"");
+            sh(&s).trim().parse().unwrap()
+        };
+        // 30.5 s of uptime ago the clock said 1000: now it says 1030 (or 1031 on a slow run).
+        let then = format!("{:.2}", up - 30.5);
+        let t = run(&format!("1000 {then} {boot}\n"));
+        assert!((1030..=1032).contains(&t), "{t}");
+        // Another boot, too old, later than now, garbled: `date`.
+        // (Too old only where this machine has been up long enough to say so.)
+        let old = match up > 700.0 {
+            true => format!("1000 {:.2} {boot}\n", up - 700.0),
+            false => String::new(),
+        };
+        for record in [
+            format!("1000 {then} another-boot\n"),
+            old,
+            format!("1000 {:.2} {boot}\n", up + 50.0),
+            format!("x1000 {then} {boot}\n"),
+            format!("1000 {} {boot}\n", up as u64),
+            String::new(),
+        ] {
+            let before = date();
+            let t = run(&record);
+            assert!(t >= before && t <= date(), "{record:?}: {t}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     crate::hostfacts::uid(script);
     crate::diagnose::clock_start(script);
     script.lines("_arch=$(uname -m); echo arch=$_arch");
-    script.lines("_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null || true); _glibc=${_glibc#glibc }; echo glibc=$_glibc");
+    script.lines("_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null) || true; _glibc=${_glibc#glibc }; echo glibc=$_glibc");
     // The artifact for this host's architecture: its target, glibc, disk and ghost mark.
     script.lines("_target=; _need=; _disk=0; _ghost=");
     script.lines("case \"$_arch\" in");
@@ -101,7 +101,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     );
     script.lines("[ -w \"$_p\" ] || problem \"$_p is not writable by $(id -un)\"");
     // The fourth field of df's second line, read by the shell (no awk, no pipeline).
-    script.lines("_avail=; _df=$(df -Pk \"$_p\" 2>/dev/null || true)");
+    script.lines("_avail=; _df=$(df -Pk \"$_p\" 2>/dev/null) || true");
     script.lines("{ read -r _l || true; read -r _l _l _l _avail _l || true; } <<SHIP_EOF");
     script.lines("$_df");
     script.lines("SHIP_EOF");
@@ -166,7 +166,7 @@ fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
         &[layout.root()],
     );
     script
-        .lines("_ww=$(find -H \"$@\" -maxdepth 0 -type d -perm -0002 -print 2>/dev/null || true)");
+        .lines("_ww=$(find -H \"$@\" -maxdepth 0 -type d -perm -0002 -print 2>/dev/null) || true");
     script.lines("if [ -n \"$_ww\" ]; then while IFS= read -r _p; do problem \"$_p is writable by every local user (mode $(stat -L -c %a \"$_p\")): deploy_to must not be in or under such a directory; choose another deploy_to, or chmod o-w $_p\"; done <<SHIP_EOF");
     script.lines("$_ww");
     script.lines("SHIP_EOF");

@@ -72,6 +72,8 @@ pub fn preflight(
     s.lines("  rm -rf -- \"$@\"; printf 'cleared=%s\\n' \"$_id\"");
     s.lines("done");
     if let Some(req) = req {
+        // The clock the checks read, for the switch and its dead-man's switch (no `date`).
+        crate::hostfacts::record_clock(&mut s, &crate::hostfacts::clock_file(&layout));
         preflight::cached(&mut s, &layout, req);
         // Every artifact the host keeps: one may be the base of a delta (no process).
         s.line(
@@ -302,8 +304,22 @@ fn shared_links(s: &mut Script, config: &Config, layout: &Layout, rel: &str) {
         &missing_dir,
         "[ \"$#\" = 0 ] || mkdir -p -- \"$@\"",
     );
+    // One `ln -s -- <target>... <dir>/` per directory the links go in: each link is named
+    // after its target's last component, as `<shared>/<p>` and `<rel>/<p>` share theirs.
+    let mut dirs: Vec<(String, Vec<&String>)> = Vec::new();
     for (shared, link) in &links {
-        s.line("ln -s -- {} {}", &[shared, link]);
+        let dir = link.rsplit_once('/').map_or(rel, |(d, _)| d).to_string();
+        match dirs.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, targets)) => targets.push(shared),
+            None => dirs.push((dir, vec![shared])),
+        }
+    }
+    for (dir, targets) in &dirs {
+        s.lines("set --");
+        for t in targets {
+            s.line("set -- \"$@\" {}", &[t.as_str()]);
+        }
+        s.line("ln -s -- \"$@\" {}/", &[dir]);
     }
 }
 
@@ -352,7 +368,8 @@ pub fn switch(
     ));
     systemd::sudo_prelude(&mut s, config);
     crate::hostfacts::link_base(&mut s, &layout.current());
-    s.lines("_prev=$_c; _now=$(date +%s)");
+    crate::hostfacts::now(&mut s, &crate::hostfacts::clock_file(&layout));
+    s.lines("_prev=$_c");
     s.line(
         "[ -f {} ] || printf '%s\\n' \"$_prev\" > {}",
         &[&journal::switching(&layout), &journal::switching(&layout)],
@@ -602,7 +619,7 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
         );
     }
     s.line(
-        "_j=$($SUDO journalctl -u {} -n {} --since {} --no-pager -o short-iso 2>&1 || true)",
+        "_j=$($SUDO journalctl -u {} -n {} --since {} --no-pager -o short-iso 2>&1) || true",
         &[
             &unit,
             &input.journal_lines.to_string(),
@@ -668,7 +685,7 @@ pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
     guard::disarm(&mut s, config);
     if let Some(release) = release {
         s.line(
-            "_c=$(readlink {} 2>/dev/null || true)",
+            "_c=$(readlink {} 2>/dev/null) || true",
             &[&layout.current()],
         );
         s.line(
@@ -712,6 +729,39 @@ mod tests {
             },
         );
         m
+    }
+
+    /// The shared links through the real /bin/sh: whatever the artifact put at a link's path
+    /// goes, missing parents and shared dirs are made, and each link names its shared path
+    /// (one `ln` per directory the links go in).
+    #[test]
+    fn shared_links_in_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("app");
+        let mut config = config_with("");
+        config.deploy_to = root.display().to_string();
+        config.shared_dirs = vec!["data".into(), "log/app".into()];
+        config.shared_files = vec!["config/local.toml".into(), "top.env".into()];
+        let layout = Layout::new(&config.deploy_to);
+        let rel = layout.release("20260101000000");
+        std::fs::create_dir_all(format!("{rel}/data")).unwrap();
+        std::fs::write(format!("{rel}/data/x"), "from the artifact").unwrap();
+        let mut s = Script::new("t");
+        shared_links(&mut s, &config, &layout, &rel);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for p in ["data", "log/app", "config/local.toml", "top.env"] {
+            assert_eq!(
+                std::fs::read_link(format!("{rel}/{p}")).unwrap(),
+                std::path::PathBuf::from(format!("{}/{p}", layout.shared())),
+                "{p}"
+            );
+        }
+        assert!(std::path::Path::new(&format!("{}/log/app", layout.shared())).is_dir());
     }
 
     /// Every phase script of every strategy, with and without sudo and the dead-man's switch,

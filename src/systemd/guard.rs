@@ -421,20 +421,16 @@ pub fn revert_script(config: &Config) -> Script {
         "_dl=; if [ -f {} ]; then while IFS='=' read -r _k _v; do [ \"$_k\" != deadline ] || _dl=$_v; done < {}; fi; case $_dl in ''|*[!0-9]*) _dl=0 ;; esac",
         &[&pending, &pending],
     );
-    // How long until the deadline, on the wall clock: the time of boot (`btime` of
-    // /proc/stat, wall-clock seconds) plus the uptime is the time now, read without `date`.
-    // Believed only when it says the switch (or an extension) armed this moments ago, as it
-    // did when it started this guard (within confirm_timeout + timeout + 30 s of the
-    // deadline, and before it); else (at boot, deadline 0, a /proc that does not add up)
-    // `date` says. A wrong reading there errs late, never early.
-    s.line(
-        "_left=; if [ \"$_dl\" = 0 ]; then _left=0; elif [ -r /proc/stat ] && [ -r /proc/uptime ]; then while read -r _k _v _x; do if [ \"$_k\" = btime ]; then read -r _up _x < /proc/uptime; _n=$(( _v + ${{_up%%.*}} )); if [ \"$_n\" -le \"$_dl\" ] && [ \"$_n\" -ge $(( _dl - {} )) ]; then _left=$(( _dl - _n )); fi; break; fi; done < /proc/stat; fi",
-        &[&(secs(config) + config.health.timeout.as_secs() + 30).to_string()],
-    );
+    // How long until the deadline, on the wall clock: the time now is the one the deploy's
+    // preflight read plus the uptime since, when that was in this boot and recent (it is,
+    // when the switch starts this guard); else (at boot, after a long wait) `date` says.
+    s.lines("if [ \"$_dl\" = 0 ]; then _left=0; else");
+    crate::hostfacts::now(&mut s, &crate::hostfacts::clock_file(&layout));
+    s.lines("_left=$(( _dl - _now )); fi");
     // The wait is a `sleep` whose pid the confirmation finds in `guard.pid` and ends with the
     // shell's own `kill` (no systemctl call); the guard then finds nothing pending and exits.
     s.line(
-        "[ -n \"$_left\" ] || _left=$(( _dl - $(date +%s) )); if [ \"$_left\" -gt 0 ]; then sleep \"$_left\" & _sp=$!; printf '%s\\n' \"$_sp\" > {}; wait \"$_sp\" || true; fi",
+        "if [ \"$_left\" -gt 0 ]; then sleep \"$_left\" & _sp=$!; printf '%s\\n' \"$_sp\" > {}; wait \"$_sp\" || true; fi",
         &[&sleep_pid(config)],
     );
     // Confirmed meanwhile: nothing to do, and no flock to take.

@@ -104,7 +104,7 @@ pub fn sudo_prelude(script: &mut Script, config: &Config) {
 /// `<prefix>_active=`, `_invocation=`, `_pid=`, `_restarts=`, `_since=` lines.
 pub fn show_state(script: &mut Script, prefix: Option<&'static str>) {
     script.lines("_st=; _inv=; _pid=; _nr=; _since=");
-    script.lines("_props=$(systemctl show -p ActiveState -p InvocationID -p MainPID -p NRestarts -p ActiveEnterTimestamp -- \"$_svc\" 2>/dev/null || true)");
+    script.lines("_props=$(systemctl show -p ActiveState -p InvocationID -p MainPID -p NRestarts -p ActiveEnterTimestamp -- \"$_svc\" 2>/dev/null) || true");
     script.lines("while IFS='=' read -r _k _v; do case $_k in ActiveState) _st=$_v ;; InvocationID) _inv=$_v ;; MainPID) _pid=$_v ;; NRestarts) _nr=$_v ;; ActiveEnterTimestamp) _since=$_v ;; esac; done <<SHIP_EOF");
     script.lines("$_props");
     script.lines("SHIP_EOF");

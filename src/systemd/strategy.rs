@@ -32,9 +32,9 @@ fn read_listen(s: &mut Script, config: &Config, var: &'static str) {
     // No grep at all when there is no socket unit (the plain restart strategy).
     let line = match var {
         "_old_listen" => {
-            "_old_listen=; if [ -f {} ]; then _old_listen=$(grep '^ListenStream=' {} || true); fi"
+            "_old_listen=; if [ -f {} ]; then _old_listen=$(grep '^ListenStream=' {}) || true; fi"
         }
-        _ => "_cur_listen=; if [ -f {} ]; then _cur_listen=$(grep '^ListenStream=' {} || true); fi",
+        _ => "_cur_listen=; if [ -f {} ]; then _cur_listen=$(grep '^ListenStream=' {}) || true; fi",
     };
     let path = unit::path(&unit::socket(config));
     s.line(line, &[&path, &path]);
@@ -336,11 +336,11 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool, with_g
     s.lines("case $_strategy in");
     s.lines("blue-green)");
     s.line(
-        "  _a=$(systemctl is-active {} {} 2>/dev/null || true); set -- $_a; _sb=${{1:-inactive}}; _sg=${{2:-inactive}}",
+        "  _a=$(systemctl is-active {} {} 2>/dev/null) || true; set -- $_a; _sb=${{1:-inactive}}; _sg=${{2:-inactive}}",
         &[&blue, &green],
     );
     s.line(
-        "  _lb=$(readlink {}/blue 2>/dev/null || true); _lg=$(readlink {}/green 2>/dev/null || true)",
+        "  _lb=$(readlink {}/blue 2>/dev/null) || true; _lg=$(readlink {}/green 2>/dev/null) || true",
         &[&slots, &slots],
     );
     if reuse {
@@ -364,11 +364,11 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool, with_g
     );
     s.lines("  fi");
     s.line(
-        "  systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null; $SUDO systemctl start {} || true; }} ;;",
+        "  systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null || true; $SUDO systemctl start {} || true; }} ;;",
         &[&unit::socket(config), &unit::socket(config), &unit::socket(config)],
     );
     s.line(
-        "socket) _svc={}; systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null; $SUDO systemctl start {} || true; }} ;;",
+        "socket) _svc={}; systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null || true; $SUDO systemctl start {} || true; }} ;;",
         &[
             &unit::service(config),
             &unit::socket(config),
@@ -383,7 +383,7 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool, with_g
     // The invocation before the restart, as systemd exports it for the journal
     // (/run/systemd/units/invocation:<unit>, a symlink to the id): no systemctl call. Absent
     // (never started), it reads as empty, which no new invocation equals.
-    s.lines("old_inv=$(readlink \"/run/systemd/units/invocation:$_svc\" 2>/dev/null || true)");
+    s.lines("old_inv=$(readlink \"/run/systemd/units/invocation:$_svc\" 2>/dev/null) || true");
     // A failed start is retried by Restart=on-failure; the loop below judges the outcome.
     // `restart` starts a failed or stopped unit too, and returns once it is started (Type=exec:
     // the binary was exec'd; Type=notify: it said READY=1), so the loop rarely goes round.
@@ -436,7 +436,7 @@ pub fn settle_slots(s: &mut Script, config: &Config, release: &str) {
     let slots = Layout::new(&config.deploy_to).slots();
     let target = format!("../../releases/{release}");
     s.line(
-        "_a=$(systemctl is-active {} {} 2>/dev/null || true); set -- $_a",
+        "_a=$(systemctl is-active {} {} 2>/dev/null) || true; set -- $_a",
         &[
             &unit::instance(config, "blue"),
             &unit::instance(config, "green"),
