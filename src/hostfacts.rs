@@ -63,6 +63,33 @@ pub fn now(s: &mut Script, file: &str) {
     );
 }
 
+/// `<deploy_to>/.ship/facts`: what the last preflight learnt of the host that only a reboot or
+/// a library upgrade changes (`<uname -m> <glibc version or -> <boot id>`).
+pub fn facts_file(layout: &crate::layout::Layout) -> String {
+    format!("{}/facts", layout.state())
+}
+
+/// Sets `$_arch` (`uname -m`) and `$_glibc` (`getconf GNU_LIBC_VERSION` without `glibc `,
+/// empty without glibc), from `file` ([`facts_file`]) when it was written in this boot and
+/// `/etc/ld.so.cache` (rewritten by `ldconfig` whenever a library is installed or upgraded)
+/// is not newer; else by asking `uname` and `getconf`, and sets `$_facts_new` to 1 so
+/// [`record_facts`] writes them (once the deploy holds the lock).
+pub fn arch_and_glibc(s: &mut Script, file: &str) {
+    s.line(
+        "_arch=; _glibc=; _facts_new=1; if [ -r {} ] && [ -f /etc/ld.so.cache ] && ! [ /etc/ld.so.cache -nt {} ] && [ -r /proc/sys/kernel/random/boot_id ]; then _fa=; _fg=; _fb=; _bi=; read -r _fa _fg _fb < {} || true; read -r _bi < /proc/sys/kernel/random/boot_id || true; if [ -n \"$_fa\" ] && [ -n \"$_fb\" ] && [ \"$_fb\" = \"$_bi\" ]; then _arch=$_fa; _glibc=${{_fg#-}}; _facts_new=0; fi; fi",
+        &[file, file, file],
+    );
+    s.lines("if [ \"$_facts_new\" = 1 ]; then _arch=$(uname -m); _glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null) || true; _glibc=${_glibc#glibc }; fi");
+}
+
+/// Writes [`facts_file`] when [`arch_and_glibc`] asked the commands. No process.
+pub fn record_facts(s: &mut Script, file: &str) {
+    s.line(
+        "if [ \"$_facts_new\" = 1 ]; then _bi=; if [ -r /proc/sys/kernel/random/boot_id ]; then read -r _bi < /proc/sys/kernel/random/boot_id || true; fi; printf '%s %s %s\\n' \"$_arch\" \"${{_glibc:--}}\" \"$_bi\" > {}; fi",
+        &[file],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +154,36 @@ mod tests {
             let t = run(&record);
             assert!(t >= before && t <= date(), "{record:?}: {t}");
         }
+    }
+
+    /// The architecture and glibc come from the facts file written in this boot, unless
+    /// /etc/ld.so.cache is newer; else from `uname` and `getconf`, and are recorded then.
+    #[test]
+    fn issue_18_arch_and_glibc_from_the_recorded_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("facts").display().to_string();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let run = || {
+            let mut s = Script::new("t");
+            arch_and_glibc(&mut s, &file);
+            record_facts(&mut s, &file);
+            s.lines("echo \"$_arch|$_glibc|$_facts_new\"");
+            sh(&s)
+        };
+        let asked = run();
+        assert!(asked.ends_with("|1\n"), "{asked}");
+        let recorded = std::fs::read_to_string(&file).unwrap();
+        assert!(recorded.ends_with(&format!(" {}", boot)), "{recorded}");
+        // (Without /etc/ld.so.cache, the facts are never believed.)
+        if std::path::Path::new("/etc/ld.so.cache").exists() {
+            assert_eq!(run(), asked.replace("|1\n", "|0\n"));
+            // Recorded facts are believed (this is what the shell read, not the machine).
+            std::fs::write(&file, format!("riscv64 - {boot}")).unwrap();
+            assert_eq!(run(), "riscv64||0\n");
+        }
+        // Another boot's: asked again.
+        std::fs::write(&file, "riscv64 2.99 another-boot\n").unwrap();
+        assert_eq!(run(), asked);
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     script.lines("problem() { printf 'problem=%s\\n' \"$*\"; _problems=$((_problems + 1)); }");
     crate::hostfacts::uid(script);
     crate::diagnose::clock_start(script);
-    script.lines("_arch=$(uname -m); echo arch=$_arch");
-    script.lines("_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null) || true; _glibc=${_glibc#glibc }; echo glibc=$_glibc");
+    crate::hostfacts::arch_and_glibc(script, &crate::hostfacts::facts_file(layout));
+    script.lines("echo arch=$_arch; echo glibc=$_glibc");
     // The artifact for this host's architecture: its target, glibc, disk and ghost mark.
     script.lines("_target=; _need=; _disk=0; _ghost=");
     script.lines("case \"$_arch\" in");

@@ -74,6 +74,7 @@ pub fn preflight(
     if let Some(req) = req {
         // The clock the checks read, for the switch and its dead-man's switch (no `date`).
         crate::hostfacts::record_clock(&mut s, &crate::hostfacts::clock_file(&layout));
+        crate::hostfacts::record_facts(&mut s, &crate::hostfacts::facts_file(&layout));
         preflight::cached(&mut s, &layout, req);
         // Every artifact the host keeps: one may be the base of a delta (no process).
         s.line(
