@@ -101,7 +101,7 @@ impl Finding {
 /// First lines of a script: the host's wall clock (`host_now=`, unix seconds) and a mark on
 /// its monotonic clock, so that [`clock_end`] can say how long the script ran after it.
 pub fn clock_start(s: &mut Script) {
-    s.lines("echo host_now=$(date +%s); read -r _ck _ < /proc/uptime");
+    s.lines("_wall=$(date +%s); echo host_now=$_wall; read -r _ck _ < /proc/uptime");
 }
 
 /// Prints `after_clock_cs=`: centiseconds since [`clock_start`] (by /proc/uptime).
@@ -118,7 +118,7 @@ pub fn sudo_timed(s: &mut Script, config: &Config) {
     let helper = crate::systemd::privilege::helper_path(config);
     s.lines("read -r _s0 _ < /proc/uptime");
     s.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then echo sudo_via=helper; sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
+        "if [ \"${{_uid:-$(id -u)}}\" != 0 ] && [ -x {} ]; then echo sudo_via=helper; sudo -n {} check >/dev/null 2>&1 || problem \"$(id -un) may not run \"{}\" through sudo: run cargo ship setup for this environment again\"",
         &[&helper, &helper, &helper],
     );
     s.lines("else echo sudo_via=sudo; sudo -n true 2>/dev/null || problem \"sudo = true but 'sudo -n true' fails for $(id -un): run cargo ship setup for this environment (or allow passwordless sudo)\"; fi");

@@ -107,10 +107,8 @@ impl HostState {
 /// Script lines printing the host's release state for [`HostState::parse`]. The script must
 /// not have `cd`'d elsewhere; every path is absolute.
 pub fn state_lines(script: &mut Script, layout: &Layout) {
-    script.line(
-        "_c=$(readlink {} 2>/dev/null || true); printf 'current=%s\\n' \"${{_c##*/}}\"",
-        &[&layout.current()],
-    );
+    crate::hostfacts::link_base(script, &layout.current());
+    script.lines("printf 'current=%s\\n' \"$_c\"");
     script.line(
         "for _d in {}/*; do [ -d \"$_d\" ] && printf 'release=%s\\n' \"${{_d##*/}}\"; done; true",
         &[&layout.releases()],
@@ -129,11 +127,12 @@ pub fn state_lines(script: &mut Script, layout: &Layout) {
 }
 
 /// Prints `<key>=<version>` read from the manifest in `release_dir` (pretty-printed JSON that
-/// cargo-ship wrote, so one `sed` finds the top-level `"version"`); nothing when it is absent.
+/// cargo-ship wrote: the top-level `"version"` is the line indented by two spaces); nothing
+/// when it is absent. Read by the shell, no process; it stops at that line, near the top.
 pub fn print_version(script: &mut Script, key: &'static str, release_dir: &str) {
     script.line(
-        "sed -n 's/^  \"version\": \"\\([^\"]*\\)\".*$/'{}'=\\1/p' {}/{} 2>/dev/null || true",
-        &[key, release_dir, crate::package::MANIFEST_FILE],
+        "if [ -r {}/{} ]; then while IFS= read -r _l; do case $_l in '  \"version\": \"'*) _l=${{_l#*: \\\"}}; printf '%s=%s\\n' {} \"${{_l%%\\\"*}}\"; break ;; esac; done < {}/{}; fi",
+        &[release_dir, crate::package::MANIFEST_FILE, key, release_dir, crate::package::MANIFEST_FILE],
     );
 }
 
@@ -254,7 +253,7 @@ mod tests {
         assert_eq!(s.prune_candidates(2), ["2"]);
     }
 
-    /// The `sed` in [`print_version`] reads the version out of a manifest as cargo-ship writes
+    /// The shell loop in [`print_version`] reads the version out of a manifest as cargo-ship writes
     /// it (pretty JSON), through the real /bin/sh.
     #[test]
     fn prints_the_manifest_version() {

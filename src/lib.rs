@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod health;
 pub mod hooks;
 pub mod host;
+pub mod hostfacts;
 pub mod init;
 pub mod inputs;
 pub mod jobs;

@@ -28,7 +28,10 @@ pub fn holder(command: &str) -> String {
 pub fn take(script: &mut Script, layout: &Layout, holder: &str, wait_secs: u64) {
     let lock = layout.lock();
     let file = layout.lock_holder();
-    script.line("mkdir -p {}", &[&layout.state()]);
+    script.line(
+        "[ -d {} ] || mkdir -p -- {}",
+        &[&layout.state(), &layout.state()],
+    );
     script.lines("_w=0");
     script.line("while ! mkdir {} 2>/dev/null; do", &[&lock]);
     script.line("  if [ \"$_w\" -ge {} ]; then", &[&wait_secs.to_string()]);

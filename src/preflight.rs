@@ -39,9 +39,10 @@ pub struct Requirements {
 pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Requirements]) {
     script.lines("_problems=0");
     script.lines("problem() { printf 'problem=%s\\n' \"$*\"; _problems=$((_problems + 1)); }");
+    crate::hostfacts::uid(script);
     crate::diagnose::clock_start(script);
-    script.lines("_arch=$(uname -m); echo arch=$_arch");
-    script.lines("_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null || true); _glibc=${_glibc#glibc }; echo glibc=$_glibc");
+    crate::hostfacts::arch_and_glibc(script, &crate::hostfacts::facts_file(layout));
+    script.lines("echo arch=$_arch; echo glibc=$_glibc");
     // The artifact for this host's architecture: its target, glibc, disk and ghost mark.
     script.lines("_target=; _need=; _disk=0; _ghost=");
     script.lines("case \"$_arch\" in");
@@ -89,7 +90,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
         // Timed: a slow call is explained (`diagnose`) and warned about before anything changes.
         crate::diagnose::sudo_timed(script, config);
     } else {
-        script.lines("[ \"$(id -u)\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
+        script.lines("[ \"$_uid\" = 0 ] || problem \"logged in as $(id -un), not root, and sudo is not enabled: set sudo = true in [package.metadata.ship] or deploy as root\"");
     }
     crate::diagnose::clock_end(script);
     // The nearest existing ancestor of deploy_to must be writable and have room. (`${_p%/*}`
@@ -100,7 +101,7 @@ pub fn checks(script: &mut Script, config: &Config, layout: &Layout, reqs: &[Req
     );
     script.lines("[ -w \"$_p\" ] || problem \"$_p is not writable by $(id -un)\"");
     // The fourth field of df's second line, read by the shell (no awk, no pipeline).
-    script.lines("_avail=; _df=$(df -Pk \"$_p\" 2>/dev/null || true)");
+    script.lines("_avail=; _df=$(df -Pk \"$_p\" 2>/dev/null) || true");
     script.lines("{ read -r _l || true; read -r _l _l _l _avail _l || true; } <<SHIP_EOF");
     script.lines("$_df");
     script.lines("SHIP_EOF");
@@ -147,6 +148,7 @@ pub fn cached(script: &mut Script, layout: &Layout, reqs: &[Requirements]) {
 pub fn unit_guard(script: &mut Script, config: &Config) {
     script.lines("_problems=0");
     script.lines("problem() { printf 'problem=%s\\n' \"$*\"; printf '%s\\n' \"$*\" >&2; _problems=$((_problems + 1)); }");
+    crate::hostfacts::uid(script);
     foreign_unit(script, config);
     crate::systemd::privilege::fixed_units_check(script, config);
     script.line(
@@ -164,7 +166,7 @@ fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
         &[layout.root()],
     );
     script
-        .lines("_ww=$(find -H \"$@\" -maxdepth 0 -type d -perm -0002 -print 2>/dev/null || true)");
+        .lines("_ww=$(find -H \"$@\" -maxdepth 0 -type d -perm -0002 -print 2>/dev/null) || true");
     script.lines("if [ -n \"$_ww\" ]; then while IFS= read -r _p; do problem \"$_p is writable by every local user (mode $(stat -L -c %a \"$_p\")): deploy_to must not be in or under such a directory; choose another deploy_to, or chmod o-w $_p\"; done <<SHIP_EOF");
     script.lines("$_ww");
     script.lines("SHIP_EOF");
@@ -177,9 +179,17 @@ fn world_writable_ancestors(script: &mut Script, layout: &Layout) {
 /// /lib/systemd/system): a deploy or rollback would replace or remove it, and a failed first
 /// deploy would stop and disable it.
 fn foreign_unit(script: &mut Script, config: &Config) {
+    foreign_unit_in(script, config, crate::systemd::unit::SEARCH_PATH);
+}
+
+/// [`foreign_unit`] with the unit search path `dirs`, in systemd's order of precedence.
+///
+/// Where systemd loads a unit from is the first of `dirs` holding a file (or link) of that
+/// name, as `systemctl show -p FragmentPath` would say (issue #18: found by the shell, with
+/// no process, instead of asking systemd; templates too, which `systemctl show` refuses).
+fn foreign_unit_in(script: &mut Script, config: &Config, dirs: &[&str]) {
     use crate::systemd::{guard, unit};
     let [mark_app, mark_guard] = crate::systemd::privilege::legacy_marks(config);
-    let template = unit::template(config);
     let mut names = unit::managed(config).to_vec();
     names.extend([guard::timer(config), guard::service(config)]);
     // And any other unit file the service needs (the one list setup fixes, issue #16).
@@ -188,53 +198,30 @@ fn foreign_unit(script: &mut Script, config: &Config) {
             names.push(f.name);
         }
     }
-    // One `systemctl show` for every name but the template (systemd refuses a template name,
-    // and stops there): it prints one `FragmentPath=` line per unit, in the order asked, empty
-    // for a unit it does not know. The k-th line goes to `$_fk`.
-    let shown: Vec<&String> = names.iter().filter(|n| **n != template).collect();
-    script.lines("_frags=; set --");
-    for n in &shown {
-        script.line("set -- \"$@\" {}", &[n.as_str()]);
+    script.lines("set --");
+    for d in dirs {
+        script.line("set -- \"$@\" {}", &[d]);
     }
-    script.lines("_frags=$(systemctl show -p FragmentPath -- \"$@\" 2>/dev/null || true); _k=0");
-    script.lines("_f1=; _f2=; _f3=; _f4=; _f5=; _f6=");
-    script.lines("while IFS= read -r _l; do case $_l in FragmentPath=*) _k=$((_k + 1)); _v=${_l#FragmentPath=}");
-    script.lines("  case $_k in 1) _f1=$_v ;; 2) _f2=$_v ;; 3) _f3=$_v ;; 4) _f4=$_v ;; 5) _f5=$_v ;; 6) _f6=$_v ;; esac ;;");
-    script.lines("esac; done <<SHIP_EOF");
-    script.lines("$_frags");
-    script.lines("SHIP_EOF");
-    const FRAG: [&str; 6] = [
-        "_frag=$_f1",
-        "_frag=$_f2",
-        "_frag=$_f3",
-        "_frag=$_f4",
-        "_frag=$_f5",
-        "_frag=$_f6",
-    ];
     for name in &names {
-        // The template (never shown) and, should the list outgrow FRAG, the rest: only the
-        // file in UNIT_DIR is checked.
-        let frag = shown
-            .iter()
-            .position(|n| *n == name)
-            .and_then(|k| FRAG.get(k).copied())
-            .unwrap_or("_frag=");
-        script.lines(frag);
-        // The first line read by the shell (no `head`): a missing or unreadable file reads as
-        // empty, which is not the header.
+        script.line(
+            "_f=; for _d in \"$@\"; do if [ -e \"$_d\"/{} ] || [ -L \"$_d\"/{} ]; then _f=$_d/{}; break; fi; done",
+            &[name, name, name],
+        );
+        // The first line read by the shell (no `head`): an unreadable file reads as empty,
+        // which is not the header.
         // Ours: the header naming this unit and deploy_to, or the older header with a line
         // only this service's units have (issue #16: `x-guard.service` of unit `x` is not
         // the app unit of a service named `x-guard`).
         script.line(
-            "for _f in {} \"$_frag\"; do _h=; if [ -n \"$_f\" ] && {{ [ -e \"$_f\" ] || [ -L \"$_f\" ]; }} && {{ IFS= read -r _h 2>/dev/null < \"$_f\" || true; [ \"$_h\" != {} ]; }} && ! {{ [ \"$_h\" = {} ] && grep -qxF -e {} -e {} -- \"$_f\" 2>/dev/null; }}; then",
-            &[&unit::path(name), &unit::header(config), unit::HEADER, &mark_app, &mark_guard],
+            "_h=; if [ -n \"$_f\" ] && {{ IFS= read -r _h 2>/dev/null < \"$_f\" || true; [ \"$_h\" != {} ]; }} && ! {{ [ \"$_h\" = {} ] && grep -qxF -e {} -e {} -- \"$_f\" 2>/dev/null; }}; then",
+            &[&unit::header(config), unit::HEADER, &mark_app, &mark_guard],
         );
         script.line(
             "  case $_h in '# Generated by cargo-ship'*) problem \"unit\" {} \"already exists in $_f and belongs to another service deployed by cargo-ship (its first line: $_h): a deploy or rollback would replace or remove it; give this service a systemd.unit of its own\" ;;",
             &[name],
         );
         script.line(
-            "  *) problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name of its own, or remove that unit first\" ;; esac; break; fi; done",
+            "  *) problem \"unit\" {} \"already exists in $_f and was not written by cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name of its own, or remove that unit first\" ;; esac; fi",
             &[name],
         );
     }
@@ -305,84 +292,71 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The one `systemctl show` for every unit name: its k-th `FragmentPath=` line belongs to
-    /// the k-th name, a unit file cargo-ship did not write is a problem, ours and unknown
-    /// units are not. (`systemctl` is a shell function here, printing what systemd does.)
+    /// Where systemd would load each unit from is found on the unit search path by the shell
+    /// (no `systemctl show`): the first directory holding the name wins, so a foreign file
+    /// there is a problem, one shadowed by ours is not, and ours and unknown units are not.
+    /// The blue-green template is checked like the others.
     #[test]
-    fn foreign_units_from_one_systemctl_show() {
-        let dir = tempfile::tempdir().unwrap();
-        let foreign = dir.path().join("foreign.service");
-        let ours = dir.path().join("ours.service");
-        std::fs::write(&foreign, "[Unit]\nDescription=someone else's\n").unwrap();
+    fn issue_18_foreign_units_found_on_the_search_path() {
         let config = crate::config::tests_support::config_from("", "");
-        std::fs::write(
-            &ours,
-            format!("{}\n[Unit]\n", crate::systemd::unit::header(&config)),
-        )
-        .unwrap();
+        let header = crate::systemd::unit::header(&config);
+        let foreign = "[Unit]\nDescription=someone else's\n".to_string();
+        let ours = format!("{header}\n[Unit]\n");
         // Issue #16: an older cargo-ship unit is ours by its SHIP_DEPLOY_TO line; another
         // service's (its header names another unit, or its lines another deploy_to) is not.
-        let legacy = dir.path().join("legacy.service");
-        std::fs::write(
-            &legacy,
-            format!(
-                "{}\n[Service]\nEnvironment=\"SHIP_DEPLOY_TO=/opt/hello\"\n",
-                crate::systemd::unit::HEADER
-            ),
-        )
-        .unwrap();
-        let other = dir.path().join("other.service");
-        std::fs::write(
-            &other,
-            "# Generated by cargo-ship for unit hello-x in /opt/hello-x; changes here are replaced by the next deploy.\n",
-        )
-        .unwrap();
-        let other_legacy = dir.path().join("other-legacy.service");
-        std::fs::write(
-            &other_legacy,
-            format!(
-                "{}\n[Service]\nEnvironment=\"SHIP_DEPLOY_TO=/opt/hello-x\"\n",
-                crate::systemd::unit::HEADER
-            ),
-        )
-        .unwrap();
-        for (k, file, expect) in [
-            (1usize, &foreign, true),
-            (2, &ours, false),
-            (0, &foreign, false),
-            (3, &legacy, false),
-            (4, &other, true),
-            (5, &other_legacy, true),
-        ] {
+        let legacy = format!(
+            "{}\n[Service]\nEnvironment=\"SHIP_DEPLOY_TO=/opt/hello\"\n",
+            crate::systemd::unit::HEADER
+        );
+        let other_line = "# Generated by cargo-ship for unit hello-x in /opt/hello-x; changes here are replaced by the next deploy.";
+        let other = format!("{other_line}\n");
+        let other_legacy = format!(
+            "{}\n[Service]\nEnvironment=\"SHIP_DEPLOY_TO=/opt/hello-x\"\n",
+            crate::systemd::unit::HEADER
+        );
+        // (file in the first dir, file in the second, name, the problem's dir or none)
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, Option<usize>);
+        let cases: [Case; 9] = [
+            (None, Some(&foreign), "hello.service", Some(1)),
+            (Some(&foreign), None, "hello.service", Some(0)),
+            (Some(&ours), Some(&foreign), "hello.service", None),
+            (Some(&foreign), Some(&ours), "hello.service", Some(0)),
+            (None, None, "hello.service", None),
+            (Some(&legacy), None, "hello.service", None),
+            (Some(&other), None, "hello.service", Some(0)),
+            (None, Some(&other_legacy), "hello.service", Some(1)),
+            (None, Some(&foreign), "hello@.service", Some(1)),
+        ];
+        for (k, (first, second, name, expect)) in cases.into_iter().enumerate() {
+            let root = tempfile::tempdir().unwrap();
+            let dirs = [root.path().join("etc"), root.path().join("lib")];
+            for (d, text) in dirs.iter().zip([first, second]) {
+                std::fs::create_dir_all(d).unwrap();
+                if let Some(text) = text {
+                    std::fs::write(d.join(name), text).unwrap();
+                }
+            }
+            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
             let mut s = Script::new("t");
             s.lines("problem() { printf 'problem=%s\\n' \"$*\"; }");
-            // The service's fragment (the first name) is `frag`; the others are unknown.
-            let frag = match k {
-                0 => String::new(),
-                _ => file.display().to_string(),
-            };
-            s.line(
-                "systemctl() {{ printf 'FragmentPath=%s\\n\\nFragmentPath=\\n\\nFragmentPath=\\n\\nFragmentPath=\\n' {}; }}",
-                &[&frag],
-            );
-            foreign_unit(&mut s, &config);
+            foreign_unit_in(&mut s, &config, &[&dirs[0], &dirs[1]]);
             let out = run_sh(&s);
-            assert_eq!(
-                out.contains("problem=unit hello.service already exists in"),
-                expect,
-                "{k}: {out}"
-            );
-            if k == 4 {
-                assert!(
-                    out.contains(&format!("problem=unit hello.service already exists in {} and belongs to another service deployed by cargo-ship (its first line: # Generated by cargo-ship for unit hello-x in /opt/hello-x; changes here are replaced by the next deploy.): a deploy or rollback would replace or remove it; give this service a systemd.unit of its own", other.display())),
-                    "{out}"
-                );
+            match expect {
+                None => assert!(!out.contains("problem="), "{k}: {out}"),
+                Some(d) => {
+                    let at = format!("{}/{name}", dirs[d]);
+                    let first_line = match k {
+                        6 => other_line,
+                        _ => crate::systemd::unit::HEADER,
+                    };
+                    let want = if k == 6 || k == 7 {
+                        format!("problem=unit {name} already exists in {at} and belongs to another service deployed by cargo-ship (its first line: {first_line}): a deploy or rollback would replace or remove it; give this service a systemd.unit of its own\n")
+                    } else {
+                        format!("problem=unit {name} already exists in {at} and was not written by cargo-ship: a deploy or rollback would replace or remove it; set systemd.unit to a name of its own, or remove that unit first\n")
+                    };
+                    assert_eq!(out, want, "{k}");
+                }
             }
-            assert_eq!(
-                out.matches("problem=").count(),
-                usize::from(expect),
-                "{k}: {out}"
-            );
         }
     }
 

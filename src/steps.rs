@@ -46,29 +46,35 @@ pub fn preflight(
         None => preflight::unit_guard(&mut s, config),
     }
     lock::take(&mut s, &layout, holder, lock_wait.as_secs());
-    // One process for all six.
+    // One process for all six, and none when they all exist (every deploy but the first).
+    s.lines("set --");
+    for d in [
+        layout.releases(),
+        layout.shared(),
+        layout.artifacts(),
+        layout.unfinished_dir(),
+        layout.failed_dir(),
+        layout.ghosts_dir(),
+    ] {
+        s.line("[ -d {} ] || set -- \"$@\" {}", &[&d, &d]);
+    }
+    s.lines("[ \"$#\" = 0 ] || mkdir -p -- \"$@\"");
+    // A release left unfinished by an interrupted deploy is never used: remove it, with the
+    // artifact its mark names (one whose transfer or check did not end, see `stage`).
     s.line(
-        "mkdir -p {} {} {} {} {} {}",
-        &[
-            &layout.releases(),
-            &layout.shared(),
-            &layout.artifacts(),
-            &layout.unfinished_dir(),
-            &layout.failed_dir(),
-            &layout.ghosts_dir(),
-        ],
-    );
-    // A release left unfinished by an interrupted deploy is never used: remove it.
-    s.line(
-        "for _m in {}/*; do [ -e \"$_m\" ] || continue; _id=${{_m##*/}}",
+        "for _m in {}/*; do [ -e \"$_m\" ] || continue; _id=${{_m##*/}}; _a=; read -r _a < \"$_m\" || true",
         &[&layout.unfinished_dir()],
     );
     s.line(
-        "  rm -rf -- {}/\"$_id\" \"$_m\"; printf 'cleared=%s\\n' \"$_id\"",
-        &[&layout.releases()],
+        "  set -- {}/\"$_id\" \"$_m\"; case $_a in ''|.*|*/*) ;; *) set -- \"$@\" {}/\"$_a\" ;; esac",
+        &[&layout.releases(), &layout.artifacts()],
     );
+    s.lines("  rm -rf -- \"$@\"; printf 'cleared=%s\\n' \"$_id\"");
     s.lines("done");
     if let Some(req) = req {
+        // The clock the checks read, for the switch and its dead-man's switch (no `date`).
+        crate::hostfacts::record_clock(&mut s, &crate::hostfacts::clock_file(&layout));
+        crate::hostfacts::record_facts(&mut s, &crate::hostfacts::facts_file(&layout));
         preflight::cached(&mut s, &layout, req);
         // Every artifact the host keeps: one may be the base of a delta (no process).
         s.line(
@@ -130,7 +136,19 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
     let rel = layout.release(input.release);
     let art = layout.artifact(input.artifact_sha, input.encoding.ext());
     let mut s = Script::new(format!("stage release {} in {rel}", input.release));
+    let mark = layout.unfinished(input.release);
+    let checksum = EXIT_CHECKSUM.to_string();
     s.lines("umask 022");
+    if input.receive.is_some() {
+        // The artifact is received under its final name, so no `mv`; until it has been
+        // checked, the release's unfinished mark names it, and the preflight of a later
+        // deploy removes it with the release (an interrupted transfer never counts as a
+        // cached artifact). Preflight made the artifacts dir.
+        let name = art.rsplit('/').next().unwrap_or_default();
+        s.line("printf '%s\\n' {} > {}", &[name, &mark]);
+    } else {
+        s.line(": > {}", &[&mark]);
+    }
     if let (Some(_), Some(base)) = (input.receive, input.delta_base) {
         // A delta follows the script: zstd reads it from standard input and rebuilds the tar
         // against the earlier artifact's tar (decompressed next to it first when cached as
@@ -145,58 +163,62 @@ pub fn stage(config: &Config, input: &StageInput<'_>) -> Script {
             s.line("_ref={}", &[&base]);
         }
         s.line(
-            "if [ -z \"$_ref\" ] || ! zstd -dqf --patch-from=\"$_ref\" -o {}.part; then rm -f -- {}.part {}.base; echo 'this host could not rebuild the artifact from the delta' >&2; exit {}; fi",
-            &[&art, &art, &art, &crate::remote::transfer::EXIT_DELTA.to_string()],
+            "if [ -z \"$_ref\" ] || ! zstd -dqf --patch-from=\"$_ref\" -o {}; then rm -f -- {} {}.base {}; echo 'this host could not rebuild the artifact from the delta' >&2; exit {}; fi",
+            &[&art, &art, &art, &mark, &crate::remote::transfer::EXIT_DELTA.to_string()],
         );
         if base.ends_with(".tar.zst") {
             s.line("rm -f -- {}.base", &[&art]);
         }
-        s.line("mv -f -- {}.part {}", &[&art, &art]);
-    }
-    if let Some(size) = input.receive {
+    } else if input.receive.is_some() {
         // The artifact follows the script on standard input: no SFTP session, no extra round
         // trip. A short or corrupted transfer fails the sha256 check below, which then names
-        // the size that arrived. (Preflight made the artifacts dir.)
-        if input.delta_base.is_none() {
-            s.line("cat > {}.part; mv -f -- {}.part {}", &[&art, &art, &art]);
-        }
-        s.line("_sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
-        s.line(
-            "if [ \"$_sum\" != {} ]; then _len=$(wc -c < {}); rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected \"{}\" (it arrived with $_len bytes, expected \"{}\")\" >&2; exit {}; fi",
-            &[input.sent_sha, &art, &art, input.sent_sha, &size.to_string(), &EXIT_CHECKSUM.to_string()],
-        );
-    } else {
-        s.line("_sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
-        s.line(
-            "if [ \"$_sum\" != {} ]; then rm -f -- {}; echo \"the uploaded artifact's sha256 is $_sum, expected\" {} >&2; exit {}; fi",
-            &[input.sent_sha, &art, input.sent_sha, &EXIT_CHECKSUM.to_string()],
-        );
+        // the size that arrived.
+        s.line("cat > {}", &[&art]);
     }
-    s.line(": > {}", &[&layout.unfinished(input.release)]);
     s.line("mkdir -- {}", &[&rel]);
-    crate::package::unpack::unpack_lines(
-        &mut s,
-        input.encoding,
-        &art,
-        &rel,
-        &layout.unfinished(input.release),
-        input.manifest,
-    );
-    // Absolute paths (no `cd` subshell), on a here-document (no `printf |` pipeline).
-    let checklist: String = input
-        .manifest
-        .files
-        .iter()
-        .map(|(path, f)| format!("{}  {rel}/{path}\n", f.sha256))
+    crate::package::unpack::unpack_and_count(&mut s, input.encoding, &art, &rel, input.manifest);
+    // One `sha256sum -c` for the artifact and every unpacked file (absolute paths, no `cd`
+    // subshell; on a here-document, no `printf |` pipeline). Only when it fails, or the
+    // archive was refused, is the artifact's own sum taken apart: a wrong artifact is
+    // reported first and alone, as what arrived, and removed.
+    let checklist: String = std::iter::once(format!("{}  {art}\n", input.sent_sha))
+        .chain(
+            input
+                .manifest
+                .files
+                .iter()
+                .map(|(path, f)| format!("{}  {rel}/{path}\n", f.sha256)),
+        )
         .collect();
     s.line("_cl={}", &[checklist.trim_end_matches('\n')]);
-    s.lines("if ! sha256sum -c --quiet --strict - >&2 <<SHIP_EOF");
+    s.lines(
+        "_ck=; _ok=0; if [ -z \"$_bad\" ] && _ck=$(sha256sum -c --quiet --strict - 2>&1 <<SHIP_EOF",
+    );
     s.lines("$_cl");
     s.lines("SHIP_EOF");
+    s.lines("); then _ok=1; fi");
+    s.lines("if [ \"$_ok\" = 0 ]; then");
+    s.line("  _sum=$(sha256sum < {}); _sum=${{_sum%% *}}", &[&art]);
+    match input.receive {
+        Some(size) => s.line(
+            "  if [ \"$_sum\" != {} ]; then _len=$(wc -c < {}); rm -rf -- {} {} {}; echo \"the uploaded artifact's sha256 is $_sum, expected \"{}\" (it arrived with $_len bytes, expected \"{}\")\" >&2; exit {}; fi",
+            &[input.sent_sha, &art, &art, &rel, &mark, input.sent_sha, &size.to_string(), &checksum],
+        ),
+        None => s.line(
+            "  if [ \"$_sum\" != {} ]; then rm -rf -- {} {} {}; echo \"the uploaded artifact's sha256 is $_sum, expected\" {} >&2; exit {}; fi",
+            &[input.sent_sha, &art, &rel, &mark, input.sent_sha, &checksum],
+        ),
+    };
+    crate::package::unpack::refuse_bad(&mut s, &rel, &mark);
     s.line(
-        "then echo 'the unpacked files do not match the manifest' >&2; exit {}; fi",
-        &[&EXIT_CHECKSUM.to_string()],
+        "  printf '%s\\n' \"$_ck\" >&2; echo 'the unpacked files do not match the manifest' >&2; exit {}",
+        &[&checksum],
     );
+    s.lines("fi");
+    if input.receive.is_some() {
+        // Checked: the artifact is a cached one now, whatever becomes of the release.
+        s.line(": > {}", &[&mark]);
+    }
     shared_links(&mut s, config, &layout, &rel);
     if !config.hooks.before_switch.is_empty() {
         hooks::as_service_user(&mut s, config);
@@ -239,30 +261,66 @@ fn shared_links(s: &mut Script, config: &Config, layout: &Layout, rel: &str) {
             }
         }
     }
-    // Each value is one quoted word of "$@" (set one by one): one process per list.
-    let list = |s: &mut Script, values: &[&String], cmd: &'static str| {
+    // Each value is one quoted word of "$@" (set one by one), and only when it needs the
+    // command (a directory missing, something at a link's path): one process per list, and
+    // none when nothing needs it (shared dirs exist after the first deploy; an artifact rarely
+    // holds files where the links go).
+    let missing_dir = |s: &mut Script, v: &str| {
+        s.line("[ -d {} ] || set -- \"$@\" {}", &[v, v]);
+    };
+    let something_at = |s: &mut Script, v: &str| {
+        s.line(
+            "if [ -e {} ] || [ -L {} ]; then set -- \"$@\" {}; fi",
+            &[v, v, v],
+        );
+    };
+    let list = |s: &mut Script,
+                values: &[&String],
+                test: &dyn Fn(&mut Script, &str),
+                cmd: &'static str| {
         if values.is_empty() {
             return;
         }
         s.lines("set --");
         for v in values {
-            s.line("set -- \"$@\" {}", &[v.as_str()]);
+            test(s, v.as_str());
         }
         s.lines(cmd);
     };
     list(
         s,
         &shared_dirs.iter().collect::<Vec<_>>(),
-        "mkdir -p -- \"$@\"",
+        &missing_dir,
+        "[ \"$#\" = 0 ] || mkdir -p -- \"$@\"",
     );
     list(
         s,
         &links.iter().map(|(_, l)| l).collect::<Vec<_>>(),
-        "rm -rf -- \"$@\"",
+        &something_at,
+        "[ \"$#\" = 0 ] || rm -rf -- \"$@\"",
     );
-    list(s, &parents.iter().collect::<Vec<_>>(), "mkdir -p -- \"$@\"");
+    list(
+        s,
+        &parents.iter().collect::<Vec<_>>(),
+        &missing_dir,
+        "[ \"$#\" = 0 ] || mkdir -p -- \"$@\"",
+    );
+    // One `ln -s -- <target>... <dir>/` per directory the links go in: each link is named
+    // after its target's last component, as `<shared>/<p>` and `<rel>/<p>` share theirs.
+    let mut dirs: Vec<(String, Vec<&String>)> = Vec::new();
     for (shared, link) in &links {
-        s.line("ln -s -- {} {}", &[shared, link]);
+        let dir = link.rsplit_once('/').map_or(rel, |(d, _)| d).to_string();
+        match dirs.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, targets)) => targets.push(shared),
+            None => dirs.push((dir, vec![shared])),
+        }
+    }
+    for (dir, targets) in &dirs {
+        s.lines("set --");
+        for t in targets {
+            s.line("set -- \"$@\" {}", &[t.as_str()]);
+        }
+        s.line("ln -s -- \"$@\" {}/", &[dir]);
     }
 }
 
@@ -310,23 +368,27 @@ pub fn switch(
         config.systemd.unit
     ));
     systemd::sudo_prelude(&mut s, config);
-    s.line(
-        "_prev=$(readlink {} 2>/dev/null || true); _prev=${{_prev##*/}}; _now=$(date +%s)",
-        &[&layout.current()],
-    );
+    crate::hostfacts::link_base(&mut s, &layout.current());
+    crate::hostfacts::now(&mut s, &crate::hostfacts::clock_file(&layout));
+    s.lines("_prev=$_c");
     s.line(
         "[ -f {} ] || printf '%s\\n' \"$_prev\" > {}",
         &[&journal::switching(&layout), &journal::switching(&layout)],
     );
-    // Armed before anything changes, and before the script first writes to the connection (a
-    // client that vanished would end the script there): from here on the host reverts by
-    // itself if the deploy never confirms. The flock keeps a firing revert from running
-    // beside the rest of the switch.
+    // The flock keeps a firing revert from running beside the rest of the switch. From
+    // `quiet` on, nothing is written to the connection until the guard runs (a client that
+    // vanished would end the script at the first write), and an exit starts the guard once
+    // `pending` records the switch: armed before anything changes, the host reverts by itself
+    // if the deploy never confirms. The guard itself starts with the service (`bring_up`),
+    // after `current` flips: one `systemctl restart` for both.
+    let guard_units = guard::wanted_units(config);
     guard::hold(&mut s, config);
-    guard::install(&mut s, config);
+    guard::quiet(&mut s, config);
+    strategy::prepare(&mut s, config, &guard_units);
     guard::arm(&mut s, config, release, holder);
     s.lines("echo previous=$_prev");
-    strategy::install(&mut s, config);
+    guard::uninstall_stale(&mut s, config);
+    strategy::install(&mut s, config, &guard_units);
     crate::jobs::record(&mut s, config, host, release, secrets.is_none());
     crate::jobs::install(&mut s, config, release);
     match secrets {
@@ -339,7 +401,7 @@ pub fn switch(
     journal::print_version(&mut s, "version", &layout.release(release));
     s.lines("echo switched_at=@$_now");
     s.line("_to={}", &[release]);
-    strategy::bring_up(&mut s, config, false, true);
+    strategy::bring_up(&mut s, config, false, true, true);
     if let Some(cmd) = &config.health.command {
         hooks::as_service_user(&mut s, config);
         crate::health::command_check(&mut s, &layout.release(release), cmd, config.health.timeout);
@@ -401,14 +463,19 @@ pub fn verify(
     );
     s.line("_retire={}", &[started.retire]);
     strategy::retire(&mut s);
+    let hooks_after = !config.hooks.after_switch.is_empty();
     // The hooks may take long: a revert that comes due meanwhile must not wait for them.
-    guard::release(&mut s);
-    if !config.hooks.after_switch.is_empty() {
+    // Without hooks, a finish that follows keeps the flock (one `flock` less).
+    let held = finish.is_some() && !hooks_after;
+    if !held {
+        guard::release(&mut s);
+    }
+    if hooks_after {
         hooks::as_service_user(&mut s, config);
     }
     hooks::run(&mut s, "after_switch", &config.hooks.after_switch, hook_env);
     if let Some(f) = finish {
-        finish_lines(&mut s, config, release, f.log, f.prune);
+        finish_lines(&mut s, config, release, f.log, f.prune, held);
     }
     s
 }
@@ -424,25 +491,55 @@ pub fn finish(config: &Config, release: &str, log_line: &str, prune: &[String]) 
     ));
     s.idempotent();
     systemd::sudo_prelude(&mut s, config);
-    finish_lines(&mut s, config, release, log_line, prune);
+    finish_lines(&mut s, config, release, log_line, prune, false);
     s
 }
 
-fn finish_lines(s: &mut Script, config: &Config, release: &str, log_line: &str, prune: &[String]) {
+/// The lines of [`finish`]; `held`: the script holds the guard's flock already.
+///
+/// One `rm` (issue #18) removes the confirmation (`pending`), the switch record, the unit
+/// files kept for a revert and, when nothing is pruned, the lock; the guard's wait ends after
+/// it (still under the flock), then what is pruned goes, then the lock if it is still there.
+fn finish_lines(
+    s: &mut Script,
+    config: &Config,
+    release: &str,
+    log_line: &str,
+    prune: &[String],
+    held: bool,
+) {
     let layout = Layout::new(&config.deploy_to);
-    guard::confirm(s, config, release);
+    guard::confirm_check(s, config, release, held);
     s.line(
         "printf '%s\\n' {} >> {}",
         &[log_line, &layout.revisions_log()],
     );
     crate::secrets::forget_previous(s, config);
-    s.line(
-        "rm -rf -- {} {}",
-        &[&journal::switching(&layout), &layout.units_prev()],
-    );
     strategy::settle_slots(s, config, release);
+    s.line(
+        "set -- {} {}",
+        &[&guard::pending_path(config), &journal::switching(&layout)],
+    );
+    s.line(
+        "for _f in {}/*; do if [ -e \"$_f\" ]; then set -- \"$@\" \"$_f\"; fi; done",
+        &[&layout.units_prev()],
+    );
+    s.lines("_unlock=0");
+    if prune.is_empty() {
+        // No release to remove, and no cached artifact past keep_releases: the lock goes now.
+        s.line(
+            "_na=0; for _a in {}/*; do if [ -e \"$_a\" ]; then _na=$((_na + 1)); fi; done",
+            &[&layout.artifacts()],
+        );
+        s.line(
+            "if [ \"$_na\" -le {} ]; then set -- \"$@\" {}; _unlock=1; fi",
+            &[&config.keep_releases.to_string(), &layout.lock()],
+        );
+    }
+    s.lines("rm -rf -- \"$@\"");
+    guard::confirm_end(s, config);
     prune_lines(s, &layout, prune, config.keep_releases);
-    lock::release(s, &layout);
+    s.line("[ \"$_unlock\" = 1 ] || rm -rf -- {}", &[&layout.lock()]);
 }
 
 /// Moves the dead-man's switch deadline of a host that waits for later batches.
@@ -523,7 +620,7 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
         );
     }
     s.line(
-        "_j=$($SUDO journalctl -u {} -n {} --since {} --no-pager -o short-iso 2>&1 || true)",
+        "_j=$($SUDO journalctl -u {} -n {} --since {} --no-pager -o short-iso 2>&1) || true",
         &[
             &unit,
             &input.journal_lines.to_string(),
@@ -534,7 +631,7 @@ pub fn revert(config: &Config, input: &RevertInput<'_>) -> Script {
     match input.previous {
         Some(prev) => {
             s.line("_to={}", &[prev]);
-            strategy::bring_up(&mut s, config, true, false);
+            strategy::bring_up(&mut s, config, true, false, false);
             strategy::retire(&mut s);
             s.line("echo restored={}", &[prev]);
         }
@@ -577,7 +674,7 @@ pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
         "  if [ -n \"$_prev\" ] && [ -d {}/\"$_prev\" ]; then _to=$_prev",
         &[&layout.releases()],
     );
-    strategy::bring_up(&mut s, config, true, false);
+    strategy::bring_up(&mut s, config, true, false, false);
     strategy::retire(&mut s);
     s.lines("  echo restored=$_prev");
     s.lines("  else");
@@ -589,7 +686,7 @@ pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
     guard::disarm(&mut s, config);
     if let Some(release) = release {
         s.line(
-            "_c=$(readlink {} 2>/dev/null || true)",
+            "_c=$(readlink {} 2>/dev/null) || true",
             &[&layout.current()],
         );
         s.line(
@@ -600,4 +697,191 @@ pub fn abort(config: &Config, holder: &str, release: Option<&str>) -> Script {
     }
     lock::release(&mut s, &layout);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests_support::{config_from, config_with};
+
+    fn manifest() -> Manifest {
+        let mut m = Manifest {
+            schema: 1,
+            package: "hello".into(),
+            version: "0.1.0".into(),
+            bin: "hello".into(),
+            target: "x86_64-unknown-linux-gnu".into(),
+            profile: "release".into(),
+            features: Vec::new(),
+            git_commit: None,
+            git_dirty: false,
+            rustc: String::new(),
+            builder: "cargo".into(),
+            built_at: String::new(),
+            glibc_required: None,
+            files: Default::default(),
+        };
+        m.files.insert(
+            "hello".into(),
+            crate::package::manifest::FileEntry {
+                sha256: "0".repeat(64),
+                size: 1,
+                mode: 0o755,
+            },
+        );
+        m
+    }
+
+    /// The shared links through the real /bin/sh: whatever the artifact put at a link's path
+    /// goes, missing parents and shared dirs are made, and each link names its shared path
+    /// (one `ln` per directory the links go in).
+    #[test]
+    fn shared_links_in_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("app");
+        let mut config = config_with("");
+        config.deploy_to = root.display().to_string();
+        config.shared_dirs = vec!["data".into(), "log/app".into()];
+        config.shared_files = vec!["config/local.toml".into(), "top.env".into()];
+        let layout = Layout::new(&config.deploy_to);
+        let rel = layout.release("20260101000000");
+        std::fs::create_dir_all(format!("{rel}/data")).unwrap();
+        std::fs::write(format!("{rel}/data/x"), "from the artifact").unwrap();
+        let mut s = Script::new("t");
+        shared_links(&mut s, &config, &layout, &rel);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for p in ["data", "log/app", "config/local.toml", "top.env"] {
+            assert_eq!(
+                std::fs::read_link(format!("{rel}/{p}")).unwrap(),
+                std::path::PathBuf::from(format!("{}/{p}", layout.shared())),
+                "{p}"
+            );
+        }
+        assert!(std::path::Path::new(&format!("{}/log/app", layout.shared())).is_dir());
+    }
+
+    /// Every phase script of every strategy, with and without sudo and the dead-man's switch,
+    /// is one the host's `/bin/sh` (dash on Debian) parses.
+    #[test]
+    fn every_phase_script_parses() {
+        let configs = [
+            config_with(""),
+            config_from("", "confirm_timeout = \"0s\"\n"),
+            config_with(
+                "restart = \"socket\"\nlisten = [\"8080\"]\nnotify = true\nuser = \"svc\"\n",
+            ),
+            config_with("restart = \"blue-green\"\nlisten = [\"8080\"]\n"),
+        ];
+        let m = manifest();
+        let rel = "20260101000000";
+        for (i, mut config) in configs.into_iter().enumerate() {
+            config.sudo = i == 2;
+            config.shared_dirs = vec!["data".into(), "log/app".into()];
+            config.shared_files = vec!["config/local.toml".into()];
+            let env = HookEnv {
+                release: rel,
+                release_dir: "/opt/hello/releases/20260101000000",
+                deploy_to: "/opt/hello",
+                previous: "",
+                version: "0.1.0",
+                environment: "test",
+                host: "h1",
+            };
+            let req = Requirements {
+                machine: "x86_64".into(),
+                target: "x86_64-unknown-linux-gnu".into(),
+                glibc: Some("2.31".into()),
+                disk_kib: 1,
+                artifact_sha: Some("a".repeat(64)),
+                force: false,
+            };
+            let mut scripts = vec![
+                preflight(
+                    &config,
+                    Some(std::slice::from_ref(&req)),
+                    "me",
+                    Duration::from_secs(1),
+                ),
+                preflight(&config, None, "me", Duration::from_secs(1)),
+                switch(&config, "h1", rel, "me", Some(&Secrets::default())),
+                switch(&config, "h1", rel, "me", None),
+                finish(&config, rel, "log line", &["20250101000000".into()]),
+                finish(&config, rel, "log line", &[]),
+                extend_guard(&config, rel),
+                abort(&config, "me", Some(rel)),
+                guard::revert_script(&config),
+            ];
+            let started = Started {
+                unit: "hello.service",
+                invocation: "abc",
+                retire: "",
+            };
+            for f in [
+                None,
+                Some(Finish {
+                    log: "l",
+                    prune: &[],
+                }),
+            ] {
+                scripts.push(verify(&config, rel, &started, &env, f));
+            }
+            for (receive, delta) in [
+                (None, None),
+                (Some(10), None),
+                (Some(10), Some("b.tar.zst")),
+                (Some(10), Some("b.tar")),
+            ] {
+                scripts.push(stage(
+                    &config,
+                    &StageInput {
+                        release: rel,
+                        artifact_sha: &"a".repeat(64),
+                        encoding: if delta.is_some() {
+                            Encoding::Tar
+                        } else {
+                            Encoding::Zstd
+                        },
+                        sent_sha: &"a".repeat(64),
+                        receive,
+                        delta_base: delta,
+                        manifest: &m,
+                        hook_env: HookEnv { ..env },
+                        fingerprint: "f",
+                    },
+                ));
+            }
+            scripts.push(revert(
+                &config,
+                &RevertInput {
+                    failed: rel,
+                    previous: Some("20250101000000"),
+                    ghost: Some("abc"),
+                    reason: "r",
+                    log_line: "l",
+                    journal_lines: 5,
+                    since: None,
+                },
+            ));
+            for s in scripts {
+                let text = s.render().unwrap();
+                let out = std::process::Command::new("/bin/sh")
+                    .arg("-n")
+                    .arg("-c")
+                    .arg(&text)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "config {i}: {}: {}\n{text}",
+                    s.purpose(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
 }

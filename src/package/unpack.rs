@@ -163,6 +163,20 @@ pub fn unpack_lines(
     unfinished: &str,
     manifest: &Manifest,
 ) {
+    unpack_and_count(s, encoding, art, rel, manifest);
+    refuse_bad(s, rel, unfinished);
+}
+
+/// The first half of [`unpack_lines`]: unpacks and counts, leaving what is wrong in `$_bad`
+/// (empty when nothing is), so the caller may first check the artifact's own sha256 (a
+/// damaged transfer is reported as such, not as a strange archive).
+pub fn unpack_and_count(
+    s: &mut Script,
+    encoding: Encoding,
+    art: &str,
+    rel: &str,
+    manifest: &Manifest,
+) {
     match encoding {
         Encoding::Zstd => s.line(
             "if ! zstd -dcq -- {} | tar --no-same-owner --no-same-permissions -xf - -C {}; then _bad='it cannot be unpacked'; else _bad=; fi",
@@ -196,8 +210,13 @@ pub fn unpack_lines(
         "  elif [ \"$_n\" != {} ]; then _bad=\"it holds $_n regular files, expected \"{}\" (the manifest and the files it lists)\"; fi; fi",
         &[&files, &files],
     );
+}
+
+/// The second half of [`unpack_lines`]: when `$_bad` says what is wrong, removes the release
+/// dir and its `unfinished` mark and exits [`EXIT_CHECKSUM`].
+pub fn refuse_bad(s: &mut Script, rel: &str, unfinished: &str) {
     s.line(
-        "if [ -n \"$_bad\" ]; then rm -rf -- {}; rm -f -- {}; echo \"refusing the artifact: $_bad\" >&2; exit {}; fi",
+        "if [ -n \"$_bad\" ]; then rm -rf -- {} {}; echo \"refusing the artifact: $_bad\" >&2; exit {}; fi",
         &[rel, unfinished, &EXIT_CHECKSUM.to_string()],
     );
 }

@@ -4,12 +4,16 @@
 //! Built from systemd alone, so it outlives the SSH session, a SIGKILLed client, a cut network
 //! and a reboot:
 //!
-//! * `<unit>-guard.service` is (re)started by the switch script *before* `current` flips,
-//!   after `.ship/pending` records the switch (`release=`, `previous=`, `holder=`,
-//!   `deadline=` in wall-clock seconds); its `ExecStart` is the revert script below (inside the
-//!   unit file), which sleeps until the deadline and then reverts; the same service runs at
-//!   boot when a `pending` record survived a reboot (see [`units`] for why not a timer);
-//! * the deploy's confirmation removes `pending` and stops the service.
+//! * `.ship/pending` records the switch (`release=`, `previous=`, `holder=`, `deadline=` in
+//!   wall-clock seconds) before anything changes; `<unit>-guard.service` is started in the
+//!   same `systemctl restart` as the service, right after `current` flips (issue #18: one
+//!   systemctl call for both). Until then the switch script's output waits in a file and
+//!   SIGPIPE is ignored ([`quiet`]), so a client that vanishes cannot stop the script between
+//!   the flip and the guard's start, and an exit of the script in between starts the guard
+//!   by itself (an EXIT trap). Its `ExecStart` is the revert script below (inside the unit
+//!   file), which sleeps until the deadline and then reverts; the same service runs at boot
+//!   when a `pending` record survived a reboot (see [`units`] for why not a timer);
+//! * the deploy's confirmation removes `pending` and ends the guard's wait.
 //!
 //! Confirmation and revert both hold `flock .ship/guard.lock` for their whole run, and each
 //! first checks `pending`: whichever gets the lock first wins, and the other sees it (the
@@ -78,10 +82,10 @@ pub fn units(config: &Config) -> Vec<UnitFile> {
     }]
 }
 
-/// Installs (or, when the switch is off, removes) the guard's unit files; reloads systemd when
-/// they changed. Needs `$SUDO`.
-pub fn install(s: &mut Script, config: &Config) {
-    let layout = Layout::new(&config.deploy_to);
+/// Removes what must not stay: the timer of earlier versions, and, when the switch is off, the
+/// guard's unit. Needs `$SUDO`. (When the switch is on, its unit file is written with the app's,
+/// under one check and one `daemon-reload`: see [`super::strategy::install`].)
+pub fn uninstall_stale(s: &mut Script, config: &Config) {
     let (t, sv) = (timer(config), service(config));
     // The timer of earlier versions goes (the service now waits by itself).
     s.line("if [ -f {} ]; then", &[&unit::path(&t)]);
@@ -101,49 +105,121 @@ pub fn install(s: &mut Script, config: &Config) {
             &[&sv, &unit::path(&sv)],
         );
         s.lines("fi");
+    }
+}
+
+/// The guard's unit files the switch installs with the app's (none when the switch is off).
+pub fn wanted_units(config: &Config) -> Vec<UnitFile> {
+    if enabled(config) {
+        units(config)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Where the switch script's standard output and error wait until the guard runs.
+fn held_output(config: &Config) -> (String, String) {
+    let state = Layout::new(&config.deploy_to).state();
+    (format!("{state}/switch.out"), format!("{state}/switch.err"))
+}
+
+/// From here until [`started`], the script's standard output and error wait in files under
+/// `.ship/` and SIGPIPE is ignored: a client that vanished (SIGKILL, a cut network) closes the
+/// connection, and the first write to it would end the script, maybe between the flip of
+/// `current` and the guard's start. An exit before [`started`] (an error, `exit`) runs the
+/// EXIT trap: once [`arm`] wrote `pending` (`$_armed`), it reloads systemd if unit files
+/// changed and starts the guard; then it prints what waited. Must run under [`hold`]; needs
+/// `$SUDO`. Nothing when the switch is off.
+pub fn quiet(s: &mut Script, config: &Config) {
+    if !enabled(config) {
         return;
     }
-    s.lines("_changed=0");
-    for f in units(config) {
-        strategy::write_unit(s, &layout, &f, false);
-    }
+    let (out, err) = held_output(config);
+    define_retry(s, config);
+    s.lines("_armed=0; _changed=0");
     s.line(
-        "if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload; $SUDO systemctl $_nr enable -q {}; fi",
-        &[&sv],
+        "_held_out() {{ exec 1>&3 2>&4 3>&- 4>&-; while IFS= read -r _l || [ -n \"$_l\" ]; do printf '%s\\n' \"$_l\"; done < {}; while IFS= read -r _l || [ -n \"$_l\" ]; do printf '%s\\n' \"$_l\" >&2; done < {}; }}",
+        &[&out, &err],
+    );
+    s.line(
+        "_switch_exit() {{ _rc=$?; trap - EXIT; if [ \"$_armed\" = 1 ]; then if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload 2>/dev/null || true; fi; _guard_retry {} || true; fi; _held_out || true; exit \"$_rc\"; }}",
+        &[&service(config)],
+    );
+    s.lines("trap '' PIPE; trap _switch_exit EXIT");
+    s.line("exec 3>&1 4>&2 >{} 2>{}", &[&out, &err]);
+}
+
+/// After the guard started (with the service, see [`super::strategy::bring_up`]): the output
+/// that waited is printed, and the script writes to the connection again.
+pub fn started(s: &mut Script, config: &Config) {
+    if !enabled(config) {
+        return;
+    }
+    s.lines("_armed=0; trap - EXIT; _held_out; trap - PIPE");
+}
+
+/// The `systemctl restart` that starts the guard with the unit in `$_svc` (a switch): the
+/// guard's `After=` the app units orders it after the service's start in the same job. Should
+/// that call fail (the service did not start, or the guard met 219/CGROUP), the guard is
+/// started again by itself ([`define_retry`]). `$_reused` = 1 (the release already runs)
+/// starts the guard alone.
+pub fn restart_with(s: &mut Script, config: &Config) {
+    let sv = service(config);
+    s.line(
+        "if [ \"$_reused\" = 0 ]; then $SUDO systemctl restart \"$_svc\" {} 2>/dev/null || _guard_retry {}; else old_inv=; _guard_retry {}; fi",
+        &[&sv, &sv, &sv],
     );
 }
 
-/// Records the switch in `pending` and (re)starts the guard: from now on the host reverts by
-/// itself unless [`confirm`] runs in time. Shell variables: `$_prev`, the release to go back
-/// to, and `$_now`, the time (unix seconds). Prints `guard_deadline=<unix seconds>`. Needs
-/// `$SUDO`.
+/// Records the switch in `pending`: from here on the guard, once started (with the service,
+/// see [`restart_with`]; or by [`quiet`]'s EXIT trap on an earlier exit), puts the previous
+/// release back unless [`confirm`] runs in time. Shell variables: `$_prev`, the release to go
+/// back to, and `$_now`, the time (unix seconds). Sets `$_armed`; prints `guard_deadline=<unix
+/// seconds>`. Must run after [`quiet`].
+///
+/// Written in place (no temp file and `mv`): nothing reads `pending` while it is written (a
+/// guard of an earlier switch is gone: preflight waits until no switch is pending).
 pub fn arm(s: &mut Script, config: &Config, release: &str, holder: &str) {
     if !enabled(config) {
         return;
     }
     let layout = Layout::new(&config.deploy_to);
-    let tmp = format!("{}.tmp", layout.pending());
     s.line("_deadline=$(( _now + {} ))", &[&secs(config).to_string()]);
     s.line(
-        "printf 'release=%s\\nprevious=%s\\nholder=%s\\ndeadline=%s\\n' {} \"$_prev\" {} \"$_deadline\" > {}",
-        &[release, holder, &tmp],
+        "printf 'release=%s\\nprevious=%s\\nholder=%s\\ndeadline=%s\\n' {} \"$_prev\" {} \"$_deadline\" > {}; _armed=1",
+        &[release, holder, &layout.pending()],
     );
-    s.line("mv -f -- {} {}", &[&tmp, &layout.pending()]);
-    restart(s, config);
     s.lines("echo guard_deadline=$_deadline");
 }
 
-/// (Re)starts the guard. Type=exec: returns once the waiting process runs. StartLimitIntervalSec=0
-/// keeps systemd's start rate limit (5 in 10 s) from refusing it; a start that fails anyway
-/// is tried once more: on the test hosts (systemd in a container) a guard restarted right
-/// after its last run ended was seen to fail with 219/CGROUP while systemd still tore down
-/// that run's cgroup, and a switch must not be given up for that.
-fn restart(s: &mut Script, config: &Config) {
-    let sv = service(config);
+/// How many times a failed start of the guard is tried again, [`RETRY_PAUSE`] apart, before
+/// the script fails.
+pub const RETRY: u32 = 5;
+
+/// The pause between two tries of a failed guard start (seconds, as `sleep` takes it).
+const RETRY_PAUSE: &str = "0.2";
+
+/// Defines `_guard_retry <units...>`: `systemctl restart` of the units, tried again up to
+/// [`RETRY`] times, [`RETRY_PAUSE`] s apart, when it fails; the last failure (with systemd's
+/// message) fails the script. Needs `$SUDO`.
+///
+/// On the test hosts (systemd in a container, cgroup v1) a guard restarted right after its
+/// last run ended was seen to fail with 219/CGROUP while systemd still tore down that run's
+/// cgroup, for a few hundred milliseconds; a switch must not be given up for that, nor wait
+/// a whole second for it.
+pub fn define_retry(s: &mut Script, config: &Config) {
     s.line(
-        "if ! $SUDO systemctl restart {} 2>/dev/null; then $SUDO systemctl reset-failed {} 2>/dev/null || true; sleep 1; $SUDO systemctl restart {}; fi",
-        &[&sv, &sv, &sv],
+        "_guard_retry() {{ _gr=0; while ! $SUDO systemctl restart \"$@\" 2>/dev/null; do _gr=$((_gr + 1)); $SUDO systemctl reset-failed {} 2>/dev/null || true; sleep {}; if [ \"$_gr\" -ge {} ]; then $SUDO systemctl restart \"$@\"; return; fi; done; }}",
+        &[&service(config), RETRY_PAUSE, &RETRY.to_string()],
     );
+}
+
+/// (Re)starts the guard. Type=exec: returns once the waiting process runs.
+/// StartLimitIntervalSec=0 keeps systemd's start rate limit (5 in 10 s) from refusing it; a
+/// start that fails anyway is tried again ([`define_retry`]).
+fn restart(s: &mut Script, config: &Config) {
+    define_retry(s, config);
+    s.line("_guard_retry {}", &[&service(config)]);
 }
 
 /// Moves the deadline of a host still waiting for the rest of the fleet (a later batch), so
@@ -191,23 +267,48 @@ pub fn release(s: &mut Script) {
     s.lines("exec 9>&-");
 }
 
-/// Confirms `release`: removes `pending` and stops the guard, under the flock. When the
-/// revert got there first (`current` is no longer `release`), exits [`EXIT_REVERTED`].
-pub fn confirm(s: &mut Script, config: &Config, release: &str) {
+/// The first half of confirming `release`, under the flock (taken here unless `held`): sets
+/// `$_ours` to 1 when `pending` records `release`; when the revert got there first (nothing
+/// pending and `current` is no longer `release`), exits [`EXIT_REVERTED`]. The caller then
+/// removes `pending` (with whatever else goes, in one `rm`: [`pending_path`]) and runs
+/// [`confirm_end`]. `$_ours` is 0 when the switch is off.
+pub fn confirm_check(s: &mut Script, config: &Config, release: &str, held: bool) {
+    s.lines("_ours=0");
     if !enabled(config) {
         return;
     }
     let layout = Layout::new(&config.deploy_to);
-    hold(s, config);
+    if !held {
+        hold(s, config);
+    }
     s.line(
         "_pr=; if [ -f {} ]; then while IFS='=' read -r _k _v; do [ \"$_k\" != release ] || _pr=$_v; done < {}; fi",
         &[&layout.pending(), &layout.pending()],
     );
     s.line(
-        "if [ -f {} ] && [ \"$_pr\" = {} ]; then",
+        "if [ -f {} ] && [ \"$_pr\" = {} ]; then _ours=1; else",
         &[&layout.pending(), release],
     );
-    s.line("  rm -f -- {}", &[&layout.pending()]);
+    crate::hostfacts::link_base(s, &layout.current());
+    s.line(
+        "  if [ \"$_c\" != {} ]; then echo \"the dead-man's switch put ${{_c:-nothing}} back before release \"{}\" was confirmed\" >&2; exit {}; fi",
+        &[release, release, &EXIT_REVERTED.to_string()],
+    );
+    s.lines("fi");
+}
+
+/// `.ship/pending`, for the caller's `rm` between [`confirm_check`] and [`confirm_end`].
+pub fn pending_path(config: &Config) -> String {
+    Layout::new(&config.deploy_to).pending()
+}
+
+/// The second half of confirming: once `pending` is gone, ends the guard's wait (still under
+/// the flock) and prints `confirmed=1`.
+pub fn confirm_end(s: &mut Script, config: &Config) {
+    if !enabled(config) {
+        return;
+    }
+    s.lines("if [ \"$_ours\" = 1 ]; then");
     // The guard waits in a `sleep` of its own cgroup: ending that sleep (the shell's `kill`)
     // lets it see that nothing is pending and exit. Anything else: systemctl stops it.
     s.line(
@@ -222,14 +323,6 @@ pub fn confirm(s: &mut Script, config: &Config, release: &str) {
         "  if [ \"$_in\" != 1 ] || ! kill \"$_gp\" 2>/dev/null; then $SUDO systemctl stop {} 2>/dev/null || true; fi; echo confirmed=1",
         &[&service(config)],
     );
-    s.line(
-        "else _c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
-        &[&layout.current()],
-    );
-    s.line(
-        "  if [ \"$_c\" != {} ]; then echo \"the dead-man's switch put ${{_c:-nothing}} back before release \"{}\" was confirmed\" >&2; exit {}; fi",
-        &[release, release, &EXIT_REVERTED.to_string()],
-    );
     s.lines("fi");
 }
 
@@ -241,10 +334,7 @@ pub fn already_reverted(s: &mut Script, config: &Config, release: &str) {
         return;
     }
     let layout = Layout::new(&config.deploy_to);
-    s.line(
-        "_c=$(readlink {} 2>/dev/null || true); _c=${{_c##*/}}",
-        &[&layout.current()],
-    );
+    crate::hostfacts::link_base(s, &layout.current());
     s.line(
         "if ! [ -f {} ] && [ \"$_c\" != {} ]; then echo \"the dead-man's switch put ${{_c:-nothing}} back before release \"{}\" was confirmed\" >&2; exit {}; fi",
         &[&layout.pending(), release, release, &EXIT_REVERTED.to_string()],
@@ -320,8 +410,9 @@ pub fn revert_script(config: &Config) -> Script {
     // As root, nothing needs sudo; after `cargo ship setup` the switch runs as the deploy user
     // (a drop-in of the setup) and goes through the same helper as a deploy.
     let helper = super::privilege::helper_path(config);
+    crate::hostfacts::uid(&mut s);
     s.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO=''; _nr=--no-reload; _H=; fi",
+        "if [ \"$_uid\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO=''; _nr=--no-reload; _H=; fi",
         &[&helper, &helper],
     );
     // Wait (outside the lock) until the recorded deadline; at boot it is usually past. Read by
@@ -330,11 +421,22 @@ pub fn revert_script(config: &Config) -> Script {
         "_dl=; if [ -f {} ]; then while IFS='=' read -r _k _v; do [ \"$_k\" != deadline ] || _dl=$_v; done < {}; fi; case $_dl in ''|*[!0-9]*) _dl=0 ;; esac",
         &[&pending, &pending],
     );
+    // How long until the deadline, on the wall clock: the time now is the one the deploy's
+    // preflight read plus the uptime since, when that was in this boot and recent (it is,
+    // when the switch starts this guard); else (at boot, after a long wait) `date` says.
+    s.lines("if [ \"$_dl\" = 0 ]; then _left=0; else");
+    crate::hostfacts::now(&mut s, &crate::hostfacts::clock_file(&layout));
+    s.lines("_left=$(( _dl - _now )); fi");
     // The wait is a `sleep` whose pid the confirmation finds in `guard.pid` and ends with the
     // shell's own `kill` (no systemctl call); the guard then finds nothing pending and exits.
     s.line(
-        "_left=$(( _dl - $(date +%s) )); if [ \"$_left\" -gt 0 ]; then sleep \"$_left\" & _sp=$!; printf '%s\\n' \"$_sp\" > {}; wait \"$_sp\" || true; fi",
+        "if [ \"$_left\" -gt 0 ]; then sleep \"$_left\" & _sp=$!; printf '%s\\n' \"$_sp\" > {}; wait \"$_sp\" || true; fi",
         &[&sleep_pid(config)],
+    );
+    // Confirmed meanwhile: nothing to do, and no flock to take.
+    s.line(
+        "if ! [ -f {} ]; then echo 'no unconfirmed switch: nothing to revert'; exit 0; fi",
+        &[&pending],
     );
     hold(&mut s, config);
     s.line(
@@ -361,7 +463,7 @@ pub fn revert_script(config: &Config) -> Script {
         "if [ -n \"$_to\" ] && [ -d {}/\"$_to\" ]; then",
         &[&layout.releases()],
     );
-    strategy::bring_up(&mut s, config, true, false);
+    strategy::bring_up(&mut s, config, true, false, false);
     strategy::retire(&mut s);
     s.lines("else");
     strategy::stop_everything(&mut s, config);
@@ -410,7 +512,7 @@ mod tests {
             "{svc}"
         );
         assert!(
-            svc.contains("ExecStart=/bin/sh -c \"set -eu\\nif [ ")
+            svc.contains("ExecStart=/bin/sh -c \"set -eu\\n_uid=; if [ -r /proc/self/status ]")
                 && svc
                     .contains("/usr/local/lib/cargo-ship/hello/ship-root' '; _nr=; _H=1; else SUDO=''; _nr=--no-reload; _H=; fi\\n"),
             "{svc}"
@@ -419,6 +521,141 @@ mod tests {
         assert!(
             svc.contains(&format!("case $$_rel in {RELEASE_GLOB})")),
             "{svc}"
+        );
+    }
+
+    /// A guard start that fails is tried again [`RETRY`] times, [`RETRY_PAUSE`] s apart; a
+    /// start that fails every time fails the script with systemctl's status. (`systemctl` is
+    /// a shell function here, failing its first `fails` restarts.)
+    #[test]
+    fn guard_start_is_retried() {
+        let c = config_from("", "confirm_timeout = \"60s\"\n");
+        for (fails, ok) in [(0u32, true), (1, true), (RETRY, true), (RETRY + 1, false)] {
+            let mut s = Script::new("t");
+            s.line(
+                "SUDO=; _n=0; systemctl() {{ if [ \"$1\" = restart ]; then _n=$((_n + 1)); echo \"restart $_n\" >&2; [ \"$_n\" -gt {} ] || return 3; fi; }}",
+                &[&fails.to_string()],
+            );
+            restart(&mut s, &c);
+            s.lines("echo started after $_n");
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.render().unwrap())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if ok {
+                assert!(out.status.success(), "{fails}: {out:?}");
+                assert_eq!(stdout, format!("started after {}\n", fails + 1));
+            } else {
+                assert_eq!(out.status.code(), Some(3), "{fails}: {out:?}");
+                // Only the last try speaks.
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stderr),
+                    format!("restart {}\n", RETRY + 1)
+                );
+            }
+        }
+    }
+
+    /// The switch's lines around the guard (#18), through the real /bin/sh with a fake
+    /// `systemctl` that logs its arguments: what runs before and after the script's body.
+    fn switch_like(dir: &std::path::Path, body: &'static str) -> Script {
+        let mut c = config_from("", "confirm_timeout = \"60s\"\n");
+        c.deploy_to = dir.display().to_string();
+        let mut s = Script::new("t");
+        s.line(
+            "SUDO=; _H=; _nr=--no-reload; systemctl() {{ printf '%s\\n' \"$*\" >> {}; }}",
+            &[&dir.join("systemctl.log").display().to_string()],
+        );
+        s.lines("_prev=20250101000000; _now=1000; _svc=hello.service; _reused=0; old_inv=");
+        hold(&mut s, &c);
+        quiet(&mut s, &c);
+        arm(&mut s, &c, "20260101000000", "me");
+        s.lines("echo previous=$_prev; echo oops >&2");
+        s.lines(body);
+        restart_with(&mut s, &c);
+        started(&mut s, &c);
+        s.lines("echo after");
+        s
+    }
+
+    /// An exit between recording the switch and the guard's start (a failed step) starts the
+    /// guard by itself, then prints the output that waited, with the script's exit status.
+    #[test]
+    fn issue_18_an_exit_before_the_guard_starts_starts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = switch_like(dir.path(), "exit 9");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(9), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "guard_deadline=1060\nprevious=20250101000000\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("systemctl.log")).unwrap(),
+            "restart hello-guard.service\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".ship/pending")).unwrap(),
+            "release=20260101000000\nprevious=20250101000000\nholder=me\ndeadline=1060\n"
+        );
+    }
+
+    /// A client that vanished (the script's stdout a pipe nobody reads) does not stop the
+    /// script before the guard starts: its output waits in a file, SIGPIPE is ignored, and
+    /// the guard starts in the service's `systemctl restart`.
+    #[test]
+    fn issue_18_a_vanished_client_cannot_stop_the_switch_before_the_guard_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = switch_like(
+            dir.path(),
+            "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i + 1)); done",
+        );
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "printing after the guard started fails: {status:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("systemctl.log")).unwrap(),
+            "restart hello.service hello-guard.service\n"
+        );
+    }
+
+    /// When nothing goes wrong, the output that waited comes out in order, then the rest.
+    #[test]
+    fn issue_18_held_output_is_printed_once_the_guard_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = switch_like(dir.path(), "echo units");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.render().unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "guard_deadline=1060\nprevious=20250101000000\nunits\nafter\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("systemctl.log")).unwrap(),
+            "restart hello.service hello-guard.service\n"
         );
     }
 

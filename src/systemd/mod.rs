@@ -89,8 +89,9 @@ pub(crate) fn escape_specifiers(s: &str) -> String {
 pub fn sudo_prelude(script: &mut Script, config: &Config) {
     if config.sudo {
         let helper = privilege::helper_path(config);
+        crate::hostfacts::uid(script);
         script.line(
-            "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO='sudo -n '; _nr=--no-reload; _H=; fi",
+            "if [ \"$_uid\" != 0 ] && [ -x {} ]; then SUDO=\"sudo -n \"{}' '; _nr=; _H=1; else SUDO='sudo -n '; _nr=--no-reload; _H=; fi",
             &[&helper, &helper],
         );
     } else {
@@ -103,7 +104,7 @@ pub fn sudo_prelude(script: &mut Script, config: &Config) {
 /// `<prefix>_active=`, `_invocation=`, `_pid=`, `_restarts=`, `_since=` lines.
 pub fn show_state(script: &mut Script, prefix: Option<&'static str>) {
     script.lines("_st=; _inv=; _pid=; _nr=; _since=");
-    script.lines("_props=$(systemctl show -p ActiveState -p InvocationID -p MainPID -p NRestarts -p ActiveEnterTimestamp -- \"$_svc\" 2>/dev/null || true)");
+    script.lines("_props=$(systemctl show -p ActiveState -p InvocationID -p MainPID -p NRestarts -p ActiveEnterTimestamp -- \"$_svc\" 2>/dev/null) || true");
     script.lines("while IFS='=' read -r _k _v; do case $_k in ActiveState) _st=$_v ;; InvocationID) _inv=$_v ;; MainPID) _pid=$_v ;; NRestarts) _nr=$_v ;; ActiveEnterTimestamp) _since=$_v ;; esac; done <<SHIP_EOF");
     script.lines("$_props");
     script.lines("SHIP_EOF");

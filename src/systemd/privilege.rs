@@ -138,12 +138,26 @@ pub fn fixed_units_check(script: &mut Script, config: &Config) {
     let helper = helper_path(config);
     let dir = fixed_dir(config);
     script.line(
-        "if [ \"$(id -u)\" != 0 ] && [ -x {} ]; then _sums=$(cd {} 2>/dev/null && sha256sum -- * 2>/dev/null || true)",
+        "if [ \"${{_uid:-$(id -u)}}\" != 0 ] && [ -x {} ]; then _sums=$(cd {} 2>/dev/null && sha256sum -- * 2>/dev/null || true)",
         &[&helper, &dir],
     );
     script.line("  _nl={}; _stale=0", &["\n"]);
+    let guard_name = guard::service(config);
+    let env = config
+        .environment
+        .as_ref()
+        .map_or("<env>".to_string(), |e| e.name.clone());
     for f in unit_files(config) {
         let line = format!("{}  {}", sha256(&f.text), f.name);
+        if f.name == guard_name {
+            // Issue #18 changed the guard's text (it starts with the service now): hosts set
+            // up before must run setup again, and are told so in these words.
+            script.line(
+                "  case \"$_nl$_sums$_nl\" in *\"$_nl\"{}\"$_nl\"*) ;; *) problem \"the dead-man's switch's unit file \"{}\" differs from the one cargo ship setup fixed in \"{}\": this version of cargo-ship writes a new text for it (issue #18: the switch starts it with the service), or health.confirm_timeout changed; run \\`cargo ship setup \"{}\"\\` again (as root or an admin) before deploying\"; _stale=1 ;; esac",
+                &[&line, &f.name, &dir, &env],
+            );
+            continue;
+        }
         script.line(
             "  case \"$_nl$_sums$_nl\" in *\"$_nl\"{}\"$_nl\"*) ;; *) problem \"unit file \"{}\" as this deploy would write it differs from the one cargo ship setup fixed in \"{}; _stale=1 ;; esac",
             &[&line, &f.name, &dir],

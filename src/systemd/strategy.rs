@@ -32,9 +32,9 @@ fn read_listen(s: &mut Script, config: &Config, var: &'static str) {
     // No grep at all when there is no socket unit (the plain restart strategy).
     let line = match var {
         "_old_listen" => {
-            "_old_listen=; if [ -f {} ]; then _old_listen=$(grep '^ListenStream=' {} || true); fi"
+            "_old_listen=; if [ -f {} ]; then _old_listen=$(grep '^ListenStream=' {}) || true; fi"
         }
-        _ => "_cur_listen=; if [ -f {} ]; then _cur_listen=$(grep '^ListenStream=' {} || true); fi",
+        _ => "_cur_listen=; if [ -f {} ]; then _cur_listen=$(grep '^ListenStream=' {}) || true; fi",
     };
     let path = unit::path(&unit::socket(config));
     s.line(line, &[&path, &path]);
@@ -80,22 +80,50 @@ fn stop_all(s: &mut Script, config: &Config, var: &'static str) {
     s.lines("esac");
 }
 
-/// Enables the unit files the strategy in `$_strategy` starts at boot.
-fn enable(s: &mut Script, config: &Config) {
+/// Enables the unit files the strategy in `$_strategy` starts at boot, and `extra` (the
+/// guard's), in one `systemctl enable`.
+fn enable(s: &mut Script, config: &Config, extra: &[UnitFile]) {
+    s.lines("set --");
+    for f in extra {
+        s.line("set -- \"$@\" {}", &[&f.name]);
+    }
     s.lines("case $_strategy in");
     s.line(
-        "  blue-green) $SUDO systemctl $_nr enable -q {} {} ;;",
+        "  blue-green) $SUDO systemctl $_nr enable -q {} {} \"$@\" ;;",
         &[&unit::socket(config), &unit::instance(config, "blue")],
     );
     s.line(
-        "  socket) $SUDO systemctl $_nr enable -q {} {} ;;",
+        "  socket) $SUDO systemctl $_nr enable -q {} {} \"$@\" ;;",
         &[&unit::socket(config), &unit::service(config)],
     );
     s.line(
-        "  restart) $SUDO systemctl $_nr enable -q {} ;;",
+        "  restart) $SUDO systemctl $_nr enable -q {} \"$@\" ;;",
         &[&unit::service(config)],
     );
     s.lines("esac");
+}
+
+/// Sets `$_same` to 1 when every file of `files` is installed with exactly its text: one
+/// `sha256sum -c` for all of them (issue #18), where comparing each costs a `cmp`.
+fn all_installed(s: &mut Script, files: &[&UnitFile]) {
+    let list: String = files
+        .iter()
+        .map(|f| format!("{}  {}\n", sha256_hex(&f.text), f.path()))
+        .collect();
+    s.line("_us={}", &[list.trim_end_matches('\n')]);
+    s.lines("if sha256sum -c --quiet --strict - >/dev/null 2>&1 <<SHIP_EOF");
+    s.lines("$_us");
+    s.lines("SHIP_EOF");
+    s.lines("then _same=1; else _same=0; fi");
+}
+
+/// The sha256 of a text, as `sha256sum` prints it.
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `file` when its text differs from the installed one, first saving the installed
@@ -151,27 +179,51 @@ pub fn write_unit(s: &mut Script, layout: &Layout, file: &UnitFile, backup: bool
     s.lines("fi");
 }
 
-/// Installs the config's app unit files, saving the replaced ones in `units.prev` so a revert
-/// can restore them, and removes managed unit files the strategy no longer uses. When the
-/// strategy or the listening sockets change, the old units are stopped first (the only
-/// outage a deploy causes: the port closes until the new units start) and `outage=` says why.
-/// Prints `unit_changed=0|1`; leaves `$_strategy` set to the config's strategy.
-pub fn install(s: &mut Script, config: &Config) {
+/// The first half of installing the units: empties `units.prev`, checks with one `sha256sum
+/// -c` whether every unit file (the app's and `extra`, the guard's) is installed as wanted
+/// (`$_same`), and writes the files of `extra` that differ (not saved in `units.prev`: a
+/// revert keeps the guard it runs in). Sets `$_changed` to 1 when it wrote one. [`install`]
+/// follows (the switch records the switch in between, once the guard's unit exists).
+pub fn prepare(s: &mut Script, config: &Config, extra: &[UnitFile]) {
+    let layout = Layout::new(&config.deploy_to);
+    let wanted = unit::app_units(config);
+    // Made once and emptied file by file (the confirmation empties it too): no process when it
+    // is there and empty, as after every confirmed deploy.
+    let prev = layout.units_prev();
+    s.line(
+        "if [ -d {} ]; then for _f in {}/*; do [ -e \"$_f\" ] && rm -f -- \"$_f\"; done; else mkdir -- {}; fi; _changed=0",
+        &[&prev, &prev, &prev],
+    );
+    let all: Vec<&UnitFile> = wanted.iter().chain(extra).collect();
+    all_installed(s, &all);
+    if !extra.is_empty() {
+        s.lines("if [ \"$_same\" = 0 ]; then");
+        for file in extra {
+            write_unit(s, &layout, file, false);
+        }
+        s.lines("fi");
+    }
+}
+
+/// Installs the config's app unit files (after [`prepare`], which checked them all),
+/// saving the replaced ones in `units.prev` so a revert can restore them, and removes
+/// managed unit files the strategy no longer uses; one `daemon-reload` and one `enable` (of
+/// the app's units and `extra`) follow when something changed. When the strategy or the
+/// listening sockets change, the old units are stopped first (the only outage a deploy
+/// causes: the port closes until the new units start) and `outage=` says why. Prints
+/// `unit_changed=0|1`; leaves `$_strategy` set to the config's strategy.
+pub fn install(s: &mut Script, config: &Config, extra: &[UnitFile]) {
     let layout = Layout::new(&config.deploy_to);
     let wanted = unit::app_units(config);
     let new = config.systemd.restart.as_str();
     detect(s, config);
     s.lines("_old=$_strategy");
     read_listen(s, config, "_old_listen");
-    // Empty (created once, emptied file by file: no process when it is already empty).
-    let prev = layout.units_prev();
-    s.line(
-        "if [ -d {} ]; then for _f in {}/*; do [ -e \"$_f\" ] && rm -f -- \"$_f\"; done; else mkdir -- {}; fi; _changed=0",
-        &[&prev, &prev, &prev],
-    );
+    s.lines("if [ \"$_same\" = 0 ]; then");
     for file in &wanted {
         write_unit(s, &layout, file, true);
     }
+    s.lines("fi");
     s.line(
         "if [ \"$_old\" != none ] && [ \"$_old\" != {} ]; then echo outage=strategy; stop_old=1",
         &[new],
@@ -199,7 +251,7 @@ pub fn install(s: &mut Script, config: &Config) {
     }
     s.line("_strategy={}", &[new]);
     s.lines("if [ \"$_changed\" = 1 ]; then $SUDO systemctl daemon-reload");
-    enable(s, config);
+    enable(s, config, extra);
     s.lines("fi");
     s.lines("echo unit_changed=$_changed");
 }
@@ -246,7 +298,7 @@ pub fn restore(s: &mut Script, config: &Config) {
     s.lines("  fi");
     crate::secrets::restore(s, config);
     s.lines("  $SUDO systemctl daemon-reload");
-    enable(s, config);
+    enable(s, config, &[]);
     crate::jobs::restore_timers(s);
     s.line("  rm -rf -- {}", &[&prev]);
     s.lines("else");
@@ -261,7 +313,11 @@ pub fn restore(s: &mut Script, config: &Config) {
 /// judgement: the old release never stopped). Prints `new_unit=`, `retire=` and the `new_*`
 /// state; when the unit does not get there, exits [`EXIT_NOT_ACTIVE`] if `must` (a switch),
 /// or goes on (a revert: everything else must still be put back).
-pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
+///
+/// With `with_guard` (a switch, with the dead-man's switch on), the guard starts in the same
+/// `systemctl restart` as the unit, and the output held since [`super::guard::quiet`] is
+/// printed then.
+pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool, with_guard: bool) {
     let layout = Layout::new(&config.deploy_to);
     let slots = layout.slots();
     let (blue, green) = (
@@ -280,11 +336,11 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     s.lines("case $_strategy in");
     s.lines("blue-green)");
     s.line(
-        "  _a=$(systemctl is-active {} {} 2>/dev/null || true); set -- $_a; _sb=${{1:-inactive}}; _sg=${{2:-inactive}}",
+        "  _a=$(systemctl is-active {} {} 2>/dev/null) || true; set -- $_a; _sb=${{1:-inactive}}; _sg=${{2:-inactive}}",
         &[&blue, &green],
     );
     s.line(
-        "  _lb=$(readlink {}/blue 2>/dev/null || true); _lg=$(readlink {}/green 2>/dev/null || true)",
+        "  _lb=$(readlink {}/blue 2>/dev/null) || true; _lg=$(readlink {}/green 2>/dev/null) || true",
         &[&slots, &slots],
     );
     if reuse {
@@ -308,11 +364,11 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     );
     s.lines("  fi");
     s.line(
-        "  systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null; $SUDO systemctl start {} || true; }} ;;",
+        "  systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null || true; $SUDO systemctl start {} || true; }} ;;",
         &[&unit::socket(config), &unit::socket(config), &unit::socket(config)],
     );
     s.line(
-        "socket) _svc={}; systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null; $SUDO systemctl start {} || true; }} ;;",
+        "socket) _svc={}; systemctl is-active -q {} || {{ $SUDO systemctl reset-failed {} 2>/dev/null || true; $SUDO systemctl start {} || true; }} ;;",
         &[
             &unit::service(config),
             &unit::socket(config),
@@ -327,11 +383,16 @@ pub fn bring_up(s: &mut Script, config: &Config, reuse: bool, must: bool) {
     // The invocation before the restart, as systemd exports it for the journal
     // (/run/systemd/units/invocation:<unit>, a symlink to the id): no systemctl call. Absent
     // (never started), it reads as empty, which no new invocation equals.
-    s.lines("old_inv=$(readlink \"/run/systemd/units/invocation:$_svc\" 2>/dev/null || true)");
+    s.lines("old_inv=$(readlink \"/run/systemd/units/invocation:$_svc\" 2>/dev/null) || true");
     // A failed start is retried by Restart=on-failure; the loop below judges the outcome.
     // `restart` starts a failed or stopped unit too, and returns once it is started (Type=exec:
     // the binary was exec'd; Type=notify: it said READY=1), so the loop rarely goes round.
-    s.lines("if [ \"$_reused\" = 0 ]; then $SUDO systemctl restart \"$_svc\" 2>/dev/null || true; else old_inv=; fi");
+    if with_guard && super::guard::enabled(config) {
+        super::guard::restart_with(s, config);
+        super::guard::started(s, config);
+    } else {
+        s.lines("if [ \"$_reused\" = 0 ]; then $SUDO systemctl restart \"$_svc\" 2>/dev/null || true; else old_inv=; fi");
+    }
     s.lines("_i=0");
     s.line("while [ \"$_i\" -lt {} ]; do", &[&tries]);
     show_state(s, None);
@@ -375,7 +436,7 @@ pub fn settle_slots(s: &mut Script, config: &Config, release: &str) {
     let slots = Layout::new(&config.deploy_to).slots();
     let target = format!("../../releases/{release}");
     s.line(
-        "_a=$(systemctl is-active {} {} 2>/dev/null || true); set -- $_a",
+        "_a=$(systemctl is-active {} {} 2>/dev/null) || true; set -- $_a",
         &[
             &unit::instance(config, "blue"),
             &unit::instance(config, "green"),

@@ -341,14 +341,10 @@ fn issue_3_dry_run_touches_nothing() {
         Some(&run),
     );
     let text = run.all_output();
-    // `.part`: the stage script receives the artifact on its standard input (no SFTP).
-    for needle in [
-        "mkdir",
-        "systemctl",
-        "restart",
-        &app.deploy_to(),
-        ".tar.zst.part",
-    ] {
+    // `cat >`: the stage script receives the artifact on its standard input (no SFTP), under
+    // its final name (#18: the release's unfinished mark names it until it is checked).
+    let receive = format!("cat > {}/.ship/artifacts/", app.deploy_to());
+    for needle in ["mkdir", "systemctl", "restart", &app.deploy_to(), &receive] {
         app.check(
             text.contains(needle),
             format!("--dry-run output does not show {needle:?}"),

@@ -522,3 +522,38 @@ fn issue_9_hooks_run_as_the_service_user_when_root_deploys() {
         "shiprootsvc"
     );
 }
+
+/// Issue #18: the dead-man's switch's unit text changed (the switch starts it with the
+/// service). A host whose setup fixed an older text refuses the deploy before anything
+/// changes, naming the host and the command that fixes it; after `cargo ship setup` again,
+/// the deploy goes through.
+#[test]
+fn issue_18_a_host_set_up_for_an_older_guard_is_told_to_run_setup_again() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        hosts: vec!["ship18@host0".into()],
+        ship_lines: vec!["sudo = true".into()],
+        systemd_lines: vec!["user = \"ship18svc\"".into()],
+        ..Spec::default()
+    };
+    let app = App::new(hosts, "ship-setup-18", 18744, spec);
+    let h = app.host(0);
+    let key = hosts.dir.join("id_ed25519.pub");
+    let key = key.to_str().expect("utf-8 path");
+    app.run_expect(&["setup", "test", "--authorized-key", key], 0);
+    // What the setup of an older cargo-ship fixed: another text of the guard's unit.
+    h.exec_ok("printf '# older\\n' >> /usr/local/lib/cargo-ship/ship-setup-18/units/ship-setup-18-guard.service");
+    let stale = app.run_expect(&["deploy", "test"], crate::app::EXIT_PREFLIGHT);
+    assert!(
+        stale.all_output().contains("ship18@host0: preflight failed: the dead-man's switch's unit file ship-setup-18-guard.service differs from the one cargo ship setup fixed in /usr/local/lib/cargo-ship/ship-setup-18/units: this version of cargo-ship writes a new text for it (issue #18: the switch starts it with the service), or health.confirm_timeout changed; run `cargo ship setup test` again (as root or an admin) before deploying; \
+            the config (or cargo-ship) changed since setup, and the deploy user cannot install unit text itself: run cargo ship setup for this environment again (as root or an admin)"),
+        "{}",
+        stale.describe()
+    );
+    assert!(!app.exists(h, "current"), "{}", stale.describe());
+    app.run_expect(&["setup", "test", "--authorized-key", key], 0);
+    let run = app.deploy(&[], 0);
+    app.assert_version(h, "0.1.0", Some(&run));
+}
