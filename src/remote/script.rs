@@ -36,6 +36,34 @@ pub const EXIT_REVERTED: i32 = 82;
 /// (unit texts, secrets) ever appears in the host's process list.
 pub const BOOTSTRAP: &str = "IFS= read -r _n && _s=$(head -c \"$_n\") && eval \"$_s\"";
 
+/// The whole remote command line of a worker shell (issue #18, `remote::worker`): a fixed
+/// program, no value in it, that runs every script of a connection one after the other. Its
+/// standard input carries first a random token's line, then per script: the payload's length
+/// in bytes, the script's lines up to the token's line (read with `read`, so a script cut short
+/// never runs), and the payload. Each script runs in a subshell (nothing it sets or opens
+/// leaks into the next) whose standard input is exactly its payload (`head -c`, the rest it
+/// leaves unread drained by `cat`) or `/dev/null`; then `\n<token> <status>\n` goes to
+/// stdout and to stderr. End of input ends the worker.
+pub const WORKER: &str = "IFS= read -r __t || exit 0
+while IFS= read -r __n; do
+  __s= __ok=
+  while IFS= read -r __l; do
+    if [ \"$__l\" = \"$__t\" ]; then __ok=1; break; fi
+    __s=\"$__s$__l
+\"
+  done
+  [ -n \"$__ok\" ] || exit 0
+  if [ \"$__n\" -gt 0 ]; then
+    head -c \"$__n\" | { ( eval \"$__s\" ); __st=$?; cat > /dev/null; exit \"$__st\"; }
+  else
+    ( eval \"$__s\" ) < /dev/null
+  fi
+  __st=$?
+  printf '\\n%s %s\\n' \"$__t\" \"$__st\"
+  printf '\\n%s %s\\n' \"$__t\" \"$__st\" >&2
+done
+";
+
 /// A shell script for one phase on one host.
 #[derive(Debug, Clone)]
 pub struct Script {

@@ -2,6 +2,13 @@
 //! shared by every command (artifacts travel on a command's stdin) and the health probe's port
 //! forward.
 //!
+//! Scripts run on worker shells (issue #18, `worker.rs`): the first script on a connection
+//! opens one channel running [`WORKER`], and the scripts after it reuse that channel, one round
+//! trip each instead of a channel open, an exec and a close. Scripts that run at the same time
+//! on the same host get a worker each, at most [`MAX_WORKERS`]. `spawn` (output read while the
+//! script runs) and `hold` (a script that lives as long as the connection) keep a channel of
+//! their own.
+//!
 //! Host keys are checked strictly (known_hosts or the environment's ssh_config): an unknown or
 //! changed key is an error, never silently accepted. ~/.ssh/config, `-F <ssh_config>` and
 //! ssh-agent behave as with plain ssh, because the system `ssh` makes the connection;
@@ -13,9 +20,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
+use openssh::{
+    ChildStderr, ChildStdin, ChildStdout, ControlPersist, ForwardType, KnownHosts, Session,
+    SessionBuilder, Socket, Stdio,
+};
 
-use super::script::{Script, BOOTSTRAP};
+use super::script::{Script, BOOTSTRAP, WORKER};
+use super::worker::{Lost, Worker};
 use crate::config::{Environment, HostSpec};
 use crate::ui::{Event, Ui, Verbosity};
 use crate::{Error, Result};
@@ -23,8 +34,11 @@ use crate::{Error, Result};
 /// Counters for one host, reported in the summary and by the benchmark.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Remote commands run (each is one channel open + exit: the unit of latency).
+    /// Remote commands run: scripts (each about one round trip on a worker shell), the
+    /// channels of `spawn` and `hold`, port forwards.
     pub commands: AtomicU32,
+    /// SSH channels opened (worker shells, `spawn`, `hold`): each costs a round trip or two.
+    pub channels: AtomicU32,
     /// SSH connections opened (the goal is exactly one per host).
     pub connections: AtomicU32,
     /// Artifact bytes sent.
@@ -35,6 +49,10 @@ impl Stats {
     /// Remote commands run so far.
     pub fn commands(&self) -> u32 {
         self.commands.load(Ordering::Relaxed)
+    }
+    /// SSH channels opened so far.
+    pub fn channels(&self) -> u32 {
+        self.channels.load(Ordering::Relaxed)
     }
     /// Artifact bytes sent so far.
     pub fn bytes(&self) -> u64 {
@@ -66,16 +84,52 @@ impl Output {
     }
 }
 
+/// Worker shells open at once on one connection: scripts that run at the same time on a host
+/// (several services, the deploys of a workspace) each get one. sshd refuses channels past
+/// `MaxSessions` (10 by default), and `hold`, `spawn` and the port forward need theirs.
+pub const MAX_WORKERS: usize = 4;
+
+/// One worker shell: its channel and its streams.
+struct Channel {
+    worker: Worker<ChildStdin, ChildStdout, ChildStderr>,
+    child: openssh::Child<Arc<Session>>,
+}
+
+/// A master connection and the worker shells open on it; [`Connection::reconnect`] starts a
+/// new one (with no worker).
+struct Link {
+    session: Arc<Session>,
+    /// One permit per worker that may be open.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Workers open and free.
+    idle: std::sync::Mutex<Vec<Channel>>,
+}
+
+impl Link {
+    fn new(session: Session) -> Link {
+        Link {
+            session: Arc::new(session),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_WORKERS)),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// Scripts kept running while the connection lives ([`Connection::hold`]).
+type Held = Arc<std::sync::Mutex<Vec<openssh::Child<Arc<Session>>>>>;
+
 /// An open connection to one host.
 pub struct Connection {
     host: String,
     spec: HostSpec,
     env: Environment,
-    session: std::sync::Mutex<Arc<Session>>,
+    link: std::sync::Mutex<Arc<Link>>,
     stats: Arc<Stats>,
     ui: Ui,
     /// Scripts kept running while the connection lives ([`Connection::hold`]).
-    held: std::sync::Mutex<Vec<openssh::Child<Arc<Session>>>>,
+    held: Held,
+    /// [`Connection::hold`]s whose channel is still opening: the next script waits for them.
+    opening: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long ssh may take to connect before giving up.
@@ -90,17 +144,18 @@ impl Connection {
             host: spec.to_string(),
             spec: spec.clone(),
             env: env.clone(),
-            session: std::sync::Mutex::new(Arc::new(session)),
+            link: std::sync::Mutex::new(Arc::new(Link::new(session))),
             stats,
             ui: ui.clone(),
-            held: std::sync::Mutex::new(Vec::new()),
+            held: Held::default(),
+            opening: std::sync::Mutex::new(Vec::new()),
         })
     }
 
-    /// Replaces a master connection that died with a new one.
+    /// Replaces a master connection that died with a new one (and its workers with none).
     pub async fn reconnect(&self) -> Result<()> {
         let session = connect(&self.spec, &self.env, &self.stats).await?;
-        *self.session.lock().expect("session lock") = Arc::new(session);
+        *self.link.lock().expect("link lock") = Arc::new(Link::new(session));
         Ok(())
     }
 }
@@ -172,10 +227,14 @@ impl Connection {
 
     /// The shared session.
     pub(crate) fn session(&self) -> Arc<Session> {
-        self.session.lock().expect("session lock").clone()
+        self.link().session.clone()
     }
 
-    /// Runs a script (one remote command: one round trip) and returns whatever it exits with.
+    fn link(&self) -> Arc<Link> {
+        self.link.lock().expect("link lock").clone()
+    }
+
+    /// Runs a script (on a worker shell: one round trip) and returns whatever it exits with.
     /// When the connection drops and the script is [`Script::idempotent`], reconnects once and
     /// runs it again.
     pub async fn run(&self, script: &Script) -> Result<Output> {
@@ -192,63 +251,122 @@ impl Connection {
                 script: script.render_redacted()?,
             });
         }
-        match self.run_once(script, payload).await {
+        let out = match self.run_once(script, payload).await {
             Err(e) if script.is_idempotent() => {
                 self.ui.warn(format!(
                     "{}: the connection dropped while trying to {} ({e}); reconnecting to run it again",
                     self.host,
                     script.purpose()
                 ));
-                self.reconnect().await?;
-                self.run_once(script, payload).await
+                match self.reconnect().await {
+                    Ok(()) => self.run_once(script, payload).await,
+                    Err(e) => Err(e),
+                }
             }
             other => other,
-        }
+        };
+        // A `hold` started before this script has its channel open once this returns.
+        self.holds_open().await;
+        out
     }
 
-    /// Runs `script` on the host: the remote command is [`BOOTSTRAP`] (no value in it) and
-    /// the script arrives on its standard input, followed by `payload` (an artifact, read by
-    /// the script itself). Input is written while the output is read, so neither side waits
-    /// for the other.
+    /// Runs `script` on a free worker shell of the connection (opening one when none is free
+    /// and fewer than [`MAX_WORKERS`] are open), with `payload` (an artifact, read by the
+    /// script itself) on its standard input. A worker whose channel fails is dropped, and the
+    /// script's outcome is the "connection failed" error.
     async fn run_once(&self, script: &Script, payload: &[u8]) -> Result<Output> {
-        use tokio::io::AsyncWriteExt;
         let purpose = script.purpose();
-        let framed = script.framed()?;
-        let mut child = self.start(purpose).await?;
-        let stdin = child.stdin().take();
-        let write = async move {
-            if let Some(mut stdin) = stdin {
-                // A failed write (the script exited early) shows as the script's failure.
-                if stdin.write_all(&framed).await.is_ok() && !payload.is_empty() {
-                    let _ = stdin.write_all(payload).await;
-                }
-                let _ = stdin.shutdown().await;
-            }
+        let text = script.render()?;
+        let link = self.link();
+        let _slot = link
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the worker slots are never closed");
+        let free = link.idle.lock().expect("idle workers").pop();
+        let mut channel = match free {
+            Some(c) => c,
+            None => self.open_worker(&link, purpose).await?,
         };
-        let (_, out) = tokio::join!(write, child.wait_with_output());
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let ran = channel.worker.run(&text, payload).await;
         if !payload.is_empty() {
             self.stats
                 .bytes_sent
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
         }
-        let out = out.map_err(|e| self.lost(purpose, e))?;
-        Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        match ran {
+            Ok(ran) => {
+                link.idle.lock().expect("idle workers").push(channel);
+                Ok(Output {
+                    status: ran.status,
+                    stdout: String::from_utf8_lossy(&ran.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&ran.stderr).into_owned(),
+                })
+            }
+            Err(lost) => Err(self.worker_lost(purpose, channel, lost).await),
+        }
     }
 
-    /// Starts [`BOOTSTRAP`] on the host with all three streams piped (one remote command).
-    async fn start(&self, purpose: &str) -> Result<openssh::Child<Arc<Session>>> {
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        Session::arc_command(self.session(), "sh")
+    /// Opens a channel running [`WORKER`] (no value on its command line).
+    async fn open_worker(&self, link: &Link, purpose: &str) -> Result<Channel> {
+        self.stats.channels.fetch_add(1, Ordering::Relaxed);
+        let mut child = Session::arc_command(link.session.clone(), "sh")
             .arg("-c")
-            .arg(BOOTSTRAP)
+            .arg(WORKER)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
+            .await
+            .map_err(|e| self.lost(purpose, e))?;
+        match (
+            child.stdin().take(),
+            child.stdout().take(),
+            child.stderr().take(),
+        ) {
+            (Some(i), Some(o), Some(e)) => Ok(Channel {
+                worker: Worker::new(i, o, e),
+                child,
+            }),
+            _ => Err(self.connection_failed(purpose, "the worker shell's streams are missing")),
+        }
+    }
+
+    /// The error for a script whose worker was lost: openssh's own account of the channel
+    /// when it has one (as for any remote command), else what the worker saw.
+    async fn worker_lost(&self, purpose: &str, channel: Channel, lost: Lost) -> Error {
+        let Channel { worker, child } = channel;
+        drop(worker);
+        match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+            Ok(Err(e)) => self.lost(purpose, e),
+            Ok(Ok(status)) => self.connection_failed(
+                purpose,
+                &format!(
+                    "{lost} (the remote shell exited {})",
+                    status.code().unwrap_or(-1)
+                ),
+            ),
+            Err(_) => self.connection_failed(purpose, &lost.to_string()),
+        }
+    }
+
+    /// Waits until the channels of every [`Connection::hold`] started so far are open (or
+    /// failed, which their task has said).
+    async fn holds_open(&self) {
+        let opening: Vec<_> = std::mem::take(&mut *self.opening.lock().expect("opening"));
+        for task in opening {
+            let _ = task.await;
+        }
+    }
+
+    /// Starts [`BOOTSTRAP`] on the host with all three streams piped (one remote command on
+    /// a channel of its own).
+    async fn start(&self, purpose: &str) -> Result<openssh::Child<Arc<Session>>> {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        self.stats.channels.fetch_add(1, Ordering::Relaxed);
+        start(self.session())
             .await
             .map_err(|e| self.lost(purpose, e))
     }
@@ -282,20 +400,36 @@ impl Connection {
     }
 
     /// Starts a script that keeps running as long as this connection (its input stays open:
-    /// it ends when the channel closes, however this process ends), without waiting for it:
-    /// it starts beside whatever runs next on the connection ([`crate::lock::lease`]).
-    pub async fn hold(&self, script: &Script) -> Result<()> {
+    /// it ends when the channel closes, however this process ends) on a channel of its own,
+    /// without waiting for it: the channel opens beside whatever runs next on the connection
+    /// ([`crate::lock::lease`]), and that next script returns only once it is open (or has
+    /// failed to open: then a warning names the script and ends with `if_not`, what its
+    /// absence means).
+    pub fn hold(&self, script: &Script, if_not: &str) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         let framed = script.framed()?;
-        let mut child = self.start(script.purpose()).await?;
-        if let Some(stdin) = child.stdin().as_mut() {
-            stdin
-                .write_all(&framed)
-                .await
-                .map_err(|e| Error::io("send the script", self.host.as_str(), e))?;
-            let _ = stdin.flush().await;
-        }
-        self.held.lock().expect("held").push(child);
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        self.stats.channels.fetch_add(1, Ordering::Relaxed);
+        let session = self.session();
+        let held = self.held.clone();
+        let ui = self.ui.clone();
+        let warning = format!("{}: could not {}", self.host, script.purpose());
+        let if_not = if_not.to_string();
+        let task = tokio::spawn(async move {
+            let opened = async {
+                let mut child = start(session).await.map_err(|e| describe(&e))?;
+                if let Some(stdin) = child.stdin().as_mut() {
+                    stdin.write_all(&framed).await.map_err(|e| e.to_string())?;
+                    let _ = stdin.flush().await;
+                }
+                Ok::<_, String>(child)
+            };
+            match opened.await {
+                Ok(child) => held.lock().expect("held").push(child),
+                Err(e) => ui.warn(format!("{warning} ({e}); {if_not}")),
+            }
+        });
+        self.opening.lock().expect("opening").push(task);
         Ok(())
     }
 
@@ -319,14 +453,12 @@ impl Connection {
     }
 
     fn lost(&self, purpose: &str, e: openssh::Error) -> Error {
-        // openssh's messages hide their cause (a refused forward reads "failed to connect to
-        // the ssh multiplex server"): name every source.
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            detail.push_str(&format!(": {s}"));
-            source = s.source();
-        }
+        self.connection_failed(purpose, &describe(&e))
+    }
+
+    /// The error of a remote command whose connection (or channel) failed: its outcome is
+    /// unknown (status -1).
+    fn connection_failed(&self, purpose: &str, detail: &str) -> Error {
         Error::Remote {
             host: self.host.clone(),
             purpose: purpose.to_string(),
@@ -398,13 +530,45 @@ impl Connection {
 
     /// Closes the master connection (waits for ssh to exit).
     pub async fn close(self) {
-        // The held scripts end with their channels (and give their session back).
+        self.holds_open().await;
+        // The held scripts and the workers end with their channels (a worker at the end of
+        // its input), and give their session back.
         self.held.lock().expect("held").clear();
-        let session = self.session.into_inner().unwrap_or_else(|e| e.into_inner());
-        if let Ok(session) = Arc::try_unwrap(session) {
-            let _ = session.close().await;
+        let link = self.link.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Ok(link) = Arc::try_unwrap(link) {
+            let Link { session, idle, .. } = link;
+            drop(idle);
+            if let Ok(session) = Arc::try_unwrap(session) {
+                let _ = session.close().await;
+            }
         }
     }
+}
+
+/// Starts [`BOOTSTRAP`] on `session` with all three streams piped.
+async fn start(
+    session: Arc<Session>,
+) -> std::result::Result<openssh::Child<Arc<Session>>, openssh::Error> {
+    Session::arc_command(session, "sh")
+        .arg("-c")
+        .arg(BOOTSTRAP)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+}
+
+/// An openssh error with every source named: its messages hide their cause (a refused forward
+/// reads "failed to connect to the ssh multiplex server").
+fn describe(e: &openssh::Error) -> String {
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    detail
 }
 
 /// A local port forwarded to an address on a host.

@@ -293,8 +293,14 @@ async fn preflight_host(
     // #17: the lock's lease, held while this process runs: once it is gone (crashed, killed),
     // `rollback` and `unlock` can tell, and put its unconfirmed switch back at once.
     let layout = Layout::new(&plan.config.for_host(conn.host()).deploy_to);
-    if let Err(e) = conn.hold(&lock::lease(&layout, &plan.holder)).await {
-        ui.warn(format!("{}: could not hold the deploy lock's lease ({e}); if this deploy crashes, `cargo ship unlock` is needed before `cargo ship rollback`", conn.host()));
+    // Its channel opens beside the stage; the next script returns once it is open (#18).
+    let if_not =
+        "if this deploy crashes, `cargo ship unlock` is needed before `cargo ship rollback`";
+    if let Err(e) = conn.hold(&lock::lease(&layout, &plan.holder), if_not) {
+        ui.warn(format!(
+            "{}: could not hold the deploy lock's lease ({e}); {if_not}",
+            conn.host()
+        ));
     }
     for id in parse_kv_all(&out.stdout, "cleared") {
         ui.host(

@@ -78,8 +78,9 @@ pub struct HostRow {
     /// The target the host's current release was built for (deploy, status).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Remote commands run on this host: scripts (with the artifact, when sent), port forwards. Each costs
-    /// about two network round trips on the open connection.
+    /// Remote commands run on this host: scripts (with the artifact, when sent; each about one
+    /// network round trip on the connection's worker shell), the channels of `hold`, `spawn`,
+    /// port forwards.
     pub commands: u32,
     /// SSH connections opened to this host (one master connection is the goal).
     pub connections: u32,

@@ -1,0 +1,430 @@
+//! The worker shell (issue #18): one long-lived `sh` on one SSH channel runs every script of a
+//! connection, one after the other, so a script costs one round trip instead of a channel open,
+//! an exec and a close each.
+//!
+//! The channel's command line is [`WORKER`], a fixed program with no value in it; everything
+//! arrives on its standard input:
+//!
+//! ```text
+//! <token>\n                                  once, when the worker starts
+//! <payload length>\n<script><token>\n<payload>   per script
+//! ```
+//!
+//! The worker reads each script with the shell's `read` builtin up to the line holding its
+//! random token, so a script cut short by a dropped connection never runs. It runs the script
+//! in a subshell (nothing it sets, traps, `cd`s or opens leaks into the next one) whose
+//! standard input is exactly its payload and then end of input (or `/dev/null`); whatever the
+//! script leaves unread is drained. Then it writes `\n<token> <status>\n` on stdout and on
+//! stderr: [`Worker::run`] reads both streams up to that line, strips exactly it, and gives
+//! back the rest byte for byte.
+//!
+//! Transport-agnostic: the streams are any `AsyncWrite`/`AsyncRead` (an SSH channel in
+//! `session.rs`, a local `/bin/sh` in the tests).
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub use super::script::WORKER;
+
+/// Why a worker can no longer be used; its script's outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum Lost {
+    /// Writing the script or its payload failed.
+    #[error("sending the script failed: {0}")]
+    Write(#[source] std::io::Error),
+    /// Reading the script's output failed.
+    #[error("reading the script's output failed: {0}")]
+    Read(#[source] std::io::Error),
+    /// A stream ended before the script's end line (the channel or the shell is gone).
+    #[error("the remote shell's {0} ended before the script finished")]
+    Ended(&'static str),
+}
+
+/// What one script printed, and its exit status, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// The script's exit status (128 + N when a signal N ended it).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// A fresh random token for one worker: 128 bits from the system, never a value of any script.
+pub fn token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // std's hasher keys come from the system's randomness too.
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in b.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    format!("cargo-ship-end-{}", hex::encode(b))
+}
+
+/// The frame of one script: the payload's length, the script (ending in a newline), the
+/// token's line. The payload follows it.
+pub fn frame(token: &str, script: &str, payload_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(script.len() + token.len() + 24);
+    out.extend_from_slice(format!("{payload_len}\n").as_bytes());
+    out.extend_from_slice(script.as_bytes());
+    if !script.ends_with('\n') {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(token.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// One stream of a worker: bytes read but not yet given to a script.
+#[derive(Default)]
+struct Stream {
+    buf: Vec<u8>,
+}
+
+impl Stream {
+    /// Reads `r` up to the end line `\n<token> <status>\n`: returns what came before it and the
+    /// status, keeping whatever follows it for the next script.
+    async fn until_marker<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        token: &str,
+        name: &'static str,
+    ) -> Result<(Vec<u8>, i32), Lost> {
+        let start = format!("\n{token} ").into_bytes();
+        let mut searched = 0;
+        loop {
+            let mut pending = false;
+            while let Some(at) = find(&self.buf[searched..], &start).map(|i| i + searched) {
+                let rest = at + start.len();
+                let Some(nl) = self.buf[rest..].iter().position(|&b| b == b'\n') else {
+                    // The rest of the line is still on its way.
+                    searched = at;
+                    pending = true;
+                    break;
+                };
+                let status = std::str::from_utf8(&self.buf[rest..rest + nl])
+                    .ok()
+                    .and_then(|s| s.parse::<i32>().ok());
+                let Some(status) = status else {
+                    // Not the end line (only output that happens to look like its start).
+                    searched = at + 1;
+                    continue;
+                };
+                let after = self.buf.split_off(rest + nl + 1);
+                let mut out = std::mem::replace(&mut self.buf, after);
+                out.truncate(at);
+                return Ok((out, status));
+            }
+            // The end line may straddle two reads: search again from where it could start.
+            if !pending {
+                searched = searched.max(self.buf.len().saturating_sub(start.len()));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = r.read(&mut chunk).await.map_err(Lost::Read)?;
+            if n == 0 {
+                return Err(Lost::Ended(name));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One worker's streams: its standard input, output and error.
+pub struct Worker<W, O, E> {
+    token: String,
+    stdin: W,
+    stdout: O,
+    stderr: E,
+    out: Stream,
+    err: Stream,
+    started: bool,
+}
+
+impl<W, O, E> Worker<W, O, E>
+where
+    W: AsyncWrite + Unpin,
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+{
+    /// A worker over the streams of a process running [`WORKER`], with a fresh token (sent
+    /// before its first script).
+    pub fn new(stdin: W, stdout: O, stderr: E) -> Self {
+        Worker {
+            token: token(),
+            stdin,
+            stdout,
+            stderr,
+            out: Stream::default(),
+            err: Stream::default(),
+            started: false,
+        }
+    }
+
+    /// Runs one rendered script with `payload` on its standard input, and returns what it
+    /// printed and its status. The input is written while the output is read, so neither
+    /// side waits for the other. After an error the worker must be dropped.
+    pub async fn run(&mut self, script: &str, payload: &[u8]) -> Result<Ran, Lost> {
+        let mut input = Vec::new();
+        if !self.started {
+            input.extend_from_slice(self.token.as_bytes());
+            input.push(b'\n');
+        }
+        input.extend_from_slice(&frame(&self.token, script, payload.len()));
+        let token = self.token.as_str();
+        let stdin = &mut self.stdin;
+        let write = async move {
+            stdin.write_all(&input).await?;
+            if !payload.is_empty() {
+                stdin.write_all(payload).await?;
+            }
+            stdin.flush().await
+        };
+        let write = async move { write.await.map_err(Lost::Write) };
+        let out = self.out.until_marker(&mut self.stdout, token, "output");
+        let err = self
+            .err
+            .until_marker(&mut self.stderr, token, "error output");
+        let ((), (stdout, status), (stderr, _)) = tokio::try_join!(write, out, err)?;
+        self.started = true;
+        Ok(Ran {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::script::Script;
+
+    type Local = Worker<
+        tokio::process::ChildStdin,
+        tokio::process::ChildStdout,
+        tokio::process::ChildStderr,
+    >;
+
+    /// A worker on the local /bin/sh (the hosts' `sh` is POSIX too: dash on Debian).
+    fn local() -> (tokio::process::Child, Local) {
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WORKER)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start /bin/sh");
+        let w = Worker::new(
+            child.stdin.take().unwrap(),
+            child.stdout.take().unwrap(),
+            child.stderr.take().unwrap(),
+        );
+        (child, w)
+    }
+
+    fn script(lines: &[&'static str]) -> String {
+        let mut s = Script::new("test");
+        for l in lines {
+            s.lines(l);
+        }
+        s.render().unwrap()
+    }
+
+    #[test]
+    fn frames_and_tokens() {
+        let t = token();
+        assert!(
+            t.starts_with("cargo-ship-end-") && t.len() == 15 + 32,
+            "{t}"
+        );
+        assert_ne!(t, token());
+        assert_eq!(frame("T", "echo a\n", 0), b"0\necho a\nT\n");
+        assert_eq!(frame("T", "echo a", 5), b"5\necho a\nT\n");
+    }
+
+    #[tokio::test]
+    async fn marker_parsing_keeps_output_byte_for_byte() {
+        // Output without a trailing newline, split across reads, with the marker's text inside.
+        let mut s = Stream::default();
+        let mut r: &[u8] = b"a\r\nT 0 no\n\x00\xffend\nT 3\nnext";
+        let (out, st) = s.until_marker(&mut r, "T", "output").await.unwrap();
+        assert_eq!((out.as_slice(), st), (&b"a\r\nT 0 no\n\x00\xffend"[..], 3));
+        assert_eq!(s.buf, b"next");
+        // Arriving a few bytes at a time, so the end line straddles reads.
+        for size in [1, 2, 3, 5] {
+            let (mut tx, mut rx) = tokio::io::duplex(size);
+            let feed = tokio::spawn(async move {
+                tx.write_all(b"one\ntwo\nT-x no\nT-x 12\n").await.unwrap();
+                tx
+            });
+            let mut s = Stream::default();
+            let (out, st) = s.until_marker(&mut rx, "T-x", "output").await.unwrap();
+            assert_eq!(
+                (out.as_slice(), st),
+                (&b"one\ntwo\nT-x no"[..], 12),
+                "reads of {size}"
+            );
+            drop(feed.await);
+        }
+        let mut r: &[u8] = b"\nT 1";
+        assert!(matches!(
+            s.until_marker(&mut r, "T", "output").await,
+            Err(Lost::Ended("output"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn runs_scripts_one_after_another_byte_for_byte() {
+        let (_child, mut w) = local();
+        // No trailing newline, on both streams.
+        let r = w
+            .run(&script(&["printf 'no newline'", "printf 'err' >&2"]), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Ran {
+                status: 0,
+                stdout: b"no newline".to_vec(),
+                stderr: b"err".to_vec()
+            }
+        );
+        // Binary-ish output (every byte but NUL, which `printf` cannot write from a script line).
+        let r = w
+            .run(
+                &script(&["printf '\\001\\002\\377\\r\\n\\n\\n'", "printf '\\n'"]),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, b"\x01\x02\xff\r\n\n\n\n");
+        // Exit statuses, 127 included (just a status with its stderr).
+        for st in [0, 1, 127, 255] {
+            let s = format!("set -eu\necho out{st}\nexit {st}\n");
+            let r = w.run(&s, &[]).await.unwrap();
+            assert_eq!(
+                (r.status, r.stdout.as_slice()),
+                (st, format!("out{st}\n").as_bytes())
+            );
+        }
+        let r = w
+            .run(&script(&["no-such-command-here"]), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 127);
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("no-such-command-here"),
+            "{r:?}"
+        );
+        // `set -e` stops the script, not the worker.
+        let r = w
+            .run(&script(&["false", "echo not reached"]), &[])
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.stdout.as_slice()), (1, &b""[..]));
+    }
+
+    #[tokio::test]
+    async fn payloads_read_in_part_or_not_at_all_leave_the_next_frame_intact() {
+        let (_child, mut w) = local();
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        // Read whole: byte for byte, then end of input.
+        let r = w.run(&script(&["cat"]), &payload).await.unwrap();
+        assert_eq!(r.status, 0);
+        assert_eq!(r.stdout, payload);
+        // Read in part: the rest is drained.
+        let r = w
+            .run(&script(&["head -c 10 | od -An -tu1"]), &payload)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+        );
+        // Not read at all, and the script fails.
+        let r = w
+            .run(&script(&["echo ignored", "exit 3"]), &payload)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.stdout.as_slice()), (3, &b"ignored\n"[..]));
+        // The next script finds its own (empty) input, not a leftover.
+        let r = w.run(&script(&["wc -c"]), &[]).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "0");
+        let r = w.run(&script(&["wc -c"]), b"abc").await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "3");
+    }
+
+    #[tokio::test]
+    async fn scripts_on_one_worker_share_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_child, mut w) = local();
+        let mut s = Script::new("set things");
+        s.line("cd {}", &[dir.path().to_str().unwrap()]);
+        s.lines("x=set; export Y=exported; f() { echo f; }; trap 'echo trapped' EXIT; exec 7>seven; umask 077");
+        let r = w.run(&s.render().unwrap(), &[]).await.unwrap();
+        assert_eq!((r.status, r.stdout.as_slice()), (0, &b"trapped\n"[..]));
+        let r = w
+            .run(
+                &script(&[
+                    "echo \"x=${x:-unset} Y=${Y:-unset} $(command -v f || echo nof) $(umask)\"",
+                    "pwd",
+                    "echo hi >&7 || echo no fd 7",
+                ]),
+                &[],
+            )
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(out.starts_with("x=unset Y=unset nof 00"), "{out}");
+        assert!(!out.contains(dir.path().to_str().unwrap()), "{out}");
+        assert!(out.contains("no fd 7"), "{out}");
+        assert!(!out.contains("trapped"), "{out}");
+    }
+
+    /// A script whose end line never arrives (the connection dropped mid-frame) never runs.
+    #[tokio::test]
+    async fn a_script_cut_short_never_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("ran");
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WORKER)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut s = Script::new("touch");
+        s.line("touch {}", &[flag.to_str().unwrap()]);
+        let mut input = b"TOKEN\n".to_vec();
+        let framed = frame("TOKEN", &s.render().unwrap(), 0);
+        input.extend_from_slice(&framed[..framed.len() - 3]);
+        stdin.write_all(&input).await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+        assert!(!flag.exists(), "a script without its end line ran");
+    }
+}
