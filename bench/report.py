@@ -98,19 +98,25 @@ def commands(rec, host):
         sctl.setdefault(ident, []).append(args)
     scripts = [(ts, label) for ts, kind, label, h in rec.get("events") or [] if kind == "script" and h == host]
     out = []
+    rows = []
     for l in lines:
         f = l.split()
         t0, t1, pids, rc = int(f[0]), int(f[1]), int(f[2]), int(f[3])
         kind = f[4] if len(f) > 4 else "other"
         c0, c1 = (int(f[5]), int(f[6])) if len(f) > 6 else (None, None)
+        rows.append((t0, t1, pids, rc, kind, c0, c1))
+    # A worker runs the scripts sent after the previous worker of the host ended and before it
+    # ended (the first one's event comes before its channel opens). Same clock: the hosts are
+    # containers on this machine.
+    ends = sorted(r[1] for r in rows if r[4] == "worker")
+    for t0, t1, pids, rc, kind, c0, c1 in rows:
         name = "command"
         if kind == "worker":
-            # The phases of the scripts sent while it ran (same clock: the hosts are containers
-            # on this machine).
+            after = max([e for e in ends if e < t1], default=0)
             inside = []
             for ts, label in scripts:
                 ph = phase_of(label)
-                if t0 - 2000 <= ts <= t1 and ph not in inside:
+                if after < ts <= t1 and ph not in inside:
                     inside.append(ph)
             name = "worker: " + (",".join(inside) or "-")
         else:
@@ -118,7 +124,7 @@ def commands(rec, host):
                 if ts <= t0 + 2000:
                     name = phase_of(label)
             if kind == "bootstrap":
-                name = "own: " + name
+                name = f"own channel, from {name}"
         if rec["scenario"].startswith("floor"):
             name = "floor"
         out.append((name, pids, (t1 - t0) / 1000, rc, sctl.get(str(t0), []), (t0, t1, kind, c0, c1)))
@@ -239,7 +245,7 @@ def report(path):
                     verbs = {}
                     for call in calls:
                         verbs[verb(call)] = verbs.get(verb(call), 0) + 1
-                    print(f"    {name:<34} {p:>4} pids {ms:>7.0f} ms  exit {rc:<3} systemctl x{len(calls)}"
+                    print(f"    {name:<40} {p:>4} pids {ms:>7.0f} ms  exit {rc:<3} systemctl x{len(calls)}"
                           + (": " + ", ".join(f"{v} {k}" if k > 1 else v for v, k in verbs.items()) if calls else ""))
                 sc = [sum(len(x[4]) for x in cs) for cs in allc.values()]
                 union = [u for u in (whole(cs) for cs in allc.values()) if u is not None]
