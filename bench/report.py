@@ -87,7 +87,10 @@ def phases(rec, host):
 
 
 def commands(rec, host):
-    """[(phase, pids, ms, rc, systemctl calls)] per remote command of the counting pass."""
+    """[(label, pids, ms, rc, systemctl calls, (t0, t1, kind, cursor0, cursor1))] per remote
+    command of the counting pass. A worker shell (one per connection) runs several scripts: its
+    label names their phases. Commands overlap (the lease's channel lives inside the worker's):
+    never add up their pids, see whole()."""
     lines = (rec.get("count") or {}).get(host) or []
     sctl = {}
     for l in (rec.get("systemctl") or {}).get(host) or []:
@@ -95,17 +98,57 @@ def commands(rec, host):
         sctl.setdefault(ident, []).append(args)
     scripts = [(ts, label) for ts, kind, label, h in rec.get("events") or [] if kind == "script" and h == host]
     out = []
+    rows = []
     for l in lines:
-        t0, t1, pids, rc = l.split()
-        t0, t1 = int(t0), int(t1)
+        f = l.split()
+        t0, t1, pids, rc = int(f[0]), int(f[1]), int(f[2]), int(f[3])
+        kind = f[4] if len(f) > 4 else "other"
+        c0, c1 = (int(f[5]), int(f[6])) if len(f) > 6 else (None, None)
+        rows.append((t0, t1, pids, rc, kind, c0, c1))
+    # A worker runs the scripts sent after the previous worker of the host ended and before it
+    # ended (the first one's event comes before its channel opens). Same clock: the hosts are
+    # containers on this machine.
+    ends = sorted(r[1] for r in rows if r[4] == "worker")
+    for t0, t1, pids, rc, kind, c0, c1 in rows:
         name = "command"
-        for ts, label in scripts:
-            if ts <= t0 + 2000:  # same clock (the hosts are containers on this machine)
-                name = phase_of(label)
+        if kind == "worker":
+            after = max([e for e in ends if e < t1], default=0)
+            inside = []
+            for ts, label in scripts:
+                ph = phase_of(label)
+                if after < ts <= t1 and ph not in inside:
+                    inside.append(ph)
+            name = "worker: " + (",".join(inside) or "-")
+        else:
+            for ts, label in scripts:
+                if ts <= t0 + 2000:
+                    name = phase_of(label)
+            if kind == "bootstrap":
+                name = f"own channel, from {name}"
         if rec["scenario"].startswith("floor"):
             name = "floor"
-        out.append((name, int(pids), (t1 - t0) / 1000, int(rc), sctl.get(str(t0), [])))
+        out.append((name, pids, (t1 - t0) / 1000, rc, sctl.get(str(t0), []), (t0, t1, kind, c0, c1)))
     return out
+
+
+def whole(cmds):
+    """The host's pids over the union of the remote commands' windows (overlapping windows
+    merged, each counted once from the raw cursors, minus ship-count's one wrapper per command),
+    or None when the log has no raw cursors (an older ship-count)."""
+    spans = sorted(c[5] for c in cmds)
+    if any(s[3] is None for s in spans):
+        return None
+    total, cur = 0, None  # cur: [end µs, first cursor, last cursor, commands]
+    for t0, t1, _, c0, c1 in spans:
+        if cur and t0 <= cur[0]:
+            cur = [max(cur[0], t1), cur[1], max(cur[2], c1), cur[3] + 1]
+        else:
+            if cur:
+                total += cur[2] - cur[1] - cur[3]
+            cur = [t1, c0, c1, 1]
+    if cur:
+        total += cur[2] - cur[1] - cur[3]
+    return total
 
 
 def size(n):
@@ -196,17 +239,26 @@ def report(path):
             allc = {h: commands(r, h) for h in (r.get("count") or {})}
             if allc:
                 h0 = sorted(allc)[0]
-                print(f"  host processes per remote command ({h0}; sshd's own session process not included):")
-                for name, p, ms, rc, calls in allc[h0]:
+                print(f"  host processes per remote command ({h0}; sshd's own session process not included; "
+                      "commands overlap, their pids are not to be added up):")
+                for name, p, ms, rc, calls, _ in allc[h0]:
                     verbs = {}
                     for call in calls:
                         verbs[verb(call)] = verbs.get(verb(call), 0) + 1
-                    print(f"    {name:<10} {p:>4} pids {ms:>7.0f} ms  exit {rc:<3} systemctl x{len(calls)}"
+                    print(f"    {name:<40} {p:>4} pids {ms:>7.0f} ms  exit {rc:<3} systemctl x{len(calls)}"
                           + (": " + ", ".join(f"{v} {k}" if k > 1 else v for v, k in verbs.items()) if calls else ""))
-                tot = [sum(x[1] for x in cs) for cs in allc.values()]
                 sc = [sum(len(x[4]) for x in cs) for cs in allc.values()]
-                print(f"    all commands: pids per host median {med(tot):.0f} (min {min(tot)}, max {max(tot)}); "
-                      f"systemctl calls per host median {med(sc):.0f}")
+                union = [u for u in (whole(cs) for cs in allc.values()) if u is not None]
+                # The whole run: the pid cursor from before the deploy to after it, minus
+                # ship-count's wrapper per remote command (sshd's sessions, systemd's forks and
+                # the service's own processes included).
+                runs = [v - len(allc.get(h, [])) for h, v in (r.get("host_pids") or {}).items()]
+                print(f"    whole deploy per host (pid cursor over the run, sshd sessions and systemd's forks "
+                      f"included): median {med(runs) or 0:.0f} pids (max {max(runs) if runs else 0}); "
+                      + (f"within the remote commands' windows (merged): median {med(union):.0f}; " if union else "")
+                      + f"systemctl calls per host median {med(sc):.0f}")
+                print("    per script: not counted (the scripts of a connection run in one remote command, "
+                      "the worker's; ship-count sees sessions, not scripts)")
     # Against the floor, per link.
     print("\nagainst the shell floor (bench/floor.sh: one ssh per host, artifact on stdin), total wall time:")
     for link in sorted(set(r["link"] for r in scen)):

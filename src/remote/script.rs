@@ -38,21 +38,34 @@ pub const BOOTSTRAP: &str = "IFS= read -r _n && _s=$(head -c \"$_n\") && eval \"
 
 /// The whole remote command line of a worker shell (issue #18, `remote::worker`): a fixed
 /// program, no value in it, that runs every script of a connection one after the other. Its
-/// standard input carries first a random token's line, then per script: the payload's length
-/// in bytes, the script's lines up to the token's line (read with `read`, so a script cut short
-/// never runs), and the payload. Each script runs in a subshell (nothing it sets or opens
-/// leaks into the next) whose standard input is exactly its payload (`head -c`, the rest it
-/// leaves unread drained by `cat`) or `/dev/null`; then `\n<token> <status>\n` goes to
-/// stdout and to stderr. End of input ends the worker.
+/// standard input carries first a random token's line, then per script a header line (the
+/// payload's length in bytes and the body's), the body, and the payload. A body of length 0
+/// means the script's lines up to the token's line, read with `read` (one byte per system
+/// call on a pipe, but no process: for small scripts); else the body is exactly that many bytes,
+/// the script and the token's line, read with one `head -c` (which reads at most the bytes
+/// asked for from a pipe) and checked to end with the token's line. Either way a script cut
+/// short never runs. Each script runs in a subshell (nothing it sets or opens leaks into the
+/// next) whose standard input is exactly its payload (`head -c`, the rest it leaves unread
+/// drained by `cat`) or `/dev/null`; then `\n<token> <status>\n` goes to stdout and to
+/// stderr. End of input ends the worker.
 pub const WORKER: &str = "IFS= read -r __t || exit 0
-while IFS= read -r __n; do
-  __s= __ok=
-  while IFS= read -r __l; do
-    if [ \"$__l\" = \"$__t\" ]; then __ok=1; break; fi
-    __s=\"$__s$__l
+while read -r __n __b; do
+  if [ \"$__b\" -gt 0 ]; then
+    __s=$(head -c \"$__b\")
+    __l=${__s%\"
+$__t\"}
+    [ \"$__l\" != \"$__s\" ] || exit 0
+    __s=\"$__l
 \"
-  done
-  [ -n \"$__ok\" ] || exit 0
+  else
+    __s= __ok=
+    while IFS= read -r __l; do
+      if [ \"$__l\" = \"$__t\" ]; then __ok=1; break; fi
+      __s=\"$__s$__l
+\"
+    done
+    [ -n \"$__ok\" ] || exit 0
+  fi
   if [ \"$__n\" -gt 0 ]; then
     head -c \"$__n\" | { ( eval \"$__s\" ); __st=$?; cat > /dev/null; exit \"$__st\"; }
   else

@@ -7,11 +7,13 @@
 //!
 //! ```text
 //! <token>\n                                  once, when the worker starts
-//! <payload length>\n<script><token>\n<payload>   per script
+//! <payload length> <body length>\n<script><token>\n<payload>   per script
 //! ```
 //!
-//! The worker reads each script with the shell's `read` builtin up to the line holding its
-//! random token, so a script cut short by a dropped connection never runs. It runs the script
+//! The worker reads a small script with the shell's `read` builtin up to the line holding its
+//! random token (body length 0), a large one ([`HEAD_MIN`]) with one `head -c` of the body's
+//! length, checked to end with the token's line: either way a script cut short by a dropped
+//! connection never runs. It runs the script
 //! in a subshell (nothing it sets, traps, `cd`s or opens leaks into the next one) whose
 //! standard input is exactly its payload and then end of input (or `/dev/null`); whatever the
 //! script leaves unread is drained. Then it writes `\n<token> <status>\n` on stdout and on
@@ -73,17 +75,32 @@ pub fn token() -> String {
     format!("cargo-ship-end-{}", hex::encode(b))
 }
 
-/// The frame of one script: the payload's length, the script (ending in a newline), the
-/// token's line. The payload follows it.
+/// Scripts of at least this many bytes are read by the worker with one `head -c` (one process,
+/// a few system calls); smaller ones with `read` (no process, one system call per byte). Host
+/// CPU per script, measured with dash on a pipe (scripts of `if` lines, 50 in a row): 600 bytes
+/// 0.9 ms with `read` against 1.8 ms with `head`, 1.6 KB 1.2 against 2.4, 2.5 KB 1.9 against
+/// 1.7, 4 KB 2.7 against 2.0, 13 KB 10.2 against 3.6.
+pub const HEAD_MIN: usize = 3 * 1024;
+
+/// The frame of one script: a header line (the payload's length, and the body's or 0), the
+/// script (ending in a newline), the token's line. The payload follows it. The body's length
+/// counts the script and the token's line, so that `head -c` reads both (see [`WORKER`]); 0
+/// tells the worker to read lines up to the token's line instead.
 pub fn frame(token: &str, script: &str, payload_len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(script.len() + token.len() + 24);
-    out.extend_from_slice(format!("{payload_len}\n").as_bytes());
-    out.extend_from_slice(script.as_bytes());
+    let mut body = Vec::with_capacity(script.len() + token.len() + 2);
+    body.extend_from_slice(script.as_bytes());
     if !script.ends_with('\n') {
-        out.push(b'\n');
+        body.push(b'\n');
     }
-    out.extend_from_slice(token.as_bytes());
-    out.push(b'\n');
+    body.extend_from_slice(token.as_bytes());
+    body.push(b'\n');
+    let body_len = if script.len() >= HEAD_MIN {
+        body.len()
+    } else {
+        0
+    };
+    let mut out = format!("{payload_len} {body_len}\n").into_bytes();
+    out.extend_from_slice(&body);
     out
 }
 
@@ -256,8 +273,20 @@ mod tests {
             "{t}"
         );
         assert_ne!(t, token());
-        assert_eq!(frame("T", "echo a\n", 0), b"0\necho a\nT\n");
-        assert_eq!(frame("T", "echo a", 5), b"5\necho a\nT\n");
+        assert_eq!(frame("T", "echo a\n", 0), b"0 0\necho a\nT\n");
+        assert_eq!(frame("T", "echo a", 5), b"5 0\necho a\nT\n");
+        // Exactly HEAD_MIN bytes: read with `head`, the body's length counting the token's line.
+        let big = format!("{}\n", "#".repeat(HEAD_MIN - 1));
+        assert_eq!(
+            frame("T", &big, 7),
+            format!("7 {}\n{big}T\n", HEAD_MIN + 2).into_bytes()
+        );
+        // One byte less: read line by line.
+        let small = &big[1..];
+        assert_eq!(
+            frame("T", small, 7),
+            format!("7 0\n{small}T\n").into_bytes()
+        );
     }
 
     #[tokio::test]
@@ -426,5 +455,103 @@ mod tests {
         assert!(out.status.success());
         assert!(out.stdout.is_empty(), "{:?}", out.stdout);
         assert!(!flag.exists(), "a script without its end line ran");
+    }
+
+    /// A script of exactly `size` bytes (padded with a comment line) ending in `lines`.
+    fn sized(size: usize, lines: &[&'static str]) -> String {
+        let tail = script(lines);
+        let s = format!("#{}\n{tail}", "p".repeat(size - tail.len() - 2));
+        assert_eq!(s.len(), size);
+        s
+    }
+
+    /// Large scripts (read with `head -c`) and small ones alternate on one worker, byte for
+    /// byte, with and without payloads; the sizes around [`HEAD_MIN`] included.
+    #[tokio::test]
+    async fn large_scripts_are_read_whole_and_leave_the_payload_to_the_script() {
+        let (_child, mut w) = local();
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for size in [HEAD_MIN - 1, HEAD_MIN, HEAD_MIN + 1, 40_000] {
+            let s = sized(size, &["printf '%s|' big", "cat"]);
+            let r = w.run(&s, &payload).await.unwrap();
+            assert_eq!(
+                r.status,
+                0,
+                "{size}: {:?}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            assert_eq!(&r.stdout[..4], b"big|", "{size}");
+            assert_eq!(&r.stdout[4..], &payload[..], "{size}");
+            // The next frame is intact, small or large, with no payload.
+            let r = w.run(&script(&["wc -c"]), &[]).await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "0", "{size}");
+            let r = w
+                .run(&sized(size, &["echo $$ >/dev/null", "exit 4"]), &[])
+                .await
+                .unwrap();
+            assert_eq!((r.status, r.stdout.as_slice()), (4, &b""[..]), "{size}");
+        }
+    }
+
+    /// A large script whose text does not end in a newline, or ends in several, or ends inside
+    /// a here-document with empty lines, runs exactly as written.
+    #[tokio::test]
+    async fn large_scripts_keep_their_last_bytes() {
+        let (_child, mut w) = local();
+        let pad = format!("#{}\n", "x".repeat(HEAD_MIN));
+        let no_newline = format!("{pad}printf 'a\\n\\n'\nprintf b");
+        let r = w.run(&no_newline, &[]).await.unwrap();
+        assert_eq!((r.status, r.stdout.as_slice()), (0, &b"a\n\nb"[..]));
+        let newlines = format!("{pad}printf c\n\n\n\n");
+        let r = w.run(&newlines, &[]).await.unwrap();
+        assert_eq!((r.status, r.stdout.as_slice()), (0, &b"c"[..]));
+        let heredoc = format!("{pad}cat <<'E'\n\none\n\n\nE");
+        let r = w.run(&heredoc, &[]).await.unwrap();
+        assert_eq!((r.status, r.stdout.as_slice()), (0, &b"\none\n\n\n"[..]));
+    }
+
+    /// A large script cut short anywhere before its token's line is whole never runs: not
+    /// in its body, not in the token, and not when only the header came.
+    #[tokio::test]
+    async fn a_large_script_cut_short_never_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("ran");
+        let mut s = Script::new("touch");
+        s.line("touch {}", &[flag.to_str().unwrap()]);
+        s.line("# {}", &[&"p".repeat(HEAD_MIN)]);
+        let text = s.render().unwrap();
+        let framed = frame("TOKEN", &text, 0);
+        let header = framed.iter().position(|&b| b == b'\n').unwrap() + 1;
+        assert_ne!(&framed[..header], b"0 0\n", "read with head");
+        for keep in [
+            header,
+            header + 10,
+            framed.len() / 2,
+            framed.len() - 7,
+            framed.len() - 3,
+        ] {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(WORKER)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let mut input = b"TOKEN\n".to_vec();
+            input.extend_from_slice(&framed[..keep]);
+            stdin.write_all(&input).await.unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().await.unwrap();
+            assert!(out.status.success(), "{keep}");
+            assert!(out.stdout.is_empty(), "{keep}: {:?}", out.stdout);
+            assert!(!flag.exists(), "a script cut after {keep} bytes ran");
+        }
+        // Whole, it runs (the test above proves something).
+        let (_child, mut w) = local();
+        let r = w.run(&text, &[]).await.unwrap();
+        assert_eq!(r.status, 0);
+        assert!(flag.exists());
     }
 }
