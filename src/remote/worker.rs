@@ -240,7 +240,18 @@ mod tests {
 
     /// A worker on the local /bin/sh (the hosts' `sh` is POSIX too: dash on Debian).
     fn local() -> (tokio::process::Child, Local) {
-        let mut child = tokio::process::Command::new("/bin/sh")
+        let mut child = spawn_sh();
+        let w = Worker::new(
+            child.stdin.take().unwrap(),
+            child.stdout.take().unwrap(),
+            child.stderr.take().unwrap(),
+        );
+        (child, w)
+    }
+
+    /// [`WORKER`] on the local /bin/sh, its three streams piped.
+    fn spawn_sh() -> tokio::process::Child {
+        tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(WORKER)
             .stdin(std::process::Stdio::piped())
@@ -248,13 +259,19 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("start /bin/sh");
-        let w = Worker::new(
-            child.stdin.take().unwrap(),
-            child.stdout.take().unwrap(),
-            child.stderr.take().unwrap(),
-        );
-        (child, w)
+            .expect("start /bin/sh")
+    }
+
+    /// A worker on the local /bin/sh given its token and then `frames` only (the connection
+    /// dropped there): what it printed and how it ended.
+    async fn cut_short(frames: &[u8]) -> std::process::Output {
+        let mut child = spawn_sh();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut input = b"TOKEN\n".to_vec();
+        input.extend_from_slice(frames);
+        stdin.write_all(&input).await.unwrap();
+        drop(stdin);
+        child.wait_with_output().await.unwrap()
     }
 
     fn script(lines: &[&'static str]) -> String {
@@ -435,23 +452,10 @@ mod tests {
     async fn a_script_cut_short_never_runs() {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("ran");
-        let mut child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(WORKER)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
         let mut s = Script::new("touch");
         s.line("touch {}", &[flag.to_str().unwrap()]);
-        let mut input = b"TOKEN\n".to_vec();
         let framed = frame("TOKEN", &s.render().unwrap(), 0);
-        input.extend_from_slice(&framed[..framed.len() - 3]);
-        stdin.write_all(&input).await.unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().await.unwrap();
+        let out = cut_short(&framed[..framed.len() - 3]).await;
         assert!(out.status.success());
         assert!(out.stdout.is_empty(), "{:?}", out.stdout);
         assert!(!flag.exists(), "a script without its end line ran");
@@ -530,20 +534,7 @@ mod tests {
             framed.len() - 7,
             framed.len() - 3,
         ] {
-            let mut child = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(WORKER)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            let mut input = b"TOKEN\n".to_vec();
-            input.extend_from_slice(&framed[..keep]);
-            stdin.write_all(&input).await.unwrap();
-            drop(stdin);
-            let out = child.wait_with_output().await.unwrap();
+            let out = cut_short(&framed[..keep]).await;
             assert!(out.status.success(), "{keep}");
             assert!(out.stdout.is_empty(), "{keep}: {:?}", out.stdout);
             assert!(!flag.exists(), "a script cut after {keep} bytes ran");
