@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod package;
 pub mod preflight;
 pub mod prune;
+pub mod random;
 pub mod recover;
 pub mod remote;
 pub mod rollback;

@@ -54,25 +54,7 @@ pub struct Ran {
 
 /// A fresh random token for one worker: 128 bits from the system, never a value of any script.
 pub fn token() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        // std's hasher keys come from the system's randomness too.
-        use std::hash::{BuildHasher, Hasher};
-        for chunk in b.chunks_mut(8) {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
-    format!("cargo-ship-end-{}", hex::encode(b))
+    format!("cargo-ship-end-{}", crate::random::hex16())
 }
 
 /// Scripts of at least this many bytes are read by the worker with one `head -c` (one process,

@@ -56,23 +56,7 @@ const OURS: char = '\u{1}';
 
 /// A random token for `::stop-commands::`: 16 bytes of the system's randomness, in hex.
 fn stop_token() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if from_os.is_err() {
-        // std's hasher keys come from the system's randomness too.
-        use std::hash::{BuildHasher, Hasher};
-        for chunk in b.chunks_mut(8) {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::random::hex16()
 }
 
 /// Every line of `text` marked as one of cargo-ship's own workflow commands.
