@@ -368,11 +368,7 @@ mod tests {
             clock_start(&mut s);
             sudo_timed(&mut s, &config);
             clock_end(&mut s);
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(s.render().unwrap())
-                .output()
-                .unwrap();
+            let out = s.run_local();
             kv(&String::from_utf8_lossy(&out.stdout))
         };
         let fast = run("0");

@@ -95,11 +95,7 @@ mod tests {
     use super::*;
 
     fn sh(s: &Script) -> String {
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.render().unwrap())
-            .output()
-            .unwrap();
+        let out = s.run_local();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

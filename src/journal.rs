@@ -267,11 +267,7 @@ mod tests {
         let mut s = Script::new("t");
         print_version(&mut s, "v", dir.path().to_str().unwrap());
         print_version(&mut s, "missing", "/nonexistent");
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.render().unwrap())
-            .output()
-            .unwrap();
+        let out = s.run_local();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "v=1.2.3-rc.1\n");
         assert!(out.status.success());
     }

@@ -284,11 +284,7 @@ mod tests {
     use super::*;
 
     fn run_sh(s: &Script) -> String {
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.render().unwrap())
-            .output()
-            .unwrap();
+        let out = s.run_local();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -408,11 +404,7 @@ mod tests {
             s.lines("problem() { printf 'problem=%s\\n' \"$*\"; }");
             s.line("_glibc={}; _need={}", &[have, need]);
             glibc_compare(&mut s);
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(s.render().unwrap())
-                .output()
-                .unwrap();
+            let out = s.run_local();
             let text = String::from_utf8_lossy(&out.stdout);
             assert_eq!(!text.contains("problem="), ok, "{have} vs {need}: {text}");
         }
@@ -451,11 +443,7 @@ mod tests {
         let run = |reqs: &[Requirements]| {
             let mut s = Script::new("t");
             checks(&mut s, &config, &layout, reqs);
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(s.render().unwrap())
-                .output()
-                .unwrap();
+            let out = s.run_local();
             let facts = Facts::parse(&String::from_utf8_lossy(&out.stdout));
             // Only the problems about the artifact (not root, disk or tools of this machine).
             let problems: Vec<String> = facts

@@ -749,11 +749,7 @@ mod tests {
         std::fs::write(format!("{rel}/data/x"), "from the artifact").unwrap();
         let mut s = Script::new("t");
         shared_links(&mut s, &config, &layout, &rel);
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.render().unwrap())
-            .output()
-            .unwrap();
+        let out = s.run_local();
         assert!(out.status.success(), "{out:?}");
         for p in ["data", "log/app", "config/local.toml", "top.env"] {
             assert_eq!(

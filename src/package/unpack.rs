@@ -291,11 +291,7 @@ mod count_tests {
                 &manifest,
             );
             s.lines("echo ok");
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(s.render().unwrap())
-                .output()
-                .unwrap();
+            let out = s.run_local();
             let (stdout, stderr) = (
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),

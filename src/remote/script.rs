@@ -274,6 +274,19 @@ pub fn parse_kv_all(stdout: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs the rendered script with the local `/bin/sh` (POSIX, dash on Debian as on the hosts)
+/// and returns its output: for the tests of the modules that write scripts.
+#[cfg(test)]
+impl Script {
+    pub(crate) fn run_local(&self) -> std::process::Output {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(self.render().expect("the script renders"))
+            .output()
+            .expect("run /bin/sh")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,11 +372,7 @@ mod tests {
             let mut s = Script::new("echo");
             s.line("cd {}", &[dir.path().to_str().unwrap()]);
             s.line("printf '%s' {}", &[v]);
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(s.render().unwrap())
-                .output()
-                .unwrap();
+            let out = s.run_local();
             assert!(
                 out.status.success(),
                 "{v:?}: {}",

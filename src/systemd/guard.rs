@@ -538,11 +538,7 @@ mod tests {
             );
             restart(&mut s, &c);
             s.lines("echo started after $_n");
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(s.render().unwrap())
-                .output()
-                .unwrap();
+            let out = s.run_local();
             let stdout = String::from_utf8_lossy(&out.stdout);
             if ok {
                 assert!(out.status.success(), "{fails}: {out:?}");
@@ -586,11 +582,7 @@ mod tests {
     fn issue_18_an_exit_before_the_guard_starts_starts_it() {
         let dir = tempfile::tempdir().unwrap();
         let s = switch_like(dir.path(), "exit 9");
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.render().unwrap())
-            .output()
-            .unwrap();
+        let out = s.run_local();
         assert_eq!(out.status.code(), Some(9), "{out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -642,11 +634,7 @@ mod tests {
     fn issue_18_held_output_is_printed_once_the_guard_runs() {
         let dir = tempfile::tempdir().unwrap();
         let s = switch_like(dir.path(), "echo units");
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(s.render().unwrap())
-            .output()
-            .unwrap();
+        let out = s.run_local();
         assert!(out.status.success(), "{out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
