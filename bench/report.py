@@ -173,7 +173,8 @@ def report(path):
     recs = [json.loads(l) for l in open(path)]
     m = recs[0]
     print(f"\ncargo-ship {m['cargo_ship_rev']}{' (dirty)' if m['cargo_ship_dirty'] else ''}: "
-          f"{m['hosts']} test host(s), parallel {m.get('parallel', '-')}, {m['nproc']} cores, "
+          f"{m['hosts']} test host(s), parallel {m.get('parallel', '-')}, "
+          f"key exchange {m.get('kex', 'ssh default')}, hardening {m.get('hardening', 'default')}, {m['nproc']} cores, "
           f"{m['kernel']}, {m['date']}, load average at start {m.get('loadavg_at_start', '?')}")
     scen = [r for r in recs if r["type"] == "scenario"]
     direct = {(r["scenario"]): r for r in scen if r["link"] == "direct"}
@@ -190,6 +191,11 @@ def report(path):
               f"peak RSS {(c.get('max_rss_kib') or 0) / 1024:.1f} MiB; hosts: "
               f"{r.get('hosts_cpu_ms', 0) / 1000:.2f} s CPU in all ({r.get('hosts_cpu_ms', 0) / n:.0f} ms per host); "
               f"new pids per host: median {med(pids) or 0:.0f}, max {max(pids) if pids else 0}")
+        prof = r.get("profile")
+        if prof:
+            top = sorted(prof.items(), key=lambda kv: -kv[1])[:14]
+            print("  profile (perf, ms of CPU by process name, client and hosts): "
+                  + ", ".join(f"{k} {v / n:.0f}/host" if n > 1 else f"{k} {v:.0f}" for k, v in top))
         rows = s["hosts"]
         if rows:
             walls = [row["millis"] / 1000 for row in rows]

@@ -299,6 +299,22 @@ if rtt_on; then
   proxy_up "$(printf '%s\n' $NS | sort -n | tail -1)"; TOOL_CFG=$RTT_CFG
 fi
 
+# PEERS_SSH_KEX=ALGS: the tools that use OpenSSH (shell, shell-pipe, ansible*, the extra tool) get a copy of the
+# ssh_config whose first block is `Host *` / `KexAlgorithms ALGS`, e.g. curve25519-sha256: the key exchange
+# Capistrano (net-ssh: ecdh-sha2-nistp521 first) and pyinfra (paramiko: curve25519 first) settle on, where
+# OpenSSH >= 9.0 picks sntrup761x25519 (post-quantum, ~85 ms more client CPU per connection here). Capistrano and
+# pyinfra keep the plain config (net-ssh would apply the line and may lack the algorithm).
+KEX=${PEERS_SSH_KEX:-}
+[ -z "$KEX" ] || [[ $KEX =~ ^[a-z0-9@.,+-]+$ ]] || die "PEERS_SSH_KEX=$KEX: a comma-separated list of algorithms (ssh -Q kex)"
+kex_config() {  # tool -> the ssh_config it gets
+  case $1 in
+    capistrano|pyinfra) echo "$TOOL_CFG" ;;
+    *) if [ -z "$KEX" ]; then echo "$TOOL_CFG"
+       else { printf 'Host *\n  KexAlgorithms %s\n\n' "$KEX"; cat "$TOOL_CFG"; } > "$WORK/ssh_config.kex"; echo "$WORK/ssh_config.kex"; fi ;;
+  esac
+}
+[ -z "$KEX" ] || log "OpenSSH-based tools: KexAlgorithms $KEX (PEERS_SSH_KEX)"
+
 HOSTS_DESC=
 if netns; then
   HOSTS_DESC=", hosts netns ($(host_addr 1).. on $PEER_BR, hello :$HELLO_PORT on every host)"
@@ -318,8 +334,9 @@ for n in $NS; do
     log "$tool N=$n: fresh hosts"
     hosts_down; hosts_up "$n"
     if rtt_on; then rtt_config "$n"; fi
+    tool_cfg=$(kex_config "$tool")
     for r in $(seq 1 "$RUNS"); do
-      export SSH_CONFIG=$TOOL_CFG HOSTS=$hosts ARTIFACT=${ART[r]} VERSION=${VER[r]} HELLO_VERSION=${VER[r]}
+      export SSH_CONFIG=$tool_cfg HOSTS=$hosts ARTIFACT=${ART[r]} VERSION=${VER[r]} HELLO_VERSION=${VER[r]}
       export HELLO_SRC=$PEERS/hello PEERS_LIB=$PEERS/lib PEERS_N=$n PEERS_RUN=$r
       lf=$LOGS/$tool-N$n-r$r.log
       prep_tool "$tool" > "$lf" 2>&1 9>&- || { log "  prep failed (see $lf)"; }
@@ -335,7 +352,8 @@ for n in $NS; do
       if [ $rc -ne 0 ]; then status="FAIL(rc=$rc)"
       elif why=$(verify "$n" "${VER[r]}" "$r"); then status=ok
       else status="BAD($why)"; fi
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$n" "$r" "$wall" "$conns" "$status" >> "$RES"
+      label=$tool; [ "$tool_cfg" = "$TOOL_CFG" ] || label="$tool+kex"   # the table says which ran with PEERS_SSH_KEX
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "$r" "$wall" "$conns" "$status" >> "$RES"
       log "  run $r: ${wall}s, $conns ssh connections, $status${late:+; $late}"
       [ "$status" = ok ] || log "  log: $lf"
       sleep 1   # release ids have 1 s resolution
