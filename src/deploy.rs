@@ -29,6 +29,7 @@ pub async fn deploy(configs: &[Config], opts: &DeployOptions, ui: &Ui) -> Result
         return Ok(());
     }
     plan::announce(&plans);
+    stage::prepare_ahead(&plans);
     let all_hosts = plan::distinct_hosts(&plans);
 
     let mut runs: Vec<HostRun> = Vec::new();

@@ -69,6 +69,18 @@ pub(crate) async fn once_hooks(plans: &[Plan<'_>], runs: &mut [HostRun]) -> Resu
     Ok(())
 }
 
+/// Starts, before connecting, what the stage will likely need and takes CPU rather than the
+/// network: each artifact's delta against the one deployed last from here
+/// ([`transfer::Deltas::prepare_ahead`]), on threads of their own while the handshakes run.
+pub(crate) fn prepare_ahead(plans: &[Plan<'_>]) {
+    for plan in plans {
+        let store = crate::package::store::store_dir(&plan.config.target_dir);
+        for art in &plan.artifacts {
+            plan.deltas.prepare_ahead(&store, art);
+        }
+    }
+}
+
 async fn stage_host(plan: &Plan<'_>, run: &HostRun, ui: &Ui) -> Result<()> {
     let config = plan.config.for_host(run.conn.host());
     let layout = Layout::new(&config.deploy_to);
