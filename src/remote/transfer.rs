@@ -85,11 +85,12 @@ pub fn encoding_for(cached: &[String], has_zstd: bool, has_gzip: bool) -> (Encod
     (preferred, false)
 }
 
-/// Deltas prepared during one deploy, by artifact and base (its sha256): hosts with the same
-/// earlier artifact share one, and one prepared ahead ([`Deltas::prepare_ahead`]) is waited
-/// for, not computed twice.
+/// Deltas prepared during one deploy, by artifact and base (the local file: a host that keeps
+/// it as `.tar.zst` or as `.tar` gets the same bytes): hosts with the same earlier artifact
+/// share one, and one prepared ahead ([`Deltas::prepare_ahead`]) is waited for, not computed
+/// twice.
 #[derive(Debug, Default)]
-pub struct Deltas(std::sync::Mutex<std::collections::HashMap<(PathBuf, String), DeltaCell>>);
+pub struct Deltas(std::sync::Mutex<std::collections::HashMap<(PathBuf, PathBuf), DeltaCell>>);
 
 /// One delta being or having been computed: `None` once computed when it could not be made.
 type DeltaCell = std::sync::Arc<std::sync::OnceLock<Option<DeltaBody>>>;
@@ -105,8 +106,7 @@ impl Deltas {
         full: u64,
     ) -> Option<Delta> {
         let (base, file) = pick_base(store_dir, art, haves)?;
-        let sha = file.split_once('.').map(|(s, _)| s.to_string())?;
-        let cell = self.cell(&art.path, &sha);
+        let cell = self.cell(&art.path, &base);
         let body = tokio::task::block_in_place(|| {
             cell.get_or_init(|| DeltaBody::prepare(&art.path, &base).ok())
                 .clone()
@@ -124,12 +124,14 @@ impl Deltas {
     /// store (the one deployed last from here). The deploy connects and runs preflight
     /// meanwhile; a host that turns out to have that artifact gets the delta without waiting
     /// for it (level 9 on a 9 MiB binary takes ~0.15 s, plus unpacking both). Nothing is
-    /// started when the store has no such artifact.
+    /// started when the store has no such artifact. Only names and times are read here: the
+    /// reading and hashing happen on that thread, and a host gets the delta only when
+    /// [`pick_base`] finds that it holds this very file (by its whole sha256).
     pub fn prepare_ahead(&self, store_dir: &Path, art: &crate::package::Artifact) {
-        let Some((base, sha)) = likely_base(store_dir, art) else {
+        let Some(base) = likely_base(store_dir, art) else {
             return;
         };
-        let cell = self.cell(&art.path, &sha);
+        let cell = self.cell(&art.path, &base);
         if cell.get().is_some() {
             return;
         }
@@ -142,10 +144,10 @@ impl Deltas {
             });
     }
 
-    fn cell(&self, art: &Path, base_sha: &str) -> DeltaCell {
+    fn cell(&self, art: &Path, base: &Path) -> DeltaCell {
         let mut cells = self.0.lock().expect("delta cache");
         cells
-            .entry((art.to_path_buf(), base_sha.to_string()))
+            .entry((art.to_path_buf(), base.to_path_buf()))
             .or_default()
             .clone()
     }
@@ -177,8 +179,8 @@ impl DeltaBody {
 }
 
 /// The newest artifact in `store_dir` of the same binary and target as `art`, other than
-/// `art` itself, and its sha256 (read from the file: the name holds only 12 hex digits).
-fn likely_base(store_dir: &Path, art: &crate::package::Artifact) -> Option<(PathBuf, String)> {
+/// `art` itself (by name and modification time).
+fn likely_base(store_dir: &Path, art: &crate::package::Artifact) -> Option<PathBuf> {
     let m = &art.manifest;
     // `<bin>-<version>-<target>-<sha12>.tar.zst`, any version and sha.
     let name = crate::package::store::file_name(&m.bin, "", &m.target, &art.sha256);
@@ -215,10 +217,7 @@ fn likely_base(store_dir: &Path, art: &crate::package::Artifact) -> Option<(Path
             best = Some((modified, e.path()));
         }
     }
-    let (_, path) = best?;
-    let bytes = std::fs::read(&path).ok()?;
-    let sha = hex::encode(Sha256::digest(&bytes));
-    (sha != art.sha256).then_some((path, sha))
+    best.map(|(_, path)| path)
 }
 
 /// `MAJOR.MINOR.PATCH`, digits each, with any `-pre` or `+build` after: a package version.
@@ -432,10 +431,7 @@ mod tests {
             f.set_modified(t(secs)).unwrap();
         }
 
-        assert_eq!(
-            likely_base(dir.path(), &art),
-            Some((previous.path.clone(), previous.sha256.clone()))
-        );
+        assert_eq!(likely_base(dir.path(), &art), Some(previous.path.clone()));
         let deltas = Deltas::default();
         deltas.prepare_ahead(dir.path(), &art);
         let have = |a: &crate::package::Artifact| vec![format!("{}.tar.zst", a.sha256)];
