@@ -44,6 +44,16 @@ fn new_app(name: &str, port: u16, hosts: Vec<String>, jobs: Vec<String>) -> App 
     let Some(test_hosts) = host::shared_or_skip() else {
         unreachable!()
     };
+    app_on(test_hosts, name, port, hosts, jobs)
+}
+
+fn app_on(
+    test_hosts: &'static host::TestHosts,
+    name: &str,
+    port: u16,
+    hosts: Vec<String>,
+    jobs: Vec<String>,
+) -> App {
     let spec = Spec {
         hosts,
         ship_lines: vec![format!("bin = \"{name}\"")],
@@ -553,5 +563,79 @@ fn issue_21_jobs_as_the_deploy_user_after_setup() {
             ),
         "ship-root refuses a job the config did not have at setup",
         Some(&second),
+    );
+}
+
+/// Lets journald run again on the host, whatever happens.
+struct JournaldBack(&'static TestHost);
+
+impl Drop for JournaldBack {
+    fn drop(&mut self) {
+        self.0
+            .exec("pkill -CONT -x systemd-journal; rm -f /run/late-journald.done");
+    }
+}
+
+/// A loaded host's journald may read a job's output only after the job has ended (seen in CI:
+/// `run` printed none of host0's lines). By then systemd has removed the unit's invocation id,
+/// so journald stores the lines without `_SYSTEMD_INVOCATION_ID`; `run` still shows them as
+/// this run's (they are the unit's, written after this run started). Reproduced exactly, on a
+/// host of its own: a watcher on the host stops journald before the job's first line and lets
+/// it go on once the job has failed (no ssh login meanwhile: logins wait for journald).
+#[test]
+fn issue_21_run_shows_the_lines_journald_stored_after_the_job_ended() {
+    if host::shared_or_skip().is_none() {
+        return;
+    }
+    let Ok(own) = host::TestHosts::boot(1, host::BootOptions::default()) else {
+        panic!("could not boot a test host of its own");
+    };
+    // App keeps a 'static reference; the hosts go down with the test process (--owner-pid).
+    let own: &'static host::TestHosts = Box::leak(Box::new(own));
+    let name = "ship-jobs21late";
+    // Prints a line, prints `done ...`, exits 3.
+    let jobs = job("fail", "2099-01-01", &["timeout = \"1m\""], 0, 3);
+    let app = app_on(own, name, 18214, vec!["host0".into()], jobs);
+    let h0 = app.host(0);
+    let first = app.deploy(&[], 0);
+    let r1 = app.deployed_release(&first, "host0");
+    let svc = format!("{name}-job-fail.service");
+
+    // The job's main process starts a second after the unit (a drop-in's ExecStartPre): the
+    // watcher stops journald in that second, before the job's first line.
+    h0.exec_ok(&format!(
+        "mkdir -p /etc/systemd/system/{svc}.d && printf '[Service]\\nExecStartPre=/bin/sleep 1\\n' > /etc/systemd/system/{svc}.d/late.conf && systemctl daemon-reload"
+    ));
+    let _back = JournaldBack(h0);
+    h0.exec_ok(&format!(
+        "svc={svc}; before=$(systemctl show -p InvocationID --value -- $svc)
+nohup sh -c 'trap \"pkill -CONT -x systemd-journal; touch /run/late-journald.done\" EXIT
+  i=0; while [ $i -lt 1200 ]; do
+    [ \"$(systemctl show -p InvocationID --value -- $0)\" != \"$1\" ] && [ \"$(systemctl show -p ActiveState --value -- $0)\" = activating ] && break
+    sleep 0.05; i=$((i + 1)); done
+  pkill -STOP -x systemd-journal
+  i=0; while [ $i -lt 1200 ] && [ \"$(systemctl show -p ActiveState --value -- $0)\" != failed ]; do sleep 0.05; i=$((i + 1)); done
+  sleep 0.3' \"$svc\" \"$before\" >/dev/null 2>&1 &"
+    ));
+    let run = app.run(&["run", "test", "fail", "--message-format", "json"]);
+    let watched = h0.exec("test -e /run/late-journald.done").status.success();
+    let lines: Vec<String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "output" && e["kind"] == "job")
+        .filter_map(|e| e["text"].as_str().map(str::to_string))
+        .collect();
+    app.check_eq(
+        (watched, run.code, lines),
+        (
+            true,
+            EXIT_REMOTE,
+            vec![
+                format!("host0: fail 0.1.0 {r1}"),
+                format!("host0: done fail 0.1.0 {r1}"),
+            ],
+        ),
+        "the watcher's end, run's exit and output with journald stopped meanwhile",
+        Some(&run),
     );
 }
