@@ -521,8 +521,13 @@ pub fn run_script(config: &Config, job: &str) -> Script {
     s.lines("_t=$(date '+%Y-%m-%d %H:%M:%S')");
     s.line("_svc={}", &[&svc]);
     s.lines("if systemctl is-active -q \"$_svc\"; then echo 'cargo-ship: a run is in progress; following it' >&2; else $SUDO systemctl start \"$_svc\"; fi");
-    s.lines("_inv=$(systemctl show -p InvocationID --value -- \"$_svc\")");
-    s.lines("echo invocation=$_inv");
+    // The run's invocation, and when it started (monotonic µs): a line journald stored
+    // without the invocation (see `run_line`) belongs to this run when it came after.
+    s.lines("_inv=; _mono=; _props=$(systemctl show -p InvocationID -p InactiveExitTimestampMonotonic -- \"$_svc\") || true");
+    s.lines("while IFS='=' read -r _k _v; do case $_k in InvocationID) _inv=$_v ;; InactiveExitTimestampMonotonic) _mono=$_v ;; esac; done <<SHIP_EOF");
+    s.lines("$_props");
+    s.lines("SHIP_EOF");
+    s.lines("echo invocation=$_inv; echo started_mono=$_mono");
     s.lines(
         "$SUDO journalctl -u \"$_svc\" --since \"$_t\" -n all -o json --no-pager --follow & _jp=$!",
     );
@@ -591,32 +596,23 @@ async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(Hos
         let Some(r) = out else { return result };
         let mut lines = BufReader::new(r).lines();
         let mut inv = String::new();
+        let mut started: Option<u64> = None;
         let mut seen = std::collections::HashSet::new();
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(i) = line.strip_prefix("invocation=") {
                 inv = i.to_string();
+            } else if let Some(m) = line.strip_prefix("started_mono=") {
+                started = m.parse().ok();
             } else if let Some(r) = line.strip_prefix("result=") {
                 result = Some(r.to_string());
             } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
-                if s("_SYSTEMD_INVOCATION_ID") != inv
-                    || s("_PID") == "1"
-                    || !seen.insert(s("__CURSOR").to_string())
-                {
+                let cursor = v.get("__CURSOR").and_then(|x| x.as_str()).unwrap_or("");
+                let Some(message) = run_line(&v, &inv, started) else {
                     continue;
-                }
-                let message = match v.get("MESSAGE") {
-                    Some(serde_json::Value::String(m)) => m.clone(),
-                    Some(serde_json::Value::Array(bytes)) => String::from_utf8_lossy(
-                        &bytes
-                            .iter()
-                            .filter_map(|b| b.as_u64().map(|b| b as u8))
-                            .collect::<Vec<u8>>(),
-                    )
-                    .into_owned(),
-                    _ => continue,
                 };
-                emit_line(ui, &host2, &message);
+                if seen.insert(cursor.to_string()) {
+                    emit_line(ui, &host2, &message);
+                }
             }
         }
         result
@@ -646,6 +642,42 @@ async fn run_on(conn: &Arc<Connection>, script: &Script, ui: &Ui) -> Result<(Hos
         ..fleet::row(conn)
     };
     Ok((row, code))
+}
+
+/// The message of a journal entry of the job's unit (`journalctl -u`, since the run began)
+/// when it is a line of this run: one of its invocation `inv`, or one journald stored without
+/// an invocation id at or after the run's start (`started`, monotonic µs). journald looks the
+/// id up when it reads a process's first line; on a loaded host it may read a short job's
+/// output only after the job has ended, when systemd has dropped the id (seen in CI: `run`
+/// showed none of the lines). systemd's own messages about the unit are not the job's.
+fn run_line(entry: &serde_json::Value, inv: &str, started: Option<u64>) -> Option<String> {
+    let s = |k: &str| entry.get(k).and_then(|x| x.as_str()).unwrap_or("");
+    if s("_PID") == "1" {
+        return None;
+    }
+    let ours = match s("_SYSTEMD_INVOCATION_ID") {
+        "" => match (started, s("__MONOTONIC_TIMESTAMP").parse::<u64>()) {
+            (Some(start), Ok(at)) => at >= start,
+            _ => false,
+        },
+        id => id == inv,
+    };
+    if !ours {
+        return None;
+    }
+    match entry.get("MESSAGE") {
+        Some(serde_json::Value::String(m)) => Some(m.clone()),
+        Some(serde_json::Value::Array(bytes)) => Some(
+            String::from_utf8_lossy(
+                &bytes
+                    .iter()
+                    .filter_map(|b| b.as_u64().map(|b| b as u8))
+                    .collect::<Vec<u8>>(),
+            )
+            .into_owned(),
+        ),
+        _ => None,
+    }
 }
 
 fn emit_line(ui: &Ui, host: &str, line: &str) {
@@ -682,6 +714,40 @@ pub fn unknown_job(config: &Config, job: &str) -> Error {
 mod tests {
     use super::*;
     use crate::config::tests_support::config_with;
+
+    /// A run's lines: its invocation's, and those journald stored without one after the run
+    /// began (it read them once the job had ended); not another run's, not earlier ones
+    /// without an id, not systemd's own.
+    #[test]
+    fn run_lines_include_those_journald_stored_without_the_invocation() {
+        let e = |pid: &str, inv: Option<&str>, mono: &str, msg: serde_json::Value| {
+            let mut v = json!({"_PID": pid, "__MONOTONIC_TIMESTAMP": mono, "MESSAGE": msg});
+            if let Some(i) = inv {
+                v["_SYSTEMD_INVOCATION_ID"] = json!(i);
+            }
+            v
+        };
+        let line = |v: &serde_json::Value| run_line(v, "abc", Some(1000));
+        assert_eq!(
+            line(&e("7", Some("abc"), "900", json!("mine"))),
+            Some("mine".into())
+        );
+        assert_eq!(
+            line(&e("7", None, "1000", json!("late"))),
+            Some("late".into())
+        );
+        assert_eq!(line(&e("7", None, "999", json!("before"))), None);
+        assert_eq!(line(&e("7", Some("old"), "2000", json!("other run"))), None);
+        assert_eq!(line(&e("1", None, "2000", json!("Started it."))), None);
+        assert_eq!(
+            line(&e("7", Some("abc"), "1", json!([104, 105]))),
+            Some("hi".into())
+        );
+        assert_eq!(
+            run_line(&e("7", None, "5000", json!("late")), "abc", None),
+            None
+        );
+    }
 
     fn job() -> JobConfig {
         JobConfig {
