@@ -601,10 +601,10 @@ fn issue_21_run_shows_the_lines_journald_stored_after_the_job_ended() {
     let r1 = app.deployed_release(&first, "host0");
     let svc = format!("{name}-job-fail.service");
 
-    // The job's main process starts a second after the unit (a drop-in's ExecStartPre): the
-    // watcher stops journald in that second, before the job's first line.
+    // The job's main process starts 3 s after the unit (a drop-in's ExecStartPre): the
+    // watcher stops journald meanwhile, before the job's first line (time to spare on a loaded host).
     h0.exec_ok(&format!(
-        "mkdir -p /etc/systemd/system/{svc}.d && printf '[Service]\\nExecStartPre=/bin/sleep 1\\n' > /etc/systemd/system/{svc}.d/late.conf && systemctl daemon-reload"
+        "mkdir -p /etc/systemd/system/{svc}.d && printf '[Service]\\nExecStartPre=/bin/sleep 3\\n' > /etc/systemd/system/{svc}.d/late.conf && systemctl daemon-reload"
     ));
     let _back = JournaldBack(h0);
     h0.exec_ok(&format!(
