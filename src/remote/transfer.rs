@@ -90,7 +90,12 @@ pub fn encoding_for(cached: &[String], has_zstd: bool, has_gzip: bool) -> (Encod
 /// share one, and one prepared ahead ([`Deltas::prepare_ahead`]) is waited for, not computed
 /// twice.
 #[derive(Debug, Default)]
-pub struct Deltas(std::sync::Mutex<std::collections::HashMap<(PathBuf, PathBuf), DeltaCell>>);
+pub struct Deltas {
+    cells: std::sync::Mutex<std::collections::HashMap<(PathBuf, PathBuf), DeltaCell>>,
+    /// The sha256 of each local artifact checked as a base so far: read and hashed once per
+    /// deploy, not once per host.
+    sums: std::sync::Mutex<std::collections::HashMap<PathBuf, Option<String>>>,
+}
 
 /// One delta being or having been computed: `None` once computed when it could not be made.
 type DeltaCell = std::sync::Arc<std::sync::OnceLock<Option<DeltaBody>>>;
@@ -105,7 +110,10 @@ impl Deltas {
         haves: &[String],
         full: u64,
     ) -> Option<Delta> {
-        let (base, file) = pick_base(store_dir, art, haves)?;
+        // Reading and hashing the candidates blocks: off the async workers.
+        let (base, file) = tokio::task::block_in_place(|| {
+            pick_base(store_dir, art, haves, |p| self.sha256_of(p))
+        })?;
         let cell = self.cell(&art.path, &base);
         let body = tokio::task::block_in_place(|| {
             cell.get_or_init(|| DeltaBody::prepare(&art.path, &base).ok())
@@ -144,8 +152,18 @@ impl Deltas {
             });
     }
 
+    fn sha256_of(&self, path: &Path) -> Option<String> {
+        let mut sums = self.sums.lock().expect("sha256 cache");
+        sums.entry(path.to_path_buf())
+            .or_insert_with(|| {
+                let bytes = std::fs::read(path).ok()?;
+                Some(hex::encode(Sha256::digest(&bytes)))
+            })
+            .clone()
+    }
+
     fn cell(&self, art: &Path, base: &Path) -> DeltaCell {
-        let mut cells = self.0.lock().expect("delta cache");
+        let mut cells = self.cells.lock().expect("delta cache");
         cells
             .entry((art.to_path_buf(), base.to_path_buf()))
             .or_default()
@@ -311,11 +329,13 @@ pub fn delta_at(old: &[u8], new: &[u8], level: i32) -> std::io::Result<Vec<u8>> 
 /// The artifact to send a delta against: one the host has (`haves`: file names in its
 /// artifacts dir) that is also in the local store `store_dir` as an artifact of the same
 /// binary and target as `art` (a readable `.tar.zst`, or a `.tar` made from an earlier delta),
-/// the newest here first. Returns the local file and the host's file name.
+/// the newest here first, its whole sha256 (`sha256_of` a local file) matching. Returns the
+/// local file and the host's file name.
 pub fn pick_base(
     store_dir: &Path,
     art: &crate::package::Artifact,
     haves: &[String],
+    sha256_of: impl Fn(&Path) -> Option<String>,
 ) -> Option<(std::path::PathBuf, String)> {
     let m = &art.manifest;
     let mut found: Vec<(std::time::SystemTime, std::path::PathBuf, String)> = Vec::new();
@@ -347,8 +367,7 @@ pub fn pick_base(
     // The name holds 12 hex digits of the sha256: the whole must match.
     found.into_iter().find_map(|(_, path, have)| {
         let sha = have.split_once('.').map(|(s, _)| s)?;
-        let bytes = std::fs::read(&path).ok()?;
-        (hex::encode(Sha256::digest(&bytes)) == sha).then_some((path, have))
+        (sha256_of(&path)? == sha).then_some((path, have))
     })
 }
 
