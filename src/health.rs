@@ -145,8 +145,9 @@ done"#;
 
 /// Appends the HTTP check of `health.http` on the host ([`HOST_PROBE`]) after the switch's
 /// restart (`$_inv`: the new process's invocation), when the host has bash: prints
-/// `probed=<code>` or `probe_failed=<why>`, and the client skips its own probe through the
-/// SSH connection (no port forward, no extra round trips). Without bash, prints nothing.
+/// `probed=<code>` (and sets `$_probe_ok` to 1) or `probe_failed=<why>`, and the client skips
+/// its own probe through the SSH connection (no port forward, no extra round trips). Without
+/// bash, prints nothing.
 pub fn probe_on_host(s: &mut crate::remote::script::Script, config: &crate::config::Config) {
     let Ok(Some(t)) = http_target(config) else {
         return;
@@ -155,7 +156,7 @@ pub fn probe_on_host(s: &mut crate::remote::script::Script, config: &crate::conf
     let timeout = config.health.timeout.as_secs_f64().ceil().max(1.0) as u64;
     s.lines("if command -v bash >/dev/null 2>&1; then");
     s.line(
-        "  if _pr=$(bash -c {} probe {} {} {} {} {} \"$_inv\" 2>/dev/null); then echo \"probed=$_pr\"; else echo \"probe_failed=$_pr\"; fi",
+        "  if _pr=$(bash -c {} probe {} {} {} {} {} \"$_inv\" 2>/dev/null); then echo \"probed=$_pr\"; _probe_ok=1; else echo \"probe_failed=$_pr\"; fi",
         &[
             HOST_PROBE,
             host,

@@ -217,13 +217,18 @@ pub async fn judge_switch(
     finish: Option<crate::steps::Finish<'_>>,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
+    let kv = crate::remote::script::parse_kv(&switch.stdout);
+    if switch.status == crate::remote::script::EXIT_UNSTABLE && kv.contains_key("new_unit") {
+        // The switch verified too (`steps::switch_verified`), and that check failed: said as
+        // the verify script says it.
+        return Err(switch.tail(3).replace('\n', " "));
+    }
     if switch.status != 0 {
         return Err(format!(
             "the service did not start: {}",
             switch.tail(3).replace('\n', " ")
         ));
     }
-    let kv = crate::remote::script::parse_kv(&switch.stdout);
     let get = |k: &str| kv.get(k).map(String::as_str).unwrap_or_default();
     let started = crate::steps::Started {
         unit: get("new_unit"),
@@ -236,7 +241,15 @@ pub async fn judge_switch(
     }
     let probed = kv.get("probed").and_then(|c| c.parse().ok());
     verify_release(
-        config, conn, release, &started, hook_env, finish, probed, ui,
+        config,
+        conn,
+        release,
+        &started,
+        hook_env,
+        finish,
+        probed,
+        kv.contains_key("verified"),
+        ui,
     )
     .await
 }
@@ -244,7 +257,8 @@ pub async fn judge_switch(
 /// After a switch: the HTTP check (if configured, and not `probed` by the switch script on the
 /// host already) within `timeout`, answered by the process the switch started, then the settle period in which that process must stay active, then the
 /// old blue-green instance is retired and the after_switch hooks run. Returns why the release
-/// is not healthy.
+/// is not healthy. `verified`: the switch script did all that already (and `finish`, if any),
+/// so only the probe's result is reported.
 #[allow(clippy::too_many_arguments)]
 pub async fn verify_release(
     config: &crate::config::Config,
@@ -254,6 +268,7 @@ pub async fn verify_release(
     hook_env: &crate::hooks::HookEnv<'_>,
     finish: Option<crate::steps::Finish<'_>>,
     probed: Option<u16>,
+    verified: bool,
     ui: &crate::ui::Ui,
 ) -> std::result::Result<(), String> {
     let started = std::time::Instant::now();
@@ -281,6 +296,9 @@ pub async fn verify_release(
             ),
             crate::ui::Tone::Detail,
         );
+    }
+    if verified {
+        return Ok(());
     }
     let script = crate::steps::verify(config, release, started_unit, hook_env, finish);
     let out = conn.run(&script).await.map_err(|e| e.to_string())?;

@@ -411,6 +411,62 @@ pub fn switch(
     s
 }
 
+/// Whether a switch also verifies ([`switch_verified`]): with no settle period and no
+/// after_switch hooks, nothing happens on the deploying machine between a host's switch and
+/// its verify (issue #18: one round trip less per host).
+pub fn verifies_in_switch(config: &Config) -> bool {
+    config.health.settle.is_zero() && config.hooks.after_switch.is_empty()
+}
+
+/// [`switch`], then [`verify`]'s check that the unit still runs the process the switch started
+/// and the retirement of the old blue-green instance, and, with `finish`, the [`finish`]
+/// lines (a deploy to one host): prints `verified=1`. Only for [`verifies_in_switch`].
+///
+/// The HTTP check is probed on the host when it has bash; without bash (the client probes
+/// through the connection) or when that probe failed, the script ends after the switch as
+/// [`switch`] does, and the client runs [`verify`] once it has probed.
+pub fn switch_verified(
+    config: &Config,
+    host: &str,
+    release: &str,
+    holder: &str,
+    secrets: Option<&Secrets>,
+    finish: Option<Finish<'_>>,
+) -> Script {
+    let mut s = switch(config, host, release, holder, secrets);
+    s.set_purpose(format!(
+        "switch `current` to release {release}, start it and check it stays up ({} restart of {}){}",
+        config.systemd.restart.as_str(),
+        config.systemd.unit,
+        if finish.is_some() {
+            ", then confirm, record and unlock"
+        } else {
+            ""
+        }
+    ));
+    let probe = matches!(crate::health::http_target(config), Ok(Some(_)));
+    if probe {
+        s.lines("if [ \"${_probe_ok:-0}\" = 1 ]; then");
+    }
+    // The unit and invocation the switch started are in `$_svc` and `$_inv`; the flock taken
+    // by the switch is still held, so the dead-man's switch cannot have reverted meanwhile.
+    s.lines("_ninv=$_inv");
+    systemd::show_state(&mut s, None);
+    s.line(
+        "if [ \"$_st\" != active ] || [ \"$_inv\" != \"$_ninv\" ]; then echo \"the service did not stay up: state $_st, restarted $_nr times\" >&2; exit {}; fi",
+        &[&EXIT_UNSTABLE.to_string()],
+    );
+    strategy::retire(&mut s);
+    s.lines("echo verified=1");
+    if let Some(f) = finish {
+        finish_lines(&mut s, config, release, f.log, f.prune, true);
+    }
+    if probe {
+        s.lines("fi");
+    }
+    s
+}
+
 /// The [`finish`] lines to run at the end of [`verify`], when nothing else must be waited for
 /// (a rollback, a deploy to one host): one round trip less.
 #[derive(Debug, Clone, Copy)]
@@ -761,6 +817,59 @@ mod tests {
         assert!(std::path::Path::new(&format!("{}/log/app", layout.shared())).is_dir());
     }
 
+    /// With `settle = "0s"` the switch verifies (#18): only once the probe on the host passed
+    /// (without bash the client probes, then runs `verify`), retiring the old blue-green
+    /// instance and, for a host alone, finishing, all inside that branch; with a settle period
+    /// or after_switch hooks it does not.
+    #[test]
+    fn the_switch_verifies_only_when_nothing_happens_in_between() {
+        let bg = "restart = \"blue-green\"\nlisten = [\"8080\"]\n";
+        let config = config_from(
+            bg,
+            "http = \"http://127.0.0.1:8080/healthz\"\nsettle = \"0s\"\n",
+        );
+        assert!(verifies_in_switch(&config));
+        let finish = Finish {
+            log: "the log line",
+            prune: &[],
+        };
+        let text = switch_verified(&config, "h1", "20260101000000", "me", None, Some(finish))
+            .render()
+            .unwrap();
+        let branch = text
+            .find("if [ \"${_probe_ok:-0}\" = 1 ]; then")
+            .expect("the verify lines wait for the probe");
+        assert!(text.find("_probe_ok=1").unwrap() < branch, "{text}");
+        for needle in [
+            "_ninv=$_inv",
+            "the service did not stay up",
+            "systemctl stop \"$_retire\"",
+            "echo verified=1",
+            "'the log line'",
+            "confirmed=1",
+        ] {
+            let at = text
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing\n{text}"));
+            assert!(at > branch, "{needle} before the probe's branch\n{text}");
+        }
+        assert!(text.trim_end().ends_with("fi"), "{text}");
+
+        // No HTTP check: nothing to wait for.
+        let config = config_from("", "settle = \"0s\"\n");
+        let text = switch_verified(&config, "h1", "20260101000000", "me", None, None)
+            .render()
+            .unwrap();
+        assert!(!text.contains("_probe_ok:-0"), "{text}");
+        assert!(text.contains("echo verified=1"), "{text}");
+        assert!(!text.contains("confirmed=1"), "{text}");
+
+        assert!(!verifies_in_switch(&config_from("", "settle = \"1s\"\n")));
+        let mut hooked = config_from("", "settle = \"0s\"\n");
+        hooked.hooks.after_switch = vec!["true".into()];
+        assert!(!verifies_in_switch(&hooked));
+    }
+
     /// Every phase script of every strategy, with and without sudo and the dead-man's switch,
     /// is one the host's `/bin/sh` (dash on Debian) parses.
     #[test]
@@ -825,6 +934,14 @@ mod tests {
                 }),
             ] {
                 scripts.push(verify(&config, rel, &started, &env, f));
+                scripts.push(switch_verified(
+                    &config,
+                    "h1",
+                    rel,
+                    "me",
+                    Some(&Secrets::default()),
+                    f,
+                ));
             }
             for (receive, delta) in [
                 (None, None),

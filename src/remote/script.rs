@@ -146,6 +146,12 @@ impl Script {
         self.idempotent
     }
 
+    /// Says what the script does, once lines were added that change it.
+    pub fn set_purpose(&mut self, purpose: impl Into<String>) -> &mut Self {
+        self.purpose = purpose.into();
+        self
+    }
+
     /// What the script does ("take the deploy lock on ...").
     pub fn purpose(&self) -> &str {
         &self.purpose

@@ -409,7 +409,7 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
         fingerprint: &plan.fingerprint("<host>", art),
     };
     let finish_log = plan.revision(art, "deploy", "ok");
-    let scripts = [
+    let mut scripts = vec![
         steps::preflight(
             plan.config,
             Some(&plan.requirements),
@@ -417,14 +417,26 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
             plan.lock_wait,
         ),
         steps::stage(plan.config, &stage_in),
-        steps::switch(
+    ];
+    // As a host of a fleet runs them (a deploy to one host also finishes in its last script).
+    if steps::verifies_in_switch(plan.config) {
+        scripts.push(steps::switch_verified(
             plan.config,
             "<host>",
             &plan.release,
             &plan.holder,
             Some(&plan.secrets),
-        ),
-        steps::verify(
+            None,
+        ));
+    } else {
+        scripts.push(steps::switch(
+            plan.config,
+            "<host>",
+            &plan.release,
+            &plan.holder,
+            Some(&plan.secrets),
+        ));
+        scripts.push(steps::verify(
             plan.config,
             &plan.release,
             &steps::Started {
@@ -434,14 +446,14 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
             },
             &stage_in.hook_env,
             None,
-        ),
-        steps::finish(
-            plan.config,
-            &plan.release,
-            &finish_log,
-            &["<releases beyond keep_releases>".to_string()][..0],
-        ),
-    ];
+        ));
+    }
+    scripts.push(steps::finish(
+        plan.config,
+        &plan.release,
+        &finish_log,
+        &["<releases beyond keep_releases>".to_string()][..0],
+    ));
     let once = steps::once_hooks(plan.config, &stage_in.hook_env);
     for (n, h) in hosts.iter().enumerate() {
         if n == 0 && !plan.config.hooks.before_switch_once.is_empty() {

@@ -257,13 +257,32 @@ async fn switch_host(
 ) -> std::result::Result<Option<String>, SwitchFailure> {
     let config = plan.config.for_host(run.conn.host());
     let host = run.conn.host().to_string();
-    let script = steps::switch(
-        config,
-        run.conn.host(),
-        &plan.release,
-        &plan.holder,
-        Some(&plan.secrets),
-    );
+    // A deploy to one host has nobody else to wait for: its verify also confirms, records and
+    // unlocks (one round trip less). With no settle period and no after_switch hooks the
+    // switch script itself verifies (and so finishes, alone): one round trip less again.
+    let (log, prune) = finish_parts(plan, run);
+    let finish = alone.then_some(steps::Finish {
+        log: &log,
+        prune: &prune,
+    });
+    let script = if steps::verifies_in_switch(config) {
+        steps::switch_verified(
+            config,
+            run.conn.host(),
+            &plan.release,
+            &plan.holder,
+            Some(&plan.secrets),
+            finish,
+        )
+    } else {
+        steps::switch(
+            config,
+            run.conn.host(),
+            &plan.release,
+            &plan.holder,
+            Some(&plan.secrets),
+        )
+    };
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
@@ -325,13 +344,6 @@ async fn switch_host(
         &rel_dir,
         previous.as_deref().unwrap_or(""),
     );
-    // A deploy to one host has nobody else to wait for: its verify script also confirms,
-    // records and unlocks (one round trip less).
-    let (log, prune) = finish_parts(plan, run);
-    let finish = alone.then_some(steps::Finish {
-        log: &log,
-        prune: &prune,
-    });
     let verdict =
         crate::host::judge_switch(config, &run.conn, &plan.release, &out, &env, finish, ui).await;
     match verdict {

@@ -1,7 +1,7 @@
 //! Issue #3: the happy paths of `cargo ship deploy|rollback|status|releases|prune` against a
 //! real host, checked on the host itself.
 
-use crate::app::{App, Spec};
+use crate::app::{App, Spec, EXIT_ROLLED_BACK};
 use crate::host;
 
 /// Deploy, redeploy the same build (nothing uploaded, one connection), deploy a new version,
@@ -392,5 +392,106 @@ fn issue_3_deploys_as_a_non_root_user_with_sudo() {
         Some(r1),
         "current after rollback",
         Some(&rb),
+    );
+}
+
+/// Issue #18, item 2: with `settle = "0s"` nothing happens on the deploying machine between
+/// a host's switch and its verify (the switch script probes `health.http` on the host), so
+/// the switch script verifies too: on two hosts a new version is five remote commands per host
+/// (preflight, the lock's lease, stage, switch + verify, finish), and a deploy to one host,
+/// which finishes in the same script, four. An unhealthy release is still put back on both
+/// hosts, and a rollback with `settle = "0s"` still goes back and unlocks. From git, as the
+/// deploy user after `cargo ship setup`.
+#[test]
+fn issue_18_with_settle_0_the_switch_script_also_verifies() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let spec = Spec {
+        hosts: vec!["host0".into(), "host1".into()],
+        settle: "0s".into(),
+        ..Spec::default()
+    };
+    let mut app = App::new(hosts, "ship-settle0", 18106, spec).in_git();
+    app.as_deploy_user("shipquick", "shipquicksvc");
+    let (h0, h1) = (app.host(0), app.host(1));
+    app.deploy(&[], 0);
+
+    app.update(|s| s.version = "0.2.0".into());
+    let two = app.deploy(&[], 0);
+    let r2 = app.deployed_release(&two, "shipquick@host0");
+    for (h, alias) in [(h0, "host0"), (h1, "host1")] {
+        app.assert_version(h, "0.2.0", Some(&two));
+        app.check_eq(
+            two.row(&format!("shipquick@{alias}"))["commands"].as_u64(),
+            Some(5),
+            &format!("remote commands on {alias} for a new version (preflight, the lock's lease, stage, switch + verify, finish)"),
+            Some(&two),
+        );
+        app.check(
+            !app.exists(h, ".ship/lock"),
+            "the lock must be released",
+            Some(&two),
+        );
+        app.check(
+            !app.exists(h, ".ship/pending"),
+            "the dead-man's switch must be confirmed (no .ship/pending)",
+            Some(&two),
+        );
+    }
+
+    let bad = app.deploy(&["--features", "unhealthy"], EXIT_ROLLED_BACK);
+    for h in [h0, h1] {
+        app.assert_version(h, "0.2.0", Some(&bad));
+        app.check_eq(
+            app.current(h),
+            Some(r2.clone()),
+            "current after the unhealthy release",
+            Some(&bad),
+        );
+        app.check(
+            !app.exists(h, ".ship/lock"),
+            "the lock must be released",
+            Some(&bad),
+        );
+    }
+    app.check(
+        bad.all_output().contains("GET /healthz answered 500"),
+        "the output should say why the release was unhealthy",
+        Some(&bad),
+    );
+
+    app.update(|s| s.version = "0.3.0".into());
+    let one = app.deploy(&["--host", "host0"], 0);
+    app.assert_version(h0, "0.3.0", Some(&one));
+    app.assert_version(h1, "0.2.0", Some(&one));
+    app.check_eq(
+        one.row("shipquick@host0")["commands"].as_u64(),
+        Some(4),
+        "remote commands on host0 for a deploy to it alone (preflight, the lease, stage, switch + verify + finish)",
+        Some(&one),
+    );
+    app.check(
+        !app.exists(h0, ".ship/pending"),
+        "host0's switch must be confirmed",
+        Some(&one),
+    );
+
+    let back = app.run_expect(
+        &[
+            "rollback",
+            "test",
+            "--host",
+            "host0",
+            "--message-format",
+            "json",
+        ],
+        0,
+    );
+    app.assert_version(h0, "0.2.0", Some(&back));
+    app.check(
+        !app.exists(h0, ".ship/lock"),
+        "the lock must be released",
+        Some(&back),
     );
 }
