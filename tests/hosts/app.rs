@@ -46,6 +46,8 @@ pub struct Spec {
     pub systemd_lines: Vec<String>,
     /// Raw extra lines for `[package.metadata.ship.health]` (e.g. `confirm_timeout = "0s"`).
     pub health_lines: Vec<String>,
+    /// The environment's `ssh_config` (default: the test hosts' own).
+    pub ssh_config: Option<String>,
 }
 
 impl Default for Spec {
@@ -66,6 +68,7 @@ impl Default for Spec {
             env_lines: Vec::new(),
             systemd_lines: Vec::new(),
             health_lines: Vec::new(),
+            ssh_config: None,
         }
     }
 }
@@ -324,7 +327,13 @@ shared_dirs = ["data"]
         t.push_str(&format!(
             "\n[package.metadata.ship.environments.test]\nhosts = {}\nssh_config = {}\n",
             toml_list(&s.hosts),
-            toml_str(&self.hosts.ssh_config.display().to_string())
+            toml_str(
+                &s.ssh_config.clone().unwrap_or_else(|| self
+                    .hosts
+                    .ssh_config
+                    .display()
+                    .to_string())
+            )
         ));
         for l in &s.env_lines {
             t.push_str(l);

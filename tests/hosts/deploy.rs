@@ -495,3 +495,62 @@ fn issue_18_with_settle_0_the_switch_script_also_verifies() {
         Some(&back),
     );
 }
+
+/// Issue #18: `connect_parallel` bounds the handshakes that pass a jump host (its sshd's
+/// `MaxStartups` counts them all); a host reached directly waits for no budget. A deploy to two
+/// hosts behind a jump host (`ProxyJump host0`, with `connect_parallel = 1`: one handshake
+/// through it at a time) and to the jump host itself, directly: every host serves the
+/// release, and the hosts behind it saw the deploy's connection come from the jump host.
+#[test]
+fn issue_18_deploys_through_a_jump_host_and_directly() {
+    let Some(hosts) = host::shared_or_skip() else {
+        return;
+    };
+    let (h0, h1, h2) = (hosts.host(0), hosts.host(1), hosts.host(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("ssh_config");
+    // The test hosts' own entries first (host0, the jump host, among them), then the hosts
+    // behind it, with the same key and known_hosts (keyed by address).
+    let mut text = format!("Include {}\n", hosts.ssh_config.display());
+    for h in [h1, h2] {
+        text.push_str(&format!(
+            "Host jumped-{}\n  HostName {}\n  ProxyJump {}\n  User root\n  IdentityFile {}\n  \
+             UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n  \
+             BatchMode yes\n  LogLevel ERROR\n",
+            h.name,
+            h.ip,
+            h0.name,
+            hosts.dir.join("id_ed25519").display(),
+            hosts.dir.join("known_hosts").display(),
+        ));
+    }
+    std::fs::write(&cfg, text).expect("ssh_config");
+    let spec = Spec {
+        hosts: vec![
+            format!("jumped-{}", h1.name),
+            format!("jumped-{}", h2.name),
+            h0.name.clone(),
+        ],
+        ssh_config: Some(cfg.display().to_string()),
+        env_lines: vec!["connect_parallel = 1".into()],
+        settle: "0s".into(),
+        ..Spec::default()
+    };
+    let app = App::new(hosts, "ship-jump", 18107, spec).in_git();
+    let run = app.deploy(&[], 0);
+    for h in [h0, h1, h2] {
+        app.assert_version(h, "0.1.0", Some(&run));
+    }
+    for h in [h1, h2] {
+        let log = h.exec_ok("journalctl -u ssh --no-pager -o cat");
+        let from_jump = format!("Accepted publickey for root from {} ", h0.ip);
+        app.check(
+            log.contains(&from_jump),
+            format!(
+                "{} should have seen a login from the jump host ({from_jump:?})",
+                h.name
+            ),
+            Some(&run),
+        );
+    }
+}
