@@ -297,7 +297,7 @@ settle = "3s"
 const ENVIRONMENT: &str = r#"hosts = ["deploy@prod1.example.com"]       # placeholder: your servers, as [user@]host[:port]
 # ssh_config = "deploy/ssh_config"         # passed to ssh as -F, relative to this file
 # secrets_file = "deploy/prod.env"         # dotenv file with the secrets' values, on this machine only (keep it out of git)
-# connect_parallel = 10                    # SSH handshakes in flight through jump hosts (their sshd's MaxStartups); default 10
+# connect_parallel = 10                    # SSH handshakes in flight at once (a jump host's sshd MaxStartups); default 10
 # parallel = 50                            # hosts worked on at once; default: every connected host
 # batch = [1, "10%", "50%", "100%"]        # a ramp: each entry the size of the next switch batch (or one size, "25%"); default: all at once
 # pause = "30s"                            # between batches, watch the switched hosts stay healthy (README: Big fleets)

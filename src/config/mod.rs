@@ -318,9 +318,8 @@ pub struct Environment {
     pub ssh_config: Option<PathBuf>,
     /// Dotenv file on the deploying machine with secret values (absolute once resolved).
     pub secrets_file: Option<PathBuf>,
-    /// SSH handshakes in flight at most through jump hosts and proxy commands (default 10:
-    /// sshd's `MaxStartups 10:30:100` on a jump host refuses an 11th concurrent
-    /// unauthenticated connection); a host reached directly waits for none (`remote::route`).
+    /// SSH handshakes in flight at most (default 10: sshd's `MaxStartups 10:30:100`, on a
+    /// jump host too, refuses an 11th concurrent unauthenticated connection).
     pub connect_parallel: usize,
     /// Connected hosts worked on at once; `None` (the default): every connected host.
     pub parallel: Option<usize>,

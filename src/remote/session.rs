@@ -183,31 +183,23 @@ async fn connect(spec: &HostSpec, env: &Environment, stats: &Stats) -> Result<Se
             b.port(p);
         }
         // The environment's ssh_config, or one generated for --ssh-config/--known-hosts.
-        let config = super::ssh_files::config_for(env, &control_dir())?;
-        if let Some(f) = &config {
+        if let Some(f) = super::ssh_files::config_for(env, &control_dir())? {
             b.config_file(f);
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        // At most `connect_parallel` handshakes in flight through jump hosts and proxy
-        // commands, however many hosts are worked on; a host reached directly is the only
-        // one its sshd sees from this deploy, so its handshake waits for nothing.
-        let _permit = match super::route::of(spec, config.as_deref()).await {
-            super::route::Route::Direct => None,
-            super::route::Route::Proxied(_) => {
-                Some(handshakes(env.connect_parallel).acquire_owned().await)
-            }
-        };
+        // At most `connect_parallel` handshakes in flight, however many hosts are worked on.
+        let _permit = handshakes(env.connect_parallel).acquire_owned().await;
         b.connect_mux(&spec.host)
             .await
             .map_err(|e| connect_error(&host, env, e))
     }
 }
 
-/// The process's budget of SSH handshakes in flight through jump hosts and proxy commands
-/// (`connect_parallel`; see [`super::route`]): sshd's default `MaxStartups 10:30:100` on a jump
-/// host every connection passes starts refusing unauthenticated connections beyond 10. Shared
-/// by every proxied connection the process opens, whichever service's environment it is for; a
-/// different size (another environment in the same process) starts a new budget.
+/// The process's budget of SSH handshakes in flight (`connect_parallel`): sshd's default
+/// `MaxStartups 10:30:100` (on the host, or on a jump host every connection passes) starts
+/// refusing unauthenticated connections beyond 10. Shared by every connection the process
+/// opens, whichever service's environment it is for; a different size (another environment
+/// in the same process) starts a new budget.
 fn handshakes(size: usize) -> Arc<tokio::sync::Semaphore> {
     static BUDGET: std::sync::Mutex<Option<(usize, Arc<tokio::sync::Semaphore>)>> =
         std::sync::Mutex::new(None);

@@ -496,11 +496,11 @@ fn issue_18_with_settle_0_the_switch_script_also_verifies() {
     );
 }
 
-/// Issue #18: `connect_parallel` bounds the handshakes that pass a jump host (its sshd's
-/// `MaxStartups` counts them all); a host reached directly waits for no budget. A deploy to two
-/// hosts behind a jump host (`ProxyJump host0`, with `connect_parallel = 1`: one handshake
-/// through it at a time) and to the jump host itself, directly: every host serves the
-/// release, and the hosts behind it saw the deploy's connection come from the jump host.
+/// Jump hosts (README: "jump hosts work as with plain ssh"), as a fleet behind a bastion uses
+/// them: two hosts reached through `ProxyJump host0`, with `connect_parallel = 1` (the
+/// handshakes one at a time, as a bastion's `MaxStartups` may require), and the jump host
+/// itself reached directly. Every host serves the release, and the hosts behind the jump
+/// host saw the deploy's connection come from it.
 #[test]
 fn issue_18_deploys_through_a_jump_host_and_directly() {
     let Some(hosts) = host::shared_or_skip() else {
