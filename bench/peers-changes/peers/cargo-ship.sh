@@ -47,6 +47,8 @@ prep() {
     echo "ssh_config = $(toml_str "$SSH_CONFIG")"
     # SHIP_BENCH_DEFAULTS=1: cargo-ship with its own defaults (no parallel), as a user would run it
     [ -n "${SHIP_BENCH_DEFAULTS:-}" ] || echo "parallel = $PEERS_N   # every host at once, as the peers run (Ansible forks = N, pyinfra --parallel N)"
+    # SHIP_BENCH_ENV_LINE: one more line for the environment (e.g. connect_parallel = 100)
+    [ -z "${SHIP_BENCH_ENV_LINE:-}" ] || echo "$SHIP_BENCH_ENV_LINE"
     # SHIP_BENCH_HARDENING=false: the unit without systemd's sandboxing, as the peers' lib/hello.service has none
     if [ -n "${SHIP_BENCH_HARDENING:-}" ]; then
       echo; echo "[package.metadata.ship.environments.bench.systemd]"; echo "hardening = $SHIP_BENCH_HARDENING"
