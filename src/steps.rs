@@ -418,9 +418,10 @@ pub fn verifies_in_switch(config: &Config) -> bool {
     config.health.settle.is_zero() && config.hooks.after_switch.is_empty()
 }
 
-/// [`switch`], then [`verify`]'s check that the unit still runs the process the switch started
-/// and the retirement of the old blue-green instance, and, with `finish`, the [`finish`]
-/// lines (a deploy to one host): prints `verified=1`. Only for [`verifies_in_switch`].
+/// A deploy's switch: [`switch`], and, when [`verifies_in_switch`], then [`verify`]'s check
+/// that the unit still runs the process the switch started and the retirement of the old
+/// blue-green instance, and, with `finish`, the [`finish`] lines (a deploy to one host):
+/// prints `verified=1`. Otherwise [`switch`] alone (`finish` then goes with [`verify`]).
 ///
 /// The HTTP check is probed on the host when it has bash; without bash (the client probes
 /// through the connection) or when that probe failed, the script ends after the switch as
@@ -434,6 +435,9 @@ pub fn switch_verified(
     finish: Option<Finish<'_>>,
 ) -> Script {
     let mut s = switch(config, host, release, holder, secrets);
+    if !verifies_in_switch(config) {
+        return s;
+    }
     s.set_purpose(format!(
         "switch `current` to release {release}, start it and check it stays up ({} restart of {}){}",
         config.systemd.restart.as_str(),
@@ -864,7 +868,12 @@ mod tests {
         assert!(text.contains("echo verified=1"), "{text}");
         assert!(!text.contains("confirmed=1"), "{text}");
 
-        assert!(!verifies_in_switch(&config_from("", "settle = \"1s\"\n")));
+        let settling = config_from("", "settle = \"1s\"\n");
+        assert!(!verifies_in_switch(&settling));
+        let text = switch_verified(&settling, "h1", "20260101000000", "me", None, None)
+            .render()
+            .unwrap();
+        assert!(!text.contains("verified=1"), "{text}");
         let mut hooked = config_from("", "settle = \"0s\"\n");
         hooked.hooks.after_switch = vec!["true".into()];
         assert!(!verifies_in_switch(&hooked));

@@ -419,23 +419,15 @@ pub(crate) fn dry_run(plan: &Plan<'_>, hosts: &[HostSpec], ui: &Ui) -> Result<()
         steps::stage(plan.config, &stage_in),
     ];
     // As a host of a fleet runs them (a deploy to one host also finishes in its last script).
-    if steps::verifies_in_switch(plan.config) {
-        scripts.push(steps::switch_verified(
-            plan.config,
-            "<host>",
-            &plan.release,
-            &plan.holder,
-            Some(&plan.secrets),
-            None,
-        ));
-    } else {
-        scripts.push(steps::switch(
-            plan.config,
-            "<host>",
-            &plan.release,
-            &plan.holder,
-            Some(&plan.secrets),
-        ));
+    scripts.push(steps::switch_verified(
+        plan.config,
+        "<host>",
+        &plan.release,
+        &plan.holder,
+        Some(&plan.secrets),
+        None,
+    ));
+    if !steps::verifies_in_switch(plan.config) {
         scripts.push(steps::verify(
             plan.config,
             &plan.release,

@@ -265,24 +265,14 @@ async fn switch_host(
         log: &log,
         prune: &prune,
     });
-    let script = if steps::verifies_in_switch(config) {
-        steps::switch_verified(
-            config,
-            run.conn.host(),
-            &plan.release,
-            &plan.holder,
-            Some(&plan.secrets),
-            finish,
-        )
-    } else {
-        steps::switch(
-            config,
-            run.conn.host(),
-            &plan.release,
-            &plan.holder,
-            Some(&plan.secrets),
-        )
-    };
+    let script = steps::switch_verified(
+        config,
+        run.conn.host(),
+        &plan.release,
+        &plan.holder,
+        Some(&plan.secrets),
+        finish,
+    );
     let out = match run.conn.run(&script).await {
         Ok(out) => out,
         Err(e) => {
