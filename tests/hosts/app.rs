@@ -474,6 +474,15 @@ shared_dirs = ["data"]
         v
     }
 
+    /// Checks that the deploy lock on `h` was released (no `.ship/lock`).
+    pub fn assert_unlocked(&self, h: &TestHost, run: Option<&Run>) {
+        self.check(
+            !self.exists(h, ".ship/lock"),
+            "the lock must be released",
+            run,
+        );
+    }
+
     /// Does `path` (absolute, or relative to deploy_to) exist on `h` (`test -e` or a link)?
     pub fn exists(&self, h: &TestHost, path: &str) -> bool {
         let p = if path.starts_with('/') {

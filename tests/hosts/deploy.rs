@@ -433,11 +433,7 @@ fn issue_18_with_settle_0_the_switch_script_also_verifies() {
             &format!("remote commands on {alias} for a new version (preflight, the lock's lease, stage, switch + verify, finish; resent whole: {resent})"),
             Some(&two),
         );
-        app.check(
-            !app.exists(h, ".ship/lock"),
-            "the lock must be released",
-            Some(&two),
-        );
+        app.assert_unlocked(h, Some(&two));
         app.check(
             !app.exists(h, ".ship/pending"),
             "the dead-man's switch must be confirmed (no .ship/pending)",
@@ -454,11 +450,7 @@ fn issue_18_with_settle_0_the_switch_script_also_verifies() {
             "current after the unhealthy release",
             Some(&bad),
         );
-        app.check(
-            !app.exists(h, ".ship/lock"),
-            "the lock must be released",
-            Some(&bad),
-        );
+        app.assert_unlocked(h, Some(&bad));
     }
     app.check(
         bad.all_output().contains("GET /healthz answered 500"),
@@ -494,11 +486,7 @@ fn issue_18_with_settle_0_the_switch_script_also_verifies() {
         0,
     );
     app.assert_version(h0, "0.2.0", Some(&back));
-    app.check(
-        !app.exists(h0, ".ship/lock"),
-        "the lock must be released",
-        Some(&back),
-    );
+    app.assert_unlocked(h0, Some(&back));
 }
 
 /// Jump hosts (README: "jump hosts work as with plain ssh"), as a fleet behind a bastion uses

@@ -51,11 +51,7 @@ fn issue_3_unhealthy_release_is_rolled_back_and_becomes_a_ghost() {
         "the artifact should be marked a ghost",
         Some(&bad),
     );
-    app.check(
-        !app.exists(h, ".ship/lock"),
-        "the lock must be released",
-        Some(&bad),
-    );
+    app.assert_unlocked(h, Some(&bad));
 
     // The same artifact again: refused before anything changes.
     let again = app.run_expect(
@@ -156,11 +152,7 @@ fn issue_3_unhealthy_first_deploy_leaves_nothing_running() {
         "nothing should answer on the port",
         Some(&bad),
     );
-    app.check(
-        !app.exists(h, ".ship/lock"),
-        "the lock must be released",
-        Some(&bad),
-    );
+    app.assert_unlocked(h, Some(&bad));
     app.check(
         bad.stderr.contains("unhealthy"),
         "stderr should say why",
@@ -198,11 +190,7 @@ fn issue_3_failing_before_switch_hook_switches_nothing() {
         "the staged release must be removed",
         Some(&bad),
     );
-    app.check(
-        !app.exists(h, ".ship/lock"),
-        "the lock must be released",
-        Some(&bad),
-    );
+    app.assert_unlocked(h, Some(&bad));
     app.check(
         app.list(h, ".ship/unfinished").is_empty(),
         "no unfinished mark may be left",
@@ -259,11 +247,7 @@ fn issue_3_lock_is_honoured_named_and_can_be_waited_for() {
     ));
     let waited = app.deploy(&["--lock-wait", "20s"], 0);
     app.deployed_release(&waited, "host0");
-    app.check(
-        !app.exists(h, ".ship/lock"),
-        "the lock must be released",
-        Some(&waited),
-    );
+    app.assert_unlocked(h, Some(&waited));
 }
 
 /// Two deploys of the same app at once: exactly one takes the lock; the other exits 7.
@@ -309,11 +293,7 @@ fn issue_3_concurrent_deploys_one_wins_the_other_is_locked_out() {
         "one release on the host",
         Some(loser),
     );
-    app.check(
-        !app.exists(h, ".ship/lock"),
-        "the lock must be released",
-        Some(winner),
-    );
+    app.assert_unlocked(h, Some(winner));
 }
 
 /// Starts `cargo ship deploy test`, waits until `marker` (a glob under deploy_to) exists on
